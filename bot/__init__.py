@@ -1,0 +1,3 @@
+"""flannel-bot: diagnose and repair Flannel networking from chat, with approvals and an audit trail."""
+
+__version__ = "0.1.0"

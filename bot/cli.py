@@ -1,0 +1,180 @@
+"""`flannel-bot`: the terminal adapter.
+
+`flannel-bot shell --user alice` is a local `/flannel` prompt that behaves as the Slack bot does;
+`flannel-bot <command> ...` runs one `/flannel` command for scripts and tests (`--json` prints the
+structured reply). Both go through the same service as Slack.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from bot.core.engine import Requester
+from bot.core.registry import Registry, lock_path, read_lock, write_lock
+from bot.core.service import Reply
+from bot.errors import BotError, UserError
+from bot.settings import load_settings
+from bot.store.database import Event
+from bot.wiring import App, build_app
+
+GLOBAL_HELP = """\
+usage: flannel-bot [--user NAME] [--json] [--config FILE] [--db FILE] [--cluster FILE] COMMAND ...
+
+  shell                      a local /flannel prompt (as Slack would behave), progress printed live
+  help | diagnose | runbooks | plan | run | approve | deny | cancel | status | audit
+                             one /flannel command, e.g. `flannel-bot run flannel.restart-pods node=w2`
+  audit verify               check the audit chain; exits 1 and names the first bad event
+  runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
+
+  --user NAME     who you are for policy and the audit log (default: $USER)
+  --json          print the reply as JSON
+  --config FILE   TOML settings (also FLANNEL_BOT_CONFIG)
+  --db FILE       the SQLite audit/state file (also FLANNEL_BOT_DB)
+  --cluster FILE  a recorded cluster to work on (also FLANNEL_BOT_CLUSTER)
+"""
+_VALUED = {"--user", "--config", "--db", "--cluster", "--context"}
+
+
+@dataclass
+class Invocation:
+    words: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    as_json: bool = False
+
+
+def split_argv(argv: Sequence[str]) -> Invocation:
+    """Global options may appear anywhere before `--`; everything else is command words."""
+    inv = Invocation()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            inv.words.extend(args)
+            break
+        name, eq, value = arg.partition("=")
+        if name in _VALUED:
+            if not eq:
+                if not args:
+                    raise UserError(f"{name} needs a value")
+                value = args.pop(0)
+            inv.options[name[2:]] = value
+        elif arg == "--json":
+            inv.as_json = True
+        elif arg in ("-h", "--help"):
+            inv.words = ["--help"]
+            return inv
+        else:
+            inv.words.append(arg)
+    return inv
+
+
+def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps({"ok": reply.ok, "kind": reply.kind, **reply.data}, indent=2,
+                             default=str) + "\n")
+    else:
+        out.write(app.renderer.reply(reply) + "\n")
+
+
+def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:
+    def show(event: Event) -> None:
+        line = app.renderer.event(event)
+        if line:
+            out.write(line + "\n")
+            out.flush()
+
+    return show
+
+
+def lock_runbooks() -> int:
+    path = lock_path()
+    lock = Registry.from_package().updated_lock(read_lock(path))
+    write_lock(path, lock)
+    print(f"{path}: {len(lock)} runbook versions locked")
+    return 0
+
+
+def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
+    """An interactive `/flannel` prompt. Events from other processes (approvals) show up too."""
+    source = {"adapter": "shell", "user": user}
+    printed = {"last": max((e.id for e in app.store.events()[-1:]), default=0)}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def follow() -> None:
+        while not stop.wait(0.3):
+            with lock:
+                for event in app.store.events(after=printed["last"]):
+                    printed["last"] = event.id
+                    if event.run_id is not None:
+                        line = app.renderer.event(event)
+                        if line:
+                            out.write(line + "\n")
+                            out.flush()
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    out.write(f"flannel-bot shell as @{user}. Type `help`; Ctrl-D quits.\n")
+    try:
+        while True:
+            out.write("/flannel> ")
+            out.flush()
+            line = stdin.readline()
+            if not line:
+                break
+            if not line.strip():
+                continue
+            if line.strip() in ("quit", "exit"):
+                break
+            with lock:
+                reply = app.service.handle(line, Requester(user, source))
+                printed["last"] = max(printed["last"], *(e.id for e in app.store.events()[-1:]))
+            out.write(app.renderer.reply(reply) + "\n")
+    finally:
+        stop.set()
+        watcher.join(timeout=2)
+    out.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    try:
+        inv = split_argv(sys.argv[1:] if argv is None else argv)
+        if not inv.words or inv.words == ["--help"]:
+            print(GLOBAL_HELP, end="")
+            return 0
+        if inv.words == ["runbooks", "lock"]:
+            return lock_runbooks()
+        settings = load_settings(
+            Path(inv.options["config"]) if "config" in inv.options else None,
+            env,
+            overrides={k: inv.options[k] for k in ("db", "cluster", "context") if k in inv.options},
+        )
+        app = build_app(settings)
+        user = inv.options.get("user") or settings.default_user
+        if inv.words[0] == "shell":
+            app.engine.recover()
+            return shell(app, user, sys.stdin, sys.stdout)
+        if not inv.as_json:
+            app.store.subscribe(_progress_printer(app, sys.stderr))
+        reply = app.service.handle(inv.words, Requester(user, {"adapter": "cli", "user": user}))
+        _emit(reply, app, inv.as_json, sys.stdout)
+        if reply.kind == "error" and reply.data.get("usage"):
+            return 2
+        return 0 if reply.ok else 1
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BotError as exc:
+        print(f"flannel-bot: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The `/flannel` grammar: one parser shared by Slack, the shell adapter and the CLI.
+
+Parsing turns words into a frozen request; it validates shapes (run ids are numbers, node names are
+DNS-1123, parameters are key=value) and leaves meaning (does the node exist?) to the engine.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bot.core.runbook import DNS1123_SUBDOMAIN
+from bot.errors import CommandSyntaxError
+
+USAGE: Mapping[str, str] = {
+    "help": "help [command]",
+    "diagnose": "diagnose [node...]",
+    "runbooks": "runbooks",
+    "plan": "plan <runbook>[@version] key=value...",
+    "run": "run <runbook>[@version] key=value...",
+    "approve": "approve <run> [plan=<hash>]",
+    "deny": "deny <run> [reason...]",
+    "cancel": "cancel <run>",
+    "status": "status [run]",
+    "audit": "audit [verify | run <run> | recent]",
+}
+SUMMARY: Mapping[str, str] = {
+    "help": "show this help, or the usage of one command",
+    "diagnose": "gather evidence from the API and the nodes and name what is broken",
+    "runbooks": "list runbooks with their versions and risk",
+    "plan": "show every step a runbook would take, without changing anything",
+    "run": "start a runbook; destructive steps wait for approval",
+    "approve": "approve a run that waits for approval (not your own)",
+    "deny": "deny a run that waits for approval; the run ends",
+    "cancel": "withdraw a run before it finishes",
+    "status": "show one run, or the recent runs",
+    "audit": "verify the audit chain or show a run's audit trail",
+}
+_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_REF = re.compile(r"^[a-z][a-z0-9.-]*(@[0-9][0-9A-Za-z.+-]*)?$")
+_RUN = re.compile(r"^#?([1-9][0-9]{0,17})$")
+
+
+@dataclass(frozen=True)
+class Help:
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class Diagnose:
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ListRunbooks:
+    pass
+
+
+@dataclass(frozen=True)
+class PlanRunbook:
+    ref: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRunbook:
+    ref: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Approve:
+    run_id: int
+    plan_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Deny:
+    run_id: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    run_id: int
+
+
+@dataclass(frozen=True)
+class Status:
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Audit:
+    action: str = "recent"
+    run_id: int | None = None
+
+
+Command = (
+    Help | Diagnose | ListRunbooks | PlanRunbook | RunRunbook | Approve | Deny | Cancel | Status
+    | Audit
+)
+
+
+def usage(verb: str) -> str:
+    return f"usage: /flannel {USAGE[verb]}"
+
+
+def _fail(message: str, verb: str) -> CommandSyntaxError:
+    return CommandSyntaxError(message, usage(verb))
+
+
+def split_words(text: str) -> list[str]:
+    """Split chat text like a shell would, without ever handing it to one."""
+    text = text.strip()
+    if text.startswith("/flannel"):
+        text = text.removeprefix("/flannel")
+    try:
+        return shlex.split(text)
+    except ValueError:
+        raise CommandSyntaxError("the command has an unclosed quote", usage("help")) from None
+
+
+def parse_text(text: str) -> Command:
+    return parse(split_words(text))
+
+
+def _run_id(word: str | None, verb: str) -> int:
+    if word is None:
+        raise _fail(f"`{verb}` needs a run number", verb)
+    match = _RUN.match(word)
+    if match is None:
+        raise _fail(f"`{word}` is not a run number", verb)
+    return int(match.group(1))
+
+
+def _params(words: Sequence[str], verb: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not _KEY.match(key):
+            raise _fail(f"`{word}` is not a key=value parameter", verb)
+        if key in params:
+            raise _fail(f"parameter `{key}` is given twice", verb)
+        params[key] = value
+    return params
+
+
+def parse(words: Sequence[str]) -> Command:
+    """Parse the words after `/flannel`. Raises CommandSyntaxError with the usage line."""
+    if not words:
+        return Help()
+    verb, args = words[0].lower(), list(words[1:])
+    if verb not in USAGE:
+        known = ", ".join(USAGE)
+        raise CommandSyntaxError(f"unknown command `{words[0]}`; commands: {known}", usage("help"))
+    if verb == "help":
+        if len(args) > 1 or (args and args[0] not in USAGE):
+            raise _fail(f"there is no help for `{' '.join(args)}`", verb)
+        return Help(args[0] if args else None)
+    if verb == "diagnose":
+        for name in args:
+            if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+                raise _fail(f"`{name}` is not a valid node name (DNS-1123)", verb)
+        return Diagnose(tuple(dict.fromkeys(args)))
+    if verb == "runbooks":
+        if args:
+            raise _fail("`runbooks` takes no arguments", verb)
+        return ListRunbooks()
+    if verb in ("plan", "run"):
+        if not args:
+            raise _fail(f"`{verb}` needs a runbook name; `runbooks` lists them", verb)
+        if not _REF.match(args[0]):
+            raise _fail(f"`{args[0]}` is not a runbook name like flannel.restart-pods@1.0.0", verb)
+        params = _params(args[1:], verb)
+        cls = PlanRunbook if verb == "plan" else RunRunbook
+        return cls(args[0], params)
+    if verb == "approve":
+        run_id = _run_id(args[0] if args else None, verb)
+        extra = _params(args[1:], verb)
+        if set(extra) - {"plan"}:
+            raise _fail("`approve` takes only plan=<hash>", verb)
+        plan_hash = extra.get("plan")
+        if plan_hash is not None and not re.fullmatch(r"(sha256:)?[0-9a-f]{8,64}", plan_hash):
+            raise _fail(f"`{plan_hash}` is not a plan hash", verb)
+        return Approve(run_id, plan_hash)
+    if verb == "deny":
+        return Deny(_run_id(args[0] if args else None, verb), " ".join(args[1:])[:500])
+    if verb == "cancel":
+        if len(args) > 1:
+            raise _fail("`cancel` takes one run number", verb)
+        return Cancel(_run_id(args[0] if args else None, verb))
+    if verb == "status":
+        if len(args) > 1:
+            raise _fail("`status` takes at most one run number", verb)
+        return Status(_run_id(args[0], verb) if args else None)
+    # audit
+    if not args or args == ["recent"]:
+        return Audit("recent")
+    if args == ["verify"]:
+        return Audit("verify")
+    if args[0] == "run" and len(args) == 2:
+        return Audit("run", _run_id(args[1], verb))
+    raise _fail(f"unknown audit request `{' '.join(args)}`", verb)

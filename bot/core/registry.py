@@ -1,0 +1,166 @@
+"""Finding runbook versions, pinning each to a hash of its code, and checking the lock file.
+
+Reading each module's source to hash it is the one piece of I/O here: a run is pinned to
+`id@version` plus that hash, and the lock file makes "changed the code, kept the version" a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pkgutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from bot.core.params import check_params_class
+from bot.core.runbook import RUNBOOK_ID, Risk, Runbook, Step, Version
+from bot.errors import RunbookLockMismatch, UnknownRunbook
+
+LOCK_FILE = "runbooks.lock"
+
+
+class RunbookDefinitionError(TypeError):
+    """A runbook module does not follow the runbook API; a bug in that module."""
+
+
+def code_hash(module: ModuleType) -> str:
+    path = module.__file__
+    if path is None:
+        raise RunbookDefinitionError(f"{module.__name__} has no source file to hash")
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_runbook(module: ModuleType) -> Runbook:
+    name = module.__name__
+    rid = getattr(module, "ID", None)
+    if not isinstance(rid, str) or not RUNBOOK_ID.match(rid):
+        raise RunbookDefinitionError(f"{name}: ID must look like `flannel.restart-pods`")
+    try:
+        version = Version.parse(getattr(module, "VERSION", ""))
+    except ValueError as exc:
+        raise RunbookDefinitionError(f"{name}: {exc}") from None
+    if not (module.__doc__ or "").strip():
+        raise RunbookDefinitionError(f"{name}: the module docstring is the runbook's help")
+    params = getattr(module, "Params", None)
+    if not isinstance(params, type):
+        raise RunbookDefinitionError(f"{name}: needs a frozen dataclass `Params`")
+    try:
+        check_params_class(params)
+    except TypeError as exc:
+        raise RunbookDefinitionError(f"{name}: {exc}") from None
+    steps = sorted((v for v in vars(module).values() if isinstance(v, Step)), key=lambda s: s.order)
+    if not steps:
+        raise RunbookDefinitionError(f"{name}: declares no @step")
+    for s in steps:
+        if s.risk is not Risk.READ and s.check is None:
+            raise RunbookDefinitionError(
+                f"{name}: step `{s.name}` is {s.risk.value} and needs a check= that proves its effect"
+            )
+    approvals = getattr(module, "APPROVALS", None)
+    return Runbook(
+        id=rid,
+        version=version,
+        help=module.__doc__ or "",
+        params=params,
+        steps=tuple(steps),
+        code_hash=code_hash(module),
+        module=name,
+        approvals=approvals if isinstance(approvals, int) else None,
+    )
+
+
+@dataclass(frozen=True)
+class LockProblem:
+    ref: str
+    problem: str
+
+
+class Registry:
+    """All runbook versions, by id; the newest version is the default."""
+
+    def __init__(self, runbooks: Iterable[Runbook]) -> None:
+        self._by_id: dict[str, dict[Version, Runbook]] = {}
+        for rb in runbooks:
+            versions = self._by_id.setdefault(rb.id, {})
+            if rb.version in versions:
+                raise RunbookDefinitionError(f"{rb.ref} is declared twice")
+            versions[rb.version] = rb
+
+    @classmethod
+    def from_package(cls, package: str = "runbooks") -> Registry:
+        pkg = importlib.import_module(package)
+        modules = [
+            importlib.import_module(f"{package}.{info.name}")
+            for info in pkgutil.iter_modules(pkg.__path__)
+            if not info.name.startswith("_")
+        ]
+        return cls(load_runbook(m) for m in modules)
+
+    def all(self) -> list[Runbook]:
+        return [
+            rb
+            for rid in sorted(self._by_id)
+            for _, rb in sorted(self._by_id[rid].items(), reverse=True)
+        ]
+
+    def newest(self) -> list[Runbook]:
+        return [self.get(rid) for rid in sorted(self._by_id)]
+
+    def get(self, ref: str) -> Runbook:
+        rid, _, wanted = ref.partition("@")
+        versions = self._by_id.get(rid)
+        if not versions:
+            known = ", ".join(sorted(self._by_id)) or "none"
+            raise UnknownRunbook(f"there is no runbook `{rid}`; known runbooks: {known}")
+        if not wanted:
+            return versions[max(versions)]
+        try:
+            version = Version.parse(wanted)
+        except ValueError:
+            raise UnknownRunbook(f"`{wanted}` is not a version like 1.2.3") from None
+        if version not in versions:
+            have = ", ".join(str(v) for v in sorted(versions, reverse=True))
+            raise UnknownRunbook(f"{rid} has no version {wanted}; available: {have}")
+        return versions[version]
+
+    # -- lock file ------------------------------------------------------------------------------
+
+    def lock_problems(self, lock: dict[str, str]) -> list[LockProblem]:
+        problems = []
+        for rb in self.all():
+            recorded = lock.get(rb.ref)
+            if recorded is None:
+                problems.append(LockProblem(rb.ref, "is not in the lock file: run "
+                                            "`flannel-bot runbooks lock` to record it"))
+            elif recorded != rb.code_hash:
+                problems.append(LockProblem(rb.ref, "changed since it was locked: put the change "
+                                            "in a new version instead (copy the module, bump VERSION)"))
+        return problems
+
+    def updated_lock(self, lock: dict[str, str]) -> dict[str, str]:
+        """Add new versions to the lock; refuse to rewrite the hash of a version already locked."""
+        changed = [p for p in self.lock_problems(lock) if "changed" in p.problem]
+        if changed:
+            raise RunbookLockMismatch("; ".join(f"{p.ref} {p.problem}" for p in changed))
+        return {**lock, **{rb.ref: rb.code_hash for rb in self.all()}}
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise RunbookLockMismatch(f"{path} is not a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_lock(path: Path, lock: dict[str, str]) -> None:
+    path.write_text(json.dumps(dict(sorted(lock.items())), indent=2) + "\n")
+
+
+def lock_path(package: str = "runbooks") -> Path:
+    pkg = importlib.import_module(package)
+    return Path(next(iter(pkg.__path__))) / LOCK_FILE

@@ -1,0 +1,121 @@
+"""A recorded cluster, replayed: the bundled example cluster and saved incident bundles.
+
+It answers the same calls as the live executors from a JSON file, and plays the one controller the
+runbooks rely on: a deleted DaemonSet pod is replaced by a new pod that turns Ready after
+`daemonset_restart_seconds`. Node commands return their recorded output; anything not recorded
+fails with exit 127 instead of guessing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.core.clock import Clock
+from bot.core.executors import CommandResult, NodeInfo, PodInfo
+from bot.errors import ExecutorError, NotFound
+
+
+def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
+    """Equality-based label selectors (`a=b,c!=d,e`), the subset runbooks use."""
+    if not selector:
+        return True
+    for term in selector.split(","):
+        term = term.strip()
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            if labels.get(key.rstrip("=")) != value.lstrip("="):
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class SnapshotCluster:
+    """Implements KubeExecutor and NodeExecutor over a recorded cluster state."""
+
+    def __init__(self, data: Mapping[str, Any], clock: Clock) -> None:
+        self.name = str(data.get("name", "snapshot"))
+        self.clock = clock
+        self.restart_after = timedelta(seconds=float(data.get("daemonset_restart_seconds", 2)))
+        self._nodes = [NodeInfo(**n) for n in data.get("nodes", [])]
+        self._pods = [PodInfo(**p) for p in data.get("pods", [])]
+        self._ready_at: dict[str, datetime] = {}
+        self._configmaps: dict[str, dict[str, str]] = {
+            k: dict(v) for k, v in data.get("configmaps", {}).items()}
+        self._commands: dict[str, dict[str, dict[str, Any]]] = data.get("commands", {})
+        self._lock = threading.Lock()
+        self._suffix = itertools.count(1)
+
+    @classmethod
+    def load(cls, path: Path, clock: Clock) -> SnapshotCluster:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ExecutorError(f"cannot read cluster snapshot {path}: {exc}") from None
+        return cls(data, clock)
+
+    def list_nodes(self) -> list[NodeInfo]:
+        return list(self._nodes)
+
+    def list_pods(
+        self, namespace: str | None = None, label_selector: str | None = None,
+        node: str | None = None,
+    ) -> list[PodInfo]:
+        now = self.clock.now()
+        with self._lock:
+            pods = []
+            for pod in self._pods:
+                ready_at = self._ready_at.get(pod.name)
+                if ready_at is not None and now >= ready_at:
+                    pod = replace(pod, phase="Running", ready=True)
+                pods.append(pod)
+        return [p for p in pods
+                if (namespace is None or p.namespace == namespace)
+                and (node is None or p.node == node)
+                and selector_matches(label_selector, p.labels)]
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            pod = next((p for p in self._pods if p.namespace == namespace and p.name == name), None)
+            if pod is None:
+                raise NotFound(f"DELETE pod {namespace}/{name}: pod not found")
+            self._pods.remove(pod)
+            if pod.owner_kind == "DaemonSet":
+                new_name = f"{pod.owner_name}-r{next(self._suffix)}{pod.name[-3:]}"
+                self._pods.append(replace(pod, name=new_name, phase="Pending", ready=False,
+                                          restarts=0))
+                self._ready_at[new_name] = self.clock.now() + self.restart_after
+
+    def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        key = f"{namespace}/{name}"
+        with self._lock:
+            if key not in self._configmaps:
+                raise NotFound(f"PATCH configmap {key}: not found")
+            self._configmaps[key].update(data)
+
+    def configmap(self, namespace: str, name: str) -> dict[str, str]:
+        return dict(self._configmaps.get(f"{namespace}/{name}", {}))
+
+    def run(
+        self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False
+    ) -> CommandResult:
+        if node not in {n.name for n in self._nodes}:
+            raise ExecutorError(f"node {node}: not in the snapshot")
+        recorded = self._commands.get(node, {}).get(shlex.join(argv))
+        if recorded is None:
+            return CommandResult(node, tuple(argv), 127, "",
+                                 f"{shlex.join(argv)}: not recorded in snapshot {self.name}")
+        return CommandResult(node, tuple(argv), int(recorded.get("exit_code", 0)),
+                             str(recorded.get("stdout", "")), str(recorded.get("stderr", "")))

@@ -1,0 +1,132 @@
+"""Settings: one frozen object built from a TOML file and environment variables.
+
+Nothing else in flannel-bot reads `os.environ`. Precedence: command-line flags (passed in as
+overrides) > environment > config file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.core.policy import Policy, RunbookRule
+from bot.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(UserError):
+    """The configuration file or an environment variable is wrong; the message says where."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    templates_dir: Path
+    cluster_file: Path | None = None
+    kubeconfig: Path | None = None
+    context: str | None = None
+    policy: Policy = field(default_factory=Policy)
+    check_interval: float = 1.0
+    default_user: str = "unknown"
+
+
+def _default_db(env: Mapping[str, str]) -> Path:
+    state = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".local" / "state")
+    return Path(state) / "flannel-bot" / "flannel-bot.db"
+
+
+def _principals(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of group names, \"user:<name>\" or \"*\"")
+    return tuple(value)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{where} must be a whole number of at least 1")
+    return value
+
+
+def parse_policy(raw: Mapping[str, Any]) -> Policy:
+    known = {"groups", "run_read", "run_change", "approve", "approvals", "approval_ttl_minutes",
+             "change_needs_approval", "runbooks"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"[policy] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}")
+    groups = raw.get("groups", {})
+    if not isinstance(groups, dict):
+        raise ConfigError("[policy.groups] must map group names to lists of users")
+    rules = {}
+    for rid, rule in raw.get("runbooks", {}).items():
+        where = f"[policy.runbooks.\"{rid}\"]"
+        if not isinstance(rule, dict) or set(rule) - {"run", "approve", "approvals"}:
+            raise ConfigError(f"{where} takes only run, approve and approvals")
+        rules[rid] = RunbookRule(
+            run=_principals(rule["run"], f"{where}.run") if "run" in rule else None,
+            approve=_principals(rule["approve"], f"{where}.approve") if "approve" in rule else None,
+            approvals=_positive_int(rule["approvals"], f"{where}.approvals")
+            if "approvals" in rule else None,
+        )
+    default = Policy()
+    return Policy(
+        groups={g: frozenset(_principals(m, f"[policy.groups].{g}")) for g, m in groups.items()},
+        run_read=_principals(raw.get("run_read", list(default.run_read)), "policy.run_read"),
+        run_change=_principals(raw.get("run_change", list(default.run_change)),
+                               "policy.run_change"),
+        approve=_principals(raw.get("approve", list(default.approve)), "policy.approve"),
+        approvals=_positive_int(raw.get("approvals", default.approvals), "policy.approvals"),
+        approval_ttl=timedelta(minutes=_positive_int(
+            raw.get("approval_ttl_minutes", 30), "policy.approval_ttl_minutes")),
+        change_needs_approval=bool(raw.get("change_needs_approval", False)),
+        rules=rules,
+    )
+
+
+def load_settings(
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    config = config or (Path(env["FLANNEL_BOT_CONFIG"]) if env.get("FLANNEL_BOT_CONFIG") else None)
+    raw: dict[str, Any] = {}
+    if config is not None:
+        try:
+            raw = tomllib.loads(config.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {config} is not valid TOML: {exc}") from None
+    base = config.parent if config else Path.cwd()
+
+    def path(key: str, env_key: str) -> Path | None:
+        """Flags and environment are relative to the working directory, the file to itself."""
+        given = (overrides or {}).get(key) or env.get(env_key)
+        if given:
+            return Path(str(given)).expanduser()
+        if raw.get(key):
+            p = Path(str(raw[key])).expanduser()
+            return p if p.is_absolute() else base / p
+        return None
+
+    known = {"db", "cluster", "kubeconfig", "context", "templates", "check_interval", "policy"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"config {config} has no setting `{unknown[0]}`; known: "
+                          f"{', '.join(sorted(known))}")
+    return Settings(
+        db_path=path("db", "FLANNEL_BOT_DB") or _default_db(env),
+        templates_dir=path("templates", "FLANNEL_BOT_TEMPLATES") or REPO_ROOT / "templates",
+        cluster_file=path("cluster", "FLANNEL_BOT_CLUSTER"),
+        kubeconfig=path("kubeconfig", "KUBECONFIG"),
+        context=(overrides or {}).get("context") or raw.get("context"),
+        policy=parse_policy(raw.get("policy", {})),
+        check_interval=float(raw.get("check_interval", 1.0)),
+        default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",
+    )

@@ -1,0 +1,89 @@
+"""The audit log's hash chain: how an event is hashed, and how the whole chain is verified.
+
+Each event stores the SHA-256 of the previous event; `chain_head` records the last id and hash, so
+removing or adding events at the end is caught as well as edits in the middle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def event_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    canonical = json.dumps(
+        {k: row[k] for k in ("id", "ts", "kind", "run_id", "actor", "source", "data")},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    events: int
+    head_hash: str
+    event_id: int | None = None
+    problem: str = ""
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"audit chain OK: {self.events} events, head {self.head_hash}"
+        return f"audit chain BROKEN at event {self.event_id}: {self.problem}"
+
+
+def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None) -> ChainReport:
+    """Walk the chain in id order; report the first event that was altered, inserted or deleted."""
+    prev_hash, expected_id, count = GENESIS, 1, 0
+    pending: list[Mapping[str, Any]] = []
+    iterator = iter(rows)
+    for row in iterator:
+        pending.append(row)
+        if len(pending) < 2:
+            continue
+        problem = _check(pending[0], pending[1], prev_hash, expected_id)
+        if problem:
+            return ChainReport(False, count, prev_hash, problem[0], problem[1])
+        prev_hash, expected_id, count = pending[0]["hash"], pending[0]["id"] + 1, count + 1
+        pending.pop(0)
+    if pending:
+        problem = _check(pending[0], None, prev_hash, expected_id)
+        if problem:
+            return ChainReport(False, count, prev_hash, problem[0], problem[1])
+        prev_hash, expected_id, count = pending[0]["hash"], pending[0]["id"] + 1, count + 1
+    head_id = head["last_event_id"] if head else 0
+    head_hash = head["last_hash"] if head else GENESIS
+    if head_id > expected_id - 1:
+        return ChainReport(False, count, prev_hash, expected_id,
+                           f"deleted: the chain head records {head_id} events, the log ends at "
+                           f"event {expected_id - 1}")
+    if head_id < expected_id - 1 or head_hash != prev_hash:
+        return ChainReport(False, count, prev_hash, head_id + 1,
+                           f"inserted: event {head_id + 1} comes after the recorded chain head "
+                           f"(event {head_id})")
+    return ChainReport(True, count, prev_hash)
+
+
+def _check(
+    row: Mapping[str, Any], following: Mapping[str, Any] | None, prev_hash: str, expected_id: int
+) -> tuple[int, str] | None:
+    rid = row["id"]
+    if rid > expected_id:
+        span = f"event {expected_id}" if rid == expected_id + 1 else (
+            f"events {expected_id}-{rid - 1}")
+        return expected_id, f"deleted: {span} missing before event {rid}"
+    if rid < expected_id:
+        return rid, "inserted: its id is out of sequence"
+    if row["prev_hash"] != prev_hash:
+        if following is not None and following["prev_hash"] == prev_hash:
+            return rid, "inserted: the next event links past it to the one before"
+        return rid, "altered or inserted: it does not link to the event before it"
+    if event_hash(prev_hash, row) != row["hash"]:
+        return rid, "altered: its content does not match its recorded hash"
+    return None

@@ -1,0 +1,321 @@
+"""One SQLite file holding the audit chain and the state of every run.
+
+WAL with `synchronous=FULL`: a committed event survives power loss, and a killed process loses at
+most the transaction it was in. Every write goes through `Store.transaction()`, which takes SQLite's
+write lock up front (BEGIN IMMEDIATE), so state changes and their audit events commit together and
+concurrent approvers, threads or processes, are serialised.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.core.clock import Clock, iso
+from bot.core.redact import scrub
+from bot.errors import TargetBusy, UnknownRun
+from bot.store.audit import GENESIS, ChainReport, event_hash, verify_rows
+from bot.store.migrations import MIGRATIONS
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    ts: str
+    kind: str
+    run_id: int | None
+    actor: str | None
+    source: dict[str, Any]
+    data: dict[str, Any]
+    hash: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    runbook: str
+    version: str
+    code_hash: str
+    params: dict[str, Any]
+    requester: str
+    source: dict[str, Any]
+    plan: dict[str, Any]
+    plan_hash: str
+    approved_plan_hash: str | None
+    status: str
+    next_step: int
+    current_step: int | None
+    approvals_required: int
+    created_at: str
+    updated_at: str
+    expires_at: str | None
+    owner: str | None
+    cancel_requested: bool
+    error: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.runbook}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Approval:
+    run_id: int
+    approver: str
+    plan_hash: str
+    decided_at: str
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _to_run(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        **{
+            **row,
+            "params": json.loads(row["params"]),
+            "source": json.loads(row["source"]),
+            "plan": json.loads(row["plan"]),
+            "cancel_requested": bool(row["cancel_requested"]),
+        }
+    )
+
+
+class Tx:
+    """The writes available inside one transaction."""
+
+    def __init__(self, db: sqlite_utils.Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self.events: list[Event] = []
+
+    def now(self) -> str:
+        return iso(self.clock.now())
+
+    def append_event(
+        self,
+        kind: str,
+        *,
+        actor: str | None,
+        run_id: int | None = None,
+        data: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> Event:
+        head = self.db.execute("SELECT last_event_id, last_hash FROM chain_head").fetchone()
+        last_id, prev_hash = head if head else (0, GENESIS)
+        row = {
+            "id": last_id + 1,
+            "ts": self.now(),
+            "kind": kind,
+            "run_id": run_id,
+            "actor": actor,
+            "source": _json(scrub(source or {})),
+            "data": _json(scrub(data or {})),
+        }
+        row["prev_hash"] = prev_hash
+        row["hash"] = event_hash(prev_hash, row)
+        self.db["events"].insert(row)
+        self.db.execute(
+            "INSERT INTO chain_head (id, last_event_id, last_hash) VALUES (1, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET last_event_id = excluded.last_event_id, "
+            "last_hash = excluded.last_hash",
+            [row["id"], row["hash"]],
+        )
+        event = Event(row["id"], row["ts"], kind, run_id, actor, json.loads(row["source"]),
+                      json.loads(row["data"]), row["hash"])
+        self.events.append(event)
+        return event
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def insert_run(self, **fields: Any) -> int:
+        now = self.now()
+        row = {
+            **fields,
+            "params": _json(fields["params"]),
+            "source": _json(fields["source"]),
+            "plan": _json(fields["plan"]),
+            "created_at": now,
+            "updated_at": now,
+        }
+        return int(self.db["runs"].insert(row).last_pk)
+
+    def get_run(self, run_id: int) -> RunRecord:
+        rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+        if not rows:
+            raise UnknownRun(f"there is no run {run_id}; `status` lists recent runs")
+        return _to_run(rows[0])
+
+    def update_run(self, run_id: int, **fields: Any) -> RunRecord:
+        for key in ("plan", "params", "source"):
+            if key in fields:
+                fields[key] = _json(fields[key])
+        if "cancel_requested" in fields:
+            fields["cancel_requested"] = int(fields["cancel_requested"])
+        self.db["runs"].update(run_id, {**fields, "updated_at": self.now()})
+        return self.get_run(run_id)
+
+    def runs_with_status(self, *statuses: str) -> list[RunRecord]:
+        marks = ",".join("?" for _ in statuses)
+        return [_to_run(r) for r in
+                self.db.query(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY id",  # noqa: S608
+                              list(statuses))]
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    def add_approval(self, run_id: int, approver: str, plan_hash: str) -> bool:
+        """Record an approval; False if this person already approved this plan."""
+        try:
+            self.db["approvals"].insert(
+                {"run_id": run_id, "approver": approver, "plan_hash": plan_hash,
+                 "decided_at": self.now()}
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def approvals(self, run_id: int, plan_hash: str) -> list[Approval]:
+        return [
+            Approval(**r)
+            for r in self.db.query(
+                "SELECT run_id, approver, plan_hash, decided_at FROM approvals "
+                "WHERE run_id = ? AND plan_hash = ? ORDER BY id",
+                [run_id, plan_hash],
+            )
+        ]
+
+    # -- change locks ---------------------------------------------------------------------------
+
+    def lock_targets(self, targets: Sequence[str], run_id: int, requester: str) -> None:
+        for target in targets:
+            holder = list(self.db.query(
+                "SELECT run_id, requester FROM target_locks WHERE target = ?", [target]))
+            if holder and holder[0]["run_id"] != run_id:
+                kind, _, name = target.partition("/")
+                raise TargetBusy(
+                    f"{kind} {name} is being changed by run {holder[0]['run_id']} "
+                    f"(requested by @{holder[0]['requester']}); wait for it to finish or cancel it"
+                )
+            if not holder:
+                self.db["target_locks"].insert(
+                    {"target": target, "run_id": run_id, "requester": requester,
+                     "acquired_at": self.now()})
+
+    def release_targets(self, run_id: int) -> None:
+        self.db.execute("DELETE FROM target_locks WHERE run_id = ?", [run_id])
+
+
+class Store:
+    """Opens the database per thread, migrates it, and hands out transactions."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._local = threading.local()
+        self._listeners: list[Callable[[Event], None]] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Called with every event after its transaction commits (the notifiers)."""
+        self._listeners.append(listener)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        tx = Tx(db, self.clock)
+        try:
+            yield tx
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        for event in tx.events:
+            for listener in self._listeners:
+                listener(event)
+
+    def _migrate(self) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                       "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                for statement in _statements(script):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)",
+                           [version, iso(self.clock.now())])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def run(self, run_id: int) -> RunRecord:
+        return Tx(self.db, self.clock).get_run(run_id)
+
+    def recent_runs(self, limit: int = 20) -> list[RunRecord]:
+        return [_to_run(r) for r in
+                self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])]
+
+    def events(self, run_id: int | None = None, after: int = 0) -> list[Event]:
+        where, args = "id > ?", [after]
+        if run_id is not None:
+            where += " AND run_id = ?"
+            args.append(run_id)
+        return [
+            Event(r["id"], r["ts"], r["kind"], r["run_id"], r["actor"], json.loads(r["source"]),
+                  json.loads(r["data"]), r["hash"])
+            for r in self.db.query(f"SELECT * FROM events WHERE {where} ORDER BY id", args)  # noqa: S608
+        ]
+
+    def verify(self) -> ChainReport:
+        head = list(self.db.query("SELECT last_event_id, last_hash FROM chain_head"))
+        rows = self.db.query("SELECT * FROM events ORDER BY id")
+        return verify_rows(rows, head[0] if head else None)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    out, buf = [], ""
+    for line in script.strip().splitlines():
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,71 @@
+"""Schema migrations, applied in order; each is recorded in `schema_migrations`.
+
+Never edit a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: audit chain, runs, approvals, change locks
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        run_id INTEGER,
+        actor TEXT,
+        source TEXT NOT NULL,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events(run_id);
+    CREATE INDEX events_ts ON events(ts);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    CREATE TABLE chain_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_event_id INTEGER NOT NULL,
+        last_hash TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        runbook TEXT NOT NULL,
+        version TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        params TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        source TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        plan_hash TEXT NOT NULL,
+        approved_plan_hash TEXT,
+        status TEXT NOT NULL,
+        next_step INTEGER NOT NULL DEFAULT 0,
+        current_step INTEGER,
+        approvals_required INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        expires_at TEXT,
+        owner TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX runs_status ON runs(status);
+    CREATE TABLE approvals (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        approver TEXT NOT NULL,
+        plan_hash TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        UNIQUE (run_id, approver, plan_hash)
+    );
+    CREATE TABLE target_locks (
+        target TEXT PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        requester TEXT NOT NULL,
+        acquired_at TEXT NOT NULL
+    );
+    """,
+]
