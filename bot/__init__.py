@@ -1,3 +1,3 @@
-"""flannel-bot: diagnose and repair Flannel networking from chat, with approvals and an audit trail."""
+"""flannel-bot: diagnose and repair Flannel networking from chat, with approvals and audit."""
 
 __version__ = "0.1.0"

@@ -24,11 +24,11 @@ from bot.store.database import Event
 from bot.wiring import App, build_app
 
 GLOBAL_HELP = """\
-usage: flannel-bot [--user NAME] [--json] [--config FILE] [--db FILE] [--cluster FILE] COMMAND ...
+usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] COMMAND ...
 
   shell                      a local /flannel prompt (as Slack would behave), progress printed live
   help | diagnose | runbooks | plan | run | approve | deny | cancel | status | audit
-                             one /flannel command, e.g. `flannel-bot run flannel.restart-pods node=w2`
+                             one /flannel command: `flannel-bot run flannel.restart-pods nodes=w2`
   audit verify               check the audit chain; exits 1 and names the first bad event
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
 
@@ -76,8 +76,10 @@ def split_argv(argv: Sequence[str]) -> Invocation:
 
 def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
     if as_json:
-        out.write(json.dumps({"ok": reply.ok, "kind": reply.kind, **reply.data}, indent=2,
-                             default=str) + "\n")
+        out.write(
+            json.dumps({"ok": reply.ok, "kind": reply.kind, **reply.data}, indent=2, default=str)
+            + "\n"
+        )
     else:
         out.write(app.renderer.reply(reply) + "\n")
 

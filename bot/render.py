@@ -34,8 +34,11 @@ class Renderer:
         return self.env.get_template(f"{medium}/{reply.kind}.txt.j2").render(**reply.data).rstrip()
 
     def event(self, event: Event, medium: str = "shell") -> str:
-        return self.env.get_template(f"{medium}/event.txt.j2").render(
-            event=dataclasses.asdict(event)).strip()
+        return (
+            self.env.get_template(f"{medium}/event.txt.j2")
+            .render(event=dataclasses.asdict(event))
+            .strip()
+        )
 
     def render(self, name: str, **data: Any) -> str:
         return self.env.get_template(name).render(**data)

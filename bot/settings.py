@@ -37,13 +37,14 @@ class Settings:
 
 
 def _default_db(env: Mapping[str, str]) -> Path:
-    state = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".local" / "state")
+    home = Path(env.get("HOME") or Path.home())
+    state = env.get("XDG_STATE_HOME") or str(home / ".local" / "state")
     return Path(state) / "flannel-bot" / "flannel-bot.db"
 
 
 def _principals(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of group names, \"user:<name>\" or \"*\"")
+        raise ConfigError(f'{where} must be a list of group names, "user:<name>" or "*"')
     return tuple(value)
 
 
@@ -54,35 +55,50 @@ def _positive_int(value: Any, where: str) -> int:
 
 
 def parse_policy(raw: Mapping[str, Any]) -> Policy:
-    known = {"groups", "run_read", "run_change", "approve", "approvals", "approval_ttl_minutes",
-             "change_needs_approval", "runbooks"}
+    known = {
+        "groups",
+        "run_read",
+        "run_change",
+        "approve",
+        "approvals",
+        "approval_ttl_minutes",
+        "change_needs_approval",
+        "runbooks",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"[policy] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"[policy] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
     groups = raw.get("groups", {})
     if not isinstance(groups, dict):
         raise ConfigError("[policy.groups] must map group names to lists of users")
     rules = {}
     for rid, rule in raw.get("runbooks", {}).items():
-        where = f"[policy.runbooks.\"{rid}\"]"
+        where = f'[policy.runbooks."{rid}"]'
         if not isinstance(rule, dict) or set(rule) - {"run", "approve", "approvals"}:
             raise ConfigError(f"{where} takes only run, approve and approvals")
         rules[rid] = RunbookRule(
             run=_principals(rule["run"], f"{where}.run") if "run" in rule else None,
             approve=_principals(rule["approve"], f"{where}.approve") if "approve" in rule else None,
             approvals=_positive_int(rule["approvals"], f"{where}.approvals")
-            if "approvals" in rule else None,
+            if "approvals" in rule
+            else None,
         )
     default = Policy()
     return Policy(
         groups={g: frozenset(_principals(m, f"[policy.groups].{g}")) for g, m in groups.items()},
         run_read=_principals(raw.get("run_read", list(default.run_read)), "policy.run_read"),
-        run_change=_principals(raw.get("run_change", list(default.run_change)),
-                               "policy.run_change"),
+        run_change=_principals(
+            raw.get("run_change", list(default.run_change)), "policy.run_change"
+        ),
         approve=_principals(raw.get("approve", list(default.approve)), "policy.approve"),
         approvals=_positive_int(raw.get("approvals", default.approvals), "policy.approvals"),
-        approval_ttl=timedelta(minutes=_positive_int(
-            raw.get("approval_ttl_minutes", 30), "policy.approval_ttl_minutes")),
+        approval_ttl=timedelta(
+            minutes=_positive_int(
+                raw.get("approval_ttl_minutes", 30), "policy.approval_ttl_minutes"
+            )
+        ),
         change_needs_approval=bool(raw.get("change_needs_approval", False)),
         rules=rules,
     )
@@ -118,8 +134,9 @@ def load_settings(
     known = {"db", "cluster", "kubeconfig", "context", "templates", "check_interval", "policy"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"config {config} has no setting `{unknown[0]}`; known: "
-                          f"{', '.join(sorted(known))}")
+        raise ConfigError(
+            f"config {config} has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
     return Settings(
         db_path=path("db", "FLANNEL_BOT_DB") or _default_db(env),
         templates_dir=path("templates", "FLANNEL_BOT_TEMPLATES") or REPO_ROOT / "templates",

@@ -58,8 +58,12 @@ def new_pod_ready(facts: Facts, p: Params, done: tuple[Action, ...]) -> CheckRes
     return CheckResult(False, f"no new flannel pod on {p.node} yet")
 
 
-@step("Delete the flannel pod so its DaemonSet recreates it", risk=Risk.DESTRUCTIVE,
-      timeout=180, check=new_pod_ready)
+@step(
+    "Delete the flannel pod so its DaemonSet recreates it",
+    risk=Risk.DESTRUCTIVE,
+    timeout=180,
+    check=new_pod_ready,
+)
 def delete_pods(facts: Facts, p: Params) -> list[Action]:
     pods = facts.kube.list_pods(p.namespace.value, LABEL, p.node)
     return [DeletePod(pod.namespace, pod.name, pod.node) for pod in pods]

@@ -1,10 +1,10 @@
 """Restart the flannel pods on one or more nodes.
 
 Deletes the flannel DaemonSet pod on each of `nodes`; the DaemonSet controller recreates them, and
-the step passes once every one of those nodes has a new flannel pod that is Ready. Use it after fixing
-what made flannel fail (br_netfilter, podCIDR, RBAC) or when flannel is stuck. Pod traffic on those
-nodes may blip while flannel restarts; running pods keep their addresses. A node without a flannel
-pod fails the plan, because there is nothing to restart there: diagnose it first.
+the step passes once every one of those nodes has a new flannel pod that is Ready. Use it after
+fixing what made flannel fail (br_netfilter, podCIDR, RBAC) or when flannel is stuck. Pod traffic
+on those nodes may blip while flannel restarts; running pods keep their addresses. A node without
+a flannel pod fails the plan, because there is nothing to restart there: diagnose it first.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class Namespace(enum.Enum):
 @dataclass(frozen=True)
 class Params:
     nodes: tuple[NodeName, ...] = field(
-        metadata={"help": "comma-separated nodes whose flannel pods to restart"})
+        metadata={"help": "comma-separated nodes whose flannel pods to restart"}
+    )
     namespace: Namespace = field(
         default=Namespace.KUBE_FLANNEL,
         metadata={"help": "where flannel runs: kube-flannel (current) or kube-system (older)"},
@@ -61,8 +62,12 @@ def new_pods_ready(facts: Facts, p: Params, done: tuple[Action, ...]) -> CheckRe
     return CheckResult(True, f"a new flannel pod is Ready on {', '.join(p.nodes)}")
 
 
-@step("Delete the flannel pods so their DaemonSet recreates them", risk=Risk.DESTRUCTIVE,
-      timeout=180, check=new_pods_ready)
+@step(
+    "Delete the flannel pods so their DaemonSet recreates them",
+    risk=Risk.DESTRUCTIVE,
+    timeout=180,
+    check=new_pods_ready,
+)
 def delete_pods(facts: Facts, p: Params) -> list[Action]:
     actions: list[Action] = []
     for node in p.nodes:
@@ -70,6 +75,7 @@ def delete_pods(facts: Facts, p: Params) -> list[Action]:
         if not pods:
             raise ParameterError(
                 f"there is no flannel pod ({LABEL}) in {p.namespace.value} on node {node}; "
-                "if flannel runs in kube-system, add namespace=kube-system")
+                "if flannel runs in kube-system, add namespace=kube-system"
+            )
         actions.extend(DeletePod(pod.namespace, pod.name, pod.node) for pod in pods)
     return actions

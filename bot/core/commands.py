@@ -99,7 +99,15 @@ class Audit:
 
 
 Command = (
-    Help | Diagnose | ListRunbooks | PlanRunbook | RunRunbook | Approve | Deny | Cancel | Status
+    Help
+    | Diagnose
+    | ListRunbooks
+    | PlanRunbook
+    | RunRunbook
+    | Approve
+    | Deny
+    | Cancel
+    | Status
     | Audit
 )
 

@@ -21,7 +21,7 @@ from bot.core.params import node_names_in, parse_params
 from bot.core.plan import Plan, PlannedStep, build_plan
 from bot.core.policy import Policy
 from bot.core.registry import Registry
-from bot.core.runbook import Action, DeletePod, ListPods, PatchConfigMap, RunOnNode, Runbook
+from bot.core.runbook import Action, DeletePod, ListPods, PatchConfigMap, Runbook, RunOnNode
 from bot.errors import (
     ApprovalRefused,
     BotError,
@@ -111,8 +111,12 @@ class Engine:
     def plan(self, ref: str, raw_params: Mapping[str, str], who: Requester) -> Plan:
         plan = self.prepare(ref, raw_params)
         with self.store.transaction() as tx:
-            tx.append_event("plan", actor=who.user, source=dict(who.source),
-                            data={"plan": plan.to_json(), "plan_hash": plan.hash})
+            tx.append_event(
+                "plan",
+                actor=who.user,
+                source=dict(who.source),
+                data={"plan": plan.to_json(), "plan_hash": plan.hash},
+            )
         return plan
 
     # -- starting and advancing -----------------------------------------------------------------
@@ -137,32 +141,54 @@ class Engine:
             )
             if plan.changes_anything:
                 tx.lock_targets(plan.targets, run_id, who.user)
-            tx.append_event("run_started", actor=who.user, run_id=run_id, source=dict(who.source),
-                            data={"runbook": runbook.ref, "code_hash": runbook.code_hash,
-                                  "params": dict(raw_params), "plan_hash": plan.hash,
-                                  "plan": plan.to_json()})
+            tx.append_event(
+                "run_started",
+                actor=who.user,
+                run_id=run_id,
+                source=dict(who.source),
+                data={
+                    "runbook": runbook.ref,
+                    "code_hash": runbook.code_hash,
+                    "params": dict(raw_params),
+                    "plan_hash": plan.hash,
+                    "plan": plan.to_json(),
+                },
+            )
         self._advance(run_id, plan)
         return self.store.run(run_id)
 
     def _advance(self, run_id: int, plan: Plan) -> None:
         run = self.store.run(run_id)
-        for ps in plan.steps[run.next_step:]:
+        for ps in plan.steps[run.next_step :]:
             if self.policy.gates(ps.risk) and ps.actions and run.approved_plan_hash != plan.hash:
                 self._await_approval(run_id, plan, ps)
                 return
             if run.cancel_requested:
-                self._finish(run_id, "cancelled", "run_cancelled", actor=None,
-                             data={"before_step": ps.index})
+                self._finish(
+                    run_id, "cancelled", "run_cancelled", actor=None, data={"before_step": ps.index}
+                )
                 return
             try:
                 self._run_step(run_id, plan, ps)
             except (StepFailed, ExecutorError) as exc:
-                self._finish(run_id, "failed", "run_failed", actor=None, error=str(exc),
-                             data={"step": ps.index, "error": str(exc)})
+                self._finish(
+                    run_id,
+                    "failed",
+                    "run_failed",
+                    actor=None,
+                    error=str(exc),
+                    data={"step": ps.index, "error": str(exc)},
+                )
                 return
             except Exception as exc:
-                self._finish(run_id, "failed", "run_crashed", actor=None, error=repr(exc),
-                             data={"step": ps.index, "traceback": traceback.format_exc()})
+                self._finish(
+                    run_id,
+                    "failed",
+                    "run_crashed",
+                    actor=None,
+                    error=repr(exc),
+                    data={"step": ps.index, "traceback": traceback.format_exc()},
+                )
                 raise
             run = self.store.run(run_id)
         self._finish(run_id, "succeeded", "run_succeeded", actor=None, data={})
@@ -171,23 +197,42 @@ class Engine:
         runbook = plan.runbook
         expires = self.clock.now() + self.policy.approval_ttl
         with self.store.transaction() as tx:
-            run = tx.update_run(run_id, status=AWAITING, owner=None, current_step=None,
-                                expires_at=iso(expires))
+            run = tx.update_run(
+                run_id, status=AWAITING, owner=None, current_step=None, expires_at=iso(expires)
+            )
             tx.append_event(
-                "approval_requested", actor=None, run_id=run_id, source=run.source,
-                data={"plan_hash": plan.hash, "step": ps.index, "step_title": ps.step.title,
-                      "risk": ps.risk.value, "approvals_required": run.approvals_required,
-                      "approvers": list(self.policy.approvers_for(runbook)),
-                      "requester": run.requester, "expires_at": iso(expires)},
+                "approval_requested",
+                actor=None,
+                run_id=run_id,
+                source=run.source,
+                data={
+                    "plan_hash": plan.hash,
+                    "step": ps.index,
+                    "step_title": ps.step.title,
+                    "risk": ps.risk.value,
+                    "approvals_required": run.approvals_required,
+                    "approvers": list(self.policy.approvers_for(runbook)),
+                    "requester": run.requester,
+                    "expires_at": iso(expires),
+                },
             )
 
     def _run_step(self, run_id: int, plan: Plan, ps: PlannedStep) -> None:
         with self.store.transaction() as tx:
             run = tx.update_run(run_id, current_step=ps.index)
-            tx.append_event("step_started", actor=None, run_id=run_id, source=run.source,
-                            data={"step": ps.index, "of": len(plan.steps), "title": ps.step.title,
-                                  "risk": ps.risk.value,
-                                  "actions": [a.render() for a in ps.actions]})
+            tx.append_event(
+                "step_started",
+                actor=None,
+                run_id=run_id,
+                source=run.source,
+                data={
+                    "step": ps.index,
+                    "of": len(plan.steps),
+                    "title": ps.step.title,
+                    "risk": ps.risk.value,
+                    "actions": [a.render() for a in ps.actions],
+                },
+            )
         outcome = "no change: already in the desired state" if not ps.actions else "done"
         for action in ps.actions:
             self._apply(run_id, run.source, action, ps.step.timeout)
@@ -195,37 +240,66 @@ class Engine:
             outcome = self._post_check(run_id, run.source, plan, ps)
         with self.store.transaction() as tx:
             tx.update_run(run_id, current_step=None, next_step=ps.index + 1)
-            tx.append_event("step_finished", actor=None, run_id=run_id, source=run.source,
-                            data={"step": ps.index, "title": ps.step.title, "outcome": outcome})
+            tx.append_event(
+                "step_finished",
+                actor=None,
+                run_id=run_id,
+                source=run.source,
+                data={"step": ps.index, "title": ps.step.title, "outcome": outcome},
+            )
 
-    def _apply(self, run_id: int, source: Mapping[str, Any], action: Action, timeout: float) -> None:
+    def _apply(
+        self, run_id: int, source: Mapping[str, Any], action: Action, timeout: float
+    ) -> None:
         with self.store.transaction() as tx:
-            tx.append_event("action_started", actor=None, run_id=run_id, source=dict(source),
-                            data={"action": action.to_json(), "render": action.render()})
+            tx.append_event(
+                "action_started",
+                actor=None,
+                run_id=run_id,
+                source=dict(source),
+                data={"action": action.to_json(), "render": action.render()},
+            )
         result: dict[str, Any]
         if isinstance(action, RunOnNode):
             res = self.nodes.run(action.node, action.argv, timeout, sudo=action.sudo)
-            result = {"exit_code": res.exit_code, "stdout": res.stdout, "stderr": res.stderr,
-                      "duration_s": res.duration_s}
+            result = {
+                "exit_code": res.exit_code,
+                "stdout": res.stdout,
+                "stderr": res.stderr,
+                "duration_s": res.duration_s,
+            }
         elif isinstance(action, ListPods):
             pods = self.kube.list_pods(action.namespace, action.label_selector, action.node or None)
-            lines = [f"{p.namespace}/{p.name} node={p.node} phase={p.phase} ready={p.ready} "
-                     f"restarts={p.restarts}" for p in pods]
+            lines = [
+                f"{p.namespace}/{p.name} node={p.node} phase={p.phase} ready={p.ready} "
+                f"restarts={p.restarts}"
+                for p in pods
+            ]
             result = {"exit_code": 0, "stdout": "\n".join(lines) or "(no pods)"}
         elif isinstance(action, DeletePod):
             self.kube.delete_pod(action.namespace, action.name)
             result = {"exit_code": 0, "stdout": f"pod {action.namespace}/{action.name} deleted"}
         elif isinstance(action, PatchConfigMap):
             self.kube.patch_configmap(action.namespace, action.name, dict(action.data))
-            result = {"exit_code": 0, "stdout": f"configmap {action.namespace}/{action.name} patched"}
+            result = {
+                "exit_code": 0,
+                "stdout": f"configmap {action.namespace}/{action.name} patched",
+            }
         else:  # pragma: no cover - a new Action type without an applier is a bug
             raise TypeError(f"no applier for {type(action).__name__}")
         with self.store.transaction() as tx:
-            tx.append_event("action_finished", actor=None, run_id=run_id, source=dict(source),
-                            data={"render": action.render(), **result})
+            tx.append_event(
+                "action_finished",
+                actor=None,
+                run_id=run_id,
+                source=dict(source),
+                data={"render": action.render(), **result},
+            )
         if result["exit_code"] != 0:
-            raise StepFailed(f"`{action.render()}` exited {result['exit_code']}: "
-                             f"{(result.get('stderr') or result.get('stdout') or '').strip()[:300]}")
+            raise StepFailed(
+                f"`{action.render()}` exited {result['exit_code']}: "
+                f"{(result.get('stderr') or result.get('stdout') or '').strip()[:300]}"
+            )
 
     def _post_check(
         self, run_id: int, source: Mapping[str, Any], plan: Plan, ps: PlannedStep
@@ -241,21 +315,41 @@ class Engine:
                 break
             self.clock.sleep(self.check_interval)
         with self.store.transaction() as tx:
-            tx.append_event("check", actor=None, run_id=run_id, source=dict(source),
-                            data={"step": ps.index, "check": check.__name__, "ok": result.ok,
-                                  "detail": result.detail, "attempts": attempts})
+            tx.append_event(
+                "check",
+                actor=None,
+                run_id=run_id,
+                source=dict(source),
+                data={
+                    "step": ps.index,
+                    "check": check.__name__,
+                    "ok": result.ok,
+                    "detail": result.detail,
+                    "attempts": attempts,
+                },
+            )
         if not result.ok:
-            raise StepFailed(f"post-check `{check.__name__}` of step {ps.index + 1} did not pass "
-                             f"within {ps.step.timeout:g}s: {result.detail}")
+            raise StepFailed(
+                f"post-check `{check.__name__}` of step {ps.index + 1} did not pass "
+                f"within {ps.step.timeout:g}s: {result.detail}"
+            )
         return f"verified: {result.detail}"
 
-    def _finish(self, run_id: int, status: str, kind: str, actor: str | None,
-                data: dict[str, Any], error: str | None = None) -> RunRecord:
+    def _finish(
+        self,
+        run_id: int,
+        status: str,
+        kind: str,
+        actor: str | None,
+        data: dict[str, Any],
+        error: str | None = None,
+    ) -> RunRecord:
         with self.store.transaction() as tx:
             run = tx.update_run(run_id, status=status, owner=None, current_step=None, error=error)
             tx.release_targets(run_id)
-            tx.append_event(kind, actor=actor, run_id=run_id, source=run.source,
-                            data={"status": status, **data})
+            tx.append_event(
+                kind, actor=actor, run_id=run_id, source=run.source, data={"status": status, **data}
+            )
         return run
 
     # -- approvals ------------------------------------------------------------------------------
@@ -277,34 +371,60 @@ class Engine:
                     f"`status {run_id}` and approve again"
                 )
             if not tx.add_approval(run_id, who.user, run.plan_hash):
-                raise InvalidState(f"{who.user} already approved run {run_id}; it is waiting for "
-                                   f"{run.approvals_required} approval(s) in all")
+                raise InvalidState(
+                    f"{who.user} already approved run {run_id}; it is waiting for "
+                    f"{run.approvals_required} approval(s) in all"
+                )
             valid = self._valid_approvals(tx, run)
-            tx.append_event("approved", actor=who.user, run_id=run_id, source=dict(who.source),
-                            data={"plan_hash": run.plan_hash, "approvals": len(valid),
-                                  "required": run.approvals_required})
+            tx.append_event(
+                "approved",
+                actor=who.user,
+                run_id=run_id,
+                source=dict(who.source),
+                data={
+                    "plan_hash": run.plan_hash,
+                    "approvals": len(valid),
+                    "required": run.approvals_required,
+                },
+            )
             quorum = len(valid) >= run.approvals_required
             if quorum:
-                tx.update_run(run_id, status=RUNNING, owner=self.owner,
-                              approved_plan_hash=run.plan_hash)
+                tx.update_run(
+                    run_id, status=RUNNING, owner=self.owner, approved_plan_hash=run.plan_hash
+                )
         if quorum:
             self._resume(run_id)
         return self.store.run(run_id)
 
     def _valid_approvals(self, tx: Tx, run: RunRecord) -> list[str]:
+        """Approvals of the current plan that have not expired and whose approver still may."""
         oldest = self.clock.now() - self.policy.approval_ttl
-        return [a.approver for a in tx.approvals(run.id, run.plan_hash)
-                if parse_iso(a.decided_at) >= oldest]
+        runbook = self.registry.get(run.ref)
+        valid = []
+        for a in tx.approvals(run.id, run.plan_hash):
+            if parse_iso(a.decided_at) < oldest:
+                continue
+            try:
+                self.policy.check_approve(a.approver, run.requester, runbook)
+            except (NotAllowed, ApprovalRefused):
+                continue
+            valid.append(a.approver)
+        return valid
 
     def _resume(self, run_id: int) -> None:
         """Re-plan against the live cluster and re-check rights before applying anything."""
         run = self.store.run(run_id)
         try:
-            runbook = self.registry.get(run.ref)
             plan = self.prepare(run.ref, run.params)
         except UserError as exc:
-            self._finish(run_id, "failed", "run_failed", actor=None, error=str(exc),
-                         data={"error": f"could not re-plan before applying: {exc}"})
+            self._finish(
+                run_id,
+                "failed",
+                "run_failed",
+                actor=None,
+                error=str(exc),
+                data={"error": f"could not re-plan before applying: {exc}"},
+            )
             raise
         if plan.hash != run.approved_plan_hash:
             self._replan(run_id, run, plan)
@@ -316,13 +436,20 @@ class Engine:
         with self.store.transaction() as tx:
             run = tx.get_run(run_id)
             approvers = self._valid_approvals(tx, run)
-        for approver in approvers:
-            try:
-                self.policy.check_approve(approver, run.requester, runbook)
-            except (NotAllowed, ApprovalRefused) as exc:
-                self._finish(run_id, "failed", "run_failed", actor=None, error=str(exc),
-                             data={"error": f"approval by {approver} no longer valid: {exc}"})
-                raise
+            if len(approvers) < run.approvals_required:
+                tx.update_run(run_id, status=AWAITING, owner=None, approved_plan_hash=None)
+                tx.append_event(
+                    "approval_revoked",
+                    actor=None,
+                    run_id=run_id,
+                    source=run.source,
+                    data={"valid_approvers": approvers, "required": run.approvals_required},
+                )
+        if len(approvers) < run.approvals_required:
+            raise ApprovalRefused(
+                f"run {run_id} no longer has {run.approvals_required} valid approval(s) (some "
+                f"expired or the approver lost the role); it is waiting for approval again"
+            )
         self._advance(run_id, plan)
 
     def _replan(self, run_id: int, run: RunRecord, plan: Plan) -> None:
@@ -330,19 +457,41 @@ class Engine:
         try:
             self._store_new_plan(run_id, run, plan, expires)
         except TargetBusy as exc:
-            self._finish(run_id, "failed", "run_failed", actor=None, error=str(exc),
-                         data={"error": f"the new plan cannot lock its targets: {exc}"})
+            self._finish(
+                run_id,
+                "failed",
+                "run_failed",
+                actor=None,
+                error=str(exc),
+                data={"error": f"the new plan cannot lock its targets: {exc}"},
+            )
             raise
 
     def _store_new_plan(self, run_id: int, run: RunRecord, plan: Plan, expires: datetime) -> None:
         with self.store.transaction() as tx:
-            tx.update_run(run_id, status=AWAITING, owner=None, plan=plan.to_json(),
-                          plan_hash=plan.hash, approved_plan_hash=None, expires_at=iso(expires))
+            tx.update_run(
+                run_id,
+                status=AWAITING,
+                owner=None,
+                plan=plan.to_json(),
+                plan_hash=plan.hash,
+                approved_plan_hash=None,
+                expires_at=iso(expires),
+            )
             tx.release_targets(run_id)
             tx.lock_targets(plan.targets, run_id, run.requester)
-            tx.append_event("plan_changed", actor=None, run_id=run_id, source=run.source,
-                            data={"old_plan_hash": run.plan_hash, "plan_hash": plan.hash,
-                                  "plan": plan.to_json(), "expires_at": iso(expires)})
+            tx.append_event(
+                "plan_changed",
+                actor=None,
+                run_id=run_id,
+                source=run.source,
+                data={
+                    "old_plan_hash": run.plan_hash,
+                    "plan_hash": plan.hash,
+                    "plan": plan.to_json(),
+                    "expires_at": iso(expires),
+                },
+            )
 
     def deny(self, run_id: int, who: Requester, reason: str) -> RunRecord:
         self.expire_due()
@@ -350,13 +499,19 @@ class Engine:
             run = tx.get_run(run_id)
             self._require_awaiting(run, "deny")
             if who.user == run.requester:
-                raise InvalidState(f"you requested run {run_id}: use `cancel {run_id}` to withdraw it")
+                raise InvalidState(
+                    f"you requested run {run_id}: use `cancel {run_id}` to withdraw it"
+                )
             self.policy.check_approve(who.user, run.requester, self.registry.get(run.ref))
             tx.update_run(run_id, status="denied", owner=None, error=f"denied by {who.user}")
             tx.release_targets(run_id)
-            tx.append_event("denied", actor=who.user, run_id=run_id, source=dict(who.source),
-                            data={"status": "denied", "reason": reason,
-                                  "plan_hash": run.plan_hash})
+            tx.append_event(
+                "denied",
+                actor=who.user,
+                run_id=run_id,
+                source=dict(who.source),
+                data={"status": "denied", "reason": reason, "plan_hash": run.plan_hash},
+            )
         return self.store.run(run_id)
 
     def cancel(self, run_id: int, who: Requester) -> RunRecord:
@@ -368,13 +523,23 @@ class Engine:
                 self.policy.check_approve(who.user, run.requester, self.registry.get(run.ref))
             if run.status == RUNNING:
                 tx.update_run(run_id, cancel_requested=True)
-                tx.append_event("cancel_requested", actor=who.user, run_id=run_id,
-                                source=dict(who.source), data={"step": run.current_step})
+                tx.append_event(
+                    "cancel_requested",
+                    actor=who.user,
+                    run_id=run_id,
+                    source=dict(who.source),
+                    data={"step": run.current_step},
+                )
             else:
                 tx.update_run(run_id, status="cancelled", owner=None)
                 tx.release_targets(run_id)
-                tx.append_event("run_cancelled", actor=who.user, run_id=run_id,
-                                source=dict(who.source), data={"status": "cancelled"})
+                tx.append_event(
+                    "run_cancelled",
+                    actor=who.user,
+                    run_id=run_id,
+                    source=dict(who.source),
+                    data={"status": "cancelled"},
+                )
         return self.store.run(run_id)
 
     def _require_awaiting(self, run: RunRecord, verb: str) -> None:
@@ -404,8 +569,13 @@ class Engine:
                 if run.expires_at and parse_iso(run.expires_at) <= now:
                     tx.update_run(run.id, status="expired", owner=None)
                     tx.release_targets(run.id)
-                    tx.append_event("run_expired", actor=None, run_id=run.id, source=run.source,
-                                    data={"status": "expired", "expires_at": run.expires_at})
+                    tx.append_event(
+                        "run_expired",
+                        actor=None,
+                        run_id=run.id,
+                        source=run.source,
+                        data={"status": "expired", "expires_at": run.expires_at},
+                    )
                     expired.append(run.id)
         return expired
 
@@ -417,15 +587,27 @@ class Engine:
                 if run.owner and self.owner_alive(run.owner):
                     continue
                 step = run.current_step if run.current_step is not None else run.next_step
-                tx.update_run(run.id, status="interrupted", owner=None, current_step=None,
-                              error=f"the bot process died during step {step + 1}")
+                tx.update_run(
+                    run.id,
+                    status="interrupted",
+                    owner=None,
+                    current_step=None,
+                    error=f"the bot process died during step {step + 1}",
+                )
                 tx.release_targets(run.id)
                 tx.append_event(
-                    "run_interrupted", actor=None, run_id=run.id, source=run.source,
-                    data={"status": "interrupted", "step": step,
-                          "mid_step": run.current_step is not None,
-                          "note": "actions of this step may have been partly applied; nothing "
-                                  "is re-applied without a new run and a new approval"})
+                    "run_interrupted",
+                    actor=None,
+                    run_id=run.id,
+                    source=run.source,
+                    data={
+                        "status": "interrupted",
+                        "step": step,
+                        "mid_step": run.current_step is not None,
+                        "note": "actions of this step may have been partly applied; nothing "
+                        "is re-applied without a new run and a new approval",
+                    },
+                )
                 interrupted.append(run.id)
         return interrupted
 

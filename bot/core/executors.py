@@ -1,7 +1,8 @@
 """What the engine needs from the outside world, as interfaces and plain data.
 
-The concrete executors (`bot.executors.*`) implement these protocols; runbooks and the engine only see
-them, so tests hand in small in-memory fakes and a replayed cluster snapshot works like a live one.
+The concrete executors (`bot.executors.*`) implement these protocols; runbooks and the engine
+only see them, so tests hand in small in-memory fakes and a replayed cluster snapshot works
+like a live one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A plan: every step of a runbook rendered for given parameters, and the hash approvals bind to.
 
-Planning only reads. The hash covers runbook id, version, code hash, parameters, targets and every
-rendered action, so an approval cannot be carried over to anything but the exact plan it was given for.
+Planning only reads. The hash covers runbook id, version, code hash, parameters, targets and
+every rendered action, so an approval cannot be carried over to anything but the exact plan
+it was given for.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class PlannedStep:
             "risk": self.step.risk.value,
             "timeout": self.step.timeout,
             "check": self.step.check.__name__ if self.step.check else None,
-            "actions": [{"render": a.render(), "target": a.target, **a.to_json()}
-                        for a in self.actions],
+            "actions": [
+                {"render": a.render(), "target": a.target, **a.to_json()} for a in self.actions
+            ],
         }
 
 

@@ -1,9 +1,9 @@
 """Who may run which runbooks and who may approve them.
 
-Principals in rules are group names, `user:<name>` for one person, or `*` for anyone. Defaults: anyone
-may run read-only runbooks; runbooks that change things may be requested by `operators` and
-`approvers`; one approval from `approvers`; approvals expire after 30 minutes; nobody approves their
-own run, whatever the configuration says.
+Principals in rules are group names, `user:<name>` for one person, or `*` for anyone.
+Defaults: anyone may run read-only runbooks; runbooks that change things may be requested by
+`operators` and `approvers`; one approval from `approvers`; approvals expire after 30 minutes;
+nobody approves their own run, whatever the configuration says.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class Policy:
 
     @staticmethod
     def _describe(principals: tuple[str, ...]) -> str:
-        names = [p.removeprefix("user:") if p.startswith("user:") else f"group `{p}`"
-                 for p in principals]
+        names = [
+            p.removeprefix("user:") if p.startswith("user:") else f"group `{p}`" for p in principals
+        ]
         return " or ".join(names) if names else "nobody (the rule allows no one)"
 
     def check_run(self, user: str, runbook: Runbook) -> None:

@@ -12,15 +12,25 @@ from typing import Any
 MAX_TEXT = 16 * 1024
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)",
-                re.S), "[REDACTED PRIVATE KEY]"),
+    (
+        re.compile(
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S
+        ),
+        "[REDACTED PRIVATE KEY]",
+    ),
     (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"), "[REDACTED SLACK TOKEN]"),
     (re.compile(r"\bxapp-[A-Za-z0-9-]{8,}"), "[REDACTED SLACK TOKEN]"),
-    (re.compile(r"(?i)\b(authorization:\s*)?bearer\s+[A-Za-z0-9._~+/=-]{8,}"),
-     r"\1Bearer [REDACTED]"),
+    (
+        re.compile(r"(?i)\b(authorization:\s*)?bearer\s+[A-Za-z0-9._~+/=-]{8,}"),
+        r"\1Bearer [REDACTED]",
+    ),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"), "[REDACTED JWT]"),
-    (re.compile(r"(?i)\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*|\s+)(\"[^\"]*\"|'[^']*'|\S+)"),
-     r"\1\2[REDACTED]"),
+    (
+        re.compile(
+            r"(?i)\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*|\s+)(\"[^\"]*\"|'[^']*'|\S+)"
+        ),
+        r"\1\2[REDACTED]",
+    ),
 ]
 
 

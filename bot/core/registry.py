@@ -57,7 +57,8 @@ def load_runbook(module: ModuleType) -> Runbook:
     for s in steps:
         if s.risk is not Risk.READ and s.check is None:
             raise RunbookDefinitionError(
-                f"{name}: step `{s.name}` is {s.risk.value} and needs a check= that proves its effect"
+                f"{name}: step `{s.name}` is {s.risk.value} and needs a check= that proves "
+                "its effect"
             )
     approvals = getattr(module, "APPROVALS", None)
     return Runbook(
@@ -133,11 +134,20 @@ class Registry:
         for rb in self.all():
             recorded = lock.get(rb.ref)
             if recorded is None:
-                problems.append(LockProblem(rb.ref, "is not in the lock file: run "
-                                            "`flannel-bot runbooks lock` to record it"))
+                problems.append(
+                    LockProblem(
+                        rb.ref,
+                        "is not in the lock file: run `flannel-bot runbooks lock` to record it",
+                    )
+                )
             elif recorded != rb.code_hash:
-                problems.append(LockProblem(rb.ref, "changed since it was locked: put the change "
-                                            "in a new version instead (copy the module, bump VERSION)"))
+                problems.append(
+                    LockProblem(
+                        rb.ref,
+                        "changed since it was locked: put the change "
+                        "in a new version instead (copy the module, bump VERSION)",
+                    )
+                )
         return problems
 
     def updated_lock(self, lock: dict[str, str]) -> dict[str, str]:

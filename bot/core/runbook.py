@@ -70,8 +70,12 @@ class ListPods:
         return f"GET /api/v1/namespaces/{self.namespace}/pods?{query}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "list_pods", "namespace": self.namespace,
-                "label_selector": self.label_selector, "node": self.node}
+        return {
+            "type": "list_pods",
+            "namespace": self.namespace,
+            "label_selector": self.label_selector,
+            "node": self.node,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,12 @@ class RunOnNode:
         return f"ssh {self.node} -- {shlex.join(('sudo', *self.argv) if self.sudo else self.argv)}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "run_on_node", "node": self.node, "argv": list(self.argv),
-                "sudo": self.sudo}
+        return {
+            "type": "run_on_node",
+            "node": self.node,
+            "argv": list(self.argv),
+            "sudo": self.sudo,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,12 @@ class DeletePod:
         return f"DELETE /api/v1/namespaces/{self.namespace}/pods/{self.name}  (on {self.node})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "delete_pod", "namespace": self.namespace, "name": self.name,
-                "node": self.node}
+        return {
+            "type": "delete_pod",
+            "namespace": self.namespace,
+            "name": self.name,
+            "node": self.node,
+        }
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,12 @@ class PatchConfigMap:
         return f"PATCH /api/v1/namespaces/{self.namespace}/configmaps/{self.name}  data: {keys}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "patch_configmap", "namespace": self.namespace, "name": self.name,
-                "data": dict(self.data)}
+        return {
+            "type": "patch_configmap",
+            "namespace": self.namespace,
+            "name": self.name,
+            "data": dict(self.data),
+        }
 
 
 # ------------------------------------------------------------------------------------------ facts
@@ -230,4 +246,3 @@ class Runbook:
     @property
     def risk(self) -> Risk:
         return max((s.risk for s in self.steps), key=lambda r: r.rank, default=Risk.READ)
-

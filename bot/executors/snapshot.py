@@ -53,7 +53,8 @@ class SnapshotCluster:
         self._pods = [PodInfo(**p) for p in data.get("pods", [])]
         self._ready_at: dict[str, datetime] = {}
         self._configmaps: dict[str, dict[str, str]] = {
-            k: dict(v) for k, v in data.get("configmaps", {}).items()}
+            k: dict(v) for k, v in data.get("configmaps", {}).items()
+        }
         self._commands: dict[str, dict[str, dict[str, Any]]] = data.get("commands", {})
         self._lock = threading.Lock()
         self._suffix = itertools.count(1)
@@ -70,7 +71,9 @@ class SnapshotCluster:
         return list(self._nodes)
 
     def list_pods(
-        self, namespace: str | None = None, label_selector: str | None = None,
+        self,
+        namespace: str | None = None,
+        label_selector: str | None = None,
         node: str | None = None,
     ) -> list[PodInfo]:
         now = self.clock.now()
@@ -81,10 +84,13 @@ class SnapshotCluster:
                 if ready_at is not None and now >= ready_at:
                     pod = replace(pod, phase="Running", ready=True)
                 pods.append(pod)
-        return [p for p in pods
-                if (namespace is None or p.namespace == namespace)
-                and (node is None or p.node == node)
-                and selector_matches(label_selector, p.labels)]
+        return [
+            p
+            for p in pods
+            if (namespace is None or p.namespace == namespace)
+            and (node is None or p.node == node)
+            and selector_matches(label_selector, p.labels)
+        ]
 
     def delete_pod(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -94,8 +100,9 @@ class SnapshotCluster:
             self._pods.remove(pod)
             if pod.owner_kind == "DaemonSet":
                 new_name = f"{pod.owner_name}-r{next(self._suffix)}{pod.name[-3:]}"
-                self._pods.append(replace(pod, name=new_name, phase="Pending", ready=False,
-                                          restarts=0))
+                self._pods.append(
+                    replace(pod, name=new_name, phase="Pending", ready=False, restarts=0)
+                )
                 self._ready_at[new_name] = self.clock.now() + self.restart_after
 
     def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
@@ -115,7 +122,17 @@ class SnapshotCluster:
             raise ExecutorError(f"node {node}: not in the snapshot")
         recorded = self._commands.get(node, {}).get(shlex.join(argv))
         if recorded is None:
-            return CommandResult(node, tuple(argv), 127, "",
-                                 f"{shlex.join(argv)}: not recorded in snapshot {self.name}")
-        return CommandResult(node, tuple(argv), int(recorded.get("exit_code", 0)),
-                             str(recorded.get("stdout", "")), str(recorded.get("stderr", "")))
+            return CommandResult(
+                node,
+                tuple(argv),
+                127,
+                "",
+                f"{shlex.join(argv)}: not recorded in snapshot {self.name}",
+            )
+        return CommandResult(
+            node,
+            tuple(argv),
+            int(recorded.get("exit_code", 0)),
+            str(recorded.get("stdout", "")),
+            str(recorded.get("stderr", "")),
+        )

@@ -60,13 +60,22 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | Non
     head_id = head["last_event_id"] if head else 0
     head_hash = head["last_hash"] if head else GENESIS
     if head_id > expected_id - 1:
-        return ChainReport(False, count, prev_hash, expected_id,
-                           f"deleted: the chain head records {head_id} events, the log ends at "
-                           f"event {expected_id - 1}")
+        return ChainReport(
+            False,
+            count,
+            prev_hash,
+            expected_id,
+            f"deleted: the chain head records {head_id} events, the log ends at "
+            f"event {expected_id - 1}",
+        )
     if head_id < expected_id - 1 or head_hash != prev_hash:
-        return ChainReport(False, count, prev_hash, head_id + 1,
-                           f"inserted: event {head_id + 1} comes after the recorded chain head "
-                           f"(event {head_id})")
+        return ChainReport(
+            False,
+            count,
+            prev_hash,
+            head_id + 1,
+            f"inserted: event {head_id + 1} comes after the recorded chain head (event {head_id})",
+        )
     return ChainReport(True, count, prev_hash)
 
 
@@ -75,8 +84,11 @@ def _check(
 ) -> tuple[int, str] | None:
     rid = row["id"]
     if rid > expected_id:
-        span = f"event {expected_id}" if rid == expected_id + 1 else (
-            f"events {expected_id}-{rid - 1}")
+        span = (
+            f"event {expected_id}"
+            if rid == expected_id + 1
+            else (f"events {expected_id}-{rid - 1}")
+        )
         return expected_id, f"deleted: {span} missing before event {rid}"
     if rid < expected_id:
         return rid, "inserted: its id is out of sequence"

@@ -112,26 +112,35 @@ class Tx:
     ) -> Event:
         head = self.db.execute("SELECT last_event_id, last_hash FROM chain_head").fetchone()
         last_id, prev_hash = head if head else (0, GENESIS)
-        row = {
-            "id": last_id + 1,
-            "ts": self.now(),
+        event_id, ts = int(last_id) + 1, self.now()
+        source_text, data_text = _json(scrub(source or {})), _json(scrub(data or {}))
+        row: dict[str, Any] = {
+            "id": event_id,
+            "ts": ts,
             "kind": kind,
             "run_id": run_id,
             "actor": actor,
-            "source": _json(scrub(source or {})),
-            "data": _json(scrub(data or {})),
+            "source": source_text,
+            "data": data_text,
         }
-        row["prev_hash"] = prev_hash
-        row["hash"] = event_hash(prev_hash, row)
-        self.db["events"].insert(row)
+        digest = event_hash(prev_hash, row)
+        self.db.table("events").insert({**row, "prev_hash": prev_hash, "hash": digest})
         self.db.execute(
             "INSERT INTO chain_head (id, last_event_id, last_hash) VALUES (1, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET last_event_id = excluded.last_event_id, "
             "last_hash = excluded.last_hash",
-            [row["id"], row["hash"]],
+            [event_id, digest],
         )
-        event = Event(row["id"], row["ts"], kind, run_id, actor, json.loads(row["source"]),
-                      json.loads(row["data"]), row["hash"])
+        event = Event(
+            event_id,
+            ts,
+            kind,
+            run_id,
+            actor,
+            json.loads(source_text),
+            json.loads(data_text),
+            digest,
+        )
         self.events.append(event)
         return event
 
@@ -147,7 +156,9 @@ class Tx:
             "created_at": now,
             "updated_at": now,
         }
-        return int(self.db["runs"].insert(row).last_pk)
+        pk = self.db.table("runs").insert(row).last_pk
+        assert pk is not None
+        return int(pk)
 
     def get_run(self, run_id: int) -> RunRecord:
         rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
@@ -161,23 +172,31 @@ class Tx:
                 fields[key] = _json(fields[key])
         if "cancel_requested" in fields:
             fields["cancel_requested"] = int(fields["cancel_requested"])
-        self.db["runs"].update(run_id, {**fields, "updated_at": self.now()})
+        self.db.table("runs").update(run_id, {**fields, "updated_at": self.now()})
         return self.get_run(run_id)
 
     def runs_with_status(self, *statuses: str) -> list[RunRecord]:
         marks = ",".join("?" for _ in statuses)
-        return [_to_run(r) for r in
-                self.db.query(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY id",  # noqa: S608
-                              list(statuses))]
+        return [
+            _to_run(r)
+            for r in self.db.query(
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY id",  # noqa: S608
+                list(statuses),
+            )
+        ]
 
     # -- approvals ------------------------------------------------------------------------------
 
     def add_approval(self, run_id: int, approver: str, plan_hash: str) -> bool:
         """Record an approval; False if this person already approved this plan."""
         try:
-            self.db["approvals"].insert(
-                {"run_id": run_id, "approver": approver, "plan_hash": plan_hash,
-                 "decided_at": self.now()}
+            self.db.table("approvals").insert(
+                {
+                    "run_id": run_id,
+                    "approver": approver,
+                    "plan_hash": plan_hash,
+                    "decided_at": self.now(),
+                }
             )
         except sqlite3.IntegrityError:
             return False
@@ -197,8 +216,11 @@ class Tx:
 
     def lock_targets(self, targets: Sequence[str], run_id: int, requester: str) -> None:
         for target in targets:
-            holder = list(self.db.query(
-                "SELECT run_id, requester FROM target_locks WHERE target = ?", [target]))
+            holder = list(
+                self.db.query(
+                    "SELECT run_id, requester FROM target_locks WHERE target = ?", [target]
+                )
+            )
             if holder and holder[0]["run_id"] != run_id:
                 kind, _, name = target.partition("/")
                 raise TargetBusy(
@@ -206,9 +228,14 @@ class Tx:
                     f"(requested by @{holder[0]['requester']}); wait for it to finish or cancel it"
                 )
             if not holder:
-                self.db["target_locks"].insert(
-                    {"target": target, "run_id": run_id, "requester": requester,
-                     "acquired_at": self.now()})
+                self.db.table("target_locks").insert(
+                    {
+                        "target": target,
+                        "run_id": run_id,
+                        "requester": requester,
+                        "acquired_at": self.now(),
+                    }
+                )
 
     def release_targets(self, run_id: int) -> None:
         self.db.execute("DELETE FROM target_locks WHERE run_id = ?", [run_id])
@@ -267,16 +294,19 @@ class Store:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                       "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
             done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version in done:
                     continue
                 for statement in _statements(script):
                     db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)",
-                           [version, iso(self.clock.now())])
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?)", [version, iso(self.clock.now())]
+                )
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -288,8 +318,10 @@ class Store:
         return Tx(self.db, self.clock).get_run(run_id)
 
     def recent_runs(self, limit: int = 20) -> list[RunRecord]:
-        return [_to_run(r) for r in
-                self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])]
+        return [
+            _to_run(r)
+            for r in self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])
+        ]
 
     def events(self, run_id: int | None = None, after: int = 0) -> list[Event]:
         where, args = "id > ?", [after]
@@ -297,8 +329,16 @@ class Store:
             where += " AND run_id = ?"
             args.append(run_id)
         return [
-            Event(r["id"], r["ts"], r["kind"], r["run_id"], r["actor"], json.loads(r["source"]),
-                  json.loads(r["data"]), r["hash"])
+            Event(
+                r["id"],
+                r["ts"],
+                r["kind"],
+                r["run_id"],
+                r["actor"],
+                json.loads(r["source"]),
+                json.loads(r["data"]),
+                r["hash"],
+            )
             for r in self.db.query(f"SELECT * FROM events WHERE {where} ORDER BY id", args)  # noqa: S608
         ]
 

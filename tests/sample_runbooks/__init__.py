@@ -1,0 +1,1 @@
+"""Runbooks that exist only to exercise the engine: node commands, change steps, crashes."""
