@@ -125,7 +125,7 @@ class Service:
                 return Reply("runs", {"runs": [run_view(r) for r in self.store.recent_runs()]})
             case c.Status(run_id):
                 assert run_id is not None
-                return self._run_reply(self.store.run(run_id))
+                return self._run_reply(self.store.run(run_id), status_only=True)
             case c.Audit("verify"):
                 report = self.store.verify()
                 return Reply(
@@ -153,11 +153,12 @@ class Service:
                 return Reply("diagnose", self._diagnose(nodes))
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
-    def _run_reply(self, run: RunRecord) -> Reply:
+    def _run_reply(self, run: RunRecord, status_only: bool = False) -> Reply:
+        """A run; `ok` is False when the command left it failed (not when merely looked at)."""
         view = run_view(run)
         view["events"] = [dataclasses.asdict(e) for e in self.store.events(run_id=run.id)]
         view["approvals"] = [dataclasses.asdict(a) for a in self._approvals(run)]
-        return Reply("run", view, ok=run.status not in ("failed", "interrupted"))
+        return Reply("run", view, ok=status_only or run.status not in ("failed", "interrupted"))
 
     def _approvals(self, run: RunRecord) -> list[Any]:
         with self.store.transaction() as tx:

@@ -1,0 +1,109 @@
+"""The non-interactive CLI, run as a real subprocess against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import Lab
+
+pytestmark = pytest.mark.integration
+
+
+def test_runbooks_lists_versions_and_risk(lab: Lab) -> None:
+    out = lab.cli("runbooks", check=True).stdout
+    assert "flannel.restart-pods@1.1.0" in out and "flannel.restart-pods@1.0.0" in out
+    assert "[DESTRUCTIVE]" in out and "(default)" in out
+
+
+def test_plan_shows_steps_with_risk_markers(lab: Lab) -> None:
+    out = lab.cli("plan", "flannel.restart-pods", "nodes=w2", check=True).stdout
+    assert "1. [read]" in out and "2. [DESTRUCTIVE]" in out
+    assert "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)" in out
+    data = json.loads(lab.cli("plan", "flannel.restart-pods", "nodes=w2", "--json",
+                              check=True).stdout)
+    assert data["kind"] == "plan" and data["plan_hash"].startswith("sha256:")
+    assert [s["risk"] for s in data["steps"]] == ["read", "destructive"]
+
+
+def test_run_waits_refuses_self_approval_and_proceeds_after_approval(lab: Lab) -> None:
+    started = json.loads(lab.cli("run", "flannel.restart-pods", "nodes=w2", "--json",
+                                 check=True).stdout)
+    assert started["status"] == "awaiting_approval" and started["id"] == 1
+    self_approval = lab.cli("approve", "1", user="alice")
+    assert self_approval.returncode == 1
+    assert "alice requested this run and cannot approve it" in self_approval.stdout
+    approved = lab.cli("approve", "1", f"plan={started['short_hash']}", user="bob")
+    assert approved.returncode == 0, approved.stderr
+    assert "SUCCEEDED" in approved.stdout
+    assert "[run 1] approved by @bob (1/1)" in approved.stderr  # live progress
+    assert "check new_pods_ready: passed" in approved.stderr
+    assert lab.cli("audit", "verify", check=True).stdout.startswith("audit chain OK")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "flannel.nope", "nodes=w2"], "there is no runbook `flannel.nope`"),
+        (["run", "flannel.restart-pods@7.0.0", "nodes=w2"], "has no version 7.0.0"),
+        (["run", "flannel.restart-pods"], "needs `nodes=<node[,node...]>`"),
+        (["run", "flannel.restart-pods", "nodes=w2;reboot"], "is not a valid node name"),
+        (["run", "flannel.restart-pods", "nodes=$(reboot)"], "is not a valid node name"),
+        (["run", "flannel.restart-pods", "nodes=w9"], "node `w9` is not in the cluster; known "
+                                                      "nodes: master, w1, w2, w3"),
+        (["run", "flannel.restart-pods", "nodes=w2", "color=red"], "has no parameter `color`"),
+        (["approve", "42"], "there is no run 42"),
+        (["status", "42"], "there is no run 42"),
+        (["approve", "x"], "`x` is not a run number"),
+        (["frobnicate"], "unknown command `frobnicate`"),
+    ],
+)
+def test_malformed_input_gets_one_sentence_and_is_audited(
+    lab: Lab, args: list[str], message: str
+) -> None:
+    proc = lab.cli(*args)
+    assert proc.returncode in (1, 2)
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("error: ") and message in first, proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    rejected = lab.events("command_rejected")
+    assert len(rejected) == 1 and message in rejected[0]["data"]["error"]
+    assert rejected[0]["actor"] == "alice"
+    assert lab.cli("audit", "verify").returncode == 0
+
+
+def test_every_command_is_audited(lab: Lab) -> None:
+    lab.cli("help", check=True)
+    lab.cli("status", check=True)
+    lab.cli("diagnose", "w2", check=True)
+    assert [e["data"]["text"] for e in lab.events("command")] == ["help", "status", "diagnose w2"]
+
+
+def test_diagnose_points_at_the_broken_node(lab: Lab) -> None:
+    out = lab.cli("diagnose", check=True).stdout
+    assert "[flannel-pod-not-ready] w2" in out
+    assert "fix: /flannel run flannel.restart-pods nodes=w2" in out
+
+
+def test_audit_verify_fails_and_names_the_altered_event(lab: Lab) -> None:
+    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    import sqlite3
+
+    conn = sqlite3.connect(lab.db)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET actor = 'bob' WHERE id = 2")
+    conn.commit()
+    conn.close()
+    proc = lab.cli("audit", "verify")
+    assert proc.returncode == 1
+    assert "audit chain BROKEN at event 2: altered" in proc.stdout
+
+
+def test_deny_and_cancel_through_the_cli(lab: Lab) -> None:
+    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    out = lab.cli("deny", "1", "wait", "for", "the", "release", user="bob", check=True).stdout
+    assert "DENIED" in out
+    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    assert "CANCELLED" in lab.cli("cancel", "2", check=True).stdout
+    assert lab.events("denied")[0]["data"]["reason"] == "wait for the release"

@@ -1,0 +1,65 @@
+"""Changing a shipped runbook's code without bumping its version must fail here."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.core.registry import Registry, lock_path, read_lock
+from bot.errors import RunbookLockMismatch
+
+
+def test_every_runbook_version_matches_the_lock_file() -> None:
+    registry = Registry.from_package("runbooks")
+    problems = registry.lock_problems(read_lock(lock_path("runbooks")))
+    assert problems == [], "\n".join(f"{p.ref} {p.problem}" for p in problems)
+
+
+def test_several_versions_coexist_and_the_newest_is_default() -> None:
+    registry = Registry.from_package("runbooks")
+    refs = [rb.ref for rb in registry.all()]
+    assert {"flannel.restart-pods@1.0.0", "flannel.restart-pods@1.1.0"} <= set(refs)
+    assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.1.0"
+
+
+@pytest.fixture
+def copied_runbooks(tmp_path: Path) -> tuple[str, Path]:
+    """A copy of the runbooks package under a new name, importable, to be edited."""
+    name = f"rb_copy_{tmp_path.name.replace('-', '_')}"
+    shutil.copytree(lock_path("runbooks").parent, tmp_path / name,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, str(tmp_path))
+    yield name, tmp_path / name
+    sys.path.remove(str(tmp_path))
+    for mod in [m for m in sys.modules if m.startswith(name)]:
+        del sys.modules[mod]
+
+
+def test_editing_code_without_a_version_bump_is_caught(copied_runbooks: tuple[str, Path]) -> None:
+    name, folder = copied_runbooks
+    module = folder / "flannel_restart_pods_v1_0_0.py"
+    module.write_text(module.read_text().replace('LABEL = "app=flannel"', 'LABEL = "k8s-app=flannel"'))
+    importlib.invalidate_caches()
+    registry = Registry.from_package(name)
+    problems = registry.lock_problems(read_lock(folder / "runbooks.lock"))
+    assert [(p.ref, "changed since it was locked" in p.problem) for p in problems] == [
+        ("flannel.restart-pods@1.0.0", True)]
+    with pytest.raises(RunbookLockMismatch, match="bump VERSION"):
+        registry.updated_lock(read_lock(folder / "runbooks.lock"))
+
+
+def test_a_new_version_must_be_recorded(copied_runbooks: tuple[str, Path]) -> None:
+    name, folder = copied_runbooks
+    src = (folder / "flannel_restart_pods_v1_1_0.py").read_text()
+    (folder / "flannel_restart_pods_v1_2_0.py").write_text(
+        src.replace('VERSION = "1.1.0"', 'VERSION = "1.2.0"'))
+    importlib.invalidate_caches()
+    registry = Registry.from_package(name)
+    lock = read_lock(folder / "runbooks.lock")
+    assert [p.ref for p in registry.lock_problems(lock)] == ["flannel.restart-pods@1.2.0"]
+    assert registry.lock_problems(registry.updated_lock(lock)) == []
+    assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.2.0"

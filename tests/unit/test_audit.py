@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.core.engine import Engine
+from bot.store import Store
+from bot.store.audit import event_hash
+from tests.conftest import who
+from tests.fakes import FakeClock
+
+
+def busy_log(engine: Engine) -> int:
+    """A realistic log: a run requested, self-approval refused, approved, applied, verified."""
+    run = engine.start("flannel.restart-pods", {"nodes": "w2"}, who("alice"))
+    engine.approve(run.id, who("bob"))
+    return len(engine.store.events())
+
+
+def tamper(path: Path, sql: str, args: tuple[object, ...] = ()) -> None:
+    """What someone with the file would do: drop the append-only triggers, then edit."""
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER IF EXISTS events_no_update")
+    conn.execute("DROP TRIGGER IF EXISTS events_no_delete")
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+
+
+def test_untouched_chain_verifies(engine: Engine, store: Store) -> None:
+    n = busy_log(engine)
+    report = store.verify()
+    assert report.ok and report.events == n
+    assert report.head_hash == store.events()[-1].hash
+
+
+def test_events_are_append_only_in_sqlite(engine: Engine, store: Store) -> None:
+    busy_log(engine)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("UPDATE events SET actor = 'mallory' WHERE id = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("DELETE FROM events WHERE id = 1")
+
+
+def test_every_edited_row_is_named(engine: Engine, store: Store) -> None:
+    n = busy_log(engine)
+    path = store.path
+    for event_id in range(1, n + 1):
+        original = store.db.execute("SELECT actor FROM events WHERE id = ?", [event_id]).fetchone()
+        tamper(path, "UPDATE events SET actor = 'mallory' WHERE id = ?", (event_id,))
+        report = store.verify()
+        assert not report.ok and report.event_id == event_id, report
+        assert "altered" in report.problem
+        tamper(path, "UPDATE events SET actor = ? WHERE id = ?", (original[0], event_id))
+    assert store.verify().ok
+
+
+def test_every_deleted_row_is_named(tmp_path: Path, make_engine: object, engine: Engine,
+                                    store: Store) -> None:
+    n = busy_log(engine)
+    for event_id in range(1, n + 1):
+        copy = tmp_path / f"copy{event_id}.db"
+        src = sqlite3.connect(store.path)
+        dst = sqlite3.connect(copy)
+        src.backup(dst)
+        src.close()
+        dst.close()
+        tamper(copy, "DELETE FROM events WHERE id = ?", (event_id,))
+        report = Store(copy, FakeClock()).verify()
+        assert not report.ok and report.event_id == event_id, (event_id, report)
+        assert "deleted" in report.problem
+
+
+def test_inserted_row_is_named_even_with_a_valid_hash(engine: Engine, store: Store) -> None:
+    busy_log(engine)
+    last = store.events()[-1]
+    row = {"id": last.id + 1, "ts": last.ts, "kind": "approved", "run_id": 1, "actor": "mallory",
+           "source": "{}", "data": "{}"}
+    digest = event_hash(last.hash, row)
+    tamper(store.path, "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)",
+           (*row.values(), last.hash, digest))
+    report = store.verify()
+    assert not report.ok and report.event_id == last.id + 1 and "inserted" in report.problem
+
+
+def test_inserted_row_in_the_middle_is_named(engine: Engine, store: Store) -> None:
+    busy_log(engine)
+    # shift the tail up by one and slip a forged event in at id 3
+    tamper(store.path, "UPDATE events SET id = id + 1000 WHERE id >= 3")
+    tamper(store.path, "UPDATE events SET id = id - 999 WHERE id >= 1003")
+    tamper(store.path, "INSERT INTO events VALUES (3, 'x', 'approved', 1, 'mallory', '{}', '{}', "
+                       "'forged', 'forged')")
+    report = store.verify()
+    assert not report.ok and report.event_id == 3 and "inserted" in report.problem
+
+
+def test_outputs_are_redacted_and_capped(store: Store) -> None:
+    secret_output = ("token: xoxb-1234567890-abcdefghij\nAuthorization: Bearer abc.def.ghijklmnop\n"
+                     "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+                     "mysql --password=hunter2\n" + "x" * 40000)
+    with store.transaction() as tx:
+        tx.append_event("action_finished", actor=None, data={"stdout": secret_output,
+                                                            "argv": ["curl", "-H", "token=s3cr3t"]})
+    raw = store.db.execute("SELECT data FROM events").fetchone()[0]
+    for leaked in ("xoxb-1234567890", "ghijklmnop", "AAAA", "hunter2", "s3cr3t"):
+        assert leaked not in raw
+    assert "more characters not kept" in json.loads(raw)["stdout"]
+    assert store.verify().ok
+
+
+def test_durability_settings_and_migrations(tmp_path: Path, clock: FakeClock) -> None:
+    store = Store(tmp_path / "a.db", clock)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with store.transaction() as tx:
+        tx.append_event("command", actor="alice", data={"text": "help"})
+    again = Store(tmp_path / "a.db", clock)  # re-opening does not re-apply migrations
+    assert [r[0] for r in again.db.execute("SELECT version FROM schema_migrations")] == [1]
+    assert again.verify().ok and again.verify().events == 1
