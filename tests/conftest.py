@@ -50,8 +50,13 @@ def make_engine(
 ) -> Callable[..., Engine]:
     def make(**overrides: Any) -> Engine:
         args: dict[str, Any] = {
-            "store": store, "registry": registry, "policy": POLICY, "kube": cluster,
-            "nodes": cluster, "clock": clock, "owner": "test-owner",
+            "store": store,
+            "registry": registry,
+            "policy": POLICY,
+            "kube": cluster,
+            "nodes": cluster,
+            "clock": clock,
+            "owner": "test-owner",
             "owner_alive": lambda owner: owner == "test-owner",
         }
         args.update(overrides)

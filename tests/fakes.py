@@ -60,7 +60,9 @@ class FakeCluster:
         return list(self.nodes)
 
     def list_pods(
-        self, namespace: str | None = None, label_selector: str | None = None,
+        self,
+        namespace: str | None = None,
+        label_selector: str | None = None,
         node: str | None = None,
     ) -> list[PodInfo]:
         now = self.clock.now()
@@ -68,8 +70,11 @@ class FakeCluster:
         with self._lock:
             for pod in self.pods:
                 born = self._born.get(pod.name)
-                if born is not None and self.restart_seconds is not None and (
-                    now - born).total_seconds() >= self.restart_seconds:
+                if (
+                    born is not None
+                    and self.restart_seconds is not None
+                    and (now - born).total_seconds() >= self.restart_seconds
+                ):
                     pod = replace(pod, ready=True, phase="Running")
                 if namespace not in (None, pod.namespace) or node not in (None, pod.node):
                     continue
@@ -88,8 +93,7 @@ class FakeCluster:
                 raise NotFound(f"DELETE pod {namespace}/{name}: not found")
             self.pods.remove(pod)
             self._n += 1
-            new = replace(pod, name=f"{pod.owner_name}-new{self._n}", ready=False,
-                          phase="Pending")
+            new = replace(pod, name=f"{pod.owner_name}-new{self._n}", ready=False, phase="Pending")
             self.pods.append(new)
             self._born[new.name] = self.clock.now()
 
@@ -104,4 +108,5 @@ class FakeCluster:
         with self._lock:
             self.calls.append(("run", node, *argv))
         return self.command_results.get(
-            (node, *argv), CommandResult(node, tuple(argv), 0, f"ran {' '.join(argv)}"))
+            (node, *argv), CommandResult(node, tuple(argv), 0, f"ran {' '.join(argv)}")
+        )

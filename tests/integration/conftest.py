@@ -29,17 +29,24 @@ class Lab:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNEL_BOT_")}
         return {**env, "FLANNEL_BOT_CONFIG": str(self.config), **extra}
 
-    def cli(self, *args: str, user: str = "alice", check: bool = False,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([FLANNEL_BOT, "--user", user, *args], env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+    def cli(
+        self, *args: str, user: str = "alice", check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [FLANNEL_BOT, "--user", user, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}{proc.stdout}")
         return proc
 
     def popen(self, *args: str, user: str = "alice", **kw: Any) -> subprocess.Popen[str]:
-        return subprocess.Popen([FLANNEL_BOT, "--user", user, *args], env=self.env(),
-                                text=True, **kw)
+        return subprocess.Popen(
+            [FLANNEL_BOT, "--user", user, *args], env=self.env(), text=True, **kw
+        )
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         conn = sqlite3.connect(self.db)

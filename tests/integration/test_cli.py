@@ -21,15 +21,17 @@ def test_plan_shows_steps_with_risk_markers(lab: Lab) -> None:
     out = lab.cli("plan", "flannel.restart-pods", "nodes=w2", check=True).stdout
     assert "1. [read]" in out and "2. [DESTRUCTIVE]" in out
     assert "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)" in out
-    data = json.loads(lab.cli("plan", "flannel.restart-pods", "nodes=w2", "--json",
-                              check=True).stdout)
+    data = json.loads(
+        lab.cli("plan", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
+    )
     assert data["kind"] == "plan" and data["plan_hash"].startswith("sha256:")
     assert [s["risk"] for s in data["steps"]] == ["read", "destructive"]
 
 
 def test_run_waits_refuses_self_approval_and_proceeds_after_approval(lab: Lab) -> None:
-    started = json.loads(lab.cli("run", "flannel.restart-pods", "nodes=w2", "--json",
-                                 check=True).stdout)
+    started = json.loads(
+        lab.cli("run", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
+    )
     assert started["status"] == "awaiting_approval" and started["id"] == 1
     self_approval = lab.cli("approve", "1", user="alice")
     assert self_approval.returncode == 1
@@ -50,8 +52,10 @@ def test_run_waits_refuses_self_approval_and_proceeds_after_approval(lab: Lab) -
         (["run", "flannel.restart-pods"], "needs `nodes=<node[,node...]>`"),
         (["run", "flannel.restart-pods", "nodes=w2;reboot"], "is not a valid node name"),
         (["run", "flannel.restart-pods", "nodes=$(reboot)"], "is not a valid node name"),
-        (["run", "flannel.restart-pods", "nodes=w9"], "node `w9` is not in the cluster; known "
-                                                      "nodes: master, w1, w2, w3"),
+        (
+            ["run", "flannel.restart-pods", "nodes=w9"],
+            "node `w9` is not in the cluster; known nodes: master, w1, w2, w3",
+        ),
         (["run", "flannel.restart-pods", "nodes=w2", "color=red"], "has no parameter `color`"),
         (["approve", "42"], "there is no run 42"),
         (["status", "42"], "there is no run 42"),

@@ -29,11 +29,16 @@ def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
     # the replacement pod never turns Ready, so the approver's process sits in the post-check
     lab = make_lab(restart_seconds=3600)
     lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    approver = lab.popen("approve", "1", user="bob", stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    approver = lab.popen(
+        "approve", "1", user="bob", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        wait_for(lambda: bool(lab.events("action_finished")) and any(
-            "DELETE" in e["data"]["render"] for e in lab.events("action_finished")))
+        wait_for(
+            lambda: (
+                bool(lab.events("action_finished"))
+                and any("DELETE" in e["data"]["render"] for e in lab.events("action_finished"))
+            )
+        )
         time.sleep(0.3)  # a few post-check polls into step 2
         approver.send_signal(signal.SIGKILL)
         approver.wait(timeout=10)
@@ -50,8 +55,9 @@ def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
 
     retry = lab.cli("approve", "1", user="carol")
     assert retry.returncode == 1 and "interrupted mid-step and is never resumed" in retry.stdout
-    deletes = [e for e in lab.events("action_started") if e["data"]["action"]["type"] ==
-               "delete_pod"]
+    deletes = [
+        e for e in lab.events("action_started") if e["data"]["action"]["type"] == "delete_pod"
+    ]
     assert len(deletes) == 1  # applied once, by the killed process, never again
     # the node lock went with the interrupted run: a new run (and a new approval) is possible
     again = lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True).stdout
@@ -61,13 +67,16 @@ def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
 def test_simultaneous_approvals_from_processes_apply_once(make_lab: Callable[..., Lab]) -> None:
     lab = make_lab(restart_seconds=0.5)
     lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    procs = [lab.popen("approve", "1", user=u, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for u in ("bob", "carol", "dave")]
+    procs = [
+        lab.popen("approve", "1", user=u, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for u in ("bob", "carol", "dave")
+    ]
     outputs = [p.communicate(timeout=60) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 1, 1], outputs
-    applied = [e for e in lab.events("action_started")
-               if e["data"]["action"]["type"] == "delete_pod"]
+    applied = [
+        e for e in lab.events("action_started") if e["data"]["action"]["type"] == "delete_pod"
+    ]
     assert len(applied) == 1
     assert len(lab.events("approved")) == 1
     assert lab.cli("audit", "verify", check=True).returncode == 0

@@ -40,8 +40,13 @@ class Prompt:
 
 
 def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(lab: Lab) -> None:
-    proc = lab.popen("shell", user="alice", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                     stderr=subprocess.STDOUT)
+    proc = lab.popen(
+        "shell",
+        user="alice",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     prompt = Prompt(proc)
     try:
         prompt.expect("/flannel> ")

@@ -30,8 +30,9 @@ def test_several_versions_coexist_and_the_newest_is_default() -> None:
 def copied_runbooks(tmp_path: Path) -> tuple[str, Path]:
     """A copy of the runbooks package under a new name, importable, to be edited."""
     name = f"rb_copy_{tmp_path.name.replace('-', '_')}"
-    shutil.copytree(lock_path("runbooks").parent, tmp_path / name,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        lock_path("runbooks").parent, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
+    )
     sys.path.insert(0, str(tmp_path))
     yield name, tmp_path / name
     sys.path.remove(str(tmp_path))
@@ -42,12 +43,15 @@ def copied_runbooks(tmp_path: Path) -> tuple[str, Path]:
 def test_editing_code_without_a_version_bump_is_caught(copied_runbooks: tuple[str, Path]) -> None:
     name, folder = copied_runbooks
     module = folder / "flannel_restart_pods_v1_0_0.py"
-    module.write_text(module.read_text().replace('LABEL = "app=flannel"', 'LABEL = "k8s-app=flannel"'))
+    module.write_text(
+        module.read_text().replace('LABEL = "app=flannel"', 'LABEL = "k8s-app=flannel"')
+    )
     importlib.invalidate_caches()
     registry = Registry.from_package(name)
     problems = registry.lock_problems(read_lock(folder / "runbooks.lock"))
     assert [(p.ref, "changed since it was locked" in p.problem) for p in problems] == [
-        ("flannel.restart-pods@1.0.0", True)]
+        ("flannel.restart-pods@1.0.0", True)
+    ]
     with pytest.raises(RunbookLockMismatch, match="bump VERSION"):
         registry.updated_lock(read_lock(folder / "runbooks.lock"))
 
@@ -56,7 +60,8 @@ def test_a_new_version_must_be_recorded(copied_runbooks: tuple[str, Path]) -> No
     name, folder = copied_runbooks
     src = (folder / "flannel_restart_pods_v1_1_0.py").read_text()
     (folder / "flannel_restart_pods_v1_2_0.py").write_text(
-        src.replace('VERSION = "1.1.0"', 'VERSION = "1.2.0"'))
+        src.replace('VERSION = "1.1.0"', 'VERSION = "1.2.0"')
+    )
     importlib.invalidate_caches()
     registry = Registry.from_package(name)
     lock = read_lock(folder / "runbooks.lock")

@@ -58,8 +58,9 @@ def test_every_edited_row_is_named(engine: Engine, store: Store) -> None:
     assert store.verify().ok
 
 
-def test_every_deleted_row_is_named(tmp_path: Path, make_engine: object, engine: Engine,
-                                    store: Store) -> None:
+def test_every_deleted_row_is_named(
+    tmp_path: Path, make_engine: object, engine: Engine, store: Store
+) -> None:
     n = busy_log(engine)
     for event_id in range(1, n + 1):
         copy = tmp_path / f"copy{event_id}.db"
@@ -77,11 +78,21 @@ def test_every_deleted_row_is_named(tmp_path: Path, make_engine: object, engine:
 def test_inserted_row_is_named_even_with_a_valid_hash(engine: Engine, store: Store) -> None:
     busy_log(engine)
     last = store.events()[-1]
-    row = {"id": last.id + 1, "ts": last.ts, "kind": "approved", "run_id": 1, "actor": "mallory",
-           "source": "{}", "data": "{}"}
+    row = {
+        "id": last.id + 1,
+        "ts": last.ts,
+        "kind": "approved",
+        "run_id": 1,
+        "actor": "mallory",
+        "source": "{}",
+        "data": "{}",
+    }
     digest = event_hash(last.hash, row)
-    tamper(store.path, "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)",
-           (*row.values(), last.hash, digest))
+    tamper(
+        store.path,
+        "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)",
+        (*row.values(), last.hash, digest),
+    )
     report = store.verify()
     assert not report.ok and report.event_id == last.id + 1 and "inserted" in report.problem
 
@@ -91,19 +102,27 @@ def test_inserted_row_in_the_middle_is_named(engine: Engine, store: Store) -> No
     # shift the tail up by one and slip a forged event in at id 3
     tamper(store.path, "UPDATE events SET id = id + 1000 WHERE id >= 3")
     tamper(store.path, "UPDATE events SET id = id - 999 WHERE id >= 1003")
-    tamper(store.path, "INSERT INTO events VALUES (3, 'x', 'approved', 1, 'mallory', '{}', '{}', "
-                       "'forged', 'forged')")
+    tamper(
+        store.path,
+        "INSERT INTO events VALUES (3, 'x', 'approved', 1, 'mallory', '{}', '{}', "
+        "'forged', 'forged')",
+    )
     report = store.verify()
     assert not report.ok and report.event_id == 3 and "inserted" in report.problem
 
 
 def test_outputs_are_redacted_and_capped(store: Store) -> None:
-    secret_output = ("token: xoxb-1234567890-abcdefghij\nAuthorization: Bearer abc.def.ghijklmnop\n"
-                     "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-                     "mysql --password=hunter2\n" + "x" * 40000)
+    secret_output = (
+        "token: xoxb-1234567890-abcdefghij\nAuthorization: Bearer abc.def.ghijklmnop\n"
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+        "mysql --password=hunter2\n" + "x" * 40000
+    )
     with store.transaction() as tx:
-        tx.append_event("action_finished", actor=None, data={"stdout": secret_output,
-                                                            "argv": ["curl", "-H", "token=s3cr3t"]})
+        tx.append_event(
+            "action_finished",
+            actor=None,
+            data={"stdout": secret_output, "argv": ["curl", "-H", "token=s3cr3t"]},
+        )
     raw = store.db.execute("SELECT data FROM events").fetchone()[0]
     for leaked in ("xoxb-1234567890", "ghijklmnop", "AAAA", "hunter2", "s3cr3t"):
         assert leaked not in raw

@@ -16,10 +16,14 @@ from bot.errors import CommandSyntaxError
         ("diagnose", c.Diagnose()),
         ("diagnose w2 w3 w2", c.Diagnose(("w2", "w3"))),
         ("runbooks", c.ListRunbooks()),
-        ("plan flannel.restart-pods nodes=w2", c.PlanRunbook("flannel.restart-pods",
-                                                             {"nodes": "w2"})),
-        ("run flannel.restart-pods@1.0.0 node=w2 namespace=kube-system",
-         c.RunRunbook("flannel.restart-pods@1.0.0", {"node": "w2", "namespace": "kube-system"})),
+        (
+            "plan flannel.restart-pods nodes=w2",
+            c.PlanRunbook("flannel.restart-pods", {"nodes": "w2"}),
+        ),
+        (
+            "run flannel.restart-pods@1.0.0 node=w2 namespace=kube-system",
+            c.RunRunbook("flannel.restart-pods@1.0.0", {"node": "w2", "namespace": "kube-system"}),
+        ),
         ("approve 12", c.Approve(12)),
         ("approve #12 plan=93e9f4743821", c.Approve(12, "93e9f4743821")),
         ("deny 12 not during the release", c.Deny(12, "not during the release")),
@@ -29,8 +33,10 @@ from bot.errors import CommandSyntaxError
         ("audit", c.Audit("recent")),
         ("audit verify", c.Audit("verify")),
         ("audit run 4", c.Audit("run", 4)),
-        ("RUN flannel.restart-pods nodes=w2", c.RunRunbook("flannel.restart-pods",
-                                                            {"nodes": "w2"})),
+        (
+            "RUN flannel.restart-pods nodes=w2",
+            c.RunRunbook("flannel.restart-pods", {"nodes": "w2"}),
+        ),
     ],
 )
 def test_grammar(text: str, expected: c.Command) -> None:

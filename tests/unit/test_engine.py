@@ -51,12 +51,13 @@ def test_plan_renders_every_step_without_touching_anything(
 def test_older_version_can_be_pinned(engine: Engine) -> None:
     plan = engine.plan(f"{REF}@1.0.0", {"node": "w2"}, who("alice"))
     assert plan.runbook.ref == "flannel.restart-pods@1.0.0"
-    with pytest.raises(UnknownRunbook, match="no version 9.9.9; available: 1.1.0, 1.0.0"):
+    with pytest.raises(UnknownRunbook, match=r"no version 9\.9\.9; available: 1\.1\.0, 1\.0\.0"):
         engine.plan(f"{REF}@9.9.9", {"node": "w2"}, who("alice"))
 
 
-def test_run_pauses_before_destructive_step(engine: Engine, cluster: FakeCluster,
-                                            store: Store) -> None:
+def test_run_pauses_before_destructive_step(
+    engine: Engine, cluster: FakeCluster, store: Store
+) -> None:
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     assert run.status == "awaiting_approval"
     assert run.next_step == 1  # the read step ran
@@ -64,8 +65,9 @@ def test_run_pauses_before_destructive_step(engine: Engine, cluster: FakeCluster
     assert kinds(store, run.id)[-1] == "approval_requested"
 
 
-def test_valid_approval_applies_and_proves_the_fix(engine: Engine, cluster: FakeCluster,
-                                                   store: Store) -> None:
+def test_valid_approval_applies_and_proves_the_fix(
+    engine: Engine, cluster: FakeCluster, store: Store
+) -> None:
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     done = engine.approve(run.id, who("bob"), plan_hash=run.plan_hash[7:19])
     assert done.status == "succeeded"
@@ -90,8 +92,9 @@ def test_non_approver_is_refused_naming_the_role(engine: Engine) -> None:
         engine.approve(run.id, who("mallory"))
 
 
-def test_expired_approval_is_refused(engine: Engine, clock: FakeClock,
-                                     cluster: FakeCluster, store: Store) -> None:
+def test_expired_approval_is_refused(
+    engine: Engine, clock: FakeClock, cluster: FakeCluster, store: Store
+) -> None:
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     clock.advance(31 * 60)
     with pytest.raises(ApprovalRefused, match="approval window of run 1 closed"):
@@ -114,8 +117,10 @@ def test_approval_is_refused_when_the_cluster_changed_the_plan(
 ) -> None:
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     # flannel's pod on w2 was replaced by someone else meanwhile: the approved DELETE is stale
-    cluster.pods = [p if p.node != "w2" else dataclasses.replace(p, name="kube-flannel-ds-zzz")
-                    for p in cluster.pods]
+    cluster.pods = [
+        p if p.node != "w2" else dataclasses.replace(p, name="kube-flannel-ds-zzz")
+        for p in cluster.pods
+    ]
     with pytest.raises(ApprovalRefused, match="changed after it was requested"):
         engine.approve(run.id, who("bob"))
     again = store.run(run.id)
@@ -130,8 +135,10 @@ def test_approval_is_refused_when_the_runbook_code_changed(
     make_engine: Callable[..., Engine], registry: Registry, cluster: FakeCluster
 ) -> None:
     run = make_engine().start(REF, {"nodes": "w2"}, who("alice"))
-    patched = [rb if rb.ref != f"{REF}@1.1.0" else dataclasses.replace(rb, code_hash="sha256:x")
-               for rb in registry.all()]
+    patched = [
+        rb if rb.ref != f"{REF}@1.1.0" else dataclasses.replace(rb, code_hash="sha256:x")
+        for rb in registry.all()
+    ]
     upgraded = make_engine(registry=Registry(patched))
     with pytest.raises(ApprovalRefused, match="no longer applies"):
         upgraded.approve(run.id, who("bob"))
@@ -162,14 +169,15 @@ def test_approver_who_lost_the_role_does_not_count(
     run = make_engine(policy=policy).start(REF, {"nodes": "w2"}, who("alice"))
     make_engine(policy=policy).approve(run.id, who("bob"))
     demoted = dataclasses.replace(
-        policy, groups={**policy.groups, "approvers": frozenset({"carol", "dave"})})
-    assert make_engine(policy=demoted).approve(run.id, who("carol")).status == (
-        "awaiting_approval")
+        policy, groups={**policy.groups, "approvers": frozenset({"carol", "dave"})}
+    )
+    assert make_engine(policy=demoted).approve(run.id, who("carol")).status == ("awaiting_approval")
     assert deletes(cluster) == []
 
 
-def test_deny_ends_the_run_and_frees_the_node(engine: Engine, cluster: FakeCluster,
-                                              store: Store) -> None:
+def test_deny_ends_the_run_and_frees_the_node(
+    engine: Engine, cluster: FakeCluster, store: Store
+) -> None:
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     denied = engine.deny(run.id, who("bob"), "not during the release")
     assert denied.status == "denied"
@@ -193,7 +201,8 @@ def test_one_run_at_a_time_changes_a_node(engine: Engine) -> None:
     with pytest.raises(TargetBusy) as exc:
         engine.start(REF, {"nodes": "w1,w2"}, who("alice"))
     assert str(exc.value).startswith(
-        f"node w2 is being changed by run {first.id} (requested by @alice)")
+        f"node w2 is being changed by run {first.id} (requested by @alice)"
+    )
     assert engine.start(REF, {"nodes": "w3"}, who("alice")).status == "awaiting_approval"
 
 
@@ -203,12 +212,14 @@ def test_read_only_plan_needs_no_lock_and_anyone_may_plan(engine: Engine) -> Non
 
 
 def test_requester_needs_the_run_role_for_destructive_runbooks(engine: Engine) -> None:
-    with pytest.raises(NotAllowed, match="mallory may not run flannel.restart-pods@1.1.0"):
+    with pytest.raises(NotAllowed, match=r"mallory may not run flannel\.restart-pods@1\.1\.0"):
         engine.start(REF, {"nodes": "w2"}, who("mallory"))
 
 
 def test_unknown_node_names_known_nodes(engine: Engine) -> None:
-    with pytest.raises(UnknownNode, match="node `w9` is not in the cluster; known nodes: w1, w2, w3"):
+    with pytest.raises(
+        UnknownNode, match="node `w9` is not in the cluster; known nodes: w1, w2, w3"
+    ):
         engine.start(REF, {"nodes": "w9"}, who("alice"))
 
 
@@ -218,8 +229,9 @@ def test_shell_metacharacters_in_node_names_are_rejected(engine: Engine, value: 
         engine.start(REF, {"nodes": value}, who("alice"))
 
 
-def test_post_check_that_never_passes_fails_the_run(engine: Engine, cluster: FakeCluster,
-                                                    store: Store) -> None:
+def test_post_check_that_never_passes_fails_the_run(
+    engine: Engine, cluster: FakeCluster, store: Store
+) -> None:
     cluster.restart_seconds = None
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     done = engine.approve(run.id, who("bob"))
@@ -237,14 +249,16 @@ def test_change_steps_run_without_approval_and_failed_commands_fail_the_run(
     assert run.status == "awaiting_approval"
     assert ("run", "w1", "ip", "link", "set", "cni0", "down") in cluster.calls
     cluster.command_results[("w1", "ip", "link", "delete", "cni0")] = CommandResult(
-        "w1", ("ip", "link", "delete", "cni0"), 1, "", "Cannot find device \"cni0\"")
+        "w1", ("ip", "link", "delete", "cni0"), 1, "", 'Cannot find device "cni0"'
+    )
     done = engine.approve(run.id, who("bob"))
     assert done.status == "failed"
     assert "exited 1" in (done.error or "") and "Cannot find device" in (done.error or "")
 
 
-def test_change_steps_can_be_gated_by_policy(make_engine: Callable[..., Engine],
-                                             cluster: FakeCluster) -> None:
+def test_change_steps_can_be_gated_by_policy(
+    make_engine: Callable[..., Engine], cluster: FakeCluster
+) -> None:
     engine = make_engine(policy=dataclasses.replace(POLICY, change_needs_approval=True))
     run = engine.start("test.node-bounce", {"node": "w1"}, who("alice"))
     assert run.status == "awaiting_approval" and run.next_step == 1
@@ -271,8 +285,9 @@ def test_dead_owner_makes_a_running_run_interrupted(
     engine = make_engine()
     run = engine.start(REF, {"nodes": "w2"}, who("alice"))
     with store.transaction() as tx:  # as if a process died inside step 2
-        tx.update_run(run.id, status="running", owner="gone", current_step=1,
-                      approved_plan_hash=run.plan_hash)
+        tx.update_run(
+            run.id, status="running", owner="gone", current_step=1, approved_plan_hash=run.plan_hash
+        )
     assert make_engine().recover() == [run.id]
     after = store.run(run.id)
     assert after.status == "interrupted" and after.current_step is None
@@ -293,14 +308,20 @@ def test_live_owner_keeps_its_run(make_engine: Callable[..., Engine], store: Sto
 def test_concurrent_approvals_apply_once(
     tmp_path: Path, registry: Registry, clock: FakeClock, cluster: FakeCluster
 ) -> None:
-    """Eight approvers click at once, each on its own connection: the pod is deleted once."""
+    """Nine approvers click at once, each on its own connection: the pod is deleted once."""
     setup = Store(tmp_path / "race.db", clock)
-    make = lambda: Engine(Store(tmp_path / "race.db", clock), registry, POLICY, cluster, cluster,  # noqa: E731
-                          clock, "test-owner", lambda o: True)
+
+    def make() -> Engine:
+        store = Store(tmp_path / "race.db", clock)
+        return Engine(
+            store, registry, POLICY, cluster, cluster, clock, "test-owner", lambda o: True
+        )
+
     run = make().start(REF, {"nodes": "w2"}, who("alice"))
     approvers = ["bob", "carol", "dave"] * 3
     policy_all = dataclasses.replace(
-        POLICY, groups={**POLICY.groups, "approvers": frozenset(approvers)})
+        POLICY, groups={**POLICY.groups, "approvers": frozenset(approvers)}
+    )
     barrier = threading.Barrier(len(approvers))
     outcomes: list[str] = []
 
@@ -330,7 +351,7 @@ def test_change_step_without_check_is_rejected_at_load_time() -> None:
     module = types.ModuleType("bad")
     module.__file__ = __file__
     module.__doc__ = "Bad."
-    exec(  # noqa: S102 - building a throwaway module for the loader
+    exec(
         "from dataclasses import dataclass\n"
         "from bot.core.runbook import Risk, step\n"
         "ID = 'test.bad'\nVERSION = '1.0.0'\n"
@@ -343,8 +364,9 @@ def test_change_step_without_check_is_rejected_at_load_time() -> None:
 
 
 def test_policy_file_rule_by_runbook_id(make_engine: Callable[..., Engine]) -> None:
-    policy = Policy(groups={"approvers": frozenset({"bob"})},
-                    rules={REF: RunbookRule(run=("user:zoe",))})
+    policy = Policy(
+        groups={"approvers": frozenset({"bob"})}, rules={REF: RunbookRule(run=("user:zoe",))}
+    )
     engine = make_engine(policy=policy)
     assert engine.start(REF, {"nodes": "w2"}, who("zoe")).status == "awaiting_approval"
     with pytest.raises(NotAllowed, match="it needs zoe"):

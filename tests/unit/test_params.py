@@ -25,8 +25,11 @@ class P:
 
 
 def test_typed_values() -> None:
-    p = parse_params(P, {"node": "w-2.lab", "nodes": "a,b", "mode": "fast", "force": "yes",
-                         "count": "3"}, "x@1.0.0")
+    p = parse_params(
+        P,
+        {"node": "w-2.lab", "nodes": "a,b", "mode": "fast", "force": "yes", "count": "3"},
+        "x@1.0.0",
+    )
     assert p == P(NodeName("w-2.lab"), (NodeName("a"), NodeName("b")), Mode.FAST, True, 3)
 
 

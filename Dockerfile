@@ -1,0 +1,27 @@
+# flannel-bot: slim, non-root. The audit database lives on a volume at /var/lib/flannel-bot.
+FROM python:3.11.7-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    FLANNEL_BOT_TEMPLATES=/app/templates \
+    FLANNEL_BOT_DB=/var/lib/flannel-bot/flannel-bot.db
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openssh-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/flannel-bot --create-home flannel-bot
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY runbooks ./runbooks
+COPY templates ./templates
+COPY examples ./examples
+RUN pip install . && rm -rf build
+
+USER flannel-bot
+VOLUME ["/var/lib/flannel-bot"]
+ENTRYPOINT ["flannel-bot"]
+CMD ["help"]

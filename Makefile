@@ -1,0 +1,32 @@
+# `make demo` runs the main job on the bundled example cluster; `make check` is what CI runs.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: setup demo lint typecheck test check clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+
+lint: setup
+	$(BIN)/ruff check bot runbooks tests bench
+	$(BIN)/ruff format --check bot runbooks tests bench
+
+typecheck: setup
+	$(BIN)/mypy --strict bot runbooks
+
+test: setup
+	$(BIN)/pytest
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
