@@ -103,23 +103,33 @@ def lock_runbooks() -> int:
 
 
 def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
-    """An interactive `/flannel` prompt. Events from other processes (approvals) show up too."""
+    """An interactive `/flannel` prompt.
+
+    Progress of this process's runs is printed as each event commits; a watcher thread also follows
+    the database, so an approval given elsewhere (another terminal, Slack) and the steps it runs
+    show up here too, as they would in a Slack thread.
+    """
     source = {"adapter": "shell", "user": user}
-    printed = {"last": max((e.id for e in app.store.events()[-1:]), default=0)}
+    seen = {"last": app.store.last_event_id()}
     lock = threading.Lock()
     stop = threading.Event()
 
+    def show(event: Event) -> None:
+        with lock:
+            if event.id <= seen["last"]:
+                return
+            seen["last"] = event.id
+            line = app.renderer.event(event) if event.run_id is not None else ""
+            if line:
+                out.write(line + "\n")
+                out.flush()
+
     def follow() -> None:
         while not stop.wait(0.3):
-            with lock:
-                for event in app.store.events(after=printed["last"]):
-                    printed["last"] = event.id
-                    if event.run_id is not None:
-                        line = app.renderer.event(event)
-                        if line:
-                            out.write(line + "\n")
-                            out.flush()
+            for event in app.store.events(after=seen["last"]):
+                show(event)
 
+    app.store.subscribe(show)
     watcher = threading.Thread(target=follow, daemon=True)
     watcher.start()
     out.write(f"flannel-bot shell as @{user}. Type `help`; Ctrl-D quits.\n")
@@ -128,16 +138,12 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
             out.write("/flannel> ")
             out.flush()
             line = stdin.readline()
-            if not line:
+            if not line or line.strip() in ("quit", "exit"):
                 break
-            if not line.strip():
-                continue
-            if line.strip() in ("quit", "exit"):
-                break
-            with lock:
+            if line.strip():
                 reply = app.service.handle(line, Requester(user, source))
-                printed["last"] = max(printed["last"], *(e.id for e in app.store.events()[-1:]))
-            out.write(app.renderer.reply(reply) + "\n")
+                with lock:
+                    out.write(app.renderer.reply(reply) + "\n")
     finally:
         stop.set()
         watcher.join(timeout=2)

@@ -41,23 +41,23 @@ class ChainReport:
 def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None) -> ChainReport:
     """Walk the chain in id order; report the first event that was altered, inserted or deleted."""
     prev_hash, expected_id, count = GENESIS, 1, 0
+    head_id = head["last_event_id"] if head else 0
     pending: list[Mapping[str, Any]] = []
     iterator = iter(rows)
     for row in iterator:
         pending.append(row)
         if len(pending) < 2:
             continue
-        problem = _check(pending[0], pending[1], prev_hash, expected_id)
+        problem = _check(pending[0], pending[1], prev_hash, expected_id, head_id)
         if problem:
             return ChainReport(False, count, prev_hash, problem[0], problem[1])
         prev_hash, expected_id, count = pending[0]["hash"], pending[0]["id"] + 1, count + 1
         pending.pop(0)
     if pending:
-        problem = _check(pending[0], None, prev_hash, expected_id)
+        problem = _check(pending[0], None, prev_hash, expected_id, head_id)
         if problem:
             return ChainReport(False, count, prev_hash, problem[0], problem[1])
         prev_hash, expected_id, count = pending[0]["hash"], pending[0]["id"] + 1, count + 1
-    head_id = head["last_event_id"] if head else 0
     head_hash = head["last_hash"] if head else GENESIS
     if head_id > expected_id - 1:
         return ChainReport(
@@ -80,9 +80,15 @@ def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | Non
 
 
 def _check(
-    row: Mapping[str, Any], following: Mapping[str, Any] | None, prev_hash: str, expected_id: int
+    row: Mapping[str, Any],
+    following: Mapping[str, Any] | None,
+    prev_hash: str,
+    expected_id: int,
+    head_id: int,
 ) -> tuple[int, str] | None:
     rid = row["id"]
+    if rid > head_id:
+        return rid, f"inserted: it comes after the recorded chain head (event {head_id})"
     if rid > expected_id:
         span = (
             f"event {expected_id}"

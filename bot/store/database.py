@@ -323,6 +323,10 @@ class Store:
             for r in self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])
         ]
 
+    def last_event_id(self) -> int:
+        row = self.db.execute("SELECT last_event_id FROM chain_head").fetchone()
+        return int(row[0]) if row else 0
+
     def events(self, run_id: int | None = None, after: int = 0) -> list[Event]:
         where, args = "id > ?", [after]
         if run_id is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -90,18 +91,36 @@ def test_diagnose_points_at_the_broken_node(lab: Lab) -> None:
     assert "fix: /flannel run flannel.restart-pods nodes=w2" in out
 
 
-def test_audit_verify_fails_and_names_the_altered_event(lab: Lab) -> None:
+@pytest.mark.parametrize(
+    ("tampering", "expected"),
+    [
+        (["UPDATE events SET actor = 'bob' WHERE id = 2"], "BROKEN at event 2: altered"),
+        (["DELETE FROM events WHERE id = 3"], "BROKEN at event 3: deleted"),
+        (["DELETE FROM events WHERE id = (SELECT MAX(id) FROM events)"], ": deleted"),
+        (
+            [
+                "INSERT INTO events SELECT id + 100, ts, 'approved', run_id, 'bob', source, data, "
+                "hash, hash FROM events WHERE id = (SELECT MAX(id) FROM events)"
+            ],
+            ": inserted",
+        ),
+    ],
+)
+def test_audit_verify_fails_and_names_the_tampered_event(
+    lab: Lab, tampering: list[str], expected: str
+) -> None:
     lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    import sqlite3
-
+    assert lab.cli("audit", "verify").returncode == 0
     conn = sqlite3.connect(lab.db)
     conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("UPDATE events SET actor = 'bob' WHERE id = 2")
+    conn.execute("DROP TRIGGER events_no_delete")
+    for sql in tampering:
+        conn.execute(sql)
     conn.commit()
     conn.close()
     proc = lab.cli("audit", "verify")
     assert proc.returncode == 1
-    assert "audit chain BROKEN at event 2: altered" in proc.stdout
+    assert "audit chain BROKEN at event" in proc.stdout and expected in proc.stdout
 
 
 def test_deny_and_cancel_through_the_cli(lab: Lab) -> None:

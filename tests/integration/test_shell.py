@@ -51,7 +51,9 @@ def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(lab: Lab)
     try:
         prompt.expect("/flannel> ")
         prompt.send("/flannel run flannel.restart-pods nodes=w2")
-        prompt.expect("AWAITING_APPROVAL")
+        out = prompt.expect("AWAITING_APPROVAL")
+        assert "[run 1] step 1/2 [read] Show the flannel pods on the nodes" in out
+        assert out.index("[run 1] step 1/2") < out.index("Run 1: flannel.restart-pods@1.1.0")
         prompt.send("approve 1")
         prompt.expect("alice requested this run and cannot approve it")
         bob = lab.cli("approve", "1", user="bob", check=True)

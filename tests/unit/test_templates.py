@@ -14,15 +14,27 @@ from tests.fakes import FakeCluster
 TEMPLATES = REPO_ROOT / "templates"
 
 
-def test_every_reply_and_event_renders(service: Service, store: Store,
-                                       cluster: FakeCluster) -> None:
+def test_every_reply_and_event_renders(
+    service: Service, store: Store, cluster: FakeCluster
+) -> None:
     renderer = Renderer(TEMPLATES)
     cluster.pods = [p for p in cluster.pods if p.node != "w3"]
     commands = [
-        "help", "help run", "runbooks", "diagnose", "diagnose w1",
-        "plan flannel.restart-pods nodes=w2", "run flannel.restart-pods nodes=w2",
-        "status", "status 1", "audit", "audit run 1", "audit verify", "approve 99",
-        "frobnicate", "run test.node-bounce node=w1",
+        "help",
+        "help run",
+        "runbooks",
+        "diagnose",
+        "diagnose w1",
+        "plan flannel.restart-pods nodes=w2",
+        "run flannel.restart-pods nodes=w2",
+        "status",
+        "status 1",
+        "audit",
+        "audit run 1",
+        "audit verify",
+        "approve 99",
+        "frobnicate",
+        "run test.node-bounce node=w1",
     ]
     kinds = set()
     for text in commands:
@@ -33,16 +45,45 @@ def test_every_reply_and_event_renders(service: Service, store: Store,
     kinds.add(service.handle("deny 2 no", who("bob")).kind)
     kinds.add(service.handle("run flannel.restart-pods nodes=w2", who("alice")).kind)
     kinds.add(service.handle("cancel 3", who("alice")).kind)
-    assert kinds == {"help", "runbooks", "diagnose", "plan", "run", "runs", "audit_events",
-                     "audit_verify", "error"}
+    assert kinds == {
+        "help",
+        "runbooks",
+        "diagnose",
+        "plan",
+        "run",
+        "runs",
+        "audit_events",
+        "audit_verify",
+        "error",
+    }
     rendered = {e.kind: renderer.event(e) for e in store.events()}
-    for kind in ("run_started", "step_started", "action_started", "action_finished", "check",
-                 "step_finished", "approval_requested", "approved", "run_succeeded", "denied",
-                 "run_cancelled"):
+    for kind in (
+        "run_started",
+        "step_started",
+        "action_started",
+        "action_finished",
+        "check",
+        "step_finished",
+        "approval_requested",
+        "approved",
+        "run_succeeded",
+        "denied",
+        "run_cancelled",
+    ):
         assert rendered[kind].startswith("[run "), kind
 
 
 def test_every_template_file_is_used() -> None:
     names = {p.name.removesuffix(".txt.j2") for p in Path(TEMPLATES / "shell").glob("*.j2")}
-    assert names == {"help", "runbooks", "diagnose", "plan", "run", "runs", "audit_events",
-                     "audit_verify", "error", "event"}
+    assert names == {
+        "help",
+        "runbooks",
+        "diagnose",
+        "plan",
+        "run",
+        "runs",
+        "audit_events",
+        "audit_verify",
+        "error",
+        "event",
+    }
