@@ -9,6 +9,7 @@ concurrent approvers, threads or processes, are serialised.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,8 @@ from bot.core.redact import scrub
 from bot.errors import TargetBusy, UnknownRun
 from bot.store.audit import GENESIS, ChainReport, event_hash, verify_rows
 from bot.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,11 @@ class Store:
         db.execute("COMMIT")
         for event in tx.events:
             for listener in self._listeners:
-                listener(event)
+                try:
+                    listener(event)
+                except Exception:
+                    # a broken notifier must not turn a committed step into a crashed run
+                    log.exception("event listener failed on event %s (%s)", event.id, event.kind)
 
     def _migrate(self) -> None:
         db = self.db

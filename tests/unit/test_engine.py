@@ -371,3 +371,15 @@ def test_policy_file_rule_by_runbook_id(make_engine: Callable[..., Engine]) -> N
     assert engine.start(REF, {"nodes": "w2"}, who("zoe")).status == "awaiting_approval"
     with pytest.raises(NotAllowed, match="it needs zoe"):
         engine.start(REF, {"nodes": "w3"}, who("alice"))
+
+
+def test_a_broken_notifier_does_not_break_a_run(
+    engine: Engine, store: Store, cluster: FakeCluster
+) -> None:
+    def broken(event: object) -> None:
+        raise KeyError("template bug")
+
+    store.subscribe(broken)
+    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    assert engine.approve(run.id, who("bob")).status == "succeeded"
+    assert len(deletes(cluster)) == 1

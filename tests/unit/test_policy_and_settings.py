@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.core.engine import Engine
+from bot.settings import ConfigError, load_settings
+from tests.conftest import who
+from tests.fakes import FakeCluster
+
+
+def test_anyone_may_run_a_read_only_runbook_and_it_needs_no_approval(
+    engine: Engine, cluster: FakeCluster
+) -> None:
+    run = engine.start("test.show-node", {"node": "w1"}, who("mallory"))
+    assert run.status == "succeeded"
+    assert ("run", "w1", "cat", "/run/flannel/subnet.env") in cluster.calls
+
+
+def test_read_only_runs_take_no_node_lock(engine: Engine) -> None:
+    engine.start("flannel.restart-pods", {"nodes": "w1"}, who("alice"))
+    assert engine.start("test.show-node", {"node": "w1"}, who("bob")).status == "succeeded"
+
+
+def test_policy_from_toml(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        'db = "state/x.db"\ncluster = "c.json"\n'
+        "[policy]\napproval_ttl_minutes = 10\n"
+        '[policy.groups]\napprovers = ["bob"]\n'
+        '[policy.runbooks."flannel.restart-pods"]\napprovals = 2\napprove = ["user:dave"]\n'
+    )
+    settings = load_settings(config, env={"HOME": str(tmp_path)})
+    assert settings.db_path == tmp_path / "state" / "x.db"
+    assert settings.cluster_file == tmp_path / "c.json"
+    policy = settings.policy
+    assert policy.approval_ttl.total_seconds() == 600
+    assert policy.rules["flannel.restart-pods"].approvals == 2
+    assert policy.rules["flannel.restart-pods"].approve == ("user:dave",)
+
+
+def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('db = "file.db"\n')
+    env = {"HOME": str(tmp_path), "FLANNEL_BOT_DB": "/env.db"}
+    assert load_settings(config, env=env).db_path == Path("/env.db")
+    assert load_settings(config, env=env, overrides={"db": "/flag.db"}).db_path == Path("/flag.db")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("dbb = 'x'", "has no setting `dbb`"),
+        ("[policy]\napprovals = 0", "policy.approvals must be a whole number of at least 1"),
+        ("[policy]\napprove = 'bob'", "policy.approve must be a list"),
+        ("[policy]\nwho = 1", "[policy] has no setting `who`"),
+        ("[policy.runbooks.x]\nrun = ['a']\nfoo = 1", "takes only run, approve and approvals"),
+        ("db = ", "is not valid TOML"),
+    ],
+)
+def test_config_errors_say_where(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config, env={"HOME": str(tmp_path)})
+    assert message in str(exc.value)
