@@ -12,6 +12,17 @@ from tests.conftest import who
 from tests.fakes import FakeCluster
 
 TEMPLATES = REPO_ROOT / "templates"
+REPLY_KINDS = {
+    "help",
+    "runbooks",
+    "diagnose",
+    "plan",
+    "run",
+    "runs",
+    "audit_events",
+    "audit_verify",
+    "error",
+}
 
 
 def test_every_reply_and_event_renders(
@@ -45,17 +56,7 @@ def test_every_reply_and_event_renders(
     kinds.add(service.handle("deny 2 no", who("bob")).kind)
     kinds.add(service.handle("run flannel.restart-pods nodes=w2", who("alice")).kind)
     kinds.add(service.handle("cancel 3", who("alice")).kind)
-    assert kinds == {
-        "help",
-        "runbooks",
-        "diagnose",
-        "plan",
-        "run",
-        "runs",
-        "audit_events",
-        "audit_verify",
-        "error",
-    }
+    assert kinds == REPLY_KINDS
     rendered = {e.kind: renderer.event(e) for e in store.events()}
     for kind in (
         "run_started",
@@ -75,15 +76,4 @@ def test_every_reply_and_event_renders(
 
 def test_every_template_file_is_used() -> None:
     names = {p.name.removesuffix(".txt.j2") for p in Path(TEMPLATES / "shell").glob("*.j2")}
-    assert names == {
-        "help",
-        "runbooks",
-        "diagnose",
-        "plan",
-        "run",
-        "runs",
-        "audit_events",
-        "audit_verify",
-        "error",
-        "event",
-    }
+    assert names == REPLY_KINDS | {"event"}
