@@ -1,0 +1,1 @@
+"""The lab: a small Flannel cluster of network namespaces, sshd and an API server on localhost."""

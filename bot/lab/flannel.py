@@ -1,0 +1,165 @@
+"""Playing flanneld, the bridge CNI plugin and kube-proxy on a lab node.
+
+No flanneld runs in the lab, so when a flannel pod "starts" on a node the lab programs the node
+the way flanneld v0.2x does with the VXLAN backend: `/run/flannel/subnet.env`, the CNI config,
+`flannel.1` (VNI 1, UDP 8472, nolearning), `cni0`, and for every peer a route
+`10.244.P.0/24 via 10.244.P.0 dev flannel.1 onlink`, a permanent neighbour and an FDB entry;
+plus flannel's iptables chains and kube-proxy's DNAT for the `kubernetes` Service.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from bot.lab.network import ip_batch, node_exec, run, write_sysctl
+from bot.lab.topology import (
+    API_SERVICE_IP,
+    CLUSTER_CIDR,
+    VXLAN_ID,
+    VXLAN_MTU,
+    VXLAN_PORT,
+    LabSpec,
+    NodeSpec,
+)
+
+NET_CONF = {"Network": CLUSTER_CIDR, "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
+CNI_CONF = {
+    "name": "cbr0",
+    "cniVersion": "0.3.1",
+    "plugins": [
+        {"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+    ],
+}
+CNI_PLUGINS = ("bridge", "flannel", "host-local", "loopback", "portmap")
+API_ENDPOINT_PORT = 6443
+
+
+def subnet_env(node: NodeSpec, mtu: int = VXLAN_MTU) -> str:
+    return (
+        f"FLANNEL_NETWORK={CLUSTER_CIDR}\n"
+        f"FLANNEL_SUBNET={node.gateway}/24\n"
+        f"FLANNEL_MTU={mtu}\n"
+        "FLANNEL_IPMASQ=true\n"
+    )
+
+
+def write_node_files(node: NodeSpec) -> None:
+    """What the install-cni init container and flanneld leave on the host."""
+    (node.dir / "run-flannel" / "subnet.env").write_text(subnet_env(node))
+    (node.dir / "etc-cni-net.d" / "10-flannel.conflist").write_text(
+        json.dumps(CNI_CONF, indent=2) + "\n"
+    )
+    bin_dir = node.dir / "opt-cni-bin"
+    for plugin in CNI_PLUGINS:
+        path = bin_dir / plugin
+        path.write_text(f"#!/bin/sh\n# lab stand-in for the {plugin} CNI plugin\nexit 0\n")
+        path.chmod(0o755)
+    (node.dir / "etc-sysctl.d" / "99-kubernetes.conf").write_text(
+        "net.bridge.bridge-nf-call-iptables = 1\n"
+        "net.bridge.bridge-nf-call-ip6tables = 1\n"
+        "net.ipv4.ip_forward = 1\n"
+    )
+    (node.dir / "etc-modules-load.d" / "k8s.conf").write_text("overlay\nbr_netfilter\n")
+
+
+def build_data_plane(node: NodeSpec, mtu: int = VXLAN_MTU) -> None:
+    """flannel.1 and cni0 with flanneld's addresses; the sysctls Kubernetes nodes need."""
+    ip_batch(
+        [
+            f"link add flannel.1 address {node.vtep_mac} mtu {mtu} type vxlan id {VXLAN_ID} "
+            f"local {node.underlay_ip} dev eth0 dstport {VXLAN_PORT} nolearning",
+            f"addr add {node.vtep_ip}/32 dev flannel.1",
+            "link set flannel.1 up",
+            f"link add cni0 mtu {mtu} type bridge",
+            f"addr add {node.gateway}/24 dev cni0",
+            "link set cni0 up",
+        ],
+        netns=node.netns,
+    )
+    write_sysctl(node.netns, "net.ipv4.ip_forward", "1")
+    write_sysctl(node.netns, "net.bridge.bridge-nf-call-iptables", "1")
+    write_sysctl(node.netns, "net.bridge.bridge-nf-call-ip6tables", "1")
+
+
+def peer_lines(node: NodeSpec, peers: Sequence[NodeSpec]) -> tuple[list[str], list[str]]:
+    """ip and bridge batch lines for every peer, as flanneld's subnet watcher adds them."""
+    ip_lines, fdb_lines = [], []
+    for peer in peers:
+        if peer.index == node.index:
+            continue
+        ip_lines.append(f"route replace {peer.pod_cidr} via {peer.vtep_ip} dev flannel.1 onlink")
+        ip_lines.append(
+            f"neigh replace {peer.vtep_ip} lladdr {peer.vtep_mac} dev flannel.1 nud permanent"
+        )
+        fdb_lines.append(f"fdb append {peer.vtep_mac} dev flannel.1 dst {peer.underlay_ip}")
+    return ip_lines, fdb_lines
+
+
+def program_peers(node: NodeSpec, peers: Sequence[NodeSpec]) -> None:
+    ip_lines, fdb_lines = peer_lines(node, peers)
+    if ip_lines:
+        ip_batch(ip_lines, netns=node.netns)
+        run(["bridge", "-n", node.netns, "-batch", "-"], input="\n".join(fdb_lines) + "\n")
+
+
+def iptables_rules(spec: LabSpec, node: NodeSpec) -> str:
+    """flanneld's FLANNEL-FWD / FLANNEL-POSTRTG chains and kube-proxy's KUBE-SERVICES DNAT."""
+    c = '-m comment --comment "flanneld masq"'
+    return "\n".join(
+        [
+            "*filter",
+            ":INPUT ACCEPT [0:0]",
+            ":FORWARD ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":FLANNEL-FWD - [0:0]",
+            '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+            f'-A FLANNEL-FWD -s {CLUSTER_CIDR} -m comment --comment "flanneld forward" -j ACCEPT',
+            f'-A FLANNEL-FWD -d {CLUSTER_CIDR} -m comment --comment "flanneld forward" -j ACCEPT',
+            "COMMIT",
+            "*nat",
+            ":PREROUTING ACCEPT [0:0]",
+            ":INPUT ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":POSTROUTING ACCEPT [0:0]",
+            ":FLANNEL-POSTRTG - [0:0]",
+            ":KUBE-SERVICES - [0:0]",
+            '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            f"-A POSTROUTING {c} -j FLANNEL-POSTRTG",
+            f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {c} -j RETURN",
+            f"-A FLANNEL-POSTRTG -s {node.pod_cidr} -d {CLUSTER_CIDR} {c} -j RETURN",
+            f"-A FLANNEL-POSTRTG -s {CLUSTER_CIDR} -d {node.pod_cidr} {c} -j RETURN",
+            f"-A FLANNEL-POSTRTG ! -s {CLUSTER_CIDR} -d {node.pod_cidr} {c} -j RETURN",
+            f"-A FLANNEL-POSTRTG -s {CLUSTER_CIDR} ! -d 224.0.0.0/4 {c} "
+            "-j MASQUERADE --random-fully",
+            f"-A FLANNEL-POSTRTG ! -s {CLUSTER_CIDR} -d {CLUSTER_CIDR} {c} -j MASQUERADE "
+            "--random-fully",
+            "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "
+            '"default/kubernetes:https cluster IP" -m tcp --dport 443 '
+            f"-j DNAT --to-destination {spec.svc_ip}:{API_ENDPOINT_PORT}",
+            "COMMIT",
+            "",
+        ]
+    )
+
+
+def program_iptables(spec: LabSpec, node: NodeSpec) -> None:
+    run(["ip", "netns", "exec", node.netns, "iptables-restore"], input=iptables_rules(spec, node))
+
+
+def api_reachable(node: NodeSpec, timeout: float = 2.0) -> bool:
+    """What flanneld's first API call needs: a TCP connect to 10.96.0.1:443 from the node."""
+    out = node_exec(
+        node,
+        [
+            "timeout",
+            str(timeout),
+            "bash",
+            "-c",
+            f"exec 3<>/dev/tcp/{API_SERVICE_IP}/443 && echo ok",
+        ],
+        check=False,
+    )
+    return out.strip() == "ok"
