@@ -69,3 +69,53 @@ class RunbookLockMismatch(BotError):
 
 class AuditChainBroken(BotError):
     """The audit log's hash chain does not verify."""
+
+
+class NodeError(ExecutorError):
+    """A node could not be reached or did not run a command; `node` and `address` say which."""
+
+    def __init__(self, message: str, *, node: str = "", address: str = "") -> None:
+        super().__init__(message)
+        self.node = node
+        self.address = address
+
+
+class NodeUnreachable(NodeError):
+    """No working SSH connection: address unknown, TCP refused or silent, handshake failed."""
+
+
+class NodeUnresolved(NodeUnreachable):
+    """No address for the node: not in `hosts`, no ssh_config HostName, the resolver had none."""
+
+
+class HostKeyRejected(NodeError):
+    """The node's host key does not match known_hosts; nothing was sent to it."""
+
+
+class HostKeyUnknown(HostKeyRejected):
+    """known_hosts has no key for the node's address: refused, never learned on first use."""
+
+
+class HostKeyChanged(HostKeyRejected):
+    """known_hosts holds a different key for the address: a reinstalled node or an interceptor."""
+
+
+class AuthenticationFailed(NodeError):
+    """The node refused our key, or the key could not be loaded."""
+
+
+class CommandTimeout(NodeError):
+    """A command did not finish by its deadline; whatever it printed until then is kept."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str = "",
+        address: str = "",
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(message, node=node, address=address)
+        self.stdout = stdout
+        self.stderr = stderr
