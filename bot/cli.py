@@ -31,6 +31,7 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] CO
                              one /flannel command: `flannel-bot run flannel.restart-pods nodes=w2`
   audit verify               check the audit chain; exits 1 and names the first bad event
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
+  lab up|down|status|break   a Flannel lab cluster on this machine (Linux, root): `lab --help`
 
   --user NAME     who you are for policy and the audit log (default: $USER)
   --json          print the reply as JSON
@@ -66,7 +67,7 @@ def split_argv(argv: Sequence[str]) -> Invocation:
             inv.options[name[2:]] = value
         elif arg == "--json":
             inv.as_json = True
-        elif arg in ("-h", "--help"):
+        elif arg in ("-h", "--help") and not inv.words:
             inv.words = ["--help"]
             return inv
         else:
@@ -159,6 +160,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return 0
         if inv.words == ["runbooks", "lock"]:
             return lock_runbooks()
+        if inv.words[0] == "lab":
+            from bot.lab.command import main as lab_main
+
+            return lab_main(inv.words[1:])
         settings = load_settings(
             Path(inv.options["config"]) if "config" in inv.options else None,
             env,

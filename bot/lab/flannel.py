@@ -10,9 +10,12 @@ plus flannel's iptables chains and kube-proxy's DNAT for the `kubernetes` Servic
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from bot.lab.network import ip_batch, node_exec, run, write_sysctl
+import yaml
+
+from bot.core.kube_proxy_config import unknown_fields
+from bot.lab.network import API_ENDPOINT_PORT, ip_batch, node_exec, run, write_sysctl
 from bot.lab.topology import (
     API_SERVICE_IP,
     CLUSTER_CIDR,
@@ -33,7 +36,6 @@ CNI_CONF = {
     ],
 }
 CNI_PLUGINS = ("bridge", "flannel", "host-local", "loopback", "portmap")
-API_ENDPOINT_PORT = 6443
 
 
 def subnet_env(node: NodeSpec, mtu: int = VXLAN_MTU) -> str:
@@ -83,51 +85,111 @@ def build_data_plane(node: NodeSpec, mtu: int = VXLAN_MTU) -> None:
     write_sysctl(node.netns, "net.bridge.bridge-nf-call-ip6tables", "1")
 
 
-def peer_lines(node: NodeSpec, peers: Sequence[NodeSpec]) -> tuple[list[str], list[str]]:
-    """ip and bridge batch lines for every peer, as flanneld's subnet watcher adds them."""
+def program_peers(
+    node: NodeSpec, nodes: Sequence[NodeSpec], endpoints: Mapping[str, str] | None = None
+) -> None:
+    """Route, permanent neighbour and FDB entry per peer, as flanneld's lease watcher adds them.
+
+    `endpoints` maps node name to the VTEP address its flannel annotation announces (the
+    underlay address unless flanneld picked another interface there).
+    """
     ip_lines, fdb_lines = [], []
-    for peer in peers:
+    for peer in nodes:
         if peer.index == node.index:
             continue
+        dst = (endpoints or {}).get(peer.name, peer.underlay_ip)
         ip_lines.append(f"route replace {peer.pod_cidr} via {peer.vtep_ip} dev flannel.1 onlink")
         ip_lines.append(
             f"neigh replace {peer.vtep_ip} lladdr {peer.vtep_mac} dev flannel.1 nud permanent"
         )
-        fdb_lines.append(f"fdb append {peer.vtep_mac} dev flannel.1 dst {peer.underlay_ip}")
-    return ip_lines, fdb_lines
-
-
-def program_peers(node: NodeSpec, peers: Sequence[NodeSpec]) -> None:
-    ip_lines, fdb_lines = peer_lines(node, peers)
+        fdb_lines.append(f"fdb replace {peer.vtep_mac} dev flannel.1 dst {dst} self permanent")
     if ip_lines:
         ip_batch(ip_lines, netns=node.netns)
         run(["bridge", "-n", node.netns, "-batch", "-"], input="\n".join(fdb_lines) + "\n")
 
 
-def iptables_rules(spec: LabSpec, node: NodeSpec) -> str:
-    """flanneld's FLANNEL-FWD / FLANNEL-POSTRTG chains and kube-proxy's KUBE-SERVICES DNAT."""
-    c = '-m comment --comment "flanneld masq"'
+def write_subnet_env(node: NodeSpec, mtu: int = VXLAN_MTU) -> None:
+    (node.dir / "run-flannel" / "subnet.env").write_text(subnet_env(node, mtu))
+
+
+def write_cni_conf(node: NodeSpec, text: str) -> None:
+    (node.dir / "etc-cni-net.d" / "10-flannel.conflist").write_text(text)
+
+
+def ensure_interfaces(node: NodeSpec, pods: int, mtu: int = VXLAN_MTU) -> None:
+    """Recreate flannel.1 and cni0 if they were removed, and put pods back on cni0."""
+    links = run(["ip", "-n", node.netns, "-o", "link", "show"])
+    if "flannel.1:" not in links:
+        ip_batch(
+            [
+                f"link add flannel.1 address {node.vtep_mac} mtu {mtu} type vxlan id {VXLAN_ID} "
+                f"local {node.underlay_ip} dev eth0 dstport {VXLAN_PORT} nolearning",
+                f"addr add {node.vtep_ip}/32 dev flannel.1",
+                "link set flannel.1 up",
+            ],
+            netns=node.netns,
+        )
+    if "cni0:" not in links:
+        ip_batch(
+            [
+                f"link add cni0 mtu {mtu} type bridge",
+                f"addr add {node.gateway}/24 dev cni0",
+                "link set cni0 up",
+            ],
+            netns=node.netns,
+        )
+    ip_batch(
+        [f"link set {node.pod_veth(p)} master cni0 up" for p in range(1, pods + 1)],
+        netns=node.netns,
+    )
+
+
+def ensure_flannel_iptables(node: NodeSpec) -> None:
+    """flanneld's rules, re-made on every start, and "Changing default FORWARD chain policy"."""
+    rules = iptables_rules_flannel(node)
+    run(["ip", "netns", "exec", node.netns, "iptables-restore", "--noflush"], input=rules)
+    run(["ip", "netns", "exec", node.netns, "iptables", "-P", "FORWARD", "ACCEPT"])
+
+
+def ensure_service_dnat(spec: LabSpec, node: NodeSpec) -> None:
+    run(
+        ["ip", "netns", "exec", node.netns, "iptables-restore", "--noflush"],
+        input=iptables_rules_kube_proxy(spec),
+    )
+
+
+def remove_service_dnat(node: NodeSpec) -> None:
+    run(
+        ["ip", "netns", "exec", node.netns, "iptables", "-t", "nat", "-F", "KUBE-SERVICES"],
+        check=False,
+    )
+
+
+def unknown_kube_proxy_fields(config_text: str) -> list[str]:
+    try:
+        config = yaml.safe_load(config_text)
+    except yaml.YAMLError:
+        return ["(unparsable YAML)"]
+    return unknown_fields(config) if isinstance(config, dict) else ["(not a mapping)"]
+
+
+_MASQ = '-m comment --comment "flanneld masq"'
+_FWD = '-m comment --comment "flanneld forward"'
+_PORTALS = '-m comment --comment "kubernetes service portals"'
+
+
+def iptables_rules_flannel(node: NodeSpec) -> str:
+    """flanneld's FLANNEL-FWD and FLANNEL-POSTRTG chains (declaring a chain flushes it)."""
+    c = _MASQ
     return "\n".join(
         [
             "*filter",
-            ":INPUT ACCEPT [0:0]",
-            ":FORWARD ACCEPT [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
             ":FLANNEL-FWD - [0:0]",
-            '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
-            f'-A FLANNEL-FWD -s {CLUSTER_CIDR} -m comment --comment "flanneld forward" -j ACCEPT',
-            f'-A FLANNEL-FWD -d {CLUSTER_CIDR} -m comment --comment "flanneld forward" -j ACCEPT',
+            f"-A FLANNEL-FWD -s {CLUSTER_CIDR} {_FWD} -j ACCEPT",
+            f"-A FLANNEL-FWD -d {CLUSTER_CIDR} {_FWD} -j ACCEPT",
             "COMMIT",
             "*nat",
-            ":PREROUTING ACCEPT [0:0]",
-            ":INPUT ACCEPT [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
-            ":POSTROUTING ACCEPT [0:0]",
             ":FLANNEL-POSTRTG - [0:0]",
-            ":KUBE-SERVICES - [0:0]",
-            '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-            '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-            f"-A POSTROUTING {c} -j FLANNEL-POSTRTG",
             f"-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {c} -j RETURN",
             f"-A FLANNEL-POSTRTG -s {node.pod_cidr} -d {CLUSTER_CIDR} {c} -j RETURN",
             f"-A FLANNEL-POSTRTG -s {CLUSTER_CIDR} -d {node.pod_cidr} {c} -j RETURN",
@@ -136,7 +198,18 @@ def iptables_rules(spec: LabSpec, node: NodeSpec) -> str:
             "-j MASQUERADE --random-fully",
             f"-A FLANNEL-POSTRTG ! -s {CLUSTER_CIDR} -d {CLUSTER_CIDR} {c} -j MASQUERADE "
             "--random-fully",
-            "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "
+            "COMMIT",
+            "",
+        ]
+    )
+
+
+def iptables_rules_kube_proxy(spec: LabSpec) -> str:
+    return "\n".join(
+        [
+            "*nat",
+            ":KUBE-SERVICES - [0:0]",
+            f"-A KUBE-SERVICES -d {API_SERVICE_IP}/32 -p tcp -m comment --comment "
             '"default/kubernetes:https cluster IP" -m tcp --dport 443 '
             f"-j DNAT --to-destination {spec.svc_ip}:{API_ENDPOINT_PORT}",
             "COMMIT",
@@ -145,8 +218,37 @@ def iptables_rules(spec: LabSpec, node: NodeSpec) -> str:
     )
 
 
+def iptables_base() -> str:
+    """Built-in chains with the jumps into flannel's and kube-proxy's chains."""
+    return "\n".join(
+        [
+            "*filter",
+            ":INPUT ACCEPT [0:0]",
+            ":FORWARD ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":FLANNEL-FWD - [0:0]",
+            f"-A FORWARD {_FWD} -j FLANNEL-FWD",
+            "COMMIT",
+            "*nat",
+            ":PREROUTING ACCEPT [0:0]",
+            ":INPUT ACCEPT [0:0]",
+            ":OUTPUT ACCEPT [0:0]",
+            ":POSTROUTING ACCEPT [0:0]",
+            ":FLANNEL-POSTRTG - [0:0]",
+            ":KUBE-SERVICES - [0:0]",
+            f"-A PREROUTING {_PORTALS} -j KUBE-SERVICES",
+            f"-A OUTPUT {_PORTALS} -j KUBE-SERVICES",
+            f"-A POSTROUTING {_MASQ} -j FLANNEL-POSTRTG",
+            "COMMIT",
+            "",
+        ]
+    )
+
+
 def program_iptables(spec: LabSpec, node: NodeSpec) -> None:
-    run(["ip", "netns", "exec", node.netns, "iptables-restore"], input=iptables_rules(spec, node))
+    run(["ip", "netns", "exec", node.netns, "iptables-restore"], input=iptables_base())
+    ensure_flannel_iptables(node)
+    ensure_service_dnat(spec, node)
 
 
 def api_reachable(node: NodeSpec, timeout: float = 2.0) -> bool:

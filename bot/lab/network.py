@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,7 @@ from bot.lab.topology import (
 )
 
 SSHD = "/usr/sbin/sshd"
+API_ENDPOINT_PORT = 6443
 
 
 class LabError(Exception):
@@ -118,6 +120,32 @@ def build_service_namespace(spec: LabSpec) -> None:
     write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
     # a ClusterIP answers nothing by itself: without kube-proxy's DNAT, connects time out
     in_netns(ns, ["iptables", "-A", "INPUT", "-d", API_SERVICE_IP, "-p", "tcp", "-j", "DROP"])
+    endpoint = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "bot.lab.endpoint",
+            spec.svc_ip,
+            str(API_ENDPOINT_PORT),
+            str(spec.dir),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (spec.dir / "endpoint.pid").write_text(str(endpoint.pid))
+    deadline = time.monotonic() + 10
+    while not in_netns(
+        ns, ["ss", "-Hltn", f"src {spec.svc_ip}:{API_ENDPOINT_PORT}"], check=False
+    ).strip():
+        if time.monotonic() > deadline or endpoint.poll() is not None:
+            raise LabError("the lab's API service endpoint did not start")
+        time.sleep(0.02)
 
 
 # -- nodes ---------------------------------------------------------------------------------------
@@ -310,7 +338,7 @@ def lab_pids(spec: LabSpec) -> list[int]:
     marker = str(spec.dir).encode()
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), os.getppid()):
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()

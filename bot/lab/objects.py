@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -600,7 +601,7 @@ def event(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": meta(f"{name}.{suffix(reason, message, t, length=16)}", namespace),
+        "metadata": meta(f"{name}.{suffix(reason, message, time.time_ns(), length=16)}", namespace),
         "involvedObject": {
             "apiVersion": "v1",
             "kind": kind,

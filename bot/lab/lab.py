@@ -1,0 +1,479 @@
+"""The lab as one object: nodes, the API server, and the controllers the lab has to play.
+
+No kubelet, flanneld, kube-proxy or DaemonSet controller runs here, so `Lab` plays them. Deleting
+a flannel pod through the API creates its replacement and "starts flanneld" on that node: the start
+runs the checks the real flanneld runs, against the node's real state (API reachable from the node
+over 10.96.0.1:443? RBAC? podCIDR? `/proc/sys/net/bridge`? flannel.1's addresses?) and either
+programs the node as flanneld would, or leaves the pod crash-looping with the log line flanneld
+prints for that failure.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.lab import flannel, objects
+from bot.lab.apiserver import ApiError, ApiServer
+from bot.lab.network import (
+    LabError,
+    in_netns,
+    ip_batch,
+    node_exec,
+    run,
+    sshd_pid,
+    teardown,
+)
+from bot.lab.nodes import ClientFiles, build_nodes, pod_ping
+from bot.lab.objects import FLANNEL_DS, FLANNEL_NS
+from bot.lab.topology import API_SERVICE_IP, LabSpec, NodeSpec
+
+FLANNEL_SA_USER = "system:serviceaccount:kube-flannel:flannel"
+
+
+@dataclass(frozen=True)
+class StartResult:
+    ok: bool
+    log: str
+
+
+def klog(level: str, where: str, message: str) -> str:
+    """A line as flanneld (klog) prints it."""
+    t = datetime.now(UTC).strftime("%m%d %H:%M:%S.%f")
+    return f"{level}{t}       1 {where}] {message}"
+
+
+class Lab:
+    """Build with `up()`, remove with `down()`; `break_` and `restore` inject the seed faults."""
+
+    def __init__(self, spec: LabSpec, api_port: int = 0) -> None:
+        self.spec = spec
+        self.api = ApiServer("127.0.0.1", api_port)
+        self.files: ClientFiles | None = None
+        self._lock = threading.RLock()
+        self._workers: list[threading.Thread] = []
+        self.faults: dict[str, set[str]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def up(self) -> Lab:
+        self.files = build_nodes(self.spec)
+        try:
+            self.api.start()
+            self._populate()
+            self.api.on_delete(self._on_delete)
+            self.api.write_kubeconfig(self.kubeconfig, context=f"flannel-lab-{self.spec.name}")
+            self._write_state()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        self.api.stop()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        teardown(self.spec)
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.spec.dir / "kubeconfig"
+
+    def _write_state(self) -> None:
+        assert self.files is not None
+        state = {
+            "name": self.spec.name,
+            "nodes": self.spec.nodes,
+            "underlay": self.spec.underlay,
+            "api": self.api.url,
+            "kubeconfig": str(self.kubeconfig),
+            "ssh_config": str(self.files.ssh_config),
+            "ssh_key": str(self.files.key),
+            "known_hosts": str(self.files.known_hosts),
+            "addresses": {n.name: n.underlay_ip for n in self.spec.all_nodes()},
+        }
+        (self.spec.dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    def _populate(self) -> None:
+        spec, api = self.spec, self.api
+        for ns in (FLANNEL_NS,):
+            api.create(objects.namespace(ns))
+        for node in spec.all_nodes():
+            api.create(objects.node(node))
+        for obj in (
+            *objects.rbac_objects(),
+            objects.flannel_configmap(),
+            objects.flannel_daemonset(spec.nodes),
+            *objects.kube_proxy_objects(spec),
+            *objects.kubernetes_service(spec),
+        ):
+            api.create(obj)
+        for node in spec.all_nodes():
+            name = f"{FLANNEL_DS}-{objects.suffix(spec.name, node.name)}"
+            api.create(objects.flannel_pod(spec, node, name))
+            api.set_log(FLANNEL_NS, name, "kube-flannel", objects.flanneld_log(spec, node, name))
+            for pod in range(1, spec.pods_per_node + 1):
+                api.create(objects.workload_pod(node, pod))
+
+    # -- what the lab plays: DaemonSet controller, flanneld, kube-proxy --------------------------
+
+    def _on_delete(self, verb: str, obj: dict[str, Any]) -> None:
+        if obj.get("kind") != "Pod":
+            return
+        owners = obj["metadata"].get("ownerReferences") or []
+        owner = next((o["name"] for o in owners if o.get("kind") == "DaemonSet"), None)
+        node_name = obj["spec"].get("nodeName")
+        if owner is None or node_name is None:
+            return
+        namespace = obj["metadata"]["namespace"]
+        try:
+            self.api.get("daemonsets", owner, namespace)
+        except ApiError:  # the DaemonSet is gone: nothing recreates the pod
+            return
+        node = self.spec.by_name(node_name)
+        generation = int(obj["metadata"]["labels"].get("pod-template-generation", "1"))
+        new_name = f"{owner}-{objects.suffix(obj['metadata']['name'], time.time_ns())}"
+        if owner == FLANNEL_DS:
+            pod = objects.flannel_pod(self.spec, node, new_name, ready=False, generation=generation)
+            pod["status"]["phase"] = "Pending"
+            pod["status"]["containerStatuses"][0]["state"] = {
+                "waiting": {"reason": "PodInitializing"}
+            }
+            self.api.create(pod)
+            self._spawn(lambda: self.start_flannel(node, new_name))
+        elif owner == "kube-proxy":
+            self.api.create(objects.kube_proxy_pod(self.spec, node, new_name))
+            self._spawn(lambda: self.start_kube_proxy(node, new_name))
+
+    def _spawn(self, work: Callable[[], object]) -> None:
+        worker = threading.Thread(target=work, daemon=True)
+        self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+        worker.start()
+
+    def flannel_pod_on(self, node: NodeSpec) -> dict[str, Any] | None:
+        pods = self.api.list("pods", FLANNEL_NS, "app=flannel", f"spec.nodeName={node.name}")
+        return pods[0] if pods else None
+
+    def restart_flannel(self, node: NodeSpec) -> StartResult:
+        """What `kubectl delete pod` of that node's flannel pod leads to, synchronously."""
+        pod = self.flannel_pod_on(node)
+        if pod is None:
+            raise LabError(f"no flannel pod on {node.name}")
+        self.api.delete("pods", pod["metadata"]["name"], FLANNEL_NS)
+        for worker in list(self._workers):
+            worker.join(timeout=30)
+        new = self.flannel_pod_on(node)
+        assert new is not None
+        return StartResult(
+            bool(new["status"]["containerStatuses"][0]["ready"]), self._log(new["metadata"]["name"])
+        )
+
+    def _log(self, pod: str) -> str:
+        try:
+            return self.api.pod_log(FLANNEL_NS, pod, {"container": "kube-flannel"})
+        except ApiError:
+            return ""
+
+    def flanneld_failure(self, node: NodeSpec, pod: str) -> str | None:
+        """The error flanneld would exit with on this node now, or None if it would come up."""
+        where = "main.go:251"
+        reach = node_exec(
+            node,
+            ["timeout", "2", "bash", "-c", f"exec 3<>/dev/tcp/{API_SERVICE_IP}/443 && echo ok"],
+            check=False,
+        ).strip()
+        url = f"https://{API_SERVICE_IP}:443/api/v1/namespaces/{FLANNEL_NS}/pods/{pod}"
+        prefix = (
+            f"Failed to create SubnetManager: error retrieving pod spec for '{FLANNEL_NS}/{pod}': "
+        )
+        if reach != "ok":
+            refused = self._connect_refused(node)
+            why = "connect: connection refused" if refused else "i/o timeout"
+            return klog("E", where, f'{prefix}Get "{url}": dial tcp {API_SERVICE_IP}:443: {why}')
+        if not self._flannel_rbac_ok():
+            return klog(
+                "E",
+                where,
+                f'{prefix}pods "{pod}" is forbidden: User "{FLANNEL_SA_USER}" '
+                f'cannot get resource "pods" in API group "" in the namespace '
+                f'"{FLANNEL_NS}"',
+            )
+        api_node = self.api.get("nodes", node.name)
+        if not api_node["spec"].get("podCIDR"):
+            return klog(
+                "E",
+                "main.go:332",
+                "Error registering network: failed to acquire lease: "
+                f'node "{node.name}" pod cidr not assigned',
+            )
+        bridge = node_exec(
+            node, ["test", "-e", "/proc/sys/net/bridge/bridge-nf-call-iptables"], check=False
+        )
+        del bridge
+        if not self._bridge_nf_present(node):
+            return klog(
+                "E",
+                "main.go:278",
+                "Failed to check br_netfilter: stat "
+                "/proc/sys/net/bridge/bridge-nf-call-iptables: no such file or directory",
+            )
+        addrs = self._addresses(node, "flannel.1")
+        if addrs and addrs != [f"{node.vtep_ip}/32"]:
+            return klog(
+                "E",
+                "main.go:345",
+                "Error registering network: failed to configure "
+                "interface flannel.1: failed to ensure address of interface flannel.1: "
+                "link has incompatible addresses. Remove additional addresses and try "
+                "again. &netlink.Vxlan{...}",
+            )
+        return None
+
+    def _connect_refused(self, node: NodeSpec) -> bool:
+        out = node_exec(
+            node,
+            [
+                "timeout",
+                "2",
+                "bash",
+                "-c",
+                f"exec 3<>/dev/tcp/{API_SERVICE_IP}/443 2>&1; echo rc=$?",
+            ],
+            check=False,
+        )
+        return "refused" in out
+
+    def _flannel_rbac_ok(self) -> bool:
+        try:
+            role = self.api.get("clusterroles", "flannel")
+            binding = self.api.get("clusterrolebindings", "flannel")
+        except ApiError:
+            return False
+        bound = any(
+            s.get("name") == "flannel" and s.get("namespace") == FLANNEL_NS
+            for s in binding.get("subjects") or []
+        )
+        can_get_pods = any(
+            "pods" in r.get("resources", []) and "get" in r.get("verbs", [])
+            for r in role.get("rules") or []
+        )
+        return bound and can_get_pods and binding["roleRef"]["name"] == "flannel"
+
+    @staticmethod
+    def _bridge_nf_present(node: NodeSpec) -> bool:
+        out = node_exec(
+            node,
+            ["sh", "-c", "test -e /proc/sys/net/bridge/bridge-nf-call-iptables && echo yes"],
+            check=False,
+        )
+        return out.strip() == "yes"
+
+    @staticmethod
+    def _addresses(node: NodeSpec, dev: str) -> list[str]:
+        out = in_netns(node.netns, ["ip", "-j", "addr", "show", "dev", dev], check=False)
+        if not out.strip():
+            return []
+        return [
+            f"{a['local']}/{a['prefixlen']}"
+            for link in json.loads(out)
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        ]
+
+    def chosen_interface(self, node: NodeSpec) -> tuple[str, str]:
+        """flanneld's interface choice: `--iface` if given, else the default-route interface.
+
+        A lab node has no default route; a second NIC `eth1` stands for the NAT interface that
+        carries the default route on a VirtualBox/Vagrant node, so without `--iface` it wins.
+        """
+        ds = self.api.get("daemonsets", FLANNEL_DS, FLANNEL_NS)
+        args = ds["spec"]["template"]["spec"]["containers"][0].get("args") or []
+        wanted = next((a.split("=", 1)[1] for a in args if a.startswith("--iface=")), None)
+        candidates = [wanted] if wanted else ["eth1", "eth0"]
+        for dev in candidates:
+            addrs = self._addresses(node, dev)
+            if addrs:
+                return dev, addrs[0].split("/")[0]
+        return "eth0", node.underlay_ip
+
+    def start_flannel(self, node: NodeSpec, pod: str) -> StartResult:
+        """Play flanneld starting in `pod` on `node`; update the pod, its log and events."""
+        with self._lock:
+            failure = self.flanneld_failure(node, pod)
+            previous = self.api.get("pods", pod, FLANNEL_NS)
+            if failure is not None:
+                log = objects.flanneld_log(self.spec, node, pod).splitlines()[:4]
+                text = "\n".join([*log, failure]) + "\n"
+                self._set_flannel_pod(pod, node, ready=False, restarts=5)
+                self.api.set_log(FLANNEL_NS, pod, "kube-flannel", text)
+                self.api.set_log(FLANNEL_NS, pod, "kube-flannel", text, previous=True)
+                self.api.create(
+                    objects.event(
+                        FLANNEL_NS,
+                        "Pod",
+                        pod,
+                        "BackOff",
+                        "Back-off restarting failed container kube-flannel in pod "
+                        f"{pod}_{FLANNEL_NS}"
+                        f"({previous['metadata'].get('uid', '')})",
+                        host=node.name,
+                    )
+                )
+                return StartResult(False, text)
+            dev, address = self.chosen_interface(node)
+            self.program_node(node, address)
+            text = objects.flanneld_log(self.spec, node, pod)
+            if dev != "eth0":
+                text = text.replace(
+                    f"name eth0 and address {node.underlay_ip}", f"name {dev} and address {address}"
+                ).replace(
+                    f"interface address ({node.underlay_ip})", f"interface address ({address})"
+                )
+            self._set_flannel_pod(pod, node, ready=True, restarts=0)
+            self.api.set_log(FLANNEL_NS, pod, "kube-flannel", text)
+            return StartResult(True, text)
+
+    def _set_flannel_pod(self, pod: str, node: NodeSpec, ready: bool, restarts: int) -> None:
+        fresh = objects.flannel_pod(self.spec, node, pod, ready=ready, restarts=restarts)
+        self.api.patch(
+            "pods", pod, {"status": fresh["status"]}, FLANNEL_NS, "merge", subresource="status"
+        )
+
+    def program_node(self, node: NodeSpec, public_ip: str) -> None:
+        """What a successful flanneld start leaves on the node and in the API."""
+        flannel.write_subnet_env(node)
+        cfg = self.api.list(
+            "configmaps", FLANNEL_NS, field_selector="metadata.name=kube-flannel-cfg"
+        )
+        if cfg:  # the install-cni init container copies cni-conf.json into place
+            flannel.write_cni_conf(node, cfg[0]["data"]["cni-conf.json"])
+        flannel.ensure_interfaces(node, self.spec.pods_per_node)
+        self.api.patch(
+            "nodes",
+            node.name,
+            {"metadata": {"annotations": {"flannel.alpha.coreos.com/public-ip": public_ip}}},
+            patch_type="merge",
+        )
+        self.api.patch(
+            "nodes",
+            node.name,
+            {"status": {"conditions": objects.node_conditions(True, True)}},
+            patch_type="merge",
+            subresource="status",
+        )
+        peers = self.peer_addresses()
+        for other in self.spec.all_nodes():
+            if sshd_pid(other) is None:
+                continue
+            flannel.program_peers(other, self.spec.all_nodes(), peers)
+        flannel.ensure_flannel_iptables(node)
+
+    def peer_addresses(self) -> dict[str, str]:
+        """Each node's VTEP endpoint as its flannel annotation announces it."""
+        out = {}
+        for node in self.api.list("nodes"):
+            ann = node["metadata"].get("annotations") or {}
+            if "flannel.alpha.coreos.com/public-ip" in ann:
+                out[node["metadata"]["name"]] = ann["flannel.alpha.coreos.com/public-ip"]
+        return out
+
+    def start_kube_proxy(self, node: NodeSpec, pod: str) -> StartResult:
+        """Play kube-proxy: strict config decoding, then the `kubernetes` Service DNAT."""
+        with self._lock:
+            config = self.api.get("configmaps", "kube-proxy", "kube-system")["data"]["config.conf"]
+            unknown = flannel.unknown_kube_proxy_fields(config)
+            if unknown:
+                msg = klog(
+                    "E",
+                    "server.go:558",
+                    '"Error running ProxyServer" err="failed '
+                    f'complete: strict decoding error: unknown field \\"{unknown[0]}\\""',
+                )
+                fresh = objects.kube_proxy_pod(self.spec, node, pod, ready=False, restarts=3)
+                self.api.patch(
+                    "pods",
+                    pod,
+                    {"status": fresh["status"]},
+                    "kube-system",
+                    "merge",
+                    subresource="status",
+                )
+                self.api.set_log("kube-system", pod, "kube-proxy", msg + "\n")
+                self.api.set_log("kube-system", pod, "kube-proxy", msg + "\n", previous=True)
+                flannel.remove_service_dnat(node)
+                return StartResult(False, msg)
+            flannel.ensure_service_dnat(self.spec, node)
+            self.api.set_log(
+                "kube-system",
+                pod,
+                "kube-proxy",
+                klog(
+                    "I",
+                    "service.go:421",
+                    'Adding new service port "default/kubernetes:https" at '
+                    f"{API_SERVICE_IP}:443/TCP",
+                )
+                + "\n",
+            )
+            return StartResult(True, "")
+
+    def restart_kube_proxy(self, node: NodeSpec) -> StartResult:
+        pods = self.api.list(
+            "pods", "kube-system", "k8s-app=kube-proxy", f"spec.nodeName={node.name}"
+        )
+        for pod in pods:
+            self.api.delete("pods", pod["metadata"]["name"], "kube-system")
+        for worker in list(self._workers):
+            worker.join(timeout=30)
+        new = self.api.list(
+            "pods", "kube-system", "k8s-app=kube-proxy", f"spec.nodeName={node.name}"
+        )
+        ok = bool(new and new[0]["status"]["containerStatuses"][0]["ready"])
+        return StartResult(ok, "")
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        nodes = self.spec.all_nodes()
+        reach = {a.name: {b.name: pod_ping(a, b) for b in nodes if b is not a} for a in nodes}
+        return {
+            "name": self.spec.name,
+            "api": self.api.url,
+            "kubeconfig": str(self.kubeconfig),
+            "nodes": [
+                {
+                    "name": n.name,
+                    "address": n.underlay_ip,
+                    "pod_cidr": n.pod_cidr,
+                    "sshd": sshd_pid(n) is not None,
+                }
+                for n in nodes
+            ],
+            "pod_reachability": reach,
+            "faults": {k: sorted(v) for k, v in self.faults.items()},
+        }
+
+
+def flush_pod_route_cache(lab: Lab) -> None:
+    """Pods keep a learned path MTU for 10 minutes; forget it after an MTU change."""
+    for node in lab.spec.all_nodes():
+        for pod in range(1, lab.spec.pods_per_node + 1):
+            run(
+                ["ip", "netns", "exec", node.pod_netns(pod), "ip", "route", "flush", "cache"],
+                check=False,
+            )
+
+
+__all__ = ["Lab", "LabError", "StartResult", "flush_pod_route_cache", "ip_batch"]
