@@ -470,12 +470,13 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "ipvs-local-route",
-            "`local 10.96.0.1 dev kube-ipvs0` in table local: the node "
-            "answers the API service itself (refused); flannel crash-loops",
+            "`local 10.96.0.1 dev kube-ipvs0` in table local: connects to the API service "
+            "leave with source 10.96.0.1, replies never return (i/o timeout); flannel "
+            "crash-loops",
             _ipvs_local_route,
             _no_ipvs_local_route,
             note="no IPVS in this kernel and no dummy links: kube-ipvs0 is a bridge and there "
-            "are no virtual servers, so connects are refused rather than time out",
+            "are no virtual servers; the stale local route does the damage",
         ),
         Scenario(
             "podcidr-missing",

@@ -17,7 +17,7 @@ FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")
 
 
 @dataclass
-class Lab:
+class BotEnv:
     """A config, a recorded cluster and a database in tmp_path, driven through the real CLI."""
 
     root: Path
@@ -59,8 +59,8 @@ class Lab:
 
 
 @pytest.fixture
-def make_lab(tmp_path: Path) -> Callable[..., Lab]:
-    def make(restart_seconds: float = 1, approvals: int = 1) -> Lab:
+def make_env(tmp_path: Path) -> Callable[..., BotEnv]:
+    def make(restart_seconds: float = 1, approvals: int = 1) -> BotEnv:
         cluster = json.loads((REPO / "examples" / "cluster.json").read_text())
         cluster["daemonset_restart_seconds"] = restart_seconds
         (tmp_path / "cluster.json").write_text(json.dumps(cluster))
@@ -70,11 +70,11 @@ def make_lab(tmp_path: Path) -> Callable[..., Lab]:
             f"[policy]\napprovals = {approvals}\n"
             '[policy.groups]\noperators = ["alice"]\napprovers = ["bob", "carol", "dave"]\n'
         )
-        return Lab(tmp_path, config, tmp_path / "state" / "audit.db", tmp_path / "cluster.json")
+        return BotEnv(tmp_path, config, tmp_path / "state" / "audit.db", tmp_path / "cluster.json")
 
     return make
 
 
 @pytest.fixture
-def lab(make_lab: Callable[..., Lab]) -> Lab:
-    return make_lab()
+def env(make_env: Callable[..., BotEnv]) -> BotEnv:
+    return make_env()

@@ -7,42 +7,42 @@ import sqlite3
 
 import pytest
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import BotEnv
 
 pytestmark = pytest.mark.integration
 
 
-def test_runbooks_lists_versions_and_risk(lab: Lab) -> None:
-    out = lab.cli("runbooks", check=True).stdout
+def test_runbooks_lists_versions_and_risk(env: BotEnv) -> None:
+    out = env.cli("runbooks", check=True).stdout
     assert "flannel.restart-pods@1.1.0" in out and "flannel.restart-pods@1.0.0" in out
     assert "[DESTRUCTIVE]" in out and "(default)" in out
 
 
-def test_plan_shows_steps_with_risk_markers(lab: Lab) -> None:
-    out = lab.cli("plan", "flannel.restart-pods", "nodes=w2", check=True).stdout
+def test_plan_shows_steps_with_risk_markers(env: BotEnv) -> None:
+    out = env.cli("plan", "flannel.restart-pods", "nodes=w2", check=True).stdout
     assert "1. [read]" in out and "2. [DESTRUCTIVE]" in out
     assert "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)" in out
     data = json.loads(
-        lab.cli("plan", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
+        env.cli("plan", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
     )
     assert data["kind"] == "plan" and data["plan_hash"].startswith("sha256:")
     assert [s["risk"] for s in data["steps"]] == ["read", "destructive"]
 
 
-def test_run_waits_refuses_self_approval_and_proceeds_after_approval(lab: Lab) -> None:
+def test_run_waits_refuses_self_approval_and_proceeds_after_approval(env: BotEnv) -> None:
     started = json.loads(
-        lab.cli("run", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
+        env.cli("run", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
     )
     assert started["status"] == "awaiting_approval" and started["id"] == 1
-    self_approval = lab.cli("approve", "1", user="alice")
+    self_approval = env.cli("approve", "1", user="alice")
     assert self_approval.returncode == 1
     assert "alice requested this run and cannot approve it" in self_approval.stdout
-    approved = lab.cli("approve", "1", f"plan={started['short_hash']}", user="bob")
+    approved = env.cli("approve", "1", f"plan={started['short_hash']}", user="bob")
     assert approved.returncode == 0, approved.stderr
     assert "SUCCEEDED" in approved.stdout
     assert "[run 1] approved by @bob (1/1)" in approved.stderr  # live progress
     assert "check new_pods_ready: passed" in approved.stderr
-    assert lab.cli("audit", "verify", check=True).stdout.startswith("audit chain OK")
+    assert env.cli("audit", "verify", check=True).stdout.startswith("audit chain OK")
 
 
 @pytest.mark.parametrize(
@@ -65,28 +65,28 @@ def test_run_waits_refuses_self_approval_and_proceeds_after_approval(lab: Lab) -
     ],
 )
 def test_malformed_input_gets_one_sentence_and_is_audited(
-    lab: Lab, args: list[str], message: str
+    env: BotEnv, args: list[str], message: str
 ) -> None:
-    proc = lab.cli(*args)
+    proc = env.cli(*args)
     assert proc.returncode in (1, 2)
     first = proc.stdout.splitlines()[0]
     assert first.startswith("error: ") and message in first, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
-    rejected = lab.events("command_rejected")
+    rejected = env.events("command_rejected")
     assert len(rejected) == 1 and message in rejected[0]["data"]["error"]
     assert rejected[0]["actor"] == "alice"
-    assert lab.cli("audit", "verify").returncode == 0
+    assert env.cli("audit", "verify").returncode == 0
 
 
-def test_every_command_is_audited(lab: Lab) -> None:
-    lab.cli("help", check=True)
-    lab.cli("status", check=True)
-    lab.cli("diagnose", "w2", check=True)
-    assert [e["data"]["text"] for e in lab.events("command")] == ["help", "status", "diagnose w2"]
+def test_every_command_is_audited(env: BotEnv) -> None:
+    env.cli("help", check=True)
+    env.cli("status", check=True)
+    env.cli("diagnose", "w2", check=True)
+    assert [e["data"]["text"] for e in env.events("command")] == ["help", "status", "diagnose w2"]
 
 
-def test_diagnose_points_at_the_broken_node(lab: Lab) -> None:
-    out = lab.cli("diagnose", check=True).stdout
+def test_diagnose_points_at_the_broken_node(env: BotEnv) -> None:
+    out = env.cli("diagnose", check=True).stdout
     assert "[flannel-pod-not-ready] w2" in out
     assert "fix: /flannel run flannel.restart-pods nodes=w2" in out
 
@@ -107,26 +107,26 @@ def test_diagnose_points_at_the_broken_node(lab: Lab) -> None:
     ],
 )
 def test_audit_verify_fails_and_names_the_tampered_event(
-    lab: Lab, tampering: list[str], expected: str
+    env: BotEnv, tampering: list[str], expected: str
 ) -> None:
-    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    assert lab.cli("audit", "verify").returncode == 0
-    conn = sqlite3.connect(lab.db)
+    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    assert env.cli("audit", "verify").returncode == 0
+    conn = sqlite3.connect(env.db)
     conn.execute("DROP TRIGGER events_no_update")
     conn.execute("DROP TRIGGER events_no_delete")
     for sql in tampering:
         conn.execute(sql)
     conn.commit()
     conn.close()
-    proc = lab.cli("audit", "verify")
+    proc = env.cli("audit", "verify")
     assert proc.returncode == 1
     assert "audit chain BROKEN at event" in proc.stdout and expected in proc.stdout
 
 
-def test_deny_and_cancel_through_the_cli(lab: Lab) -> None:
-    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    out = lab.cli("deny", "1", "wait", "for", "the", "release", user="bob", check=True).stdout
+def test_deny_and_cancel_through_the_cli(env: BotEnv) -> None:
+    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    out = env.cli("deny", "1", "wait", "for", "the", "release", user="bob", check=True).stdout
     assert "DENIED" in out
-    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    assert "CANCELLED" in lab.cli("cancel", "2", check=True).stdout
-    assert lab.events("denied")[0]["data"]["reason"] == "wait for the release"
+    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    assert "CANCELLED" in env.cli("cancel", "2", check=True).stdout
+    assert env.events("denied")[0]["data"]["reason"] == "wait for the release"

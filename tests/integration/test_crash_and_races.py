@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import BotEnv
 
 pytestmark = pytest.mark.integration
 
@@ -24,19 +24,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
 
 
 def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
-    make_lab: Callable[..., Lab],
+    make_env: Callable[..., BotEnv],
 ) -> None:
     # the replacement pod never turns Ready, so the approver's process sits in the post-check
-    lab = make_lab(restart_seconds=3600)
-    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
-    approver = lab.popen(
+    env = make_env(restart_seconds=3600)
+    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    approver = env.popen(
         "approve", "1", user="bob", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_for(
             lambda: (
-                bool(lab.events("action_finished"))
-                and any("DELETE" in e["data"]["render"] for e in lab.events("action_finished"))
+                bool(env.events("action_finished"))
+                and any("DELETE" in e["data"]["render"] for e in env.events("action_finished"))
             )
         )
         time.sleep(0.3)  # a few post-check polls into step 2
@@ -47,36 +47,36 @@ def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
             approver.kill()
     assert approver.returncode == -signal.SIGKILL
 
-    status = lab.cli("status", "1", check=True).stdout  # the next process recovers the run
+    status = env.cli("status", "1", check=True).stdout  # the next process recovers the run
     assert "INTERRUPTED" in status and "died during step 2" in status
-    assert lab.cli("audit", "verify", check=True).stdout.startswith("audit chain OK")
-    interrupted = lab.events("run_interrupted")
+    assert env.cli("audit", "verify", check=True).stdout.startswith("audit chain OK")
+    interrupted = env.events("run_interrupted")
     assert len(interrupted) == 1 and interrupted[0]["data"]["mid_step"] is True
 
-    retry = lab.cli("approve", "1", user="carol")
+    retry = env.cli("approve", "1", user="carol")
     assert retry.returncode == 1 and "interrupted mid-step and is never resumed" in retry.stdout
     deletes = [
-        e for e in lab.events("action_started") if e["data"]["action"]["type"] == "delete_pod"
+        e for e in env.events("action_started") if e["data"]["action"]["type"] == "delete_pod"
     ]
     assert len(deletes) == 1  # applied once, by the killed process, never again
     # the node lock went with the interrupted run: a new run (and a new approval) is possible
-    again = lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True).stdout
+    again = env.cli("run", "flannel.restart-pods", "nodes=w2", check=True).stdout
     assert "AWAITING_APPROVAL" in again
 
 
-def test_simultaneous_approvals_from_processes_apply_once(make_lab: Callable[..., Lab]) -> None:
-    lab = make_lab(restart_seconds=0.5)
-    lab.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+def test_simultaneous_approvals_from_processes_apply_once(make_env: Callable[..., BotEnv]) -> None:
+    env = make_env(restart_seconds=0.5)
+    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
     procs = [
-        lab.popen("approve", "1", user=u, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env.popen("approve", "1", user=u, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for u in ("bob", "carol", "dave")
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 1, 1], outputs
     applied = [
-        e for e in lab.events("action_started") if e["data"]["action"]["type"] == "delete_pod"
+        e for e in env.events("action_started") if e["data"]["action"]["type"] == "delete_pod"
     ]
     assert len(applied) == 1
-    assert len(lab.events("approved")) == 1
-    assert lab.cli("audit", "verify", check=True).returncode == 0
+    assert len(env.events("approved")) == 1
+    assert env.cli("audit", "verify", check=True).returncode == 0

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import BotEnv
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,8 @@ class Prompt:
         return self.seen
 
 
-def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(lab: Lab) -> None:
-    proc = lab.popen(
+def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(env: BotEnv) -> None:
+    proc = env.popen(
         "shell",
         user="alice",
         stdin=subprocess.PIPE,
@@ -56,7 +56,7 @@ def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(lab: Lab)
         assert out.index("[run 1] step 1/2") < out.index("Run 1: flannel.restart-pods@1.1.0")
         prompt.send("approve 1")
         prompt.expect("alice requested this run and cannot approve it")
-        bob = lab.cli("approve", "1", user="bob", check=True)
+        bob = env.cli("approve", "1", user="bob", check=True)
         assert "SUCCEEDED" in bob.stdout
         out = prompt.expect("[run 1] SUCCEEDED")  # followed from the database, live
         assert "[run 1] approved by @bob (1/1)" in out
