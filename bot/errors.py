@@ -119,3 +119,59 @@ class CommandTimeout(NodeError):
         super().__init__(message, node=node, address=address)
         self.stdout = stdout
         self.stderr = stderr
+
+
+class KubeConfigError(ExecutorError):
+    """No usable kubeconfig or in-cluster config; the message names the file and context."""
+
+
+class ApiError(ExecutorError):
+    """The Kubernetes API answered with an error `Status`; the message names the call.
+
+    `code` is the HTTP status and `reason` the Status reason (`Conflict`, `Invalid`, ...).
+    """
+
+    def __init__(self, message: str, *, call: str = "", code: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.call = call
+        self.code = code
+        self.reason = reason
+
+
+class ApiForbidden(ApiError):
+    """RBAC refused a call; the message says which rule the bot's ServiceAccount lacks."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        call: str = "",
+        verb: str = "",
+        resource: str = "",
+        group: str = "",
+        namespace: str | None = None,
+        user: str = "",
+    ) -> None:
+        super().__init__(message, call=call, code=403, reason="Forbidden")
+        self.verb = verb
+        self.resource = resource
+        self.group = group
+        self.namespace = namespace
+        self.user = user
+
+
+class ApiUnreachable(ExecutorError):
+    """No answer from the Kubernetes API: refused, timed out, cut off or TLS failed."""
+
+    def __init__(self, message: str, *, call: str = "", server: str = "") -> None:
+        super().__init__(message)
+        self.call = call
+        self.server = server
+
+
+class WaitTimeout(ExecutorError):
+    """A wait reached its deadline; the message and `last_seen` say what was observed last."""
+
+    def __init__(self, message: str, *, last_seen: object = None) -> None:
+        super().__init__(message)
+        self.last_seen = last_seen

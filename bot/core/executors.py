@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class NodeInfo:
     unschedulable: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    conditions: tuple[NodeCondition, ...] = ()
+    taints: tuple[Taint, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class PodInfo:
     owner_kind: str = ""
     owner_name: str = ""
     uid: str = ""
+    containers: tuple[ContainerInfo, ...] = ()  # init containers first, in spec order
+    pod_ip: str = ""
+    host_ip: str = ""
+    host_network: bool = False
+    creation: str = ""  # metadata.creationTimestamp, RFC 3339 (sorts as text)
+    deletion: str = ""  # metadata.deletionTimestamp: set while the pod is terminating
 
 
 @dataclass(frozen=True)
@@ -80,3 +89,110 @@ class NodeExecutor(Protocol):
     def run(
         self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False
     ) -> CommandResult: ...
+
+
+# --- what the diagnose feature reads (filled by `bot.executors.kube`) ----------------------------
+
+
+class NodeCondition(NamedTuple):
+    """One entry of a node's status.conditions, e.g. ("Ready", "False", "KubeletNotReady", ...)."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+class Taint(NamedTuple):
+    key: str
+    value: str = ""
+    effect: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container's spec and status merged: a container without a status yet has `state` ""."""
+
+    name: str
+    image: str = ""
+    init: bool = False
+    ready: bool = False
+    restart_count: int = 0
+    state: str = ""  # running, waiting or terminated
+    reason: str = ""  # of the current state: CrashLoopBackOff, Completed, ...
+    message: str = ""
+    exit_code: int | None = None  # when terminated
+    last_reason: str = ""  # of the last termination, kept across restarts
+    last_exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class DaemonSetInfo:
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    selector: Mapping[str, str] = field(default_factory=dict)  # spec.selector.matchLabels
+    desired: int = 0
+    current: int = 0
+    ready: int = 0
+    updated: int = 0
+    available: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+    images: Mapping[str, str] = field(default_factory=dict)  # template container -> image
+    container_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    container_commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def rolled_out(self) -> bool:
+        """The controller saw the latest spec and every scheduled pod runs it and is available."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated == self.desired == self.ready == self.available
+        )
+
+
+@dataclass(frozen=True)
+class ConfigMapInfo:
+    namespace: str
+    name: str
+    data: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resource_version: str = ""
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    namespace: str
+    name: str
+    involved_kind: str
+    involved_name: str
+    reason: str = ""
+    message: str = ""
+    type: str = ""  # Normal or Warning
+    count: int = 1
+    last_timestamp: str = ""  # RFC 3339; the newest of the event's timestamps
+    source_component: str = ""
+    source_host: str = ""
+    involved_namespace: str = ""
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
+    target_port: str = ""  # a number or a named port, as text
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    namespace: str
+    name: str
+    type: str = "ClusterIP"
+    cluster_ip: str = ""
+    cluster_ips: tuple[str, ...] = ()
+    ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)

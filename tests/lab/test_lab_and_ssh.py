@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_nodes_see_private_files_and_cannot_touch_the_machine(
     assert kernel.exit_code != 0
     forward = ssh.run("w2", ["cat", "/proc/sys/net/ipv4/ip_forward"], timeout=10)
     assert forward.stdout.strip() == "1"
-    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
     routes = ssh.run("w2", ["ip", "route", "show", "default"], timeout=10)
     assert routes.stdout.strip() == ""  # no node has a default route
 
