@@ -7,6 +7,7 @@ can follow the default route out, and no node, pod or service namespace has a de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -413,3 +414,6 @@ def teardown(spec: LabSpec) -> None:
         )
     if spec.dir.exists():
         shutil.rmtree(spec.dir, ignore_errors=True)
+    (spec.root / f"{spec.name}.log").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        spec.root.rmdir()  # only if no other lab lives there

@@ -30,7 +30,7 @@ def leftovers() -> dict[str, object]:
         "netns": lab_netns(SPEC),
         "links": lab_links(SPEC),
         "processes": lab_pids(SPEC),
-        "files": SPEC.dir.exists(),
+        "files": SPEC.dir.exists() or (SPEC.root / f"{SPEC.name}.log").exists(),
         "routes": [r for r in routes.splitlines() if f"metric {blackhole_metric(SPEC)}" in r],
     }
 
