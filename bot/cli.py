@@ -38,8 +38,9 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] CO
   --config FILE   TOML settings (also FLANNEL_BOT_CONFIG)
   --db FILE       the SQLite audit/state file (also FLANNEL_BOT_DB)
   --cluster FILE  a recorded cluster to work on (also FLANNEL_BOT_CLUSTER)
+  --kubeconfig F  a live cluster (also KUBECONFIG; default ~/.kube/config), --context NAME
 """
-_VALUED = {"--user", "--config", "--db", "--cluster", "--context"}
+_VALUED = {"--user", "--config", "--db", "--cluster", "--kubeconfig", "--context"}
 
 
 @dataclass
@@ -167,7 +168,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         settings = load_settings(
             Path(inv.options["config"]) if "config" in inv.options else None,
             env,
-            overrides={k: inv.options[k] for k in ("db", "cluster", "context") if k in inv.options},
+            overrides={
+                k: inv.options[k]
+                for k in ("db", "cluster", "kubeconfig", "context")
+                if k in inv.options
+            },
         )
         app = build_app(settings)
         user = inv.options.get("user") or settings.default_user

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.core.policy import Policy, RunbookRule
 from bot.errors import UserError
+from bot.executors.ssh import SshSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,8 @@ class Settings:
     cluster_file: Path | None = None
     kubeconfig: Path | None = None
     context: str | None = None
+    in_cluster: bool = False
+    ssh: SshSettings = field(default_factory=SshSettings)
     policy: Policy = field(default_factory=Policy)
     check_interval: float = 1.0
     default_user: str = "unknown"
@@ -104,6 +107,26 @@ def parse_policy(raw: Mapping[str, Any]) -> Policy:
     )
 
 
+_SSH_PATHS = ("private_key", "known_hosts", "ssh_config")
+
+
+def parse_ssh(raw: Mapping[str, Any], base: Path) -> SshSettings:
+    """`[ssh]`: the SshSettings fields; paths relative to the config file; `hosts` a table."""
+    known = {f for f in SshSettings.__dataclass_fields__}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"[ssh] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = dict(raw)
+    for key in _SSH_PATHS:
+        if key in values:
+            p = Path(str(values[key])).expanduser()
+            values[key] = p if p.is_absolute() else base / p
+    try:
+        return SshSettings(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[ssh]: {exc}") from None
+
+
 def load_settings(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -131,7 +154,17 @@ def load_settings(
             return p if p.is_absolute() else base / p
         return None
 
-    known = {"db", "cluster", "kubeconfig", "context", "templates", "check_interval", "policy"}
+    known = {
+        "db",
+        "cluster",
+        "kubeconfig",
+        "context",
+        "in_cluster",
+        "templates",
+        "check_interval",
+        "policy",
+        "ssh",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
@@ -143,6 +176,9 @@ def load_settings(
         cluster_file=path("cluster", "FLANNEL_BOT_CLUSTER"),
         kubeconfig=path("kubeconfig", "KUBECONFIG"),
         context=(overrides or {}).get("context") or raw.get("context"),
+        in_cluster=bool(raw.get("in_cluster", False))
+        or env.get("FLANNEL_BOT_IN_CLUSTER", "") in ("1", "true"),
+        ssh=parse_ssh(raw.get("ssh", {}), base),
         policy=parse_policy(raw.get("policy", {})),
         check_interval=float(raw.get("check_interval", 1.0)),
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",

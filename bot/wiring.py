@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.engine import Engine
+from bot.core.executors import KubeExecutor, NodeExecutor
 from bot.core.registry import Registry
 from bot.core.service import Service
+from bot.errors import ExecutorError
+from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.snapshot import SnapshotCluster
+from bot.executors.ssh import SshExecutor
 from bot.owner import owner_alive, this_process
 from bot.render import Renderer
 from bot.settings import ConfigError, Settings
@@ -24,21 +29,52 @@ class App:
     renderer: Renderer
 
 
+def build_executors(settings: Settings, clock: Clock) -> tuple[KubeExecutor, NodeExecutor]:
+    """A recorded cluster if one is configured, else the live API (kubeconfig or in-cluster)
+    and SSH to each node's InternalIP."""
+    if settings.cluster_file is not None:
+        snapshot = SnapshotCluster.load(settings.cluster_file, clock)
+        return snapshot, snapshot
+    kubeconfig = settings.kubeconfig
+    if kubeconfig is None and not settings.in_cluster:
+        default = Path.home() / ".kube" / "config"
+        if not default.exists():
+            raise ConfigError(
+                "no cluster configured: pass --kubeconfig FILE (or set KUBECONFIG), run inside "
+                "the cluster with FLANNEL_BOT_IN_CLUSTER=1, or use a recorded cluster with "
+                "--cluster examples/cluster.json"
+            )
+        kubeconfig = default
+    kube = KubeClient.from_settings(
+        KubeSettings(
+            kubeconfig=None if settings.in_cluster else kubeconfig,
+            context=settings.context,
+            in_cluster=settings.in_cluster,
+        ),
+        clock,
+    )
+
+    def node_address(node: str) -> str:
+        address = kube.get_node(node).internal_ip
+        if not address:
+            raise ExecutorError(
+                f"node {node} has no InternalIP address in the API; map it in [ssh] hosts"
+            )
+        return address
+
+    return kube, SshExecutor(settings.ssh, resolve=node_address)
+
+
 def build_app(settings: Settings, clock: Clock | None = None) -> App:
     clock = clock or SystemClock()
-    if settings.cluster_file is None:
-        raise ConfigError(
-            "no cluster configured: pass --cluster FILE to use a recorded cluster "
-            "(examples/cluster.json is bundled), or set `cluster` in the config file"
-        )
-    cluster = SnapshotCluster.load(settings.cluster_file, clock)
+    kube, nodes = build_executors(settings, clock)
     store = Store(settings.db_path, clock)
     engine = Engine(
         store=store,
         registry=Registry.from_package(),
         policy=settings.policy,
-        kube=cluster,
-        nodes=cluster,
+        kube=kube,
+        nodes=nodes,
         clock=clock,
         owner=this_process(),
         owner_alive=owner_alive,

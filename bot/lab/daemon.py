@@ -20,26 +20,6 @@ from bot.lab.lab import Lab
 from bot.lab.topology import LabSpec
 
 
-def bot_config(lab: Lab) -> str:
-    """Settings that point flannel-bot at this lab."""
-    assert lab.files is not None
-    return (
-        "# written by `flannel-bot lab up`; points the bot at the lab\n"
-        f'db = "{lab.spec.dir / "flannel-bot.db"}"\n'
-        f'kubeconfig = "{lab.kubeconfig}"\n'
-        "check_interval = 0.5\n\n"
-        "[ssh]\n"
-        'user = "root"\n'
-        f'private_key = "{lab.files.key}"\n'
-        f'known_hosts = "{lab.files.known_hosts}"\n'
-        "connect_timeout = 5\n"
-        "command_timeout = 20\n\n"
-        "[policy.groups]\n"
-        'operators = ["alice"]\n'
-        'approvers = ["bob", "carol"]\n'
-    )
-
-
 class _Control(BaseHTTPRequestHandler):
     lab: Lab
 
@@ -93,11 +73,9 @@ def serve(spec: LabSpec) -> None:
     lab = Lab(spec).up()
     handler = type("Control", (_Control,), {"lab": lab})
     control = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    (spec.dir / "flannel-bot.toml").write_text(bot_config(lab))
     state_path = spec.dir / "state.json"
     state = json.loads(state_path.read_text())
     state["control"] = f"http://127.0.0.1:{control.server_address[1]}"
-    state["bot_config"] = str(spec.dir / "flannel-bot.toml")
     state_path.write_text(json.dumps(state, indent=2) + "\n")
     stopping = threading.Event()
 

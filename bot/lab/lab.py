@@ -69,6 +69,7 @@ class Lab:
             self._populate()
             self.api.on_delete(self._on_delete)
             self.api.write_kubeconfig(self.kubeconfig, context=f"flannel-lab-{self.spec.name}")
+            self.bot_config.write_text(self._bot_config())
             self._write_state()
         except BaseException:
             self.down()
@@ -91,6 +92,29 @@ class Lab:
     def kubeconfig(self) -> Path:
         return self.spec.dir / "kubeconfig"
 
+    @property
+    def bot_config(self) -> Path:
+        return self.spec.dir / "flannel-bot.toml"
+
+    def _bot_config(self) -> str:
+        """Settings that point flannel-bot at this lab (demo roles: alice asks, bob approves)."""
+        assert self.files is not None
+        return (
+            "# written by `flannel-bot lab up`; points the bot at the lab\n"
+            f'db = "{self.spec.dir / "flannel-bot.db"}"\n'
+            f'kubeconfig = "{self.kubeconfig}"\n'
+            "check_interval = 0.5\n\n"
+            "[ssh]\n"
+            'user = "root"\n'
+            f'private_key = "{self.files.key}"\n'
+            f'known_hosts = "{self.files.known_hosts}"\n'
+            "connect_timeout = 5\n"
+            "command_timeout = 20\n\n"
+            "[policy.groups]\n"
+            'operators = ["alice"]\n'
+            'approvers = ["bob", "carol"]\n'
+        )
+
     def _write_state(self) -> None:
         assert self.files is not None
         state = {
@@ -102,6 +126,7 @@ class Lab:
             "ssh_config": str(self.files.ssh_config),
             "ssh_key": str(self.files.key),
             "known_hosts": str(self.files.known_hosts),
+            "bot_config": str(self.bot_config),
             "addresses": {n.name: n.underlay_ip for n in self.spec.all_nodes()},
         }
         (self.spec.dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
