@@ -164,28 +164,26 @@ def _restore_subnet_env(lab: Lab, node: NodeSpec) -> None:
 # -- kube-proxy ------------------------------------------------------------------------------------
 
 
-def _kube_proxy_typo(lab: Lab, node: NodeSpec) -> None:
+def _rewrite_kube_proxy_config(lab: Lab, old: str, new: str) -> None:
+    """Edit kube-proxy's ConfigMap, then restart kube-proxy and flannel everywhere (the seed's
+    order: kube-proxy first, then the flannel pods that could not reach the API)."""
     cm = lab.api.get("configmaps", "kube-proxy", "kube-system")
-    broken = cm["data"]["config.conf"].replace("masqueradeAll:", "masqueradeAl:")
+    text = cm["data"]["config.conf"].replace(old, new)
     lab.api.patch(
-        "configmaps", "kube-proxy", {"data": {"config.conf": broken}}, "kube-system", "merge"
+        "configmaps", "kube-proxy", {"data": {"config.conf": text}}, "kube-system", "merge"
     )
     for n in lab.spec.all_nodes():
         lab.restart_kube_proxy(n)
     for n in lab.spec.all_nodes():
         lab.restart_flannel(n)
+
+
+def _kube_proxy_typo(lab: Lab, node: NodeSpec) -> None:
+    _rewrite_kube_proxy_config(lab, "masqueradeAll:", "masqueradeAl:")
 
 
 def _kube_proxy_fixed(lab: Lab, node: NodeSpec) -> None:
-    cm = lab.api.get("configmaps", "kube-proxy", "kube-system")
-    fixed = cm["data"]["config.conf"].replace("masqueradeAl:", "masqueradeAll:")
-    lab.api.patch(
-        "configmaps", "kube-proxy", {"data": {"config.conf": fixed}}, "kube-system", "merge"
-    )
-    for n in lab.spec.all_nodes():
-        lab.restart_kube_proxy(n)
-    for n in lab.spec.all_nodes():
-        lab.restart_flannel(n)
+    _rewrite_kube_proxy_config(lab, "masqueradeAl:", "masqueradeAll:")
 
 
 def _ipvs_local_route(lab: Lab, node: NodeSpec) -> None:

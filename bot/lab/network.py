@@ -52,6 +52,11 @@ def in_netns(netns: str, argv: Sequence[str], check: bool = True) -> str:
     return run(["ip", "netns", "exec", netns, *argv], check=check)
 
 
+def make_key(path: Path, comment: str) -> None:
+    """An ed25519 key pair without a passphrase (host keys and the bot's client key)."""
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
 def write_sysctl(netns: str, key: str, value: str) -> None:
     in_netns(netns, ["sysctl", "-q", "-w", f"{key}={value}"])
 
@@ -169,20 +174,7 @@ def prepare_node_files(spec: LabSpec, node: NodeSpec, authorized_key: str) -> Pa
     keys.mkdir(exist_ok=True)
     host_key = keys / "ssh_host_ed25519_key"
     if not host_key.exists():
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"{node.name}@{spec.name}",
-                "-f",
-                str(host_key),
-            ]
-        )
+        make_key(host_key, f"{node.name}@{spec.name}")
     config = keys / "sshd_config"
     config.write_text(
         f"ListenAddress {node.underlay_ip}:22\n"

@@ -18,6 +18,7 @@ from bot.lab.network import (
     build_underlay,
     check_host,
     host_keys_line,
+    make_key,
     prepare_node_files,
     run,
     start_sshd,
@@ -41,20 +42,7 @@ def make_client_key(spec: LabSpec) -> Path:
     ssh.mkdir(parents=True, exist_ok=True)
     key = ssh / "id_ed25519"
     if not key.exists():
-        run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"flannel-bot@{spec.name}",
-                "-f",
-                str(key),
-            ]
-        )
+        make_key(key, f"flannel-bot@{spec.name}")
     return key
 
 
