@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from bot import slack_blocks
 from bot.core.service import Reply
 from bot.store.database import Event
 
@@ -29,6 +30,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.globals["markers"] = MARKERS
+        slack_blocks.register(self.env)
 
     def reply(self, reply: Reply, medium: str = "shell") -> str:
         return self.env.get_template(f"{medium}/{reply.kind}.txt.j2").render(**reply.data).rstrip()

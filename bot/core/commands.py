@@ -16,7 +16,7 @@ from bot.errors import CommandSyntaxError
 
 USAGE: Mapping[str, str] = {
     "help": "help [command]",
-    "diagnose": "diagnose [node...]",
+    "diagnose": "diagnose [node...] [--deep]",
     "runbooks": "runbooks",
     "plan": "plan <runbook>[@version] key=value...",
     "run": "run <runbook>[@version] key=value...",
@@ -51,6 +51,7 @@ class Help:
 @dataclass(frozen=True)
 class Diagnose:
     nodes: tuple[str, ...] = ()
+    deep: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,12 @@ def parse(words: Sequence[str]) -> Command:
             raise _fail(f"there is no help for `{' '.join(args)}`", verb)
         return Help(args[0] if args else None)
     if verb == "diagnose":
-        for name in args:
+        deep = "--deep" in args
+        names = [a for a in args if a != "--deep"]
+        for name in names:
             if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
                 raise _fail(f"`{name}` is not a valid node name (DNS-1123)", verb)
-        return Diagnose(tuple(dict.fromkeys(args)))
+        return Diagnose(tuple(dict.fromkeys(names)), deep)
     if verb == "runbooks":
         if args:
             raise _fail("`runbooks` takes no arguments", verb)

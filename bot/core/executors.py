@@ -196,3 +196,67 @@ class ServiceInfo:
     ports: tuple[ServicePort, ...] = ()
     selector: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RbacRule:
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rbac:
+    """ClusterRoles and ClusterRoleBindings that name flannel's ServiceAccount."""
+
+    roles: Mapping[str, tuple[RbacRule, ...]] = field(default_factory=dict)
+    bindings: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = ()
+    readable: bool = True
+
+    def allows(self, namespace: str, account: str, verb: str, resource: str) -> bool:
+        for _name, role, subjects in self.bindings:
+            if (namespace, account) not in subjects:
+                continue
+            for rule in self.roles.get(role, ()):
+                if (
+                    ("*" in rule.verbs or verb in rule.verbs)
+                    and ("*" in rule.resources or resource in rule.resources)
+                    and ("" in rule.api_groups or "*" in rule.api_groups)
+                ):
+                    return True
+        return False
+
+
+class ClusterReader(KubeReader, Protocol):
+    """Everything diagnose reads from the API (a live cluster, or a support bundle)."""
+
+    def list_daemonsets(
+        self, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[DaemonSetInfo]: ...
+
+    def get_configmap(self, namespace: str, name: str) -> ConfigMapInfo: ...
+
+    def list_events(
+        self, namespace: str | None = None, field_selector: str | None = None
+    ) -> list[EventInfo]: ...
+
+    def read_pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> str: ...
+
+    def get_service(self, namespace: str, name: str) -> ServiceInfo: ...
+
+    def read_rbac(self) -> Rbac: ...
+
+
+class FanOutExecutor(NodeExecutor, Protocol):
+    """A node executor that runs command lists on many nodes at once within one deadline."""
+
+    def run_many(
+        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+    ) -> Mapping[str, Sequence[CommandResult] | Exception]: ...

@@ -9,12 +9,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from bot.core import commands as c
+from bot.core.collect import collect
 from bot.core.engine import Engine, Requester
+from bot.core.evidence import Evidence
+from bot.core.executors import ClusterReader, NodeExecutor
 from bot.core.params import describe_params
 from bot.core.plan import Plan
+from bot.core.registry import Registry
+from bot.core.rules import diagnose, node_rows
 from bot.errors import CommandSyntaxError, UnknownNode, UserError
 from bot.store import Store
 from bot.store.database import RunRecord
@@ -27,6 +32,27 @@ class Reply:
     kind: str
     data: dict[str, Any]
     ok: bool = True
+
+
+def diagnosis_view(ev: Evidence, registry: Registry, only: Sequence[str] = ()) -> dict[str, Any]:
+    """The diagnose reply: findings as JSON, runbooks offered only where one is installed."""
+    findings = [f.to_json() for f in diagnose(ev)]
+    known = {rb.id for rb in registry.all()}
+    for f in findings:
+        if f["fix"]["runbook"] not in known:
+            f["fix"].update(runbook=None, command=None)
+    if only:
+        findings = [f for f in findings if not f["nodes"] or set(f["nodes"]) & set(only)]
+    counts = {
+        s: sum(1 for f in findings if f["severity"] == s) for s in ("critical", "warning", "info")
+    }
+    return {
+        "source": ev.source,
+        "nodes": [r for r in node_rows(ev) if not only or r["name"] in only],
+        "findings": findings,
+        "gaps": ev.gaps,
+        "summary": {**counts, "nodes": len(ev.nodes), "probed": len(ev.probes)},
+    }
 
 
 def plan_view(plan: Plan) -> dict[str, Any]:
@@ -48,9 +74,20 @@ def run_view(run: RunRecord) -> dict[str, Any]:
 
 
 class Service:
-    def __init__(self, engine: Engine, store: Store) -> None:
+    """`reader` is what diagnose reads (the live API or a bundle); `prober` runs the node
+    probes, or is None where nodes cannot be reached (a recorded cluster)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        reader: ClusterReader | None = None,
+        prober: NodeExecutor | None = None,
+    ) -> None:
         self.engine = engine
         self.store = store
+        self.reader = reader if reader is not None else cast(ClusterReader, engine.kube)
+        self.prober = prober
 
     def handle(self, text: str | Sequence[str], who: Requester) -> Reply:
         """Parse and execute one `/flannel` command. User errors become an `error` reply."""
@@ -149,8 +186,8 @@ class Service:
                     "audit_events",
                     {"run_id": None, "events": [dataclasses.asdict(e) for e in events]},
                 )
-            case c.Diagnose(nodes):
-                return Reply("diagnose", self._diagnose(nodes))
+            case c.Diagnose(nodes, deep):
+                return Reply("diagnose", self._diagnose(nodes, deep))
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
     def _run_reply(self, run: RunRecord, status_only: bool = False) -> Reply:
@@ -164,61 +201,14 @@ class Service:
         with self.store.transaction() as tx:
             return tx.approvals(run.id, run.plan_hash)
 
-    def _diagnose(self, nodes: Sequence[str]) -> dict[str, Any]:
-        """A first look from the API: node readiness, podCIDRs and flannel pods per node."""
-        kube = self.engine.kube
-        all_nodes = kube.list_nodes()
-        known = {n.name for n in all_nodes}
-        unknown = [n for n in nodes if n not in known]
+    def _diagnose(self, only: Sequence[str], deep: bool) -> dict[str, Any]:
+        """Evidence from the API and the nodes, findings ranked root cause first."""
+        known = {n.name for n in self.engine.kube.list_nodes()}
+        unknown = [n for n in only if n not in known]
         if unknown:
             raise UnknownNode(
                 f"node `{unknown[0]}` is not in the cluster; known nodes: "
                 f"{', '.join(sorted(known)) or 'none'}"
             )
-        selected = [n for n in all_nodes if not nodes or n.name in nodes]
-        pods = kube.list_pods(None, "app=flannel")
-        findings = []
-        rows = []
-        for node in selected:
-            flannel = [p for p in pods if p.node == node.name]
-            rows.append(
-                {
-                    "node": node.name,
-                    "ready": node.ready,
-                    "reason": node.ready_reason,
-                    "pod_cidr": node.pod_cidr,
-                    "flannel": [
-                        {"name": p.name, "phase": p.phase, "ready": p.ready, "restarts": p.restarts}
-                        for p in flannel
-                    ],
-                }
-            )
-            if not node.pod_cidr:
-                findings.append(
-                    {
-                        "id": "podcidr-not-assigned",
-                        "node": node.name,
-                        "detail": "spec.podCIDR is empty, so flannel cannot lease a "
-                        "subnet for this node",
-                    }
-                )
-            if not flannel:
-                findings.append(
-                    {
-                        "id": "flannel-pod-missing",
-                        "node": node.name,
-                        "detail": "no flannel pod runs on this node",
-                    }
-                )
-            for p in flannel:
-                if not p.ready:
-                    findings.append(
-                        {
-                            "id": "flannel-pod-not-ready",
-                            "node": node.name,
-                            "detail": f"{p.namespace}/{p.name} is {p.phase}, not Ready "
-                            f"({p.restarts} restarts)",
-                            "fix": f"run flannel.restart-pods nodes={node.name}",
-                        }
-                    )
-        return {"nodes": rows, "findings": findings}
+        evidence = collect(self.reader, self.prober, only, deep)
+        return diagnosis_view(evidence, self.engine.registry, only)

@@ -52,6 +52,8 @@ from bot.core.executors import (
     NodeCondition,
     NodeInfo,
     PodInfo,
+    Rbac,
+    RbacRule,
     ServiceInfo,
     ServicePort,
     Taint,
@@ -358,6 +360,41 @@ class KubeClient:
         )
         return raw.decode("utf-8", errors="replace")
 
+    def read_rbac(self) -> Rbac:
+        """ClusterRoleBindings and the ClusterRoles they bind (what flannel's account may do)."""
+        rbac_api = client.RbacAuthorizationV1Api(self._api)
+        call = _call(
+            "list", "clusterrolebindings", group="rbac.authorization.k8s.io", namespaced=False
+        )
+        bindings = self._list_all(call, rbac_api.list_cluster_role_binding)
+        call = _call("list", "clusterroles", group="rbac.authorization.k8s.io", namespaced=False)
+        roles = self._list_all(call, rbac_api.list_cluster_role)
+        return Rbac(
+            roles={
+                _str(_dict(r.get("metadata")).get("name")): tuple(
+                    RbacRule(
+                        tuple(_str(g) for g in _list(rule.get("apiGroups"))),
+                        tuple(_str(x) for x in _list(rule.get("resources"))),
+                        tuple(_str(v) for v in _list(rule.get("verbs"))),
+                    )
+                    for rule in (_dict(x) for x in _list(r.get("rules")))
+                )
+                for r in roles
+            },
+            bindings=tuple(
+                (
+                    _str(_dict(b.get("metadata")).get("name")),
+                    _str(_dict(b.get("roleRef")).get("name")),
+                    tuple(
+                        (_str(s.get("namespace")), _str(s.get("name")))
+                        for s in (_dict(x) for x in _list(b.get("subjects")))
+                        if s.get("kind") == "ServiceAccount"
+                    ),
+                )
+                for b in bindings
+            ),
+        )
+
     def get_service(self, namespace: str, name: str) -> ServiceInfo:
         call = _call("get", "services", namespace, name)
         return parse_service(self._json(call, self._core.read_namespaced_service, name, namespace))
@@ -386,6 +423,67 @@ class KubeClient:
         )
         review = self._json(call, self._authz.create_self_subject_access_review, body)
         return bool(_dict(review.get("status")).get("allowed"))
+
+    # resource -> (API group, namespaced list method or None if cluster-scoped, cluster-wide one)
+    _RAW_LISTS: Mapping[str, tuple[str, str | None, str]] = {
+        "nodes": ("", None, "list_node"),
+        "namespaces": ("", None, "list_namespace"),
+        "pods": ("", "list_namespaced_pod", "list_pod_for_all_namespaces"),
+        "events": ("", "list_namespaced_event", "list_event_for_all_namespaces"),
+        "services": ("", "list_namespaced_service", "list_service_for_all_namespaces"),
+        "configmaps": ("", "list_namespaced_config_map", "list_config_map_for_all_namespaces"),
+        "replicationcontrollers": (
+            "",
+            "list_namespaced_replication_controller",
+            "list_replication_controller_for_all_namespaces",
+        ),
+        "daemonsets": ("apps", "list_namespaced_daemon_set", "list_daemon_set_for_all_namespaces"),
+        "deployments": ("apps", "list_namespaced_deployment", "list_deployment_for_all_namespaces"),
+        "replicasets": (
+            "apps",
+            "list_namespaced_replica_set",
+            "list_replica_set_for_all_namespaces",
+        ),
+        "clusterroles": ("rbac.authorization.k8s.io", None, "list_cluster_role"),
+        "clusterrolebindings": ("rbac.authorization.k8s.io", None, "list_cluster_role_binding"),
+    }
+
+    def list_raw(self, resource: str, namespace: str | None = None) -> Json:
+        """A list as the API returns it (`{"kind": "PodList", "apiVersion": "v1", "metadata":
+        {...}, "items": [...]}`), its chunks joined; all namespaces when `namespace` is None.
+
+        For support bundles, which keep what the server said rather than our dataclasses.
+        `resource` is a plural from `_RAW_LISTS`."""
+        if resource not in self._RAW_LISTS:
+            raise ValueError(f"list_raw: {resource!r} is not one of {sorted(self._RAW_LISTS)}")
+        group, namespaced_method, cluster_method = self._RAW_LISTS[resource]
+        apis = {"": self._core, "apps": self._apps}
+        api = apis.get(group) or client.RbacAuthorizationV1Api(self._api)
+        if namespaced_method is None and namespace is not None:
+            raise ValueError(f"list_raw: {resource} are cluster-scoped, not in a namespace")
+        if namespaced_method is None or namespace is None:
+            call = _call("list", resource, group=group, namespaced=namespaced_method is not None)
+            fn, args = getattr(api, cluster_method), []
+        else:
+            call = _call("list", resource, namespace, group=group)
+            fn, args = getattr(api, namespaced_method), [namespace]
+        pages: list[Json] = []
+        token: str | None = None
+        while token is not None or not pages:
+            page = self._json(call, fn, *args, limit=_LIST_CHUNK, _continue=token)
+            pages.append(page)
+            token = _dict(page.get("metadata")).get("continue") or None
+        metadata = {
+            k: v
+            for k, v in _dict(pages[0].get("metadata")).items()
+            if k not in ("continue", "remainingItemCount")
+        }
+        return {
+            "kind": pages[0].get("kind") or "List",
+            "apiVersion": pages[0].get("apiVersion") or (f"{group}/v1" if group else "v1"),
+            "metadata": metadata,
+            "items": [_dict(item) for page in pages for item in _list(page.get("items"))],
+        }
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.clock import Clock
-from bot.core.executors import CommandResult, NodeInfo, PodInfo
+from bot.core.executors import (
+    CommandResult,
+    ConfigMapInfo,
+    DaemonSetInfo,
+    EventInfo,
+    NodeInfo,
+    PodInfo,
+    Rbac,
+    ServiceInfo,
+)
 from bot.errors import ExecutorError, NotFound
 
 
@@ -112,8 +121,39 @@ class SnapshotCluster:
                 raise NotFound(f"PATCH configmap {key}: not found")
             self._configmaps[key].update(data)
 
-    def configmap(self, namespace: str, name: str) -> dict[str, str]:
-        return dict(self._configmaps.get(f"{namespace}/{name}", {}))
+    # -- what diagnose reads; a recording has no DaemonSets, events, logs or RBAC -------------
+
+    def list_daemonsets(
+        self, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[DaemonSetInfo]:
+        return []
+
+    def get_configmap(self, namespace: str, name: str) -> ConfigMapInfo:
+        key = f"{namespace}/{name}"
+        if key not in self._configmaps:
+            raise NotFound(f"GET configmap {key}: not in the snapshot")
+        return ConfigMapInfo(namespace, name, dict(self._configmaps[key]))
+
+    def list_events(
+        self, namespace: str | None = None, field_selector: str | None = None
+    ) -> list[EventInfo]:
+        return []
+
+    def read_pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> str:
+        return ""
+
+    def get_service(self, namespace: str, name: str) -> ServiceInfo:
+        raise NotFound(f"GET service {namespace}/{name}: not in the snapshot")
+
+    def read_rbac(self) -> Rbac:
+        return Rbac(readable=False)
 
     def run(
         self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False
