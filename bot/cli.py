@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from bot.core.clock import SystemClock
 from bot.core.engine import Requester
 from bot.core.registry import Registry, lock_path, read_lock, write_lock
 from bot.core.service import Reply
 from bot.errors import BotError, UserError
-from bot.settings import load_settings
+from bot.executors.bundle import write_bundle
+from bot.executors.kube import KubeClient
+from bot.settings import Settings, load_settings
 from bot.store.database import Event
-from bot.wiring import App, build_app
+from bot.wiring import App, build_app, build_executors
 
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] COMMAND ...
@@ -29,6 +32,8 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] CO
   shell                      a local /flannel prompt (as Slack would behave), progress printed live
   help | diagnose | runbooks | plan | run | approve | deny | cancel | status | audit
                              one /flannel command: `flannel-bot run flannel.restart-pods nodes=w2`
+  diagnose --dump DIR        diagnose a support bundle (kubectl cluster-info dump layout)
+  collect DIR [node...]      write a support bundle from the live cluster (API + node probes)
   audit verify               check the audit chain; exits 1 and names the first bad event
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
   lab up|down|status|break   a Flannel lab cluster on this machine (Linux, root): `lab --help`
@@ -94,6 +99,30 @@ def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:
             out.flush()
 
     return show
+
+
+def _take_option(words: list[str], flag: str) -> str:
+    at = words.index(flag)
+    if at + 1 >= len(words):
+        raise UserError(f"{flag} needs a directory")
+    value = words[at + 1]
+    del words[at : at + 2]
+    return value
+
+
+def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
+    """`flannel-bot collect DIR [node...]`: a support bundle from the live cluster."""
+    if not args:
+        raise UserError("usage: flannel-bot collect DIR [node...]")
+    target, only = Path(args[0]), list(args[1:])
+    if settings.cluster_file is not None:
+        raise UserError("collect reads a live cluster: drop --cluster (or FLANNEL_BOT_CLUSTER)")
+    kube, nodes = build_executors(settings, SystemClock())
+    if not isinstance(kube, KubeClient):
+        raise UserError("collect needs a live cluster (kubeconfig or in-cluster)")
+    path = write_bundle(kube, nodes, target, only=only)
+    print(f"wrote a support bundle to {path}; read it with: flannel-bot diagnose --dump {path}")
+    return 0
 
 
 def lock_runbooks() -> int:
@@ -165,6 +194,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from bot.lab.command import main as lab_main
 
             return lab_main(inv.words[1:])
+        if inv.words[0] == "diagnose" and "--dump" in inv.words:
+            inv.options["cluster"] = _take_option(inv.words, "--dump")
         settings = load_settings(
             Path(inv.options["config"]) if "config" in inv.options else None,
             env,
@@ -174,6 +205,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 if k in inv.options
             },
         )
+        if inv.words[0] == "collect":
+            return collect_bundle(settings, inv.words[1:])
         app = build_app(settings)
         user = inv.options.get("user") or settings.default_user
         if inv.words[0] == "shell":

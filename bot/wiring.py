@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.engine import Engine
-from bot.core.executors import KubeExecutor, NodeExecutor
+from bot.core.executors import ClusterReader, KubeExecutor, NodeExecutor
 from bot.core.registry import Registry
 from bot.core.service import Service
 from bot.errors import ExecutorError
+from bot.executors.bundle import BundleReader
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.snapshot import SnapshotCluster
 from bot.executors.ssh import SshExecutor
@@ -33,6 +35,9 @@ def build_executors(settings: Settings, clock: Clock) -> tuple[KubeExecutor, Nod
     """A recorded cluster if one is configured, else the live API (kubeconfig or in-cluster)
     and SSH to each node's InternalIP."""
     if settings.cluster_file is not None:
+        if settings.cluster_file.is_dir():
+            bundle = BundleReader(settings.cluster_file)
+            return bundle, bundle
         snapshot = SnapshotCluster.load(settings.cluster_file, clock)
         return snapshot, snapshot
     kubeconfig = settings.kubeconfig
@@ -80,4 +85,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         owner_alive=owner_alive,
         check_interval=settings.check_interval,
     )
-    return App(settings, store, engine, Service(engine, store), Renderer(settings.templates_dir))
+    reader = cast(ClusterReader, kube)
+    prober = None if isinstance(nodes, SnapshotCluster) else nodes
+    service = Service(engine, store, reader, prober)
+    return App(settings, store, engine, service, Renderer(settings.templates_dir))

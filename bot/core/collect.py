@@ -164,12 +164,17 @@ def collect(
     deep: bool = False,
     timeout: float = 30.0,
 ) -> Evidence:
+    """The evidence for diagnose. A reader with an `amend_evidence(ev, deep)` hook (a support
+    bundle) gets to correct what only it knows, e.g. which probes it simply does not contain."""
     ev = collect_api(kube, only)
     names = list(only) or [n.name for n in ev.nodes]
     if nodes is None:
         ev.gaps.append("no node access: findings that need node probes were not checked")
-        return ev
-    probe_nodes(nodes, names, ev, timeout)
-    if deep:
-        deep_check(nodes, ev, names)
+    else:
+        probe_nodes(nodes, names, ev, timeout)
+        if deep:
+            deep_check(nodes, ev, names)
+    amend = getattr(kube, "amend_evidence", None)
+    if callable(amend):
+        amend(ev, deep)
     return ev

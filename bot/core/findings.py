@@ -125,8 +125,10 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
     )
     for i, cause in enumerate(ranked):
         for effect in ranked[i + 1 :]:
-            if effect.id in EXPLAINS.get(cause.id, ()) and (
-                set(effect.nodes) & set(cause.nodes) or not cause.nodes
+            if (
+                effect.id in EXPLAINS.get(cause.id, ())
+                and cause.id not in effect.explained_by
+                and (set(effect.nodes) & set(cause.nodes) or not cause.nodes)
             ):
                 effect.explained_by.append(cause.id)
     return ranked

@@ -539,8 +539,9 @@ def test_check_limits_catches_each_limit(expected: str) -> None:
 
 
 def test_render_needs_the_registered_filters() -> None:
-    bare = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                              undefined=jinja2.StrictUndefined)
+    bare = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined
+    )
     with pytest.raises(jinja2.TemplateAssertionError, match="mrkdwn"):
         sb.render_diagnose_slack(bare, reply_data([]))
     assert sb.render_diagnose_slack(Renderer(TEMPLATES).env, reply_data([]))["blocks"]

@@ -18,37 +18,51 @@ from bot.lab import objects
 from bot.lab.topology import LabSpec
 
 SPEC = LabSpec(name="cap", nodes=3, underlay="172.31.248.0/24")
-PROBES = json.loads((Path(__file__).parents[1] / "fixtures" / "lab-probes-healthy.json")
-                    .read_text())
+PROBES = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "lab-probes-healthy.json").read_text()
+)
 
 
 def healthy() -> Evidence:
     ev = Evidence()
     ev.nodes = [parse_node(objects.node(n)) for n in SPEC.all_nodes()]
-    ev.pods = [parse_pod(objects.flannel_pod(SPEC, n, f"kube-flannel-ds-{n.name}"))
-               for n in SPEC.all_nodes()]
+    ev.pods = [
+        parse_pod(objects.flannel_pod(SPEC, n, f"kube-flannel-ds-{n.name}"))
+        for n in SPEC.all_nodes()
+    ]
     ev.pods += [parse_pod(objects.workload_pod(n, 1)) for n in SPEC.all_nodes()]
     ev.daemonsets = [parse_daemonset(objects.flannel_daemonset(3))]
     cms = [objects.flannel_configmap(), objects.kube_proxy_objects(SPEC)[0]]
-    ev.configmaps = {(c["metadata"]["namespace"], c["metadata"]["name"]): parse_configmap(c)
-                     for c in cms}
-    ev.rbac = Rbac(roles={"flannel": (RbacRule(("",), ("pods",), ("get",)),)},
-                   bindings=(("flannel", "flannel", (("kube-flannel", "flannel"),)),))
-    ev.probes = {node: {pid: ProbeOutput(**out) for pid, out in probes.items()}
-                 for node, probes in PROBES.items()}
+    ev.configmaps = {
+        (c["metadata"]["namespace"], c["metadata"]["name"]): parse_configmap(c) for c in cms
+    }
+    ev.rbac = Rbac(
+        roles={"flannel": (RbacRule(("",), ("pods",), ("get",)),)},
+        bindings=(("flannel", "flannel", (("kube-flannel", "flannel"),)),),
+    )
+    ev.probes = {
+        node: {pid: ProbeOutput(**out) for pid, out in probes.items()}
+        for node, probes in PROBES.items()
+    }
     for pod in ev.flannel_pods():
         ev.logs[(pod.namespace, pod.name, "kube-flannel", False)] = objects.flanneld_log(
-            SPEC, SPEC.by_name(pod.node), pod.name)
+            SPEC, SPEC.by_name(pod.node), pod.name
+        )
     return ev
 
 
-def set_probe(ev: Evidence, node: str, probe: str, stdout: str = "", exit_code: int = 0,
-              stderr: str = "") -> None:
+def set_probe(
+    ev: Evidence, node: str, probe: str, stdout: str = "", exit_code: int = 0, stderr: str = ""
+) -> None:
     ev.probes[node][probe] = ProbeOutput(exit_code, stdout, stderr)
 
 
-def edit_json_probe(ev: Evidence, node: str, probe: str,
-                    edit: Callable[[list[dict[str, object]]], list[dict[str, object]]]) -> None:
+def edit_json_probe(
+    ev: Evidence,
+    node: str,
+    probe: str,
+    edit: Callable[[list[dict[str, object]]], list[dict[str, object]]],
+) -> None:
     data = json.loads(ev.probes[node][probe].stdout)
     set_probe(ev, node, probe, json.dumps(edit(data)))
 
@@ -60,27 +74,55 @@ def crash(ev: Evidence, node: str, log_line: str) -> None:
             raw = objects.flannel_pod(SPEC, SPEC.by_name(node), pod.name, ready=False, restarts=5)
             pod = parse_pod(raw)
             ev.logs[(pod.namespace, pod.name, "kube-flannel", True)] = (
-                "I1121 main.go:212] CLI flags config: {...}\n" + log_line + "\n")
+                "I1121 main.go:212] CLI flags config: {...}\n" + log_line + "\n"
+            )
         pods.append(pod)
     ev.pods = pods
 
 
 def event(ev: Evidence, node: str, message: str, reason: str = "FailedCreatePodSandBox") -> None:
-    ev.events.append(EventInfo("default", "Pod", f"web-{node}-new", "default", reason, message,
-                               "Warning", 1, "", "kubelet", node))
+    ev.events.append(
+        EventInfo(
+            "default",
+            "Pod",
+            f"web-{node}-new",
+            "default",
+            reason,
+            message,
+            "Warning",
+            1,
+            "",
+            "kubelet",
+            node,
+        )
+    )
 
 
 # -- one mutation per incident: (expected first finding, node, mutation) -------------------------
 
 
 def br_netfilter(ev: Evidence) -> None:
-    set_probe(ev, "w2", "bridge-nf-call-iptables", exit_code=1,
-              stderr="cat: /proc/sys/net/bridge/bridge-nf-call-iptables: No such file or directory")
+    set_probe(
+        ev,
+        "w2",
+        "bridge-nf-call-iptables",
+        exit_code=1,
+        stderr="cat: /proc/sys/net/bridge/bridge-nf-call-iptables: No such file or directory",
+    )
     set_probe(ev, "w2", "ip-forward", "0\n")
-    set_probe(ev, "w2", "subnet-env", exit_code=1,
-              stderr="cat: /run/flannel/subnet.env: No such file or directory")
-    crash(ev, "w2", "E1121 main.go:278] Failed to check br_netfilter: stat /proc/sys/net/bridge/"
-          "bridge-nf-call-iptables: no such file or directory")
+    set_probe(
+        ev,
+        "w2",
+        "subnet-env",
+        exit_code=1,
+        stderr="cat: /run/flannel/subnet.env: No such file or directory",
+    )
+    crash(
+        ev,
+        "w2",
+        "E1121 main.go:278] Failed to check br_netfilter: stat /proc/sys/net/bridge/"
+        "bridge-nf-call-iptables: no such file or directory",
+    )
 
 
 def ip_forward(ev: Evidence) -> None:
@@ -95,17 +137,25 @@ def stale_cni0(ev: Evidence) -> None:
         return links
 
     edit_json_probe(ev, "w2", "ip-addr", edit)
-    crash(ev, "w2", "E1121 main.go:345] Error registering network: failed to configure interface "
-          "flannel.1: failed to ensure address of interface flannel.1: link has incompatible "
-          "addresses. Remove additional addresses and try again.")
+    crash(
+        ev,
+        "w2",
+        "E1121 main.go:345] Error registering network: failed to configure interface "
+        "flannel.1: failed to ensure address of interface flannel.1: link has incompatible "
+        "addresses. Remove additional addresses and try again.",
+    )
 
 
 def ipam(ev: Evidence) -> None:
     lines = [f"==> /var/lib/cni/networks/cbr0/10.244.2.{h}\n{h:064x}\neth0" for h in range(2, 255)]
     set_probe(ev, "w2", "ipam", "\n".join(lines) + "\n")
-    event(ev, "w2", 'plugin type="flannel" failed (add): failed to delegate add: failed to '
-          "allocate for range 0: no IP addresses available in range set: "
-          "10.244.2.1-10.244.2.254")
+    event(
+        ev,
+        "w2",
+        'plugin type="flannel" failed (add): failed to delegate add: failed to '
+        "allocate for range 0: no IP addresses available in range set: "
+        "10.244.2.1-10.244.2.254",
+    )
 
 
 def cni_missing(ev: Evidence) -> None:
@@ -119,8 +169,12 @@ def cni_empty(ev: Evidence) -> None:
 def cni_conflict(ev: Evidence) -> None:
     calico = '{"name": "k8s-pod-network", "plugins": [{"type": "calico"}]}'
     flannel = ev.probes["w2"]["cni-config"].stdout
-    set_probe(ev, "w2", "cni-config",
-              f"==> /etc/cni/net.d/10-calico.conflist {len(calico)}\n{calico}\n{flannel}")
+    set_probe(
+        ev,
+        "w2",
+        "cni-config",
+        f"==> /etc/cni/net.d/10-calico.conflist {len(calico)}\n{calico}\n{flannel}",
+    )
 
 
 def plugins(ev: Evidence) -> None:
@@ -128,23 +182,43 @@ def plugins(ev: Evidence) -> None:
 
 
 def subnet_env(ev: Evidence) -> None:
-    set_probe(ev, "w2", "subnet-env", exit_code=1,
-              stderr="cat: /run/flannel/subnet.env: No such file or directory")
-    event(ev, "w2", 'plugin type="flannel" failed (add): loadFlannelSubnetEnv failed: open '
-          "/run/flannel/subnet.env: no such file or directory")
+    set_probe(
+        ev,
+        "w2",
+        "subnet-env",
+        exit_code=1,
+        stderr="cat: /run/flannel/subnet.env: No such file or directory",
+    )
+    event(
+        ev,
+        "w2",
+        'plugin type="flannel" failed (add): loadFlannelSubnetEnv failed: open '
+        "/run/flannel/subnet.env: no such file or directory",
+    )
 
 
 def kube_proxy(ev: Evidence) -> None:
     cm = ev.configmaps[("kube-system", "kube-proxy")]
     cm.data["config.conf"] = cm.data["config.conf"].replace("masqueradeAll:", "masqueradeAl:")
     for node in ("w1", "w2", "w3"):
-        crash(ev, node, 'E1121 main.go:251] Failed to create SubnetManager: error retrieving pod '
-              'spec: Get "https://10.96.0.1:443/api/v1/...": dial tcp 10.96.0.1:443: i/o timeout')
+        crash(
+            ev,
+            node,
+            "E1121 main.go:251] Failed to create SubnetManager: error retrieving pod "
+            'spec: Get "https://10.96.0.1:443/api/v1/...": dial tcp 10.96.0.1:443: i/o timeout',
+        )
 
 
 def ipvs(ev: Evidence) -> None:
-    edit_json_probe(ev, "w2", "ip-route-local", lambda r: [*r, {
-        "type": "local", "dst": "10.96.0.1", "dev": "kube-ipvs0", "table": "local"}])
+    edit_json_probe(
+        ev,
+        "w2",
+        "ip-route-local",
+        lambda r: [
+            *r,
+            {"type": "local", "dst": "10.96.0.1", "dev": "kube-ipvs0", "table": "local"},
+        ],
+    )
     crash(ev, "w2", "E1121 main.go:251] ... dial tcp 10.96.0.1:443: i/o timeout")
 
 
@@ -152,15 +226,23 @@ def podcidr(ev: Evidence) -> None:
     raw = objects.node(SPEC.by_name("w2"))
     del raw["spec"]["podCIDR"], raw["spec"]["podCIDRs"]
     ev.nodes[1] = parse_node(raw)
-    crash(ev, "w2", 'E1121 main.go:332] Error registering network: failed to acquire lease: node '
-          '"w2" pod cidr not assigned')
+    crash(
+        ev,
+        "w2",
+        "E1121 main.go:332] Error registering network: failed to acquire lease: node "
+        '"w2" pod cidr not assigned',
+    )
 
 
 def rbac(ev: Evidence) -> None:
     ev.rbac = Rbac()
     for node in ("w1", "w2", "w3"):
-        crash(ev, node, 'E1121 main.go:251] ... pods "x" is forbidden: User "system:'
-              'serviceaccount:kube-flannel:flannel" cannot get resource "pods"')
+        crash(
+            ev,
+            node,
+            'E1121 main.go:251] ... pods "x" is forbidden: User "system:'
+            'serviceaccount:kube-flannel:flannel" cannot get resource "pods"',
+        )
 
 
 def not_deployed(ev: Evidence) -> None:
@@ -184,7 +266,8 @@ def forward(ev: Evidence) -> None:
 
 def vxlan(ev: Evidence) -> None:
     text = ev.probes["w2"]["iptables-filter"].stdout.replace(
-        "COMMIT", "-A INPUT -p udp -m udp --dport 8472 -j DROP\nCOMMIT", 1)
+        "COMMIT", "-A INPUT -p udp -m udp --dport 8472 -j DROP\nCOMMIT", 1
+    )
     set_probe(ev, "w2", "iptables-filter", text)
 
 
@@ -193,8 +276,12 @@ def fdb(ev: Evidence) -> None:
 
 
 def mtu(ev: Evidence) -> None:
-    set_probe(ev, "w2", "subnet-env", ev.probes["w2"]["subnet-env"].stdout.replace(
-        "FLANNEL_MTU=1450", "FLANNEL_MTU=1500"))
+    set_probe(
+        ev,
+        "w2",
+        "subnet-env",
+        ev.probes["w2"]["subnet-env"].stdout.replace("FLANNEL_MTU=1450", "FLANNEL_MTU=1500"),
+    )
 
 
 def overlap(ev: Evidence) -> None:
@@ -214,15 +301,20 @@ def unreachable(ev: Evidence) -> None:
 
 
 def oom(ev: Evidence) -> None:
-    raw = objects.flannel_pod(SPEC, SPEC.by_name("w2"), "kube-flannel-ds-w2", ready=False,
-                              restarts=3)
+    raw = objects.flannel_pod(
+        SPEC, SPEC.by_name("w2"), "kube-flannel-ds-w2", ready=False, restarts=3
+    )
     raw["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"] = "OOMKilled"
     ev.pods = [parse_pod(raw) if p.name == "kube-flannel-ds-w2" else p for p in ev.pods]
 
 
 def backends(ev: Evidence) -> None:
-    set_probe(ev, "w2", "iptables-legacy", "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j "
-              "KUBE-FORWARD\nCOMMIT\n")
+    set_probe(
+        ev,
+        "w2",
+        "iptables-legacy",
+        "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j KUBE-FORWARD\nCOMMIT\n",
+    )
 
 
 def offload(ev: Evidence) -> None:
@@ -270,8 +362,7 @@ def test_incident_is_named_first_on_the_right_node(case: str) -> None:
     findings = diagnose(ev)
     assert findings, "no findings"
     first = findings[0]
-    assert (first.id, node in first.nodes) == (expected, True), [
-        (f.id, f.nodes) for f in findings]
+    assert (first.id, node in first.nodes) == (expected, True), [(f.id, f.nodes) for f in findings]
     assert first.evidence and all(line.source and line.text for line in first.evidence)
     assert first.mechanism and first.fix.manual
 
@@ -280,8 +371,10 @@ def test_root_cause_explains_its_symptoms() -> None:
     ev = healthy()
     br_netfilter(ev)
     findings = {f.id: f for f in diagnose(ev)}
-    assert findings["subnet-env-missing"].explained_by == ["br-netfilter-missing",
-                                                           "flannel-crashloop"]
+    assert findings["subnet-env-missing"].explained_by == [
+        "br-netfilter-missing",
+        "flannel-crashloop",
+    ]
     assert "br-netfilter-missing" in findings["flannel-crashloop"].explained_by
     quoted = [e.text for e in findings["br-netfilter-missing"].evidence]
     assert any("Failed to check br_netfilter" in q for q in quoted)

@@ -1,0 +1,70 @@
+"""Diagnose through the real executors against the lab: every `lab break` scenario is named first,
+on the right node; a healthy lab gives no warning-or-worse finding."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core.clock import SystemClock
+from bot.core.collect import collect
+from bot.core.executors import ClusterReader
+from bot.core.findings import Finding
+from bot.core.rules import diagnose
+from bot.lab import faults
+from bot.lab.lab import Lab
+from bot.settings import load_settings
+from bot.wiring import build_executors
+
+pytestmark = pytest.mark.integration
+NODE = "w2"
+EXPECTED = {
+    "br-netfilter": "br-netfilter-missing",
+    "stale-cni0": "stale-interface-address",
+    "ipam-leak": "ipam-exhausted",
+    "cni-config-missing": "cni-config-invalid",
+    "cni-config-empty": "cni-config-invalid",
+    "subnet-env-missing": "subnet-env-missing",
+    "kube-proxy-typo": "kube-proxy-config-invalid",
+    "ipvs-local-route": "ipvs-local-route",
+    "podcidr-missing": "podcidr-not-assigned",
+    "rbac-missing": "flannel-rbac-missing",
+    "flannel-missing": "flannel-not-deployed",
+    "wrong-iface": "wrong-interface",
+    "forward-drop": "forward-drop",
+    "vxlan-blocked": "vxlan-blocked",
+    "fdb-missing": "vxlan-peer-missing",
+    "mtu-mismatch": "mtu-mismatch",
+}
+
+
+def run_diagnose(lab: Lab) -> list[Finding]:
+    settings = load_settings(lab.bot_config, env={"HOME": "/root"})
+    kube, nodes = build_executors(settings, SystemClock())
+    assert isinstance(kube, ClusterReader)
+    try:
+        return diagnose(collect(kube, nodes, timeout=20))
+    finally:
+        nodes.close()  # type: ignore[attr-defined]
+
+
+def test_every_scenario_has_an_expected_finding() -> None:
+    assert set(EXPECTED) == set(faults.SCENARIOS)
+
+
+def test_healthy_lab_has_no_warnings(flannel_lab: Lab) -> None:
+    findings = run_diagnose(flannel_lab)
+    assert [(f.id, f.nodes) for f in findings if f.severity != "info"] == []
+
+
+@pytest.mark.parametrize("scenario", list(faults.SCENARIOS))
+def test_scenario_is_diagnosed_first_on_the_right_node(scenario: str, flannel_lab: Lab) -> None:
+    faults.inject(flannel_lab, scenario, NODE)
+    try:
+        findings = run_diagnose(flannel_lab)
+    finally:
+        faults.undo(flannel_lab, scenario, NODE)
+    assert findings, "no findings"
+    first = findings[0]
+    assert first.id == EXPECTED[scenario], [(f.id, f.nodes) for f in findings]
+    assert NODE in first.nodes
+    assert first.evidence
