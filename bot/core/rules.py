@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from bot.core.evidence import Evidence, ProbeOutput
-from bot.core.executors import NodeInfo, PodInfo
+from bot.core.executors import EventInfo, NodeInfo, PodInfo
 from bot.core.findings import EvidenceLine, Finding, Fix, rank
 from bot.core.kube_proxy_config import suggestion, unknown_fields
 from bot.core.probes import BY_ID
@@ -86,6 +86,17 @@ def flannel_logs(ev: Evidence) -> Iterator[tuple[PodInfo, str, str]]:
         source, text = ev.log(pod)
         if text:
             yield pod, source, text
+
+
+def stuck_pod_events(ev: Evidence, text: str) -> list[EventInfo]:
+    """Events saying `text` about pods that are still waiting for a sandbox: an event outlives
+    its cause by an hour, a stuck pod does not."""
+    pending = {(p.namespace, p.name) for p in ev.pods if p.phase == "Pending"}
+    return [
+        e
+        for e in ev.events
+        if text in e.message and (e.involved_namespace, e.involved_name) in pending
+    ]
 
 
 def network(ev: Evidence) -> ipaddress.IPv4Network | None:
@@ -594,8 +605,8 @@ def stale_interface_address(ev: Evidence) -> Iterator[Finding]:
         source, hit = logs.get(node, ("", []))
         if hit:
             lines.append(EvidenceLine(source, hit[0]))
-        for e in ev.events:
-            if "already has an IP address different" in e.message and e.source_host == node:
+        for e in stuck_pod_events(ev, "already has an IP address different"):
+            if e.source_host == node:
                 lines.append(EvidenceLine(f"API: event on {e.involved_name}", e.message[-200:]))
                 break
         if lines:
@@ -994,14 +1005,13 @@ def subnet_env_missing(ev: Evidence) -> Iterator[Finding]:
         if out is not None and not out.ok:
             lines[n] = [probe_line(n, "subnet-env", out.stderr or "missing")]
     nodes = set(lines)
-    for e in ev.events:
-        if "loadFlannelSubnetEnv failed" in e.message:
-            node = e.source_host or pods.get(e.involved_name, "")
-            if node:
-                nodes.add(node)
-                lines.setdefault(node, []).append(
-                    EvidenceLine(f"API: event {e.reason} on {e.involved_name}", e.message[-240:])
-                )
+    for e in stuck_pod_events(ev, "loadFlannelSubnetEnv failed"):
+        node = e.source_host or pods.get(e.involved_name, "")
+        if node:
+            nodes.add(node)
+            lines.setdefault(node, []).append(
+                EvidenceLine(f"API: event {e.reason} on {e.involved_name}", e.message[-240:])
+            )
     for node in sorted(nodes):
         yield Finding(
             "subnet-env-missing",
@@ -1036,9 +1046,7 @@ def ipam_exhausted(ev: Evidence) -> Iterator[Finding]:
         capacity = net.num_addresses - 3
         leaked = [ip for ip in reserved if ip not in used.get(node, set())]
         events = [
-            e
-            for e in ev.events
-            if "no IP addresses available" in e.message and (e.source_host == node)
+            e for e in stuck_pod_events(ev, "no IP addresses available") if e.source_host == node
         ]
         if len(reserved) >= capacity or events:
             lines = [

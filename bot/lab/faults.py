@@ -9,6 +9,7 @@ the lab gets.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,11 +68,9 @@ def _stale_addresses(lab: Lab, node: NodeSpec) -> None:
         netns=node.netns,
     )
     lab.restart_flannel(node)
-    pod = f"web-{node.name}-new"
     _pending_pod(
         lab,
         node,
-        pod,
         "FailedCreatePodSandBox",
         "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup "
         f'network for sandbox "{sandbox_id(node, 99)}": plugin type="flannel" failed '
@@ -109,7 +108,6 @@ def _leak_ips(lab: Lab, node: NodeSpec) -> None:
     _pending_pod(
         lab,
         node,
-        f"web-{node.name}-new",
         "FailedCreatePodSandBox",
         "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup "
         f'network for sandbox "{sandbox_id(node, 99)}": plugin type="flannel" failed '
@@ -147,7 +145,6 @@ def _remove_subnet_env(lab: Lab, node: NodeSpec) -> None:
     _pending_pod(
         lab,
         node,
-        f"web-{node.name}-new",
         "FailedCreatePodSandBox",
         "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup "
         f'network for sandbox "{sandbox_id(node, 99)}": plugin type="flannel" failed '
@@ -354,7 +351,9 @@ def _mtu_match(lab: Lab, node: NodeSpec) -> None:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _pending_pod(lab: Lab, node: NodeSpec, name: str, reason: str, message: str) -> None:
+def _pending_pod(lab: Lab, node: NodeSpec, reason: str, message: str) -> None:
+    """A new pod (fresh name, as a ReplicaSet would make) stuck waiting for its sandbox."""
+    name = f"web-{node.name}-{objects.suffix(node.name, time.time_ns())}"
     pod = objects.workload_pod(node, 99)
     pod["metadata"]["name"] = name
     pod["status"] = objects.pod_status(node, False, 0, host_network=False, phase="Pending")

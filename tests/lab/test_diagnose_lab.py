@@ -7,9 +7,9 @@ import pytest
 
 from bot.core.clock import SystemClock
 from bot.core.collect import collect
-from bot.core.executors import ClusterReader
 from bot.core.findings import Finding
 from bot.core.rules import diagnose
+from bot.executors.kube import KubeClient
 from bot.lab import faults
 from bot.lab.lab import Lab
 from bot.settings import load_settings
@@ -40,7 +40,7 @@ EXPECTED = {
 def run_diagnose(lab: Lab) -> list[Finding]:
     settings = load_settings(lab.bot_config, env={"HOME": "/root"})
     kube, nodes = build_executors(settings, SystemClock())
-    assert isinstance(kube, ClusterReader)
+    assert isinstance(kube, KubeClient)
     try:
         return diagnose(collect(kube, nodes, timeout=20))
     finally:

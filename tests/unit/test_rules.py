@@ -81,21 +81,33 @@ def crash(ev: Evidence, node: str, log_line: str) -> None:
 
 
 def event(ev: Evidence, node: str, message: str, reason: str = "FailedCreatePodSandBox") -> None:
+    """A pod stuck in ContainerCreating on `node`, and the kubelet's event about it."""
+    pod = objects.workload_pod(SPEC.by_name(node), 99)
+    pod["metadata"]["name"] = f"web-{node}-new"
+    pod["status"] = objects.pod_status(SPEC.by_name(node), False, 0, False, phase="Pending")
+    ev.pods.append(parse_pod(pod))
     ev.events.append(
         EventInfo(
-            "default",
-            "Pod",
-            f"web-{node}-new",
-            "default",
-            reason,
-            message,
-            "Warning",
-            1,
-            "",
-            "kubelet",
-            node,
+            namespace="default",
+            name=f"web-{node}-new.1",
+            involved_kind="Pod",
+            involved_name=f"web-{node}-new",
+            involved_namespace="default",
+            reason=reason,
+            message=message,
+            type="Warning",
+            source_component="kubelet",
+            source_host=node,
         )
     )
+
+
+def test_events_about_pods_no_longer_stuck_are_history() -> None:
+    ev = healthy()
+    ipam(ev)
+    ev.pods = [p for p in ev.pods if p.phase != "Pending"]
+    set_probe(ev, "w2", "ipam", PROBES["w2"]["ipam"]["stdout"])
+    assert diagnose(ev) == []
 
 
 # -- one mutation per incident: (expected first finding, node, mutation) -------------------------
