@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from tests.integration.conftest import BotEnv
+from tests.integration.conftest import REPO, BotEnv
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +130,18 @@ def test_deny_and_cancel_through_the_cli(env: BotEnv) -> None:
     env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
     assert "CANCELLED" in env.cli("cancel", "2", check=True).stdout
     assert env.events("denied")[0]["data"]["reason"] == "wait for the release"
+
+
+def test_diagnose_a_support_bundle_names_the_cause(env: BotEnv) -> None:
+    dump = str(REPO / "examples" / "dump")
+    text = env.cli("diagnose", "--dump", dump, check=True).stdout
+    assert "1. [CRITICAL] br-netfilter-missing on w2" in text
+    assert "Failed to check br_netfilter" in text
+    data = json.loads(env.cli("diagnose", "--dump", dump, "w2", "--json", check=True).stdout)
+    assert data["source"].startswith("bundle ")
+    assert [f["id"] for f in data["findings"]][:2] == [
+        "br-netfilter-missing",
+        "ip-forward-disabled",
+    ]
+    assert data["findings"][0]["nodes"] == ["w2"]
+    assert any("No such file or directory" in e["text"] for e in data["findings"][0]["evidence"])

@@ -3,12 +3,15 @@ on the right node; a healthy lab gives no warning-or-worse finding."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.core.clock import SystemClock
 from bot.core.collect import collect
 from bot.core.findings import Finding
 from bot.core.rules import diagnose
+from bot.executors.bundle import evidence_from_bundle, write_bundle
 from bot.executors.kube import KubeClient
 from bot.lab import faults
 from bot.lab.lab import Lab
@@ -37,12 +40,16 @@ EXPECTED = {
 }
 
 
-def run_diagnose(lab: Lab) -> list[Finding]:
+def run_diagnose(lab: Lab, bundle: Path | None = None) -> list[Finding]:
+    """Diagnose live; with `bundle`, also write a support bundle there from the same cluster."""
     settings = load_settings(lab.bot_config, env={"HOME": "/root"})
     kube, nodes = build_executors(settings, SystemClock())
     assert isinstance(kube, KubeClient)
     try:
-        return diagnose(collect(kube, nodes, timeout=20))
+        findings = diagnose(collect(kube, nodes, timeout=20))
+        if bundle is not None:
+            write_bundle(kube, nodes, bundle)
+        return findings
     finally:
         nodes.close()  # type: ignore[attr-defined]
 
@@ -57,10 +64,12 @@ def test_healthy_lab_has_no_warnings(flannel_lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("scenario", list(faults.SCENARIOS))
-def test_scenario_is_diagnosed_first_on_the_right_node(scenario: str, flannel_lab: Lab) -> None:
+def test_scenario_is_diagnosed_first_on_the_right_node(
+    scenario: str, flannel_lab: Lab, tmp_path: Path
+) -> None:
     faults.inject(flannel_lab, scenario, NODE)
     try:
-        findings = run_diagnose(flannel_lab)
+        findings = run_diagnose(flannel_lab, bundle=tmp_path / "bundle")
     finally:
         faults.undo(flannel_lab, scenario, NODE)
     assert findings, "no findings"
@@ -68,3 +77,8 @@ def test_scenario_is_diagnosed_first_on_the_right_node(scenario: str, flannel_la
     assert first.id == EXPECTED[scenario], [(f.id, f.nodes) for f in findings]
     assert NODE in first.nodes
     assert first.evidence
+    # the same incident, round-tripped through `collect` and read back as `diagnose --dump` does
+    offline = diagnose(evidence_from_bundle(tmp_path / "bundle"))
+    assert (offline[0].id, NODE in offline[0].nodes) == (first.id, True), [
+        (f.id, f.nodes) for f in offline
+    ]
