@@ -121,7 +121,7 @@ def lab_status(spec: LabSpec) -> int:
         )
     for scenario, nodes in status["faults"].items():
         if nodes:
-            print(f"  broken: {scenario} on {', '.join(nodes)}")
+            print(f"  injected with `lab break`: {scenario} on {', '.join(nodes)}")
     return 0
 
 
