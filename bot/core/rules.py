@@ -1113,23 +1113,29 @@ def flannel_pod_state(ev: Evidence) -> Iterator[Finding]:
         ]
         if crashing:
             c = crashing[0]
-            yield Finding(
-                "flannel-crashloop",
-                "critical",
-                (pod.node,),
-                f"{pod.name} on {pod.node} is crash-looping ({c.restart_count} restarts)",
-                "flanneld exits on start-up; its log says why. Until it runs, the node has no "
-                "lease, no subnet.env and no routes to peers.",
-                [
-                    EvidenceLine(
-                        f"API: pod {pod.namespace}/{pod.name}",
-                        f"{c.name}: {c.reason or c.state}, restarts {c.restart_count}, "
-                        f"last exit {c.last_exit_code}",
-                    ),
-                    *[EvidenceLine(source, line) for line in excerpt],
-                ],
-                restart_fix(ev, [pod.node], "fix what the log names, then restart the pod"),
+            state = (
+                f"{c.name}: {c.reason or c.state}, restarts {c.restart_count}, "
+                f"last exit {c.last_exit_code}"
             )
+            restarts = c.restart_count
+        elif not main and not pod.ready and pod.restarts:
+            # a recording without container details: the pod's own counters still tell
+            state, restarts = f"{pod.phase}, not Ready, restarts {pod.restarts}", pod.restarts
+        else:
+            continue
+        yield Finding(
+            "flannel-crashloop",
+            "critical",
+            (pod.node,),
+            f"{pod.name} on {pod.node} is crash-looping ({restarts} restarts)",
+            "flanneld exits on start-up; its log says why. Until it runs, the node has no "
+            "lease, no subnet.env and no routes to peers.",
+            [
+                EvidenceLine(f"API: pod {pod.namespace}/{pod.name}", state),
+                *[EvidenceLine(source, line) for line in excerpt],
+            ],
+            restart_fix(ev, [pod.node], "fix what the log names, then restart the pod"),
+        )
 
 
 @rule
