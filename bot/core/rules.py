@@ -590,6 +590,7 @@ def stale_interface_address(ev: Evidence) -> Iterator[Finding]:
     logs = {
         p.node: (s, lines_matching(t, r"incompatible addresses", 1)) for p, s, t in flannel_logs(ev)
     }
+    bridge_events = stuck_pod_events(ev, "already has an IP address different")
     for node in probed(ev):
         info = ev.node(node)
         if info is None or not info.pod_cidr:
@@ -605,7 +606,7 @@ def stale_interface_address(ev: Evidence) -> Iterator[Finding]:
         source, hit = logs.get(node, ("", []))
         if hit:
             lines.append(EvidenceLine(source, hit[0]))
-        for e in stuck_pod_events(ev, "already has an IP address different"):
+        for e in bridge_events:
             if e.source_host == node:
                 lines.append(EvidenceLine(f"API: event on {e.involved_name}", e.message[-200:]))
                 break
@@ -764,16 +765,22 @@ def vxlan_blocked(ev: Evidence) -> Iterator[Finding]:
 
 @rule
 def vxlan_peer_missing(ev: Evidence) -> Iterator[Finding]:
-    peers = []
+    # Each node holds an entry per peer in three tables, so the data grows with nodes squared:
+    # compare whole sets per node and format text only for what is missing.
+    routes_want: dict[str, str] = {}
+    neigh_want: dict[tuple[str, str], str] = {}
+    fdb_want: dict[tuple[str, str], str] = {}
     for peer in ev.nodes:
         data = peer.annotations.get("flannel.alpha.coreos.com/backend-data", "")
         try:
-            mac = str(json.loads(data).get("VtepMAC", "")) if data else ""
+            mac = str(json.loads(data).get("VtepMAC", "")).lower() if data else ""
         except (ValueError, AttributeError):
             mac = ""
         public = peer.annotations.get("flannel.alpha.coreos.com/public-ip", peer.internal_ip)
         if peer.pod_cidr and mac:
-            peers.append((peer.name, peer.pod_cidr, mac.lower(), public))
+            routes_want[peer.pod_cidr] = peer.name
+            neigh_want[(peer.pod_cidr.split("/")[0], mac)] = peer.name
+            fdb_want[(mac, public)] = peer.name
     for node in probed(ev):
         if "flannel.1" not in links(ev, node):
             continue
@@ -788,23 +795,16 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Finding]:
             (str(f.get("mac", "")).lower(), str(f.get("dst", "")))
             for f in json_probe(ev, node, "fdb")
         }
-        missing = []
-        for name, cidr, mac, public in peers:
-            if name == node:
-                continue
-            vtep = cidr.split("/")[0]
-            gaps = [
-                what
-                for what, ok in (
-                    (f"route {cidr} via flannel.1", cidr in routes),
-                    (f"neighbour {vtep} {mac}", (vtep, mac) in neigh),
-                    (f"fdb {mac} dst {public}", (mac, public) in fdb),
-                )
-                if not ok
-            ]
-            if gaps:
-                missing.append(f"{name}: missing {'; '.join(gaps)}")
-        if missing:
+        gaps: dict[str, list[str]] = {}
+        for cidr in routes_want.keys() - routes:
+            gaps.setdefault(routes_want[cidr], []).append(f"route {cidr} via flannel.1")
+        for vtep, mac in neigh_want.keys() - neigh:
+            gaps.setdefault(neigh_want[(vtep, mac)], []).append(f"neighbour {vtep} {mac}")
+        for mac, dst in fdb_want.keys() - fdb:
+            gaps.setdefault(fdb_want[(mac, dst)], []).append(f"fdb {mac} dst {dst}")
+        gaps.pop(node, None)  # a node has no entries for itself
+        if gaps:
+            missing = [f"{peer}: missing {'; '.join(what)}" for peer, what in sorted(gaps.items())]
             yield Finding(
                 "vxlan-peer-missing",
                 "critical",
@@ -1036,6 +1036,7 @@ def ipam_exhausted(ev: Evidence) -> Iterator[Finding]:
     for pod in ev.pods:
         if pod.node and pod.pod_ip and not pod.host_network:
             used.setdefault(pod.node, set()).add(pod.pod_ip)
+    ipam_events = stuck_pod_events(ev, "no IP addresses available")
     for node in probed(ev):
         info = ev.node(node)
         out = ev.probe(node, "ipam")
@@ -1045,9 +1046,7 @@ def ipam_exhausted(ev: Evidence) -> Iterator[Finding]:
         net = ipaddress.ip_network(info.pod_cidr, strict=False)
         capacity = net.num_addresses - 3
         leaked = [ip for ip in reserved if ip not in used.get(node, set())]
-        events = [
-            e for e in stuck_pod_events(ev, "no IP addresses available") if e.source_host == node
-        ]
+        events = [e for e in ipam_events if e.source_host == node]
         if len(reserved) >= capacity or events:
             lines = [
                 probe_line(
