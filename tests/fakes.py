@@ -10,14 +10,11 @@ from datetime import UTC, datetime, timedelta
 from bot.core.executors import (
     CommandResult,
     ConfigMapInfo,
-    DaemonSetInfo,
-    EventInfo,
     NodeInfo,
     PodInfo,
-    Rbac,
-    ServiceInfo,
 )
 from bot.errors import NotFound
+from bot.executors.snapshot import NothingElseRecorded
 
 
 class FakeClock:
@@ -49,7 +46,7 @@ def flannel_pod(node: str, name: str | None = None, ready: bool = True) -> PodIn
     )
 
 
-class FakeCluster:
+class FakeCluster(NothingElseRecorded):
     """KubeExecutor + NodeExecutor. Deleted DaemonSet pods come back Ready after
     `restart_seconds` of fake time (None: never). Every write is recorded in `calls`."""
 
@@ -111,39 +108,11 @@ class FakeCluster:
             self.calls.append(("patch_configmap", namespace, name))
             self.configmaps.setdefault(f"{namespace}/{name}", {}).update(data)
 
-    # what diagnose reads: the fake has no DaemonSets, events, logs or RBAC of its own
-
-    def list_daemonsets(
-        self, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[DaemonSetInfo]:
-        return []
-
     def get_configmap(self, namespace: str, name: str) -> ConfigMapInfo:
         key = f"{namespace}/{name}"
         if key not in self.configmaps:
             raise NotFound(f"GET configmap {key}: not found")
         return ConfigMapInfo(namespace, name, dict(self.configmaps[key]))
-
-    def list_events(
-        self, namespace: str | None = None, field_selector: str | None = None
-    ) -> list[EventInfo]:
-        return []
-
-    def read_pod_log(
-        self,
-        namespace: str,
-        pod: str,
-        container: str | None = None,
-        previous: bool = False,
-        tail_lines: int | None = None,
-    ) -> str:
-        return ""
-
-    def get_service(self, namespace: str, name: str) -> ServiceInfo:
-        raise NotFound(f"GET service {namespace}/{name}: not found")
-
-    def read_rbac(self) -> Rbac:
-        return Rbac(readable=False)
 
     def run(
         self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False

@@ -51,7 +51,38 @@ def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     return True
 
 
-class SnapshotCluster:
+class NothingElseRecorded:
+    """The reads diagnose makes that a recording (or a test fake) has nothing for: no
+    DaemonSets, events, logs, Services or RBAC. Mixed into such readers."""
+
+    def list_daemonsets(
+        self, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[DaemonSetInfo]:
+        return []
+
+    def list_events(
+        self, namespace: str | None = None, field_selector: str | None = None
+    ) -> list[EventInfo]:
+        return []
+
+    def read_pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        previous: bool = False,
+        tail_lines: int | None = None,
+    ) -> str:
+        return ""
+
+    def get_service(self, namespace: str, name: str) -> ServiceInfo:
+        raise NotFound(f"GET service {namespace}/{name}: not recorded")
+
+    def read_rbac(self) -> Rbac:
+        return Rbac(readable=False)
+
+
+class SnapshotCluster(NothingElseRecorded):
     """Implements KubeExecutor and NodeExecutor over a recorded cluster state."""
 
     def __init__(self, data: Mapping[str, Any], clock: Clock) -> None:
@@ -121,39 +152,11 @@ class SnapshotCluster:
                 raise NotFound(f"PATCH configmap {key}: not found")
             self._configmaps[key].update(data)
 
-    # -- what diagnose reads; a recording has no DaemonSets, events, logs or RBAC -------------
-
-    def list_daemonsets(
-        self, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[DaemonSetInfo]:
-        return []
-
     def get_configmap(self, namespace: str, name: str) -> ConfigMapInfo:
         key = f"{namespace}/{name}"
         if key not in self._configmaps:
             raise NotFound(f"GET configmap {key}: not in the snapshot")
         return ConfigMapInfo(namespace, name, dict(self._configmaps[key]))
-
-    def list_events(
-        self, namespace: str | None = None, field_selector: str | None = None
-    ) -> list[EventInfo]:
-        return []
-
-    def read_pod_log(
-        self,
-        namespace: str,
-        pod: str,
-        container: str | None = None,
-        previous: bool = False,
-        tail_lines: int | None = None,
-    ) -> str:
-        return ""
-
-    def get_service(self, namespace: str, name: str) -> ServiceInfo:
-        raise NotFound(f"GET service {namespace}/{name}: not in the snapshot")
-
-    def read_rbac(self) -> Rbac:
-        return Rbac(readable=False)
 
     def run(
         self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False
