@@ -17,7 +17,8 @@ command must name exactly the broken nodes, each with the findings its fault cau
 fails: a benchmark that finds nothing measures nothing.
 
 Each node's route, neighbour and FDB tables hold every peer (as on a real VXLAN cluster), so the
-bundle grows with nodes squared: 5,000 nodes write about 6 GB.
+bundle grows with nodes squared. The default (1,000 nodes / 30,000 pods) takes about 2 minutes;
+`--nodes 5000 --pods 150000` about 25 minutes, 7 GB of disk and 7.5 GB of memory per step.
 
 Usage: python bench/diagnose_scale.py [--nodes 1000] [--pods 30000] [--events N] [--keep DIR]
 """

@@ -103,7 +103,10 @@ class Evidence:
         return self.probes.get(node, {}).get(probe_id)
 
     def node(self, name: str) -> NodeInfo | None:
-        return next((n for n in self.nodes if n.name == name), None)
+        index = self.__dict__.get("_node_index")
+        if index is None or len(index) != len(self.nodes):
+            index = self.__dict__["_node_index"] = {n.name: n for n in self.nodes}
+        return index.get(name)
 
 
 def json_or_none(text: str) -> Any:

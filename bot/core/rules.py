@@ -1042,7 +1042,10 @@ def ipam_exhausted(ev: Evidence) -> Iterator[Finding]:
         out = ev.probe(node, "ipam")
         if info is None or not info.pod_cidr or out is None or not out.ok:
             continue
-        reserved = re.findall(r"^==> .*/([0-9.]+)$", out.stdout, re.M)
+        # host-local files end without a newline, so a header may follow text on the same line
+        reserved = re.findall(
+            r"==> \S*/(\d+\.\d+\.\d+\.\d+)\s*$", out.stdout.replace("==> ", "\n==> "), re.M
+        )
         net = ipaddress.ip_network(info.pod_cidr, strict=False)
         capacity = net.num_addresses - 3
         leaked = [ip for ip in reserved if ip not in used.get(node, set())]
@@ -1144,7 +1147,7 @@ def vxlan_checksum_offload(ev: Evidence) -> Iterator[Finding]:
         if (
             out is not None
             and out.ok
-            and re.search(r"^tx-checksum-ip-generic: on", out.stdout, re.M)
+            and re.search(r"^\s*tx-checksum-ip-generic: on", out.stdout, re.M)
         ):
             yield Finding(
                 "vxlan-checksum-offload",

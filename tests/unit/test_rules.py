@@ -159,8 +159,10 @@ def stale_cni0(ev: Evidence) -> None:
 
 
 def ipam(ev: Evidence) -> None:
+    # host-local writes "<id>\neth0" with no trailing newline, so `find -exec cat` runs the next
+    # header on at the end of the previous file's last line
     lines = [f"==> /var/lib/cni/networks/cbr0/10.244.2.{h}\n{h:064x}\neth0" for h in range(2, 255)]
-    set_probe(ev, "w2", "ipam", "\n".join(lines) + "\n")
+    set_probe(ev, "w2", "ipam", "".join(lines))
     event(
         ev,
         "w2",
@@ -401,3 +403,15 @@ def test_without_probes_only_api_findings_are_drawn() -> None:
     ids = [f.id for f in diagnose(ev)]
     assert ids[0] == "br-netfilter-missing"  # from flannel's own log
     assert "ip-forward-disabled" not in ids
+
+
+def test_a_full_ipam_range_is_found_without_any_event() -> None:
+    ev = healthy()
+    ipam(ev)
+    ev.events = []
+    ev.pods = [p for p in ev.pods if p.phase != "Pending"]
+    first = diagnose(ev)[0]
+    assert first.id == "ipam-exhausted"
+    assert "253 of 253 addresses reserved, 252 by containers that no longer exist" in (
+        first.evidence[0].text
+    )
