@@ -9,6 +9,7 @@ process to start marks it `interrupted` and never re-applies it.
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,12 +17,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core.clock import Clock, iso, parse_iso
-from bot.core.executors import CommandResult, KubeExecutor, KubeReader, NodeExecutor
+from bot.core.collect import collect
+from bot.core.executors import ClusterReader, CommandResult, KubeExecutor, NodeExecutor
+from bot.core.findings import Finding
 from bot.core.params import node_names_in, parse_params
 from bot.core.plan import Plan, PlannedStep, build_plan
 from bot.core.policy import Policy
 from bot.core.registry import Registry
-from bot.core.runbook import Action, DeletePod, ListPods, PatchConfigMap, Runbook, RunOnNode
+from bot.core.rules import diagnose
+from bot.core.runbook import (
+    Action,
+    CreateObject,
+    DeletePod,
+    Disruption,
+    ListPods,
+    PatchConfigMap,
+    PatchDaemonSet,
+    Risk,
+    Runbook,
+    RunOnNode,
+    WaitForPod,
+    WriteFile,
+)
 from bot.errors import (
     ApprovalRefused,
     BotError,
@@ -55,16 +72,19 @@ class StepFailed(BotError):
 class LiveFacts:
     """The read-only view planners and checks get: the cluster through the executors."""
 
-    def __init__(self, kube: KubeReader, nodes: NodeExecutor) -> None:
+    def __init__(self, kube: ClusterReader, nodes: NodeExecutor) -> None:
         self._kube = kube
         self._nodes = nodes
 
     @property
-    def kube(self) -> KubeReader:
+    def kube(self) -> ClusterReader:
         return self._kube
 
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         return self._nodes.run(node, argv, timeout)
+
+    def diagnose(self, nodes: Sequence[str] = ()) -> list[Finding]:
+        return diagnose(collect(self._kube, self._nodes, nodes))
 
 
 class Engine:
@@ -159,8 +179,12 @@ class Engine:
 
     def _advance(self, run_id: int, plan: Plan) -> None:
         run = self.store.run(run_id)
+        # A plan with any gated step is approved as a whole, before its first change: an
+        # approver never reviews a plan that is already half applied.
+        gated = any(self.policy.gates(s.risk) and s.actions for s in plan.steps)
         for ps in plan.steps[run.next_step :]:
-            if self.policy.gates(ps.risk) and ps.actions and run.approved_plan_hash != plan.hash:
+            changes = ps.risk is not Risk.READ and bool(ps.actions)
+            if gated and changes and run.approved_plan_hash != plan.hash:
                 self._await_approval(run_id, plan, ps)
                 return
             if run.cancel_requested:
@@ -191,7 +215,77 @@ class Engine:
                 )
                 raise
             run = self.store.run(run_id)
-        self._finish(run_id, "succeeded", "run_succeeded", actor=None, data={})
+        changed = plan.changes_anything
+        try:
+            verified = self._verify(run_id, run.source, plan)
+        except StepFailed as exc:
+            self._finish(
+                run_id,
+                "failed",
+                "run_failed",
+                actor=None,
+                error=str(exc),
+                data={"step": "verify", "error": str(exc), "changed": changed},
+            )
+            return
+        outcome = "changed" if changed else "no change: already in the desired state"
+        self._finish(
+            run_id,
+            "succeeded",
+            "run_succeeded",
+            actor=None,
+            data={"changed": changed, "outcome": outcome, "verified": verified},
+        )
+
+    def _verify(self, run_id: int, source: Mapping[str, Any], plan: Plan) -> str:
+        """Re-run diagnose on the nodes the run is about; the findings the runbook fixes must be
+        gone. Retried until the runbook's verify timeout: a restarted flannel takes a moment."""
+        runbook = plan.runbook
+        if not runbook.verifies:
+            return ""
+        nodes = list(node_names_in(plan.params))
+        deadline = self.clock.now() + timedelta(seconds=runbook.verify_timeout)
+        attempts = 0
+        while True:
+            attempts += 1
+            left = [
+                f
+                for f in self.facts.diagnose(nodes)
+                if f.id in runbook.verifies and (not nodes or set(f.nodes) & set(nodes))
+            ]
+            if not left or self.clock.now() >= deadline:
+                break
+            self.clock.sleep(self.check_interval)
+        where = ", ".join(nodes) if nodes else "the cluster"
+        detail = (
+            f"diagnose on {where} shows none of {', '.join(runbook.verifies)}"
+            if not left
+            else "; ".join(f"{f.id}: {f.summary}" for f in left)
+        )
+        with self.store.transaction() as tx:
+            tx.append_event(
+                "verify",
+                actor=None,
+                run_id=run_id,
+                source=dict(source),
+                data={
+                    "ok": not left,
+                    "detail": detail,
+                    "attempts": attempts,
+                    "nodes": nodes,
+                    "findings": [f.to_json() for f in left],
+                },
+            )
+        if left:
+            first = left[0]
+            raise StepFailed(
+                f"the fix did not take: {detail}. Evidence: "
+                + "; ".join(f"{e.source}: {e.text}" for e in first.evidence[:3])
+                + f". Next: run `diagnose {' '.join(nodes)}`".rstrip()
+                + " and follow its first finding"
+                + (f" (manual step: {first.fix.manual})" if first.fix.manual else "")
+            )
+        return detail
 
     def _await_approval(self, run_id: int, plan: Plan, ps: PlannedStep) -> None:
         runbook = plan.runbook
@@ -285,6 +379,27 @@ class Engine:
                 "exit_code": 0,
                 "stdout": f"configmap {action.namespace}/{action.name} patched",
             }
+        elif isinstance(action, WriteFile):
+            res = self.nodes.run(action.node, action.argv, timeout)
+            result = {
+                "exit_code": res.exit_code,
+                "stdout": res.stdout or f"wrote {action.path} on {action.node}",
+                "stderr": res.stderr,
+                "duration_s": res.duration_s,
+            }
+        elif isinstance(action, WaitForPod):
+            result = self._wait_for_pod(action, timeout)
+        elif isinstance(action, Disruption):
+            result = {"exit_code": 0, "stdout": f"accepted: {action.what}"}
+        elif isinstance(action, CreateObject):
+            self.kube.create_object(action.obj)
+            result = {"exit_code": 0, "stdout": f"created {action.kind} {action.name}"}
+        elif isinstance(action, PatchDaemonSet):
+            self.kube.patch_daemonset(action.namespace, action.name, json.loads(action.patch))
+            result = {
+                "exit_code": 0,
+                "stdout": f"daemonset {action.namespace}/{action.name} patched",
+            }
         else:  # pragma: no cover - a new Action type without an applier is a bug
             raise TypeError(f"no applier for {type(action).__name__}")
         with self.store.transaction() as tx:
@@ -295,11 +410,30 @@ class Engine:
                 source=dict(source),
                 data={"render": action.render(), **result},
             )
-        if result["exit_code"] != 0:
+        if result["exit_code"] != 0 and not (isinstance(action, RunOnNode) and action.may_fail):
             raise StepFailed(
                 f"`{action.render()}` exited {result['exit_code']}: "
                 f"{(result.get('stderr') or result.get('stdout') or '').strip()[:300]}"
             )
+
+    def _wait_for_pod(self, action: WaitForPod, timeout: float) -> dict[str, Any]:
+        deadline = self.clock.now() + timedelta(seconds=timeout)
+        seen = ""
+        while True:
+            pods = self.kube.list_pods(action.namespace, action.label_selector, action.node)
+            fresh = [p for p in pods if p.name not in action.replacing]
+            ready = [p for p in fresh if p.ready]
+            if ready:
+                return {"exit_code": 0, "stdout": f"pod {ready[0].name} on {action.node} is Ready"}
+            seen = "; ".join(f"{p.name} {p.phase} ready={p.ready}" for p in pods) or "no pods"
+            if self.clock.now() >= deadline:
+                return {
+                    "exit_code": 1,
+                    "stdout": "",
+                    "stderr": f"no new Ready pod on {action.node} within {timeout:g}s; "
+                    f"last saw: {seen}",
+                }
+            self.clock.sleep(self.check_interval)
 
     def _post_check(
         self, run_id: int, source: Mapping[str, Any], plan: Plan, ps: PlannedStep

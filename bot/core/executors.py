@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -73,14 +73,6 @@ class KubeReader(Protocol):
         label_selector: str | None = None,
         node: str | None = None,
     ) -> list[PodInfo]: ...
-
-
-class KubeExecutor(KubeReader, Protocol):
-    """Read and write access; writes are only ever called by the engine when applying actions."""
-
-    def delete_pod(self, namespace: str, name: str) -> None: ...
-
-    def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None: ...
 
 
 class NodeExecutor(Protocol):
@@ -252,6 +244,23 @@ class ClusterReader(KubeReader, Protocol):
     def get_service(self, namespace: str, name: str) -> ServiceInfo: ...
 
     def read_rbac(self) -> Rbac: ...
+
+    def object_exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Whether an object of a kind flannel's manifest holds (Namespace, ServiceAccount,
+        ClusterRole, ClusterRoleBinding, ConfigMap, DaemonSet) exists."""
+        ...
+
+
+class KubeExecutor(ClusterReader, Protocol):
+    """Read and write access; writes are only ever called by the engine when applying actions."""
+
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+
+    def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None: ...
+
+    def patch_daemonset(self, namespace: str, name: str, patch: Mapping[str, Any]) -> object: ...
+
+    def create_object(self, obj: Mapping[str, Any]) -> None: ...
 
 
 class FanOutExecutor(NodeExecutor, Protocol):

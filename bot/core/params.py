@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from bot.core.runbook import DNS1123_SUBDOMAIN, NodeName
+from bot.core.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, NodeName
 from bot.errors import ParameterError
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -53,6 +53,8 @@ def _type_name(kind: Any) -> str:
         return "node[,node...]"
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return "|".join(str(m.value) for m in kind)
+    if kind is InterfaceName:
+        return "interface"
     if kind is bool:
         return "true|false"
     if kind is int:
@@ -95,6 +97,13 @@ def _convert(key: str, raw: str, kind: Any) -> Any:
         if len(set(nodes)) != len(nodes):
             raise ParameterError(f"`{key}={raw}` names a node twice")
         return nodes
+    if kind is InterfaceName:
+        if not INTERFACE_NAME.match(raw):
+            raise ParameterError(
+                f"`{key}={raw}` is not a network interface name: 1 to 15 letters, digits, "
+                "'_', '.' or '-'"
+            )
+        return InterfaceName(raw)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         for member in kind:
             if raw == str(member.value):

@@ -6,6 +6,7 @@ Reading each module's source to hash it is the one piece of I/O here: a run is p
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import json
@@ -27,10 +28,33 @@ class RunbookDefinitionError(TypeError):
 
 
 def code_hash(module: ModuleType) -> str:
+    """The module's source plus the package-private helpers (`_name.py`) it imports, so a change
+    to shared runbook code changes the hash of every runbook that uses it."""
     path = module.__file__
     if path is None:
         raise RunbookDefinitionError(f"{module.__name__} has no source file to hash")
-    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    source = Path(path).read_bytes()
+    digest = hashlib.sha256(source)
+    for helper in _private_imports(module.__name__, source):
+        helper_path = Path(path).with_name(f"{helper}.py")
+        if helper_path.is_file():
+            digest.update(b"\0" + helper.encode() + b"\0" + helper_path.read_bytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _private_imports(name: str, source: bytes) -> list[str]:
+    package = name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1:
+                mod = f"{package}.{mod}" if mod else package
+            if mod == package:
+                found.update(a.name for a in node.names if a.name.startswith("_"))
+            elif mod.startswith(f"{package}._"):
+                found.add(mod.removeprefix(f"{package}.").split(".")[0])
+    return sorted(found)
 
 
 def load_runbook(module: ModuleType) -> Runbook:
@@ -61,6 +85,10 @@ def load_runbook(module: ModuleType) -> Runbook:
                 "its effect"
             )
     approvals = getattr(module, "APPROVALS", None)
+    verifies = getattr(module, "VERIFIES", ())
+    if not isinstance(verifies, tuple) or not all(isinstance(v, str) for v in verifies):
+        raise RunbookDefinitionError(f"{name}: VERIFIES must be a tuple of finding ids")
+    timeout = getattr(module, "VERIFY_TIMEOUT", 120.0)
     return Runbook(
         id=rid,
         version=version,
@@ -70,6 +98,8 @@ def load_runbook(module: ModuleType) -> Runbook:
         code_hash=code_hash(module),
         module=name,
         approvals=approvals if isinstance(approvals, int) else None,
+        verifies=verifies,
+        verify_timeout=float(timeout),
     )
 
 

@@ -510,6 +510,24 @@ class BundleReader:
     def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         raise ExecutorError(self._read_only(f"patch configmap {namespace}/{name}"))
 
+    def object_exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        if kind == "ConfigMap" and namespace:
+            try:
+                self.get_configmap(namespace, name)
+            except NotFound:
+                return False
+            return True
+        if kind == "DaemonSet" and namespace:
+            return any(d.name == name for d in self.list_daemonsets(namespace))
+        raise ExecutorError(f"support bundle {self.path} does not record {kind} objects")
+
+    def patch_daemonset(self, namespace: str, name: str, patch: Mapping[str, Any]) -> object:
+        raise ExecutorError(self._read_only(f"patch daemonset {namespace}/{name}"))
+
+    def create_object(self, obj: Mapping[str, Any]) -> None:
+        kind = obj.get("kind", "object")
+        raise ExecutorError(self._read_only(f"create {kind} {obj.get('metadata', {}).get('name')}"))
+
     def _read_only(self, what: str) -> str:
         return (
             f"cannot {what}: support bundle {self.path} is a read-only record of the cluster; "

@@ -161,6 +161,15 @@ def _call(
     )
 
 
+@dataclass(frozen=True)
+class _Kind:
+    resource: str
+    group: str
+    create: Callable[..., Any]
+    read: Callable[..., Any]
+    namespaced: bool
+
+
 class KubeClient:
     """`KubeExecutor` on the official client, plus the reads and waits diagnosis needs.
 
@@ -517,6 +526,81 @@ class KubeClient:
             _content_type=_STRATEGIC_MERGE,
         )
         return parse_daemonset(obj)
+
+    def _kind(self, kind: str) -> _Kind:
+        """The manifest kinds the runbooks read and recreate (flannel's own objects)."""
+        rbac = client.RbacAuthorizationV1Api(self._api)
+        group = "rbac.authorization.k8s.io"
+        kinds = {
+            "Namespace": _Kind(
+                "namespaces", "", self._core.create_namespace, self._core.read_namespace, False
+            ),
+            "ServiceAccount": _Kind(
+                "serviceaccounts",
+                "",
+                self._core.create_namespaced_service_account,
+                self._core.read_namespaced_service_account,
+                True,
+            ),
+            "ConfigMap": _Kind(
+                "configmaps",
+                "",
+                self._core.create_namespaced_config_map,
+                self._core.read_namespaced_config_map,
+                True,
+            ),
+            "DaemonSet": _Kind(
+                "daemonsets",
+                "apps",
+                self._apps.create_namespaced_daemon_set,
+                self._apps.read_namespaced_daemon_set,
+                True,
+            ),
+            "ClusterRole": _Kind(
+                "clusterroles", group, rbac.create_cluster_role, rbac.read_cluster_role, False
+            ),
+            "ClusterRoleBinding": _Kind(
+                "clusterrolebindings",
+                group,
+                rbac.create_cluster_role_binding,
+                rbac.read_cluster_role_binding,
+                False,
+            ),
+        }
+        if kind not in kinds:
+            raise ValueError(f"{kind or 'a kind-less object'} is not a kind the runbooks manage")
+        return kinds[kind]
+
+    def object_exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        k = self._kind(kind)
+        ns = namespace if k.namespaced else None
+        if k.namespaced and not ns:
+            raise ValueError(f"{kind} {name}: a namespace is needed")
+        call = _call("get", k.resource, ns, name, group=k.group, namespaced=k.namespaced)
+        args = (name, ns) if k.namespaced else (name,)
+        try:
+            self._send(call, k.read, *args)
+        except NotFound:
+            return False
+        return True
+
+    def create_object(self, obj: Mapping[str, Any]) -> None:
+        """POST one object of a kind flannel's manifest holds."""
+        k = self._kind(str(obj.get("kind", "")))
+        meta = _dict(obj.get("metadata"))
+        namespace = _str(meta.get("namespace")) or None
+        if k.namespaced and namespace is None:
+            raise ValueError(f"{obj.get('kind')} {meta.get('name')} needs metadata.namespace")
+        call = _call(
+            "create",
+            k.resource,
+            namespace if k.namespaced else None,
+            None,
+            group=k.group,
+            namespaced=k.namespaced,
+        )
+        args = (namespace, dict(obj)) if k.namespaced else (dict(obj),)
+        self._send(call, k.create, *args)
 
     # -- waits ----------------------------------------------------------------------------------
 

@@ -81,6 +81,17 @@ class NothingElseRecorded:
     def read_rbac(self) -> Rbac:
         return Rbac(readable=False)
 
+    def object_exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        raise ExecutorError(f"{kind} {name}: not recorded, so whether it exists is unknown")
+
+    def patch_daemonset(self, namespace: str, name: str, patch: Mapping[str, Any]) -> object:
+        raise ExecutorError(f"PATCH daemonset {namespace}/{name}: no DaemonSets are recorded")
+
+    def create_object(self, obj: Mapping[str, Any]) -> None:
+        raise ExecutorError(
+            f"CREATE {obj.get('kind', 'object')}: a recorded cluster cannot create objects"
+        )
+
 
 class SnapshotCluster(NothingElseRecorded):
     """Implements KubeExecutor and NodeExecutor over a recorded cluster state."""

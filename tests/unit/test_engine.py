@@ -24,6 +24,7 @@ from tests.conftest import POLICY, who
 from tests.fakes import FakeClock, FakeCluster
 
 REF = "flannel.restart-pods"
+PINNED = f"{REF}@1.1.0"  # engine mechanics on a fake cluster: the version without diagnose-verify
 
 
 def deletes(cluster: FakeCluster) -> list[tuple[str, ...]]:
@@ -37,8 +38,8 @@ def kinds(store: Store, run_id: int) -> list[str]:
 def test_plan_renders_every_step_without_touching_anything(
     engine: Engine, cluster: FakeCluster
 ) -> None:
-    plan = engine.plan(REF, {"nodes": "w2"}, who("alice"))
-    assert plan.runbook.ref == "flannel.restart-pods@1.1.0"  # newest is the default
+    assert engine.registry.get(REF).ref == "flannel.restart-pods@1.2.0"  # newest: the default
+    plan = engine.plan(PINNED, {"nodes": "w2"}, who("alice"))
     view = plan.to_json()
     assert [s["risk"] for s in view["steps"]] == ["read", "destructive"]
     assert view["steps"][1]["actions"][0]["render"] == (
@@ -51,14 +52,16 @@ def test_plan_renders_every_step_without_touching_anything(
 def test_older_version_can_be_pinned(engine: Engine) -> None:
     plan = engine.plan(f"{REF}@1.0.0", {"node": "w2"}, who("alice"))
     assert plan.runbook.ref == "flannel.restart-pods@1.0.0"
-    with pytest.raises(UnknownRunbook, match=r"no version 9\.9\.9; available: 1\.1\.0, 1\.0\.0"):
+    with pytest.raises(
+        UnknownRunbook, match=r"no version 9\.9\.9; available: 1\.2\.0, 1\.1\.0, 1\.0\.0"
+    ):
         engine.plan(f"{REF}@9.9.9", {"node": "w2"}, who("alice"))
 
 
 def test_run_pauses_before_destructive_step(
     engine: Engine, cluster: FakeCluster, store: Store
 ) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     assert run.status == "awaiting_approval"
     assert run.next_step == 1  # the read step ran
     assert deletes(cluster) == []
@@ -68,7 +71,7 @@ def test_run_pauses_before_destructive_step(
 def test_valid_approval_applies_and_proves_the_fix(
     engine: Engine, cluster: FakeCluster, store: Store
 ) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     done = engine.approve(run.id, who("bob"), plan_hash=run.plan_hash[7:19])
     assert done.status == "succeeded"
     assert deletes(cluster) == [("delete_pod", "kube-flannel", "kube-flannel-ds-w2aaa")]
@@ -80,14 +83,14 @@ def test_valid_approval_applies_and_proves_the_fix(
 def test_self_approval_is_refused(engine: Engine, cluster: FakeCluster) -> None:
     policy = dataclasses.replace(POLICY, groups={"approvers": frozenset({"alice", "bob"})})
     engine.policy = policy
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with pytest.raises(ApprovalRefused, match="alice requested this run and cannot approve it"):
         engine.approve(run.id, who("alice"))
     assert deletes(cluster) == []
 
 
 def test_non_approver_is_refused_naming_the_role(engine: Engine) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with pytest.raises(NotAllowed, match="approving needs group `approvers`"):
         engine.approve(run.id, who("mallory"))
 
@@ -95,18 +98,18 @@ def test_non_approver_is_refused_naming_the_role(engine: Engine) -> None:
 def test_expired_approval_is_refused(
     engine: Engine, clock: FakeClock, cluster: FakeCluster, store: Store
 ) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     clock.advance(31 * 60)
     with pytest.raises(ApprovalRefused, match="approval window of run 1 closed"):
         engine.approve(run.id, who("bob"))
     assert store.run(run.id).status == "expired"
     assert deletes(cluster) == []
     # the lock on w2 is released: a new run may start
-    assert engine.start(REF, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
+    assert engine.start(PINNED, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
 
 
 def test_approval_of_a_stale_plan_hash_is_refused(engine: Engine, cluster: FakeCluster) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with pytest.raises(ApprovalRefused, match="changed since you saw it"):
         engine.approve(run.id, who("bob"), plan_hash="0123456789ab")
     assert deletes(cluster) == []
@@ -115,7 +118,7 @@ def test_approval_of_a_stale_plan_hash_is_refused(engine: Engine, cluster: FakeC
 def test_approval_is_refused_when_the_cluster_changed_the_plan(
     engine: Engine, cluster: FakeCluster, store: Store
 ) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     # flannel's pod on w2 was replaced by someone else meanwhile: the approved DELETE is stale
     cluster.pods = [
         p if p.node != "w2" else dataclasses.replace(p, name="kube-flannel-ds-zzz")
@@ -134,7 +137,7 @@ def test_approval_is_refused_when_the_cluster_changed_the_plan(
 def test_approval_is_refused_when_the_runbook_code_changed(
     make_engine: Callable[..., Engine], registry: Registry, cluster: FakeCluster
 ) -> None:
-    run = make_engine().start(REF, {"nodes": "w2"}, who("alice"))
+    run = make_engine().start(PINNED, {"nodes": "w2"}, who("alice"))
     patched = [
         rb if rb.ref != f"{REF}@1.1.0" else dataclasses.replace(rb, code_hash="sha256:x")
         for rb in registry.all()
@@ -148,7 +151,7 @@ def test_approval_is_refused_when_the_runbook_code_changed(
 def test_n_of_m_approvals(make_engine: Callable[..., Engine], cluster: FakeCluster) -> None:
     policy = dataclasses.replace(POLICY, rules={REF: RunbookRule(approvals=2)})
     engine = make_engine(policy=policy)
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     assert engine.approve(run.id, who("bob")).status == "awaiting_approval"
     with pytest.raises(InvalidState, match="bob already approved run 1"):
         engine.approve(run.id, who("bob"))
@@ -166,7 +169,7 @@ def test_approver_who_lost_the_role_does_not_count(
     make_engine: Callable[..., Engine], cluster: FakeCluster, store: Store
 ) -> None:
     policy = dataclasses.replace(POLICY, rules={REF: RunbookRule(approvals=2)})
-    run = make_engine(policy=policy).start(REF, {"nodes": "w2"}, who("alice"))
+    run = make_engine(policy=policy).start(PINNED, {"nodes": "w2"}, who("alice"))
     make_engine(policy=policy).approve(run.id, who("bob"))
     demoted = dataclasses.replace(
         policy, groups={**policy.groups, "approvers": frozenset({"carol", "dave"})}
@@ -178,7 +181,7 @@ def test_approver_who_lost_the_role_does_not_count(
 def test_deny_ends_the_run_and_frees_the_node(
     engine: Engine, cluster: FakeCluster, store: Store
 ) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     denied = engine.deny(run.id, who("bob"), "not during the release")
     assert denied.status == "denied"
     with pytest.raises(InvalidState, match=r"has ended \(denied\)"):
@@ -186,68 +189,71 @@ def test_deny_ends_the_run_and_frees_the_node(
     assert deletes(cluster) == []
     denial = next(e for e in store.events(run_id=run.id) if e.kind == "denied")
     assert denial.data["reason"] == "not during the release" and denial.actor == "bob"
-    assert engine.start(REF, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
+    assert engine.start(PINNED, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
 
 
 def test_requester_cancels_own_run(engine: Engine) -> None:
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     assert engine.cancel(run.id, who("alice")).status == "cancelled"
     with pytest.raises(InvalidState, match="already ended"):
         engine.cancel(run.id, who("alice"))
 
 
 def test_one_run_at_a_time_changes_a_node(engine: Engine) -> None:
-    first = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    first = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with pytest.raises(TargetBusy) as exc:
-        engine.start(REF, {"nodes": "w1,w2"}, who("alice"))
+        engine.start(PINNED, {"nodes": "w1,w2"}, who("alice"))
     assert str(exc.value).startswith(
         f"node w2 is being changed by run {first.id} (requested by @alice)"
     )
-    assert engine.start(REF, {"nodes": "w3"}, who("alice")).status == "awaiting_approval"
+    assert engine.start(PINNED, {"nodes": "w3"}, who("alice")).status == "awaiting_approval"
 
 
 def test_read_only_plan_needs_no_lock_and_anyone_may_plan(engine: Engine) -> None:
-    engine.start(REF, {"nodes": "w2"}, who("alice"))
-    assert engine.plan(REF, {"nodes": "w2"}, who("mallory")).targets == ("node/w2",)
+    engine.start(PINNED, {"nodes": "w2"}, who("alice"))
+    assert engine.plan(PINNED, {"nodes": "w2"}, who("mallory")).targets == ("node/w2",)
 
 
 def test_requester_needs_the_run_role_for_destructive_runbooks(engine: Engine) -> None:
     with pytest.raises(NotAllowed, match=r"mallory may not run flannel\.restart-pods@1\.1\.0"):
-        engine.start(REF, {"nodes": "w2"}, who("mallory"))
+        engine.start(PINNED, {"nodes": "w2"}, who("mallory"))
 
 
 def test_unknown_node_names_known_nodes(engine: Engine) -> None:
     with pytest.raises(
         UnknownNode, match="node `w9` is not in the cluster; known nodes: w1, w2, w3"
     ):
-        engine.start(REF, {"nodes": "w9"}, who("alice"))
+        engine.start(PINNED, {"nodes": "w9"}, who("alice"))
 
 
 @pytest.mark.parametrize("value", ["w2;reboot", "$(reboot)", "w2 w3", "W2", "w2`id`", "../w2"])
 def test_shell_metacharacters_in_node_names_are_rejected(engine: Engine, value: str) -> None:
     with pytest.raises(ParameterError, match="is not a valid node name"):
-        engine.start(REF, {"nodes": value}, who("alice"))
+        engine.start(PINNED, {"nodes": value}, who("alice"))
 
 
 def test_post_check_that_never_passes_fails_the_run(
     engine: Engine, cluster: FakeCluster, store: Store
 ) -> None:
     cluster.restart_seconds = None
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     done = engine.approve(run.id, who("bob"))
     assert done.status == "failed"
     assert "new_pods_ready" in (done.error or "") and "180s" in (done.error or "")
     assert kinds(store, run.id)[-1] == "run_failed"
 
 
-def test_change_steps_run_without_approval_and_failed_commands_fail_the_run(
+def test_a_plan_needing_approval_runs_only_its_reads_before_it(
     engine: Engine, cluster: FakeCluster
 ) -> None:
+    """The change step comes before the destructive one, but the approver approves the whole
+    plan: nothing is changed until then, and failed commands fail the run."""
     from bot.core.executors import CommandResult
 
     run = engine.start("test.node-bounce", {"node": "w1"}, who("alice"))
-    assert run.status == "awaiting_approval"
-    assert ("run", "w1", "ip", "link", "set", "cni0", "down") in cluster.calls
+    assert run.status == "awaiting_approval" and run.next_step == 1
+    assert ("run", "w1", "cat", "/run/flannel/subnet.env") in cluster.calls
+    assert not any("down" in c for c in cluster.calls)
     cluster.command_results[("w1", "ip", "link", "delete", "cni0")] = CommandResult(
         "w1", ("ip", "link", "delete", "cni0"), 1, "", 'Cannot find device "cni0"'
     )
@@ -283,7 +289,7 @@ def test_dead_owner_makes_a_running_run_interrupted(
     make_engine: Callable[..., Engine], store: Store, cluster: FakeCluster
 ) -> None:
     engine = make_engine()
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with store.transaction() as tx:  # as if a process died inside step 2
         tx.update_run(
             run.id, status="running", owner="gone", current_step=1, approved_plan_hash=run.plan_hash
@@ -294,12 +300,12 @@ def test_dead_owner_makes_a_running_run_interrupted(
     with pytest.raises(InvalidState, match="interrupted mid-step and is never resumed"):
         engine.approve(run.id, who("bob"))
     assert deletes(cluster) == []
-    assert engine.start(REF, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
+    assert engine.start(PINNED, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
 
 
 def test_live_owner_keeps_its_run(make_engine: Callable[..., Engine], store: Store) -> None:
     engine = make_engine()
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with store.transaction() as tx:
         tx.update_run(run.id, status="running", owner="test-owner")
     assert engine.recover() == []
@@ -317,7 +323,7 @@ def test_concurrent_approvals_apply_once(
             store, registry, POLICY, cluster, cluster, clock, "test-owner", lambda o: True
         )
 
-    run = make().start(REF, {"nodes": "w2"}, who("alice"))
+    run = make().start(PINNED, {"nodes": "w2"}, who("alice"))
     approvers = ["bob", "carol", "dave"] * 3
     policy_all = dataclasses.replace(
         POLICY, groups={**POLICY.groups, "approvers": frozenset(approvers)}
@@ -368,9 +374,9 @@ def test_policy_file_rule_by_runbook_id(make_engine: Callable[..., Engine]) -> N
         groups={"approvers": frozenset({"bob"})}, rules={REF: RunbookRule(run=("user:zoe",))}
     )
     engine = make_engine(policy=policy)
-    assert engine.start(REF, {"nodes": "w2"}, who("zoe")).status == "awaiting_approval"
+    assert engine.start(PINNED, {"nodes": "w2"}, who("zoe")).status == "awaiting_approval"
     with pytest.raises(NotAllowed, match="it needs zoe"):
-        engine.start(REF, {"nodes": "w3"}, who("alice"))
+        engine.start(PINNED, {"nodes": "w3"}, who("alice"))
 
 
 def test_a_broken_notifier_does_not_break_a_run(
@@ -380,6 +386,6 @@ def test_a_broken_notifier_does_not_break_a_run(
         raise KeyError("template bug")
 
     store.subscribe(broken)
-    run = engine.start(REF, {"nodes": "w2"}, who("alice"))
+    run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     assert engine.approve(run.id, who("bob")).status == "succeeded"
     assert len(deletes(cluster)) == 1
