@@ -40,6 +40,8 @@ def _hide_bridge_sysctls(lab: Lab, node: NodeSpec) -> None:
     write_sysctl(node.netns, "net.bridge.bridge-nf-call-iptables", "0")
     write_sysctl(node.netns, "net.bridge.bridge-nf-call-ip6tables", "0")
     write_sysctl(node.netns, "net.ipv4.ip_forward", "0")
+    (node.dir / "etc-sysctl.d" / "99-kubernetes.conf").unlink(missing_ok=True)
+    (node.dir / "etc-modules-load.d" / "k8s.conf").unlink(missing_ok=True)
     empty = node.dir / "no-br-netfilter"
     empty.mkdir(exist_ok=True)
     node_exec(node, ["mount", "--bind", str(empty), "/proc/sys/net/bridge"])
@@ -51,6 +53,7 @@ def _show_bridge_sysctls(lab: Lab, node: NodeSpec) -> None:
     write_sysctl(node.netns, "net.bridge.bridge-nf-call-iptables", "1")
     write_sysctl(node.netns, "net.bridge.bridge-nf-call-ip6tables", "1")
     write_sysctl(node.netns, "net.ipv4.ip_forward", "1")
+    flannel.write_persistence(node)
     lab.restart_flannel(node)
 
 
@@ -248,11 +251,8 @@ def _delete_flannel(lab: Lab, node: NodeSpec) -> None:
 
 
 def _reinstall_flannel(lab: Lab, node: NodeSpec) -> None:
-    lab.api.create(objects.flannel_daemonset(lab.spec.nodes))
-    for n in lab.spec.all_nodes():
-        name = f"{FLANNEL_DS}-{objects.suffix(lab.spec.name, n.name, 'again')}"
-        lab.api.create(objects.flannel_pod(lab.spec, n, name, ready=False))
-        lab.start_flannel(n, name)
+    lab.api.create(objects.flannel_daemonset(lab.spec.nodes))  # the lab's controller adds pods
+    lab.settle()
 
 
 def _wrong_iface(lab: Lab, node: NodeSpec) -> None:
@@ -420,7 +420,7 @@ SCENARIOS: dict[str, Scenario] = {
             _show_bridge_sysctls,
             note="br_netfilter is built into this kernel and cannot be unloaded: the lab hides "
             "/proc/sys/net/bridge in the node's mount namespace, which is what flanneld and a "
-            "probe see; `modprobe` cannot bring it back there",
+            "probe see, and a lab `modprobe` in /usr/local/sbin removes that mount",
         ),
         Scenario(
             "stale-cni0",

@@ -58,6 +58,33 @@ def write_node_files(node: NodeSpec) -> None:
         path = bin_dir / plugin
         path.write_text(f"#!/bin/sh\n# lab stand-in for the {plugin} CNI plugin\nexit 0\n")
         path.chmod(0o755)
+    write_persistence(node)
+    modprobe = node.dir / "usr-local-sbin" / "modprobe"
+    modprobe.write_text(MODPROBE_SHIM)
+    modprobe.chmod(0o755)
+
+
+MODPROBE_SHIM = """#!/bin/sh
+# lab stand-in for modprobe (first in root's PATH on a lab node). The host kernel has
+# br_netfilter built in and cannot unload it, so the br-netfilter scenario hides
+# /proc/sys/net/bridge with a bind mount; "loading" the module removes that mount.
+# Other modules are reported loaded when the kernel has them, and never loaded for real.
+status=0
+for arg in "$@"; do
+  case "$arg" in
+    -*) ;;
+    br_netfilter) umount /proc/sys/net/bridge 2>/dev/null || true ;;
+    *) if [ ! -e "/sys/module/$arg" ]; then
+         echo "modprobe: FATAL: Module $arg not found" >&2; status=1
+       fi ;;
+  esac
+done
+exit $status
+"""
+
+
+def write_persistence(node: NodeSpec) -> None:
+    """The kubeadm prerequisites a provisioned node carries in /etc/sysctl.d, modules-load.d."""
     (node.dir / "etc-sysctl.d" / "99-kubernetes.conf").write_text(
         "net.bridge.bridge-nf-call-iptables = 1\n"
         "net.bridge.bridge-nf-call-ip6tables = 1\n"

@@ -10,6 +10,7 @@ prints for that failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -30,7 +31,7 @@ from bot.lab.network import (
     sshd_pid,
     teardown,
 )
-from bot.lab.nodes import ClientFiles, build_nodes, pod_ping
+from bot.lab.nodes import ClientFiles, build_nodes, pod_ping, sandbox_id
 from bot.lab.objects import FLANNEL_DS, FLANNEL_NS
 from bot.lab.topology import API_SERVICE_IP, LabSpec, NodeSpec
 
@@ -59,6 +60,8 @@ class Lab:
         self._lock = threading.RLock()
         self._workers: list[threading.Thread] = []
         self.faults: dict[str, set[str]] = {}
+        self._stop = threading.Event()
+        self._kubelet = threading.Thread(target=self._kubelet_loop, daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -68,6 +71,8 @@ class Lab:
             self.api.start()
             self._populate()
             self.api.on_delete(self._on_delete)
+            self.api.on_change(self._on_change)
+            self._kubelet.start()
             self.api.write_kubeconfig(self.kubeconfig, context=f"flannel-lab-{self.spec.name}")
             self.bot_config.write_text(self._bot_config())
             self._write_state()
@@ -77,6 +82,9 @@ class Lab:
         return self
 
     def down(self) -> None:
+        self._stop.set()
+        if self._kubelet.is_alive():
+            self._kubelet.join(timeout=10)
         self.api.stop()
         for worker in self._workers:
             worker.join(timeout=10)
@@ -181,6 +189,90 @@ class Lab:
         elif owner == "kube-proxy":
             self.api.create(objects.kube_proxy_pod(self.spec, node, new_name))
             self._spawn(lambda: self.start_kube_proxy(node, new_name))
+
+    def _on_change(self, verb: str, obj: dict[str, Any]) -> None:
+        """The DaemonSet controller's other half: a new flannel DaemonSet gets a pod per node."""
+        if verb != "create" or obj.get("kind") != "DaemonSet":
+            return
+        if obj["metadata"]["name"] != FLANNEL_DS or obj["metadata"].get("namespace") != FLANNEL_NS:
+            return
+        for node in self.spec.all_nodes():
+            if self.flannel_pod_on(node) is not None:
+                continue
+            name = f"{FLANNEL_DS}-{objects.suffix(self.spec.name, node.name, time.time_ns())}"
+            pod = objects.flannel_pod(self.spec, node, name, ready=False)
+            pod["status"]["phase"] = "Pending"
+            self.api.create(pod)
+            self._spawn(functools.partial(self.start_flannel, node, name))
+
+    def settle(self) -> None:
+        """Wait for the flannel and kube-proxy starts the lab's controllers have spawned."""
+        for worker in list(self._workers):
+            worker.join(timeout=30)
+
+    def _kubelet_loop(self) -> None:
+        """The kubelet's network readiness: a node NotReady for want of a CNI config turns Ready
+        within a second of a valid flannel config appearing in /etc/cni/net.d."""
+        while not self._stop.wait(1.0):
+            for node in self.spec.all_nodes():
+                try:
+                    self._kubelet_sync(node)
+                except (ApiError, OSError, ValueError):
+                    continue
+
+    def _kubelet_sync(self, node: NodeSpec) -> None:
+        self._retry_sandboxes(node)
+        api_node = self.api.get("nodes", node.name)
+        ready = next(
+            (c for c in api_node["status"].get("conditions", []) if c["type"] == "Ready"), None
+        )
+        if ready is None or ready["status"] == "True":
+            return
+        if "NetworkPluginNotReady" not in ready.get("message", ""):
+            return
+        conf = node.dir / "etc-cni-net.d" / "10-flannel.conflist"
+        text = conf.read_text() if conf.is_file() else ""
+        if not text.strip():
+            return
+        plugins = json.loads(text).get("plugins", [])
+        if not any(p.get("type") == "flannel" for p in plugins):
+            return
+        self.api.patch(
+            "nodes",
+            node.name,
+            {"status": {"conditions": objects.node_conditions(True, True)}},
+            patch_type="merge",
+            subresource="status",
+        )
+
+    def _retry_sandboxes(self, node: NodeSpec) -> None:
+        """The kubelet retrying a stuck pod's sandbox: it starts once the node's networking
+        would let the CNI plugin through (subnet.env, cni0 and flannel.1 addresses, a free IP)."""
+        stuck = self.api.list(
+            "pods", "default", field_selector=f"spec.nodeName={node.name},status.phase=Pending"
+        )
+        if not stuck or not self._sandbox_would_start(node):
+            return
+        for pod in stuck:
+            ip = node.pod_ip(99)
+            ipam = node.dir / "var-lib-cni" / "networks" / "cbr0"
+            (ipam / ip).write_text(f"{sandbox_id(node, 99)}\neth0")
+            status = objects.pod_status(node, True, 0, host_network=False, pod_ip=ip)
+            status["containerStatuses"] = [
+                objects.container_status("web", "registry.k8s.io/pause:3.9", True, 0)
+            ]
+            name = pod["metadata"]["name"]
+            self.api.patch("pods", name, {"status": status}, "default", "merge", "status")
+
+    def _sandbox_would_start(self, node: NodeSpec) -> bool:
+        if not (node.dir / "run-flannel" / "subnet.env").is_file():
+            return False
+        if self._addresses(node, "cni0") != [f"{node.gateway}/24"]:
+            return False
+        if self._addresses(node, "flannel.1") != [f"{node.vtep_ip}/32"]:
+            return False
+        ipam = node.dir / "var-lib-cni" / "networks" / "cbr0"
+        return sum(1 for _ in ipam.glob("10.*")) < 253
 
     def _spawn(self, work: Callable[[], object]) -> None:
         worker = threading.Thread(target=work, daemon=True)

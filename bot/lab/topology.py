@@ -83,6 +83,7 @@ PRIVATE_PATHS = {
     "/opt/cni/bin": "opt-cni-bin",
     "/etc/kubernetes": "etc-kubernetes",
     "/root": "root",
+    "/usr/local/sbin": "usr-local-sbin",
 }
 
 
