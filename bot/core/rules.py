@@ -645,6 +645,14 @@ def wrong_interface(ev: Evidence) -> Iterator[Finding]:
                 source, text = ev.log(pod)
                 for line in lines_matching(text, r"Using interface with name", 1):
                     lines.append(EvidenceLine(source, line))
+            device = next(
+                (
+                    name
+                    for name, link in links(ev, node.name).items()
+                    if any(a.split("/")[0] == node.internal_ip for a in inet(link))
+                ),
+                "",
+            )
             yield Finding(
                 "wrong-interface",
                 "critical",
@@ -656,8 +664,10 @@ def wrong_interface(ev: Evidence) -> Iterator[Finding]:
                 "that does not reach this node.",
                 lines,
                 Fix(
-                    "add --iface=<the InternalIP's interface> (or --iface-can-reach) to "
-                    "flanneld's args in the DaemonSet, then restart flannel"
+                    f"add --iface={device or '<the InternalIP interface>'} (or "
+                    "--iface-can-reach) to flanneld's args in the DaemonSet, then restart flannel",
+                    "flannel.repair" if device else None,
+                    {"iface": device} if device else {},
                 ),
             )
 
@@ -694,8 +704,8 @@ def forward_drop(ev: Evidence) -> Iterator[Finding]:
                 Fix(
                     f"iptables -A FORWARD -s {net} -j ACCEPT; iptables -A FORWARD -d {net} -j "
                     "ACCEPT (flanneld re-adds its rules when restarted)",
-                    "flannel.restart-pods",
-                    {"nodes": node, "namespace": flannel_namespace(ev)},
+                    "node.fix-forward-policy",
+                    {"node": node},
                 ),
             )
 

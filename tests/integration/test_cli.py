@@ -19,11 +19,11 @@ def test_runbooks_lists_versions_and_risk(env: BotEnv) -> None:
 
 
 def test_plan_shows_steps_with_risk_markers(env: BotEnv) -> None:
-    out = env.cli("plan", "flannel.restart-pods", "nodes=w2", check=True).stdout
+    out = env.cli("plan", "flannel.restart-pods@1.1.0", "nodes=w2", check=True).stdout
     assert "1. [read]" in out and "2. [DESTRUCTIVE]" in out
     assert "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)" in out
     data = json.loads(
-        env.cli("plan", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
+        env.cli("plan", "flannel.restart-pods@1.1.0", "nodes=w2", "--json", check=True).stdout
     )
     assert data["kind"] == "plan" and data["plan_hash"].startswith("sha256:")
     assert [s["risk"] for s in data["steps"]] == ["read", "destructive"]
@@ -31,7 +31,7 @@ def test_plan_shows_steps_with_risk_markers(env: BotEnv) -> None:
 
 def test_run_waits_refuses_self_approval_and_proceeds_after_approval(env: BotEnv) -> None:
     started = json.loads(
-        env.cli("run", "flannel.restart-pods", "nodes=w2", "--json", check=True).stdout
+        env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", "--json", check=True).stdout
     )
     assert started["status"] == "awaiting_approval" and started["id"] == 1
     self_approval = env.cli("approve", "1", user="alice")
@@ -50,14 +50,18 @@ def test_run_waits_refuses_self_approval_and_proceeds_after_approval(env: BotEnv
     [
         (["run", "flannel.nope", "nodes=w2"], "there is no runbook `flannel.nope`"),
         (["run", "flannel.restart-pods@7.0.0", "nodes=w2"], "has no version 7.0.0"),
-        (["run", "flannel.restart-pods"], "needs `nodes=<node[,node...]>`"),
-        (["run", "flannel.restart-pods", "nodes=w2;reboot"], "is not a valid node name"),
-        (["run", "flannel.restart-pods", "nodes=$(reboot)"], "is not a valid node name"),
+        (["run", "flannel.restart-pods@1.1.0"], "needs `nodes=<node[,node...]>`"),
+        (["run", "flannel.restart-pods"], "name the nodes (nodes=w1,w2) or all=true"),
+        (["run", "flannel.restart-pods@1.1.0", "nodes=w2;reboot"], "is not a valid node name"),
+        (["run", "flannel.restart-pods@1.1.0", "nodes=$(reboot)"], "is not a valid node name"),
         (
-            ["run", "flannel.restart-pods", "nodes=w9"],
+            ["run", "flannel.restart-pods@1.1.0", "nodes=w9"],
             "node `w9` is not in the cluster; known nodes: master, w1, w2, w3",
         ),
-        (["run", "flannel.restart-pods", "nodes=w2", "color=red"], "has no parameter `color`"),
+        (
+            ["run", "flannel.restart-pods@1.1.0", "nodes=w2", "color=red"],
+            "has no parameter `color`",
+        ),
         (["approve", "42"], "there is no run 42"),
         (["status", "42"], "there is no run 42"),
         (["approve", "x"], "`x` is not a run number"),
@@ -110,7 +114,7 @@ def test_diagnose_points_at_the_broken_node(env: BotEnv) -> None:
 def test_audit_verify_fails_and_names_the_tampered_event(
     env: BotEnv, tampering: list[str], expected: str
 ) -> None:
-    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", check=True)
     assert env.cli("audit", "verify").returncode == 0
     conn = sqlite3.connect(env.db)
     conn.execute("DROP TRIGGER events_no_update")
@@ -125,10 +129,10 @@ def test_audit_verify_fails_and_names_the_tampered_event(
 
 
 def test_deny_and_cancel_through_the_cli(env: BotEnv) -> None:
-    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", check=True)
     out = env.cli("deny", "1", "wait", "for", "the", "release", user="bob", check=True).stdout
     assert "DENIED" in out
-    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", check=True)
     assert "CANCELLED" in env.cli("cancel", "2", check=True).stdout
     assert env.events("denied")[0]["data"]["reason"] == "wait for the release"
 

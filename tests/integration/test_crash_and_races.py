@@ -28,7 +28,7 @@ def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
 ) -> None:
     # the replacement pod never turns Ready, so the approver's process sits in the post-check
     env = make_env(restart_seconds=3600)
-    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", check=True)
     approver = env.popen(
         "approve", "1", user="bob", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -60,13 +60,13 @@ def test_sigkill_mid_step_leaves_the_run_interrupted_and_nothing_reapplied(
     ]
     assert len(deletes) == 1  # applied once, by the killed process, never again
     # the node lock went with the interrupted run: a new run (and a new approval) is possible
-    again = env.cli("run", "flannel.restart-pods", "nodes=w2", check=True).stdout
+    again = env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", check=True).stdout
     assert "AWAITING_APPROVAL" in again
 
 
 def test_simultaneous_approvals_from_processes_apply_once(make_env: Callable[..., BotEnv]) -> None:
     env = make_env(restart_seconds=0.5)
-    env.cli("run", "flannel.restart-pods", "nodes=w2", check=True)
+    env.cli("run", "flannel.restart-pods@1.1.0", "nodes=w2", check=True)
     procs = [
         env.popen("approve", "1", user=u, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for u in ("bob", "carol", "dave")

@@ -50,7 +50,7 @@ def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(env: BotE
     prompt = Prompt(proc)
     try:
         prompt.expect("/flannel> ")
-        prompt.send("/flannel run flannel.restart-pods nodes=w2")
+        prompt.send("/flannel run flannel.restart-pods@1.1.0 nodes=w2")
         out = prompt.expect("AWAITING_APPROVAL")
         assert "[run 1] step 1/2 [read] Show the flannel pods on the nodes" in out
         assert out.index("[run 1] step 1/2") < out.index("Run 1: flannel.restart-pods@1.1.0")
@@ -60,7 +60,7 @@ def test_shell_runs_shows_progress_and_sees_an_approval_from_elsewhere(env: BotE
         assert "SUCCEEDED" in bob.stdout
         out = prompt.expect("[run 1] SUCCEEDED")  # followed from the database, live
         assert "[run 1] approved by @bob (1/1)" in out
-        prompt.send("run flannel.restart-pods nodes='w2;reboot'")
+        prompt.send("run flannel.restart-pods@1.1.0 nodes='w2;reboot'")
         prompt.expect("is not a valid node name")
         prompt.send("quit")
         assert proc.wait(timeout=10) == 0

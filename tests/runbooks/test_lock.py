@@ -22,8 +22,8 @@ def test_every_runbook_version_matches_the_lock_file() -> None:
 def test_several_versions_coexist_and_the_newest_is_default() -> None:
     registry = Registry.from_package("runbooks")
     refs = [rb.ref for rb in registry.all()]
-    assert {"flannel.restart-pods@1.0.0", "flannel.restart-pods@1.1.0"} <= set(refs)
-    assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.1.0"
+    assert {f"flannel.restart-pods@1.{n}.0" for n in range(3)} <= set(refs)
+    assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.2.0"
 
 
 @pytest.fixture
@@ -58,13 +58,31 @@ def test_editing_code_without_a_version_bump_is_caught(copied_runbooks: tuple[st
 
 def test_a_new_version_must_be_recorded(copied_runbooks: tuple[str, Path]) -> None:
     name, folder = copied_runbooks
-    src = (folder / "flannel_restart_pods_v1_1_0.py").read_text()
-    (folder / "flannel_restart_pods_v1_2_0.py").write_text(
-        src.replace('VERSION = "1.1.0"', 'VERSION = "1.2.0"')
+    src = (folder / "flannel_restart_pods_v1_2_0.py").read_text()
+    (folder / "flannel_restart_pods_v1_3_0.py").write_text(
+        src.replace('VERSION = "1.2.0"', 'VERSION = "1.3.0"')
     )
     importlib.invalidate_caches()
     registry = Registry.from_package(name)
     lock = read_lock(folder / "runbooks.lock")
-    assert [p.ref for p in registry.lock_problems(lock)] == ["flannel.restart-pods@1.2.0"]
+    assert [p.ref for p in registry.lock_problems(lock)] == ["flannel.restart-pods@1.3.0"]
     assert registry.lock_problems(registry.updated_lock(lock)) == []
-    assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.2.0"
+    assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.3.0"
+
+
+def test_editing_a_shared_helper_changes_every_runbook_that_imports_it(
+    copied_runbooks: tuple[str, Path],
+) -> None:
+    name, folder = copied_runbooks
+    helper = folder / "_common.py"
+    helper.write_text(helper.read_text() + "\n# a harmless-looking edit\n")
+    importlib.invalidate_caches()
+    registry = Registry.from_package(name)
+    changed = {p.ref for p in registry.lock_problems(read_lock(folder / "runbooks.lock"))}
+    users = {
+        rb.ref
+        for rb in registry.all()
+        if "_common" in Path(sys.modules[rb.module].__file__ or "").read_text()
+    }
+    assert "node.fix-br-netfilter@1.0.0" in users and "node.check@1.0.0" not in users
+    assert changed == users

@@ -15,7 +15,7 @@ from tests.fakes import FakeClock
 
 def busy_log(engine: Engine) -> int:
     """A realistic log: a run requested, self-approval refused, approved, applied, verified."""
-    run = engine.start("flannel.restart-pods", {"nodes": "w2"}, who("alice"))
+    run = engine.start("flannel.restart-pods@1.1.0", {"nodes": "w2"}, who("alice"))
     engine.approve(run.id, who("bob"))
     return len(engine.store.events())
 

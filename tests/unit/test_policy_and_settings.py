@@ -19,7 +19,7 @@ def test_anyone_may_run_a_read_only_runbook_and_it_needs_no_approval(
 
 
 def test_read_only_runs_take_no_node_lock(engine: Engine) -> None:
-    engine.start("flannel.restart-pods", {"nodes": "w1"}, who("alice"))
+    engine.start("flannel.restart-pods@1.1.0", {"nodes": "w1"}, who("alice"))
     assert engine.start("test.show-node", {"node": "w1"}, who("bob")).status == "succeeded"
 
 

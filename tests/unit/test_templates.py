@@ -36,8 +36,8 @@ def test_every_reply_and_event_renders(
         "runbooks",
         "diagnose",
         "diagnose w1",
-        "plan flannel.restart-pods nodes=w2",
-        "run flannel.restart-pods nodes=w2",
+        "plan flannel.restart-pods@1.1.0 nodes=w2",
+        "run flannel.restart-pods@1.1.0 nodes=w2",
         "status",
         "status 1",
         "audit",
@@ -54,7 +54,7 @@ def test_every_reply_and_event_renders(
         assert renderer.reply(reply).strip(), text
     kinds.add(service.handle("approve 1", who("bob")).kind)
     kinds.add(service.handle("deny 2 no", who("bob")).kind)
-    kinds.add(service.handle("run flannel.restart-pods nodes=w2", who("alice")).kind)
+    kinds.add(service.handle("run flannel.restart-pods@1.1.0 nodes=w2", who("alice")).kind)
     kinds.add(service.handle("cancel 3", who("alice")).kind)
     assert kinds == REPLY_KINDS
     rendered = {e.kind: renderer.event(e) for e in store.events()}

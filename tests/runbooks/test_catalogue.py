@@ -1,0 +1,64 @@
+"""The shipped runbooks as a set: every fix diagnose offers exists, and every change is proven."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from bot.core import rules
+from bot.core.params import parse_params
+from bot.core.registry import Registry
+from bot.core.runbook import Risk
+
+REGISTRY = Registry.from_package("runbooks")
+
+FINDING_IDS = {
+    "br-netfilter-missing", "ip-forward-disabled", "flannel-crashloop", "stale-interface-address",
+    "ipam-exhausted", "cni-config-invalid", "kube-proxy-config-invalid", "apiserver-unreachable",
+    "ipvs-local-route", "flannel-not-deployed", "flannel-rbac-missing", "wrong-interface",
+    "forward-drop", "subnet-env-missing", "vxlan-peer-missing",
+}  # fmt: skip
+EXPECTED = {
+    "node.check", "flannel.restart-pods", "node.fix-br-netfilter", "node.clean-interfaces",
+    "node.release-leaked-ips", "node.restore-cni-config", "kube-proxy.fix-config",
+    "node.fix-ipvs-local-route", "flannel.repair", "node.fix-forward-policy",
+}  # fmt: skip
+
+
+def test_every_runbook_the_issue_names_is_installed() -> None:
+    assert {rb.id for rb in REGISTRY.newest()} == EXPECTED
+
+
+def test_every_changing_runbook_proves_its_fix_with_real_finding_ids() -> None:
+    source = inspect.getsource(rules)
+    for rb in REGISTRY.newest():
+        if rb.risk is Risk.READ:
+            assert rb.verifies == (), rb.ref
+            continue
+        assert rb.verifies, f"{rb.ref} changes things but names no finding to verify"
+        unknown = set(rb.verifies) - FINDING_IDS
+        assert not unknown, f"{rb.ref} verifies unknown findings {unknown}"
+        for fid in rb.verifies:
+            assert f'"{fid}"' in source, f"no rule yields {fid}"
+
+
+def test_the_fixes_diagnose_suggests_name_installed_runbooks_with_valid_params() -> None:
+    source = inspect.getsource(rules)
+    for rb in REGISTRY.newest():
+        if rb.id != "node.check":
+            assert f'"{rb.id}"' in source, f"no finding suggests {rb.ref}"
+    # the parameter shapes the rules produce parse against the runbook that takes them
+    samples = {
+        "node.fix-br-netfilter": {"node": "w2"},
+        "node.clean-interfaces": {"node": "w2"},
+        "node.release-leaked-ips": {"node": "w2"},
+        "node.restore-cni-config": {"node": "w2"},
+        "node.fix-ipvs-local-route": {"node": "w2"},
+        "node.fix-forward-policy": {"node": "w2"},
+        "flannel.restart-pods": {"nodes": "w2", "namespace": "kube-flannel"},
+        "flannel.repair": {"iface": "eth0"},
+        "kube-proxy.fix-config": {},
+    }
+    for rid, params in samples.items():
+        rb = REGISTRY.get(rid)
+        assert dataclasses.is_dataclass(parse_params(rb.params, params, rb.ref))
