@@ -244,7 +244,9 @@ class Engine:
         if not runbook.verifies:
             return ""
         nodes = list(node_names_in(plan.params))
-        deadline = self.clock.now() + timedelta(seconds=runbook.verify_timeout)
+        # after a change, give the cluster time to settle; with no change, look once
+        wait = runbook.verify_timeout if plan.changes_anything else 0.0
+        deadline = self.clock.now() + timedelta(seconds=wait)
         attempts = 0
         while True:
             attempts += 1
@@ -278,8 +280,13 @@ class Engine:
             )
         if left:
             first = left[0]
+            lead = (
+                "the fix did not take"
+                if plan.changes_anything
+                else "nothing here needed changing, yet diagnose still shows the problem"
+            )
             raise StepFailed(
-                f"the fix did not take: {detail}. Evidence: "
+                f"{lead}: {detail}. Evidence: "
                 + "; ".join(f"{e.source}: {e.text}" for e in first.evidence[:3])
                 + f". Next: run `diagnose {' '.join(nodes)}`".rstrip()
                 + " and follow its first finding"

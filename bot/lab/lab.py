@@ -165,6 +165,7 @@ class Lab:
     def _on_delete(self, verb: str, obj: dict[str, Any]) -> None:
         if obj.get("kind") != "Pod":
             return
+        self._release_ip(obj)
         owners = obj["metadata"].get("ownerReferences") or []
         owner = next((o["name"] for o in owners if o.get("kind") == "DaemonSet"), None)
         node_name = obj["spec"].get("nodeName")
@@ -273,6 +274,15 @@ class Lab:
             return False
         ipam = node.dir / "var-lib-cni" / "networks" / "cbr0"
         return sum(1 for _ in ipam.glob("10.*")) < 253
+
+    def _release_ip(self, pod: dict[str, Any]) -> None:
+        """CNI DEL: a deleted pod's host-local reservation goes with it."""
+        ip = (pod.get("status") or {}).get("podIP")
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not ip or not node_name or (pod.get("spec") or {}).get("hostNetwork"):
+            return
+        node = self.spec.by_name(node_name)
+        (node.dir / "var-lib-cni" / "networks" / "cbr0" / ip).unlink(missing_ok=True)
 
     def _spawn(self, work: Callable[[], object]) -> None:
         worker = threading.Thread(target=work, daemon=True)
