@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.core.executors import NodeInfo, PodInfo
-from bot.core.runbook import Action, CheckResult, DeletePod, Facts, WaitForPod
+from bot.core.runbook import Action, CheckResult, DeletePod, Disruption, Facts, WaitForPod
 from bot.errors import ExecutorError, ParameterError
 
 FLANNEL_LABEL = "app=flannel"
 FLANNEL_NAMESPACES = ("kube-flannel", "kube-system")
 KUBE_PROXY_LABEL = "k8s-app=kube-proxy"
-RESTART_NOTE = "pod traffic on {node} may blip for a few seconds while flanneld restarts"
+RESTART_NOTES = {
+    "flanneld": "new pods on {node} cannot start and routes to new peers wait while flanneld "
+    "restarts (~5-10 s); running pods keep their addresses and traffic",
+    "kube-proxy": "Service rules on {node} are not updated while kube-proxy restarts (~5 s); "
+    "existing rules keep working",
+}
 
 
 def node_info(facts: Facts, node: str) -> NodeInfo:
@@ -37,21 +42,37 @@ def flannel_pods(facts: Facts, node: str | None = None) -> list[PodInfo]:
 
 
 def restart_flannel(facts: Facts, node: str, needed: bool) -> list[Action]:
-    """Delete the node's flannel pod and wait for its replacement to be Ready: when `needed`
-    (an earlier step changes what flanneld reads at start) or when it is not Ready now."""
+    """Delete the node's flannel pod and wait for its replacement to be Ready, when `needed`:
+    an earlier step changes what flanneld reads at start. A flannel pod failing for another
+    reason is not this runbook's to restart; the diagnose-verify names it instead."""
+    if not needed:
+        return []
     pods = flannel_pods(facts, node)
     if not pods:
-        if needed:
-            raise ParameterError(
-                f"there is no flannel pod on {node} to restart; run `diagnose {node}` "
-                "(flannel.repair recreates a missing DaemonSet)"
-            )
-        return []
-    if not needed and all(p.ready for p in pods):
-        return []
+        raise ParameterError(
+            f"there is no flannel pod on {node} to restart; run `diagnose {node}` "
+            "(flannel.repair recreates a missing DaemonSet)"
+        )
+    return restart_on_node(pods, FLANNEL_LABEL)
+
+
+def rolling(pods: Sequence[PodInfo], label: str) -> list[Action]:
+    """A rolling restart: node by node, each node's pods deleted and their replacement awaited
+    before the next node, so the first failure stops the run with the rest untouched."""
+    by_node: dict[str, list[PodInfo]] = {}
+    for pod in pods:
+        by_node.setdefault(pod.node, []).append(pod)
+    return [a for node in sorted(by_node) for a in restart_on_node(by_node[node], label)]
+
+
+def restart_on_node(pods: Sequence[PodInfo], label: str) -> list[Action]:
+    """Delete one node's pods of a DaemonSet and wait for the replacement, saying what blips."""
+    node = pods[0].node
+    what = "flanneld" if label == FLANNEL_LABEL else "kube-proxy"
     return [
+        Disruption(node, RESTART_NOTES[what].format(node=node)),
         *(DeletePod(p.namespace, p.name, node) for p in pods),
-        WaitForPod(pods[0].namespace, FLANNEL_LABEL, node, tuple(p.name for p in pods)),
+        WaitForPod(pods[0].namespace, label, node, tuple(p.name for p in pods)),
     ]
 
 

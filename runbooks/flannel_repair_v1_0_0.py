@@ -23,7 +23,6 @@ from bot.core.runbook import (
     Action,
     CheckResult,
     CreateObject,
-    DeletePod,
     Facts,
     InterfaceName,
     PatchDaemonSet,
@@ -33,7 +32,7 @@ from bot.core.runbook import (
 )
 from bot.errors import ExecutorError, ParameterError
 
-from ._common import FLANNEL_LABEL, flannel_pods, replacements_ready
+from ._common import FLANNEL_LABEL, flannel_pods, replacements_ready, rolling
 from ._kube_flannel_v0_26_1 import MANIFEST
 
 ID = "flannel.repair"
@@ -202,10 +201,4 @@ def restart(facts: Facts, p: Params) -> list[Action]:
     pods = flannel_pods(facts)
     if not patched:
         pods = [pod for pod in pods if not pod.ready]
-    actions: list[Action] = []
-    for pod in sorted(pods, key=lambda x: x.node):
-        actions += [
-            DeletePod(pod.namespace, pod.name, pod.node),
-            WaitForPod(pod.namespace, FLANNEL_LABEL, pod.node, (pod.name,)),
-        ]
-    return actions
+    return rolling(pods, FLANNEL_LABEL)

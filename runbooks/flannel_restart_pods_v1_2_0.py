@@ -14,10 +14,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from bot.core.runbook import Action, DeletePod, Facts, ListPods, NodeName, Risk, WaitForPod, step
+from bot.core.runbook import Action, Facts, ListPods, NodeName, Risk, step
 from bot.errors import ParameterError
 
-from ._common import FLANNEL_LABEL, replacements_ready
+from ._common import FLANNEL_LABEL, replacements_ready, rolling
 
 ID = "flannel.restart-pods"
 VERSION = "1.2.0"
@@ -75,10 +75,4 @@ def restart(facts: Facts, p: Params) -> list[Action]:
     if not p.force:
         failing = {n for f in facts.diagnose(nodes) if f.id in VERIFIES for n in f.nodes}
         nodes = [n for n in nodes if n in failing or not all(x.ready for x in pods[n])]
-    actions: list[Action] = []
-    for node in nodes:
-        actions += [DeletePod(x.namespace, x.name, node) for x in pods[node]]
-        actions.append(
-            WaitForPod(p.namespace.value, FLANNEL_LABEL, node, tuple(x.name for x in pods[node]))
-        )
-    return actions
+    return rolling([x for node in nodes for x in pods[node]], FLANNEL_LABEL)

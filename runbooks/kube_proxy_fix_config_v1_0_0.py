@@ -22,16 +22,14 @@ from bot.core.kube_proxy_config import suggestion, unknown_fields
 from bot.core.runbook import (
     Action,
     CheckResult,
-    DeletePod,
     Facts,
     PatchConfigMap,
     Risk,
-    WaitForPod,
     step,
 )
 from bot.errors import ExecutorError, ParameterError
 
-from ._common import KUBE_PROXY_LABEL, flannel_pods, replacements_ready
+from ._common import FLANNEL_LABEL, KUBE_PROXY_LABEL, flannel_pods, replacements_ready, rolling
 
 ID = "kube-proxy.fix-config"
 VERSION = "1.0.0"
@@ -123,14 +121,6 @@ def needs_fix(facts: Facts) -> bool:
     return corrected(text) != text
 
 
-def rolling(pods: list[Any], label: str) -> list[Action]:
-    actions: list[Action] = []
-    for pod in sorted(pods, key=lambda x: x.node):
-        actions.append(DeletePod(pod.namespace, pod.name, pod.node))
-        actions.append(WaitForPod(pod.namespace, label, pod.node, (pod.name,)))
-    return actions
-
-
 @step("Rename the unknown fields in kube-proxy's config", risk=Risk.DESTRUCTIVE, check=config_valid)
 def fix_config(facts: Facts, p: Params) -> list[Action]:
     text = current(facts)
@@ -169,4 +159,4 @@ def restart_kube_proxy(facts: Facts, p: Params) -> list[Action]:
     check=api_reachable,
 )
 def restart_flannel(facts: Facts, p: Params) -> list[Action]:
-    return rolling([pod for pod in flannel_pods(facts) if not pod.ready], "app=flannel")
+    return rolling([pod for pod in flannel_pods(facts) if not pod.ready], FLANNEL_LABEL)

@@ -80,12 +80,14 @@ def test_the_bot_restarts_flannel_on_the_lab_with_approval(
     before = {p["metadata"]["name"] for p in flannel_lab.api.list("pods", "kube-flannel")}
     diagnose = bot("alice", "diagnose", "w2")
     assert diagnose.returncode == 0 and "w2" in diagnose.stdout, diagnose.stderr
-    started = bot("alice", "run", "flannel.restart-pods", "nodes=w2")
+    # flannel is healthy on w2, so only force=true restarts it
+    assert "SUCCEEDED" in bot("alice", "run", "flannel.restart-pods", "nodes=w2").stdout
+    started = bot("alice", "run", "flannel.restart-pods", "nodes=w2", "force=true")
     assert "AWAITING_APPROVAL" in started.stdout, started.stdout + started.stderr
-    approved = bot("bob", "approve", "1")
+    approved = bot("bob", "approve", "2")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert "SUCCEEDED" in approved.stdout
-    assert "check new_pods_ready: passed" in approved.stderr
+    assert "check replacements_ready: passed" in approved.stderr
     after = {p["metadata"]["name"] for p in flannel_lab.api.list("pods", "kube-flannel")}
     assert len(after - before) == 1
     assert bot("alice", "audit", "verify").returncode == 0

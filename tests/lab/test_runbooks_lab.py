@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bot.core.engine import Requester
-from bot.errors import ApprovalRefused
+from bot.errors import ApprovalRefused, NotAllowed, ParameterError, UnknownNode
 from bot.lab import faults
 from bot.lab.lab import Lab
 from bot.lab.network import in_netns
@@ -157,6 +157,7 @@ def lab_state(lab: Lab, node: str) -> str:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> None:
     lab = flannel_lab
+    pods_before = {p["metadata"]["name"] for p in lab.api.list("pods", "default")}
     faults.inject(lab, case.scenario, case.node)
     fixed = False
     try:
@@ -202,7 +203,7 @@ def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> N
         # pods the incident left stuck (and the kubelet may since have started) go, with
         # their IPAM reservations, so the next case starts from the lab as built
         for pod in lab.api.list("pods", "default"):
-            if pod["metadata"]["name"].startswith(f"web-{case.node}-"):
+            if pod["metadata"]["name"] not in pods_before:
                 lab.api.delete("pods", pod["metadata"]["name"], "default")
         write_ipam(lab.spec.by_name(case.node), lab.spec.pods_per_node)
         if case.cleanup is not None:
@@ -211,3 +212,103 @@ def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> N
             with contextlib.suppress(Exception):
                 faults.undo(lab, case.scenario, case.node)
         lab.faults.get(case.scenario, set()).discard(case.node)
+
+
+MALLORY = Requester("mallory", {"adapter": "test", "user": "mallory"})
+
+
+def test_a_non_approver_cannot_approve_and_nothing_changes(flannel_lab: Lab, app: App) -> None:
+    faults.inject(flannel_lab, "forward-drop", "w2")
+    try:
+        before = lab_state(flannel_lab, "w2")
+        run = app.engine.start("node.fix-forward-policy", {"node": "w2"}, ALICE)
+        with pytest.raises(NotAllowed, match="mallory"):
+            app.engine.approve(run.id, MALLORY)
+        app.engine.deny(run.id, BOB, "not now")
+        assert app.store.run(run.id).status == "denied"
+        assert lab_state(flannel_lab, "w2") == before
+    finally:
+        faults.undo(flannel_lab, "forward-drop", "w2")
+
+
+NODE_RUNBOOKS = [
+    ("node.fix-br-netfilter", {}),
+    ("node.clean-interfaces", {}),
+    ("node.release-leaked-ips", {}),
+    ("node.restore-cni-config", {}),
+    ("node.fix-ipvs-local-route", {}),
+    ("node.fix-forward-policy", {}),
+    ("flannel.restart-pods", {"nodes": "w1"}),
+    ("flannel.repair", {}),
+    ("kube-proxy.fix-config", {}),
+]
+
+
+@pytest.mark.parametrize(("runbook", "params"), NODE_RUNBOOKS, ids=[r for r, _ in NODE_RUNBOOKS])
+def test_on_a_healthy_node_there_is_nothing_to_do(
+    runbook: str, params: dict[str, str], flannel_lab: Lab, app: App
+) -> None:
+    params = params or ({"node": "w1"} if runbook.startswith("node.") else {})
+    before = lab_state(flannel_lab, "w1")
+    plan = app.engine.plan(runbook, params, ALICE)
+    assert not plan.changes_anything, [a.render() for s in plan.steps for a in s.actions]
+    run = app.engine.start(runbook, params, ALICE)
+    assert run.status == "succeeded", run.error
+    assert lab_state(flannel_lab, "w1") == before
+
+
+def test_the_wrong_node_is_left_alone_and_the_run_says_the_problem_is_still_there(
+    flannel_lab: Lab, app: App
+) -> None:
+    """br_netfilter is missing on w2; the runbook is pointed at w1 by mistake."""
+    faults.inject(flannel_lab, "br-netfilter", "w2")
+    try:
+        before = lab_state(flannel_lab, "w1")
+        run = app.engine.start("node.fix-br-netfilter", {"node": "w1"}, ALICE)
+        assert run.status == "succeeded" and lab_state(flannel_lab, "w1") == before
+        assert findings(app)[0]["id"] == "br-netfilter-missing"  # w2 still broken
+        with pytest.raises(UnknownNode, match="known nodes: w1, w2, w3"):
+            app.engine.start("node.fix-br-netfilter", {"node": "w9"}, ALICE)
+        with pytest.raises(ParameterError, match="not a valid node name"):
+            app.engine.start("node.fix-br-netfilter", {"node": "w2;reboot"}, ALICE)
+    finally:
+        faults.undo(flannel_lab, "br-netfilter", "w2")
+
+
+def test_a_fix_that_does_not_take_fails_the_run_with_the_evidence(
+    flannel_lab: Lab, app: App
+) -> None:
+    """cni0 on w2 carries a stale address, and someone runs the br_netfilter fix there: it has
+    nothing to change, and the run must say the problem is still there instead of succeeding."""
+    pods_before = {p["metadata"]["name"] for p in flannel_lab.api.list("pods", "default")}
+    faults.inject(flannel_lab, "stale-cni0", "w2")
+    try:
+        run = app.engine.start("node.fix-br-netfilter", {"node": "w2"}, ALICE)
+        assert run.status == "failed"
+        assert "nothing here needed changing, yet diagnose still shows" in (run.error or "")
+        assert "flannel-crashloop" in (run.error or "") and "Next: run `diagnose w2`" in (
+            run.error or ""
+        )
+        verify = [e for e in app.store.events(run_id=run.id) if e.kind == "verify"][-1]
+        assert not verify.data["ok"] and verify.data["findings"][0]["evidence"]
+    finally:
+        faults.undo(flannel_lab, "stale-cni0", "w2")
+        for pod in flannel_lab.api.list("pods", "default"):
+            if pod["metadata"]["name"] not in pods_before:
+                flannel_lab.api.delete("pods", pod["metadata"]["name"], "default")
+
+
+def test_node_check_reports_without_changing_anything(flannel_lab: Lab, app: App) -> None:
+    faults.inject(flannel_lab, "ipvs-local-route", "w3")
+    try:
+        before = lab_state(flannel_lab, "w3")
+        run = app.engine.start("node.check", {"node": "w3"}, ALICE)
+        assert run.status == "succeeded" and lab_state(flannel_lab, "w3") == before
+        events = app.store.events(run_id=run.id)
+        outputs = [e for e in events if e.kind == "action_finished"]
+        assert len(outputs) == 18  # every probe ran, failing ones recorded
+        report = [e for e in events if e.kind == "check"][-1].data["detail"]
+        assert "CRITICAL ipvs-local-route" in report
+        assert "run node.fix-ipvs-local-route node=w3" in report
+    finally:
+        faults.undo(flannel_lab, "ipvs-local-route", "w3")
