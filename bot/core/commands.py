@@ -31,7 +31,7 @@ SUMMARY: Mapping[str, str] = {
     "diagnose": "gather evidence from the API and the nodes and name what is broken",
     "runbooks": "list runbooks with their versions and risk",
     "plan": "show every step a runbook would take, without changing anything",
-    "run": "start a runbook; destructive steps wait for approval",
+    "run": "start a runbook; a plan with destructive steps waits for approval before any change",
     "approve": "approve a run that waits for approval (not your own)",
     "deny": "deny a run that waits for approval; the run ends",
     "cancel": "withdraw a run before it finishes",

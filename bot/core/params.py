@@ -34,6 +34,10 @@ def describe_params(cls: type) -> list[dict[str, Any]]:
         default: Any = None
         if f.default is not dataclasses.MISSING:
             default = f.default.value if isinstance(f.default, enum.Enum) else f.default
+            if isinstance(default, bool):
+                default = "true" if default else "false"
+            elif default in ("", ()):
+                default = None  # optional, nothing by default
         out.append(
             {
                 "name": f.name,

@@ -125,7 +125,18 @@ class Service:
                     {
                         "commands": [
                             {"verb": v, "usage": c.USAGE[v], "summary": c.SUMMARY[v]} for v in verbs
+                        ],
+                        "runbooks": [
+                            {
+                                "id": rb.id,
+                                "version": str(rb.version),
+                                "risk": rb.risk.value,
+                                "summary": rb.summary,
+                            }
+                            for rb in engine.registry.newest()
                         ]
+                        if topic is None
+                        else [],
                     },
                 )
             case c.ListRunbooks():
