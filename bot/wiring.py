@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.engine import Engine
-from bot.core.executors import ClusterReader, KubeExecutor, NodeExecutor
+from bot.core.executors import KubeExecutor, NodeExecutor
 from bot.core.registry import Registry
 from bot.core.service import Service
 from bot.errors import ExecutorError
@@ -84,8 +83,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         owner=this_process(),
         owner_alive=owner_alive,
         check_interval=settings.check_interval,
+        probe_nodes=not isinstance(nodes, SnapshotCluster),
     )
-    reader = cast(ClusterReader, kube)
     prober = None if isinstance(nodes, SnapshotCluster) else nodes
-    service = Service(engine, store, reader, prober)
+    service = Service(engine, store, kube, prober)
     return App(settings, store, engine, service, Renderer(settings.templates_dir))

@@ -32,9 +32,8 @@ else
   say "(not root: diagnosing the bundled support bundle examples/dump)"
   as alice diagnose --dump dump
   say "the approval flow, on the recorded example cluster"
-  # a recording cannot be probed, so this uses the restart-pods version without diagnose-verify
-  as alice plan flannel.restart-pods@1.1.0 nodes=w2
-  as alice run flannel.restart-pods@1.1.0 nodes=w2
+  as alice plan flannel.restart-pods nodes=w2
+  as alice run flannel.restart-pods nodes=w2
   as alice approve 1
   as bob approve 1
 fi

@@ -72,9 +72,10 @@ class StepFailed(BotError):
 class LiveFacts:
     """The read-only view planners and checks get: the cluster through the executors."""
 
-    def __init__(self, kube: ClusterReader, nodes: NodeExecutor) -> None:
+    def __init__(self, kube: ClusterReader, nodes: NodeExecutor, probe: bool = True) -> None:
         self._kube = kube
         self._nodes = nodes
+        self.probes = probe
 
     @property
     def kube(self) -> ClusterReader:
@@ -84,7 +85,7 @@ class LiveFacts:
         return self._nodes.run(node, argv, timeout)
 
     def diagnose(self, nodes: Sequence[str] = ()) -> list[Finding]:
-        return diagnose(collect(self._kube, self._nodes, nodes))
+        return diagnose(collect(self._kube, self._nodes if self.probes else None, nodes))
 
 
 class Engine:
@@ -99,7 +100,10 @@ class Engine:
         owner: str,
         owner_alive: Callable[[str], bool],
         check_interval: float = 1.0,
+        probe_nodes: bool = True,
     ) -> None:
+        """`probe_nodes=False` where the node executor is a recording that cannot run diagnose's
+        probes: diagnose-verify then judges by the API alone."""
         self.store = store
         self.registry = registry
         self.policy = policy
@@ -109,7 +113,7 @@ class Engine:
         self.owner = owner
         self.owner_alive = owner_alive
         self.check_interval = check_interval
-        self.facts = LiveFacts(kube, nodes)
+        self.facts = LiveFacts(kube, nodes, probe_nodes)
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -264,6 +268,8 @@ class Engine:
             if not left
             else "; ".join(f"{f.id}: {f.summary}" for f in left)
         )
+        if not self.facts.probes:
+            detail += " (judged from the API alone: this cluster's nodes cannot be probed)"
         with self.store.transaction() as tx:
             tx.append_event(
                 "verify",

@@ -291,6 +291,11 @@ def test_a_fix_that_does_not_take_fails_the_run_with_the_evidence(
         )
         verify = [e for e in app.store.events(run_id=run.id) if e.kind == "verify"][-1]
         assert not verify.data["ok"] and verify.data["findings"][0]["evidence"]
+        # the right runbook refuses to cut running pods off unless the plan says it will
+        with pytest.raises(ParameterError, match=r"1 running pod\(s\) on w2 use cni0"):
+            app.engine.plan("node.clean-interfaces", {"node": "w2"}, ALICE)
+        plan = app.engine.plan("node.clean-interfaces", {"node": "w2", "disrupt_pods": "1"}, ALICE)
+        assert "DISRUPTS w2: 1 pod(s) lose pod networking" in plan.steps[0].actions[0].render()
     finally:
         faults.undo(flannel_lab, "stale-cni0", "w2")
         for pod in flannel_lab.api.list("pods", "default"):
