@@ -215,6 +215,19 @@ class Tx:
             )
         ]
 
+    # -- deliveries -----------------------------------------------------------------------------
+
+    def first_delivery(self, key: str, source: str) -> bool:
+        """Record that the request `key` arrived; False when it had arrived before (a retry,
+        a redelivery or a double click), so the caller does nothing the second time."""
+        try:
+            self.db.table("deliveries").insert(
+                {"key": key, "source": source, "received_at": self.now()}
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
     # -- change locks ---------------------------------------------------------------------------
 
     def lock_targets(self, targets: Sequence[str], run_id: int, requester: str) -> None:
@@ -329,6 +342,11 @@ class Store:
             _to_run(r)
             for r in self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])
         ]
+
+    def head_hash(self) -> str:
+        """The chain head's hash (cheap: one row); `verify` proves it."""
+        row = self.db.execute("SELECT last_hash FROM chain_head").fetchone()
+        return str(row[0]) if row else ""
 
     def last_event_id(self) -> int:
         row = self.db.execute("SELECT last_event_id FROM chain_head").fetchone()

@@ -68,4 +68,12 @@ MIGRATIONS: list[str] = [
         acquired_at TEXT NOT NULL
     );
     """,
+    # 2: deliveries already handled, so a retried or redelivered request is done once
+    """
+    CREATE TABLE deliveries (
+        key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    """,
 ]

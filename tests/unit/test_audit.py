@@ -9,6 +9,7 @@ import pytest
 from bot.core.engine import Engine
 from bot.store import Store
 from bot.store.audit import event_hash
+from bot.store.migrations import MIGRATIONS
 from tests.conftest import who
 from tests.fakes import FakeClock
 
@@ -137,5 +138,20 @@ def test_durability_settings_and_migrations(tmp_path: Path, clock: FakeClock) ->
     with store.transaction() as tx:
         tx.append_event("command", actor="alice", data={"text": "help"})
     again = Store(tmp_path / "a.db", clock)  # re-opening does not re-apply migrations
-    assert [r[0] for r in again.db.execute("SELECT version FROM schema_migrations")] == [1]
+    versions = [r[0] for r in again.db.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
     assert again.verify().ok and again.verify().events == 1
+
+
+def test_a_delivery_is_first_exactly_once_across_threads(tmp_path: Path, clock: FakeClock) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(tmp_path / "d.db", clock)
+
+    def arrive(_: int) -> bool:
+        with store.transaction() as tx:
+            return tx.first_delivery("action:UBOB:approve:1700000000.1", "approve")
+
+    with ThreadPoolExecutor(20) as pool:
+        firsts = list(pool.map(arrive, range(40)))
+    assert firsts.count(True) == 1
