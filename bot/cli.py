@@ -8,6 +8,7 @@ structured reply). Both go through the same service as Slack.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,8 @@ from bot.wiring import App, build_app, build_executors
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] COMMAND ...
 
+  serve                      the Slack app: Socket Mode with SLACK_APP_TOKEN + SLACK_BOT_TOKEN, or
+                             [slack] mode = "http" with SLACK_SIGNING_SECRET (POST /slack/events)
   shell                      a local /flannel prompt (as Slack would behave), progress printed live
   help | diagnose | runbooks | plan | run | approve | deny | cancel | status | audit
                              one /flannel command: `flannel-bot run flannel.restart-pods nodes=w2`
@@ -209,6 +212,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return collect_bundle(settings, inv.words[1:])
         app = build_app(settings)
         user = inv.options.get("user") or settings.default_user
+        if inv.words == ["serve"]:
+            from bot.slack.serve import serve
+
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+            return serve(app, settings.slack)
         if inv.words[0] == "shell":
             app.engine.recover()
             return shell(app, user, sys.stdin, sys.stdout)

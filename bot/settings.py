@@ -26,6 +26,37 @@ class ConfigError(UserError):
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    """`[slack]` plus the tokens, which come from the environment only (never a file)."""
+
+    mode: str = "socket"  # or "http"
+    bot_token: str = ""
+    app_token: str = ""
+    signing_secret: str = ""
+    api_url: str = "https://slack.com/api/"
+    host: str = "0.0.0.0"  # noqa: S104 - HTTP mode serves Slack's requests from anywhere
+    port: int = 3000
+    users: Mapping[str, str] = field(default_factory=dict)  # Slack user id -> policy user
+    usergroups: Mapping[str, str] = field(default_factory=dict)  # usergroup id -> policy group
+    progress_interval: float = 1.0
+    usergroup_ttl: float = 300.0
+
+    def problems(self) -> list[str]:
+        """What is missing for `serve` in this mode, each as a sentence naming the fix."""
+        out = []
+        if not self.bot_token.startswith("xoxb-"):
+            out.append("SLACK_BOT_TOKEN is not set to the app's bot token (xoxb-...)")
+        if self.mode == "socket" and not self.app_token.startswith("xapp-"):
+            out.append(
+                "SLACK_APP_TOKEN is not set to an app-level token (xapp-...) with "
+                'connections:write; Socket Mode needs it (or set [slack] mode = "http")'
+            )
+        if self.mode == "http" and not self.signing_secret:
+            out.append("SLACK_SIGNING_SECRET is not set; HTTP mode verifies every request with it")
+        return out
+
+
+@dataclass(frozen=True)
 class Settings:
     db_path: Path
     templates_dir: Path
@@ -37,6 +68,7 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     check_interval: float = 1.0
     default_user: str = "unknown"
+    slack: SlackSettings = field(default_factory=SlackSettings)
 
 
 def _default_db(env: Mapping[str, str]) -> Path:
@@ -107,6 +139,40 @@ def parse_policy(raw: Mapping[str, Any]) -> Policy:
     )
 
 
+def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings:
+    known = {"mode", "api_url", "host", "port", "users", "usergroups", "progress_interval"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        hint = " (tokens come from SLACK_* environment variables)" if "token" in unknown[0] else ""
+        raise ConfigError(
+            f"[slack] has no setting `{unknown[0]}`{hint}; known: {', '.join(sorted(known))}"
+        )
+    mode = env.get("FLANNEL_BOT_SLACK_MODE") or str(raw.get("mode", "socket"))
+    if mode not in ("socket", "http"):
+        raise ConfigError(f'[slack] mode must be "socket" or "http", not "{mode}"')
+    tables = {}
+    for key in ("users", "usergroups"):
+        table = raw.get(key, {})
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+        ):
+            raise ConfigError(f"[slack.{key}] must map Slack ids to names")
+        tables[key] = dict(table)
+    api_url = env.get("SLACK_API_URL") or str(raw.get("api_url", SlackSettings.api_url))
+    return SlackSettings(
+        mode=mode,
+        bot_token=env.get("SLACK_BOT_TOKEN", ""),
+        app_token=env.get("SLACK_APP_TOKEN", ""),
+        signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+        api_url=api_url if api_url.endswith("/") else api_url + "/",
+        host=str(raw.get("host", SlackSettings.host)),
+        port=int(env.get("PORT") or raw.get("port", 3000)),
+        users=tables["users"],
+        usergroups=tables["usergroups"],
+        progress_interval=float(raw.get("progress_interval", 1.0)),
+    )
+
+
 _SSH_PATHS = ("private_key", "known_hosts", "ssh_config")
 
 
@@ -164,6 +230,7 @@ def load_settings(
         "check_interval",
         "policy",
         "ssh",
+        "slack",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -182,4 +249,5 @@ def load_settings(
         policy=parse_policy(raw.get("policy", {})),
         check_interval=float(raw.get("check_interval", 1.0)),
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",
+        slack=parse_slack(raw.get("slack", {}), env),
     )

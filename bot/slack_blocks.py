@@ -263,6 +263,37 @@ def check_limits(payload: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class Chunks:
+    chunks: list[str]
+    hidden: int  # lines left out
+
+
+def chunks(text: str, size: int, most: int) -> Chunks:
+    """`text` cut at line ends into at most `most` pieces of at most `size` characters (after
+    escaping, which can only grow a line); longer lines are clipped."""
+    out: list[str] = []
+    current: list[str] = []
+    lines = text.splitlines()
+    budget = size - len(_fenced([""]))
+    used = 0
+    for i, raw in enumerate(lines):
+        line = truncate(raw, budget // 2)
+        cost = len(_code_text(line)) + 1
+        if current and used + cost > budget:
+            out.append("\n".join(current))
+            current, used = [], 0
+            if len(out) == most:
+                return Chunks(out, len(lines) - i)
+        current.append(line)
+        used += cost
+    if current:
+        if len(out) == most:
+            return Chunks(out, len(current))
+        out.append("\n".join(current))
+    return Chunks(out, 0)
+
+
 def register(env: jinja2.Environment) -> None:
     """Make the filters and globals the Slack templates use available in `env` (idempotent)."""
     env.filters["mrkdwn"] = mrkdwn
@@ -272,6 +303,7 @@ def register(env: jinja2.Environment) -> None:
     env.globals["evidence_block"] = evidence_block
     env.globals["plan_fix_value"] = plan_fix_value
     env.globals["groups_that_fit"] = groups_that_fit
+    env.globals["chunks"] = chunks
 
 
 def render_diagnose_slack(

@@ -1,0 +1,217 @@
+"""The Slack adapter: `/flannel` and the buttons, handled by the same Service as the shell.
+
+Every request is acknowledged first (Slack's limit is 3 seconds), then handled: Bolt runs the
+rest of the listener in its thread pool. A request that arrives again (HTTP retries, Socket Mode
+redeliveries, a second delivery of one click) is recognised by its trigger id or action
+timestamp, recorded atomically in SQLite, and done only once. Replies go to a thread started by
+the command, mentioning the requester; errors go to the requester alone (ephemeral).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from slack_bolt import Ack
+from slack_bolt import App as BoltApp
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+
+from bot.core import commands as c
+from bot.core.engine import Requester
+from bot.core.service import Reply
+from bot.errors import UserError
+from bot.settings import SlackSettings
+from bot.slack.identity import Identity
+from bot.slack.messages import Messages
+from bot.slack.progress import Progress
+from bot.wiring import App
+
+log = logging.getLogger(__name__)
+PLAN_FIX = re.compile(r"^plan_fix:\d+$")
+
+
+def make_client(settings: SlackSettings) -> WebClient:
+    """A Web API client that waits out 429s (Retry-After) and retries dropped connections."""
+    return WebClient(
+        token=settings.bot_token,
+        base_url=settings.api_url,
+        timeout=15,
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=5),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+class SlackAdapter:
+    def __init__(self, app: App, settings: SlackSettings, client: WebClient | None = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.client = client or make_client(settings)
+        self.identity = Identity(settings, self.client)
+        self.messages = Messages(app.renderer)
+        self.progress = Progress(
+            app.store, self.client, self.messages, app.engine.clock, settings.progress_interval
+        )
+        self.base_policy = app.engine.policy
+        self.bolt = self._build()
+
+    def _build(self) -> BoltApp:
+        bolt = BoltApp(
+            client=self.client,
+            signing_secret=self.settings.signing_secret or "socket-mode-has-no-signing-secret",
+            request_verification_enabled=self.settings.mode == "http",
+            token_verification_enabled=False,
+            ignoring_self_events_enabled=False,
+            process_before_response=False,
+            raise_error_for_unhandled_request=False,
+            listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack"),
+        )
+        bolt.command("/flannel")(self._on_command)
+        bolt.action("approve")(self._on_approve)
+        bolt.action("deny")(self._on_deny)
+        bolt.action(PLAN_FIX)(self._on_plan_fix)
+        bolt.action("start_run")(self._on_start_run)
+        return bolt
+
+    # -- listeners: ack first, then the work ----------------------------------------------------
+
+    def _on_command(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if self._first(f"command:{body.get('trigger_id')}", "slash_command"):
+            self.command(body)
+
+    def _on_approve(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if self._first(self._click_key(body), "approve"):
+            run_id, plan_hash = self._run_value(body)
+            self._click(body, ["approve", run_id, f"plan={plan_hash}"])
+
+    def _on_deny(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if self._first(self._click_key(body), "deny"):
+            run_id, _ = self._run_value(body)
+            self._click(body, ["deny", run_id, "denied", "in", "Slack"])
+
+    def _on_plan_fix(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if self._first(self._click_key(body), "plan_fix"):
+            value = json.loads(body["actions"][0]["value"])
+            params = [f"{k}={v}" for k, v in dict(value.get("params") or {}).items()]
+            self._click(body, ["plan", str(value["runbook"]), *params])
+
+    def _on_start_run(self, ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        if self._first(self._click_key(body), "start_run"):
+            value = json.loads(body["actions"][0]["value"])
+            params = [f"{k}={v}" for k, v in dict(value.get("params") or {}).items()]
+            self._click(body, ["run", str(value["ref"]), *params])
+
+    # -- the work -------------------------------------------------------------------------------
+
+    def command(self, body: dict[str, Any]) -> None:
+        """A slash command: a thread in the channel, the reply in it; errors to the user only."""
+        user_id, channel = str(body["user_id"]), str(body["channel_id"])
+        text = str(body.get("text") or "help").strip() or "help"
+        name = self._who(user_id)
+        source = {"adapter": "slack", "channel": channel, "user_id": user_id, "user": name}
+        try:
+            c.parse(c.split_words(text))
+        except UserError:
+            self._ephemeral(
+                channel, user_id, self.app.service.handle(text, Requester(name, source))
+            )
+            return
+        root = self.client.chat_postMessage(
+            channel=channel, text=f"<@{user_id}> asked: `/flannel {text}`"
+        )
+        thread_ts = str(root["ts"])
+        source["thread_ts"] = thread_ts
+        reply = self.app.service.handle(text, Requester(name, source))
+        if reply.kind == "error":
+            self._quietly(lambda: self.client.chat_delete(channel=channel, ts=thread_ts))
+            self._ephemeral(channel, user_id, reply)
+            return
+        self._answer(reply, channel, thread_ts, user_id, text)
+
+    def _click(self, body: dict[str, Any], words: Sequence[str]) -> None:
+        """A button: the same command grammar, in the thread the button sits in."""
+        user_id = str(body["user"]["id"])
+        channel = str((body.get("channel") or {}).get("id") or body["container"]["channel_id"])
+        message = body.get("message") or {}
+        container = body.get("container") or {}
+        thread_ts = str(
+            message.get("thread_ts") or container.get("thread_ts") or container["message_ts"]
+        )
+        name = self._who(user_id)
+        source = {
+            "adapter": "slack",
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "user_id": user_id,
+            "user": name,
+            "message_ts": container.get("message_ts"),
+        }
+        reply = self.app.service.handle(list(words), Requester(name, source))
+        if reply.kind == "error":
+            self._ephemeral(channel, user_id, reply)
+            return
+        self._answer(reply, channel, thread_ts, user_id, " ".join(words))
+
+    def _answer(
+        self, reply: Reply, channel: str, thread_ts: str, user_id: str, command: str
+    ) -> None:
+        if reply.kind == "run":
+            self.progress.poll()  # the progress and approval messages come from the events
+            return
+        payload = self.messages.reply(reply, f"<@{user_id}>", command)
+        self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **payload)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _who(self, user_id: str) -> str:
+        """The policy name of a Slack user, with Slack user groups folded into the policy."""
+        self.app.engine.policy = self.identity.policy(self.base_policy)
+        return self.identity.name(user_id)
+
+    def _first(self, key: str, kind: str) -> bool:
+        with self.app.store.transaction() as tx:
+            first = tx.first_delivery(key, kind)
+        if not first:
+            log.info("ignoring a repeated Slack delivery %s", key)
+        return first
+
+    @staticmethod
+    def _click_key(body: dict[str, Any]) -> str:
+        action = body["actions"][0]
+        return f"action:{body['user']['id']}:{action.get('action_id')}:{action.get('action_ts')}"
+
+    @staticmethod
+    def _run_value(body: dict[str, Any]) -> tuple[str, str]:
+        run_id, _, plan_hash = str(body["actions"][0]["value"]).partition(":")
+        if not run_id.isdigit():
+            raise ValueError(f"approval button value {run_id!r} names no run")
+        return run_id, plan_hash.removeprefix("sha256:")[:12]
+
+    def _ephemeral(self, channel: str, user_id: str, reply: Reply) -> None:
+        self._quietly(
+            lambda: self.client.chat_postEphemeral(
+                channel=channel, user=user_id, text=self.messages.error(reply)
+            )
+        )
+
+    @staticmethod
+    def _quietly(call: Any) -> None:
+        try:
+            call()
+        except SlackApiError as exc:
+            log.warning("Slack refused a call: %s", exc)

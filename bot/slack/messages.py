@@ -1,0 +1,94 @@
+"""Chat message bodies for Slack, rendered from `templates/slack/` and held to Block Kit's limits.
+
+A body that would break a limit is never sent as is (Slack rejects the whole message): it is
+replaced by its fallback text in one section, with a note, and the problems are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from bot.core.service import Reply
+from bot.render import Renderer
+from bot.slack_blocks import check_limits, mrkdwn, render_diagnose_slack, truncate
+
+log = logging.getLogger(__name__)
+OWN_LAYOUT = {"diagnose", "plan"}
+
+
+class Messages:
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+
+    def _render(self, template: str, **data: Any) -> dict[str, Any]:
+        payload = json.loads(self.renderer.render(f"slack/{template}.json.j2", **data))
+        return self.fit(payload)
+
+    @staticmethod
+    def fit(payload: dict[str, Any]) -> dict[str, Any]:
+        problems = check_limits(payload)
+        if not problems:
+            return payload
+        log.error("Slack message over Block Kit limits, sending text only: %s", problems)
+        text = truncate(str(payload.get("text") or "(no text)"), 2900)
+        return {
+            "text": text,
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(text, 2900)}},
+                {
+                    "type": "context",
+                    "elements": [
+                        {"type": "mrkdwn", "text": "(shortened: the full message broke a limit)"}
+                    ],
+                },
+            ],
+        }
+
+    def reply(self, reply: Reply, mention: str, command: str) -> dict[str, Any]:
+        """A command's reply for its thread."""
+        if reply.kind == "diagnose":
+            payload = render_diagnose_slack(self.renderer.env, reply.data)
+            payload["blocks"].insert(
+                0, {"type": "section", "text": {"type": "mrkdwn", "text": f"{mention} here it is:"}}
+            )
+            return self.fit(payload)
+        if reply.kind == "plan":
+            return self.plan(reply.data, mention, start_value=self.start_value(reply.data))
+        return self.text(
+            f"`/flannel {mrkdwn(command, 200)}`", self.renderer.reply(reply), mention, command
+        )
+
+    def text(self, title: str, body: str, mention: str, command: str) -> dict[str, Any]:
+        """Terminal output as code blocks within the limits; what does not fit is counted."""
+        return self._render("text", title=title, body=body, mention=mention, command=command)
+
+    @staticmethod
+    def start_value(plan: dict[str, Any]) -> str | None:
+        """What the "Start run" button carries: the runbook ref and its raw parameters."""
+        params = {k: _raw(v) for k, v in plan["params"].items() if _raw(v) != ""}
+        value = json.dumps({"ref": plan["ref"], "params": params}, separators=(",", ":"))
+        return value if len(value) <= 2000 else None
+
+    def plan(self, plan: dict[str, Any], mention: str, start_value: str | None) -> dict[str, Any]:
+        return self._render("plan", plan=plan, mention=mention, start_value=start_value)
+
+    def approval(self, run: dict[str, Any], requester: str, decision: str) -> dict[str, Any]:
+        return self._render("approval", run=run, requester_mention=requester, decision=decision)
+
+    def progress(self, p: dict[str, Any]) -> dict[str, Any]:
+        return self._render("progress", p=p)
+
+    def error(self, reply: Reply) -> str:
+        usage = reply.data.get("usage")
+        return f":warning: {reply.data['message']}" + (f"\n`{usage}`" if usage else "")
+
+
+def _raw(value: Any) -> str:
+    """A parameter's value as the command line would give it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)

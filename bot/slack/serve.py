@@ -1,0 +1,91 @@
+"""`flannel-bot serve`: the Slack adapter over Socket Mode (default) or HTTP.
+
+Socket Mode needs no public URL: the bot opens a WebSocket to Slack with the app-level token.
+HTTP mode serves POST /slack/events (every request's signature verified with the signing secret)
+and GET /healthz on a threaded WSGI server.
+"""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.settings import ConfigError, SlackSettings
+from bot.slack.app import SlackAdapter
+from bot.wiring import App
+
+log = logging.getLogger(__name__)
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+def wsgi_app(adapter: SlackAdapter) -> Callable[..., Iterable[bytes]]:
+    slack = SlackRequestHandler(adapter.bolt, path="/slack/events")
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") == "GET":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        return slack(environ, start_response)
+
+    return application
+
+
+def http_server(adapter: SlackAdapter, host: str, port: int) -> WSGIServer:
+    return make_server(
+        host,
+        port,
+        wsgi_app(adapter),
+        server_class=ThreadingWSGIServer,
+        handler_class=QuietHandler,
+    )
+
+
+def socket_mode_handler(adapter: SlackAdapter) -> SocketModeHandler:
+    return SocketModeHandler(
+        adapter.bolt, app_token=adapter.settings.app_token, web_client=adapter.client
+    )
+
+
+def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None) -> int:
+    problems = settings.problems()
+    if problems:
+        raise ConfigError("cannot serve Slack: " + "; ".join(problems))
+    adapter = SlackAdapter(app, settings)
+    app.engine.recover()
+    adapter.progress.start()
+    stop = stop or threading.Event()
+    try:
+        if settings.mode == "socket":
+            handler = socket_mode_handler(adapter)
+            handler.connect()  # type: ignore[no-untyped-call]
+            log.info("connected to Slack over Socket Mode")
+            stop.wait()
+            handler.close()  # type: ignore[no-untyped-call]
+        else:
+            server = http_server(adapter, settings.host, settings.port)
+            log.info(
+                "serving Slack requests on http://%s:%d/slack/events", *server.server_address[:2]
+            )
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            stop.wait()
+            server.shutdown()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        adapter.progress.stop()
+    return 0
