@@ -175,6 +175,17 @@ class SlackAdapter:
             return
         payload = self.messages.reply(reply, f"<@{user_id}>", command)
         self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **payload)
+        if reply.kind == "diagnose" and self.messages.findings_left_out(payload, reply.data):
+            # what did not fit in 50 blocks goes to the thread whole, as a text snippet
+            self._quietly(
+                lambda: self.client.files_upload_v2(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    content=self.app.renderer.reply(reply),
+                    filename="flannel-diagnose.txt",
+                    title="flannel diagnose: every finding with its evidence",
+                )
+            )
 
     # -- helpers --------------------------------------------------------------------------------
 

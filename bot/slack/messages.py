@@ -65,6 +65,17 @@ class Messages:
         return self._render("text", title=title, body=body, mention=mention, command=command)
 
     @staticmethod
+    def findings_left_out(payload: dict[str, Any], data: dict[str, Any]) -> int:
+        """How many findings of a diagnose reply did not fit in its message."""
+        shown = sum(
+            1
+            for b in payload.get("blocks", [])
+            if str(b.get("block_id", "")).startswith("finding:")
+            and not str(b.get("block_id", "")).endswith(":fix")
+        )
+        return max(len(data.get("findings", [])) - shown, 0)
+
+    @staticmethod
     def start_value(plan: dict[str, Any]) -> str | None:
         """What the "Start run" button carries: the runbook ref and its raw parameters."""
         params = {k: _raw(v) for k, v in plan["params"].items() if _raw(v) != ""}

@@ -8,6 +8,7 @@ and GET /healthz on a threaded WSGI server.
 from __future__ import annotations
 
 import logging
+import signal
 import socketserver
 import threading
 from collections.abc import Callable, Iterable
@@ -68,24 +69,26 @@ def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None
     adapter = SlackAdapter(app, settings)
     app.engine.recover()
     adapter.progress.start()
-    stop = stop or threading.Event()
+    if stop is None:
+        stop = threading.Event()
+        done = stop
+        for sig in (signal.SIGTERM, signal.SIGINT):  # docker stop, Ctrl-C: finish cleanly
+            signal.signal(sig, lambda *_: done.set())
     try:
         if settings.mode == "socket":
             handler = socket_mode_handler(adapter)
             handler.connect()  # type: ignore[no-untyped-call]
-            log.info("connected to Slack over Socket Mode")
+            print("connected to Slack over Socket Mode", flush=True)
             stop.wait()
             handler.close()  # type: ignore[no-untyped-call]
         else:
             server = http_server(adapter, settings.host, settings.port)
-            log.info(
-                "serving Slack requests on http://%s:%d/slack/events", *server.server_address[:2]
-            )
+            host, port = str(server.server_address[0]), int(server.server_address[1])
+            # the line a supervisor (or a test) waits for: the port may have been picked here
+            print(f"serving Slack requests on http://{host}:{port}/slack/events", flush=True)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             stop.wait()
             server.shutdown()
-    except KeyboardInterrupt:
-        pass
     finally:
         adapter.progress.stop()
     return 0

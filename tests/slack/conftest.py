@@ -39,6 +39,8 @@ approvers = ["bob"]
 
 [slack]
 mode = "http"
+host = "127.0.0.1"
+port = 0
 progress_interval = 0.2
 
 [slack.users]

@@ -146,6 +146,8 @@ def test_progress_is_one_message_updated_in_place_with_the_audit_entry(bot: Slac
     ]
     posted = [c for c in progress if c.method == "chat.postMessage"]
     assert len(posted) == 1 and len(progress) >= 2  # posted once, then updated
+    # a burst of events is coalesced into fewer updates than there were events
+    assert len(progress) < len(bot.adapter.app.store.events(run_id=1))
     assert all(c.params.get("ts") == progress[-1].params.get("ts") for c in progress[1:])
 
 
@@ -222,8 +224,33 @@ def test_plan_fix_button_posts_the_plan_and_start_run_starts_it(bot: SlackBot) -
     assert bot.adapter.app.store.run(1).status == "awaiting_approval"
 
 
-@pytest.mark.parametrize("text", ["help", "runbooks", "status", "audit verify", "audit"])
-def test_every_other_reply_fits_block_kit(bot: SlackBot, text: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("help", "/flannel diagnose [node...]"),
+        ("runbooks", "node.fix-br-netfilter@1.0.0"),
+        ("status", "No runs yet"),
+        ("audit verify", "audit chain OK"),
+        ("audit", "command"),
+    ],
+)
+def test_every_other_reply_fits_block_kit(bot: SlackBot, text: str, expected: str) -> None:
     bot.command(text)
     reply = bot.messages(2)[1]
     assert check_limits(reply) == [], check_limits(reply)
+    assert reply["blocks"][0]["text"]["text"].startswith(f"<@UALICE> `/flannel {text}`")
+    assert expected in json.dumps(reply["blocks"][1:])
+
+
+def test_findings_that_do_not_fit_go_to_the_thread_as_a_file(bot: SlackBot) -> None:
+    from bot.core.service import Reply
+    from tests.unit.test_diagnose_templates import many_findings, reply_data
+
+    data = reply_data(many_findings(80), gaps=[])
+    bot.adapter._answer(Reply("diagnose", data), "C1", "1700000000.000001", "UALICE", "diagnose")
+    message = bot.slack.wait_for("chat.postMessage")[0].params
+    assert check_limits(message) == [] and "attached below" in json.dumps(message)
+    done = bot.slack.wait_for("files.completeUploadExternal")[0].params
+    assert done["channel_id"] == "C1" and done["thread_ts"] == "1700000000.000001"
+    (content,) = bot.slack.uploads.values()
+    assert b"finding 79 on w79" in content

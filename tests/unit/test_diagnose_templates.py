@@ -399,7 +399,7 @@ def test_eighty_findings_are_cut_to_fit_fifty_blocks(renderer: Renderer) -> None
     assert len(shown) == 18
     assert [t.split("*")[1] for t in shown.values()] == [f.id for f in findings[:18]]
     assert blocks[-2]["text"]["text"] == (
-        "… and 62 more findings: run `/flannel diagnose --json` or see the attached report"
+        "… and 62 more findings: every finding is in the text file attached below"
     )
     assert blocks[-1]["elements"][0]["text"].startswith("*Not checked:*")
     assert [b["action_id"] for b in buttons(payload)] == [f"plan_fix:{i}" for i in range(0, 18, 2)]

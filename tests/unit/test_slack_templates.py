@@ -91,6 +91,7 @@ def test_long_text_replies_are_cut_with_a_count(lines: int) -> None:
     assert check_limits(payload) == []
     text = str(payload)
     assert ("more lines" in text) == (lines == 5000)
+    assert "00000" in text and (lines == 5000 or f"{lines - 1:05d}" in text)
     assert "<!channel>" not in text.replace("&lt;!channel&gt;", "")
 
 

@@ -1,0 +1,71 @@
+"""`flannel-bot serve` as a real process: it refuses without tokens, serves signed requests and
+/healthz in HTTP mode, and stops cleanly on SIGTERM (what `docker stop` sends)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.slack.conftest import CONFIG, SECRET
+from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack
+from tests.slack.signing import sign, slash_command_body
+
+FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_ENV_VARS and "SLACK" not in k}
+    config = tmp_path / "flannel-bot.toml"
+    config.write_text(CONFIG)
+    return env | {
+        "FLANNEL_BOT_CONFIG": str(config),
+        "FLANNEL_BOT_DB": str(tmp_path / "bot.db"),
+        **extra,
+    }
+
+
+def test_serve_without_tokens_says_what_is_missing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [FLANNEL_BOT, "serve"], env=env_for(tmp_path), capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert "SLACK_BOT_TOKEN is not set" in done.stderr
+    assert "SLACK_SIGNING_SECRET is not set" in done.stderr
+
+
+def test_serve_answers_slack_over_http_and_stops_on_sigterm(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    env = env_for(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=slack.base_url,
+    )
+    proc = subprocess.Popen(
+        [FLANNEL_BOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving Slack requests on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        health = url.replace("/slack/events", "/healthz")
+        with urllib.request.urlopen(health, timeout=5) as resp:
+            assert resp.read() == b"ok\n"
+        body = slash_command_body("help", user_id="UALICE")
+        req = urllib.request.Request(url, data=body, headers=sign(SECRET, body), method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+        reply = slack.wait_for("chat.postMessage", 2, timeout=15)[1]
+        assert reply.params["thread_ts"] and "/flannel run" in str(reply.params["blocks"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
