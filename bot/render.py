@@ -6,7 +6,9 @@ printing a blank to someone in the middle of an incident.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,13 @@ from bot.core.service import Reply
 from bot.store.database import Event
 
 MARKERS = {"read": "[read]", "change": "[CHANGE]", "destructive": "[DESTRUCTIVE]"}
+
+
+def csv_row(values: list[Any]) -> str:
+    """One CSV line as RFC 4180 quotes it (commas, quotes and newlines inside fields)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(["" if v is None else v for v in values])
+    return out.getvalue()
 
 
 class Renderer:
@@ -30,10 +39,17 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.globals["markers"] = MARKERS
+        self.env.filters["csv_row"] = csv_row
         slack_blocks.register(self.env)
 
     def reply(self, reply: Reply, medium: str = "shell") -> str:
+        if reply.kind == "audit_report":
+            return self.report(reply.data["report"], reply.data["format"])
         return self.env.get_template(f"{medium}/{reply.kind}.txt.j2").render(**reply.data).rstrip()
+
+    def report(self, report: dict[str, Any], fmt: str) -> str:
+        """An audit report in `md`, `html`, `csv` or `jsonl` (templates/reports/report.<fmt>.j2)."""
+        return self.env.get_template(f"reports/report.{fmt}.j2").render(**report).strip() + "\n"
 
     def event(self, event: Event, medium: str = "shell") -> str:
         return (

@@ -24,7 +24,8 @@ USAGE: Mapping[str, str] = {
     "deny": "deny <run> [reason...]",
     "cancel": "cancel <run>",
     "status": "status [run]",
-    "audit": "audit [verify | run <run> | recent]",
+    "audit": "audit [verify | run <run> | recent | report [--since 24h] [--from T] [--to T] "
+    "[run=N] [node=w2] [runbook=id] [user=alice] [channel=C..] [thread=ts] [format=html]]",
 }
 SUMMARY: Mapping[str, str] = {
     "help": "show this help, or the usage of one command",
@@ -36,7 +37,7 @@ SUMMARY: Mapping[str, str] = {
     "deny": "deny a run that waits for approval; the run ends",
     "cancel": "withdraw a run before it finishes",
     "status": "show one run, or the recent runs",
-    "audit": "verify the audit chain or show a run's audit trail",
+    "audit": "verify the audit chain, show a run's trail, or write the incident report",
 }
 _KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REF = re.compile(r"^[a-z][a-z0-9.-]*(@[0-9][0-9A-Za-z.+-]*)?$")
@@ -99,6 +100,29 @@ class Audit:
     run_id: int | None = None
 
 
+REPORT_FORMATS = ("md", "html", "csv", "jsonl")
+_REPORT_VALUES = {
+    "since": re.compile(r"^\d{1,6}[smhdw]$"),
+    "from": re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?$"),
+    "to": re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?$"),
+    "run": _RUN,
+    "node": DNS1123_SUBDOMAIN,
+    "runbook": re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"),
+    "user": re.compile(r"^[A-Za-z0-9._:@-]{1,64}$"),
+    "channel": re.compile(r"^[A-Z0-9]{2,24}$"),
+    "thread": re.compile(r"^\d{1,12}\.\d{1,9}$"),
+    "format": re.compile(rf"^({'|'.join(REPORT_FORMATS)})$"),
+}
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """`audit report`: the selection as validated key=value pairs, and the output format."""
+
+    selection: Mapping[str, str] = field(default_factory=dict)
+    format: str = "md"
+
+
 Command = (
     Help
     | Diagnose
@@ -110,6 +134,7 @@ Command = (
     | Cancel
     | Status
     | Audit
+    | AuditReport
 )
 
 
@@ -214,4 +239,31 @@ def parse(words: Sequence[str]) -> Command:
         return Audit("verify")
     if args[0] == "run" and len(args) == 2:
         return Audit("run", _run_id(args[1], verb))
+    if args[0] == "report":
+        return _audit_report(args[1:], verb)
     raise _fail(f"unknown audit request `{' '.join(args)}`", verb)
+
+
+def _audit_report(args: Sequence[str], verb: str) -> AuditReport:
+    """`--since 24h`, `--since=24h` and `since=24h` are the same; every value is checked."""
+    words: list[str] = []
+    it = iter(args)
+    for word in it:
+        if word.startswith("--"):
+            key, sep, value = word[2:].partition("=")
+            words.append(f"{key}={value if sep else next(it, '')}")
+        else:
+            words.append(word)
+    params = _params(words, verb)
+    for key, value in params.items():
+        pattern = _REPORT_VALUES.get(key)
+        if pattern is None:
+            raise _fail(
+                f"`audit report` has no `{key}`; it takes {', '.join(_REPORT_VALUES)}", verb
+            )
+        if not pattern.match(value):
+            raise _fail(f"`{key}={value}` is not a valid {key}", verb)
+    if "since" in params and "from" in params:
+        raise _fail("give --since or --from, not both", verb)
+    fmt = params.pop("format", "md")
+    return AuditReport(params, fmt)

@@ -7,11 +7,14 @@ Adapters (Slack, the shell, the CLI, tests) only parse identity and render repli
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from bot.core import commands as c
+from bot.core import report
+from bot.core.clock import iso
 from bot.core.collect import collect
 from bot.core.engine import Engine, Requester
 from bot.core.evidence import Evidence
@@ -71,6 +74,28 @@ def run_view(run: RunRecord) -> dict[str, Any]:
         "ref": run.ref,
         "short_hash": run.plan_hash.removeprefix("sha256:")[:12],
     }
+
+
+def selection(asked: Mapping[str, str]) -> report.Selection:
+    """A report selection from `audit report`'s checked key=value pairs."""
+
+    def moment(text: str) -> datetime:
+        value = datetime.fromisoformat(text.replace(" ", "T").removesuffix("Z"))
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    run = asked.get("run")
+    return report.Selection(
+        since=report.parse_span(asked["since"]) if "since" in asked else None,
+        start=moment(asked["from"]) if "from" in asked else None,
+        end=moment(asked["to"]) if "to" in asked else None,
+        run_id=int(run.lstrip("#")) if run else None,
+        node=asked.get("node"),
+        runbook=asked.get("runbook"),
+        user=asked.get("user"),
+        channel=asked.get("channel"),
+        thread=asked.get("thread"),
+        fields=dict(asked),
+    )
 
 
 class Service:
@@ -198,7 +223,9 @@ class Service:
                     {"run_id": None, "events": [dataclasses.asdict(e) for e in events]},
                 )
             case c.Diagnose(nodes, deep):
-                return Reply("diagnose", self._diagnose(nodes, deep))
+                return Reply("diagnose", self._diagnose(nodes, deep, who))
+            case c.AuditReport(selection, fmt):
+                return Reply("audit_report", {"format": fmt, "report": self.report(selection)})
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
     def _run_reply(self, run: RunRecord, status_only: bool = False) -> Reply:
@@ -212,7 +239,28 @@ class Service:
         with self.store.transaction() as tx:
             return tx.approvals(run.id, run.plan_hash)
 
-    def _diagnose(self, only: Sequence[str], deep: bool) -> dict[str, Any]:
+    def report(self, asked: Mapping[str, str]) -> dict[str, Any]:
+        """The audit report for a validated selection (see `commands.AuditReport`)."""
+        sel = selection(asked)
+        now = self.engine.clock.now()
+        runs = self.store.runs_by_id()
+        events = report.select(self.store.events(), runs, sel, now)
+        chain = self.store.verify()
+        return report.build(
+            events,
+            runs,
+            sel,
+            {
+                "ok": chain.ok,
+                "head": chain.head_hash,
+                "events": chain.events,
+                "problem": chain.problem,
+                "checked_at": iso(now),
+            },
+            now,
+        )
+
+    def _diagnose(self, only: Sequence[str], deep: bool, who: Requester) -> dict[str, Any]:
         """Evidence from the API and the nodes, findings ranked root cause first."""
         known = {n.name for n in self.engine.kube.list_nodes()}
         unknown = [n for n in only if n not in known]
@@ -222,4 +270,23 @@ class Service:
                 f"{', '.join(sorted(known)) or 'none'}"
             )
         evidence = collect(self.reader, self.prober, only, deep)
-        return diagnosis_view(evidence, self.engine.registry, only)
+        view = diagnosis_view(evidence, self.engine.registry, only)
+        counts = view["summary"]
+        with self.store.transaction() as tx:  # what was seen, for the incident's record
+            tx.append_event(
+                "diagnosed",
+                actor=who.user,
+                source=dict(who.source),
+                data={
+                    "summary": f"{counts['critical']} critical, {counts['warning']} warning, "
+                    f"{counts['info']} info on {counts['nodes']} nodes"
+                    + (f" (asked about {', '.join(only)})" if only else ""),
+                    "findings": [
+                        {k: f[k] for k in ("id", "severity", "nodes", "summary")}
+                        | {"fix": f["fix"]["command"] or f["fix"]["manual"]}
+                        for f in view["findings"]
+                    ],
+                    "gaps": view["gaps"],
+                },
+            )
+        return view

@@ -343,6 +343,9 @@ class Store:
             for r in self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])
         ]
 
+    def runs_by_id(self) -> dict[int, RunRecord]:
+        return {r["id"]: _to_run(r) for r in self.db.query("SELECT * FROM runs ORDER BY id")}
+
     def head_hash(self) -> str:
         """The chain head's hash (cheap: one row); `verify` proves it."""
         row = self.db.execute("SELECT last_hash FROM chain_head").fetchone()

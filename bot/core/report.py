@@ -1,0 +1,356 @@
+"""The audit report: which events a question selects, and the record a team reads afterwards.
+
+Pure: events and runs go in, a plain-JSON report comes out (what was seen, proposed, approved, run
+where with what output, and whether it worked), for the templates in `templates/reports/` to lay
+out as Markdown, HTML, CSV or JSON Lines. Selecting by run, node, runbook or user takes whole
+runs, so a report never shows half an approval.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.core.clock import iso, parse_iso
+from bot.store.database import Event, RunRecord
+
+_SPAN = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+OUTPUT_LINES = 12
+END_KINDS = frozenset(
+    {
+        "run_succeeded",
+        "run_failed",
+        "run_crashed",
+        "run_cancelled",
+        "run_expired",
+        "run_interrupted",
+        "denied",
+    }
+)
+
+
+def parse_span(text: str) -> timedelta:
+    match = _SPAN.match(text)
+    if match is None:
+        raise ValueError(f"`{text}` is not a time span like 30m, 24h or 7d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a report covers; every field narrows it, none means everything."""
+
+    since: timedelta | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    run_id: int | None = None
+    node: str | None = None
+    runbook: str | None = None
+    user: str | None = None
+    channel: str | None = None
+    thread: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)  # as asked, for the title
+
+    def describe(self) -> str:
+        if not self.fields:
+            return "the whole audit log"
+        return ", ".join(f"{k} {v}" for k, v in self.fields.items())
+
+    def window(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        start = now - self.since if self.since is not None else self.start
+        return start, self.end
+
+
+def _run_matches(run: RunRecord, sel: Selection) -> bool:
+    if sel.run_id is not None and run.id != sel.run_id:
+        return False
+    if sel.runbook is not None and run.runbook != sel.runbook:
+        return False
+    if sel.node is not None and f"node/{sel.node}" not in run.plan.get("targets", []):
+        nodes = [a.get("node") for s in run.plan.get("steps", []) for a in s.get("actions", [])]
+        if sel.node not in nodes:
+            return False
+    return True
+
+
+def select(
+    events: Iterable[Event], runs: Mapping[int, RunRecord], sel: Selection, now: datetime
+) -> list[Event]:
+    """The events `sel` asks for. Run-level questions take every event of the matching runs."""
+    start, end = sel.window(now)
+    by_run = sel.run_id is not None or sel.runbook is not None or sel.node is not None
+    approvers: dict[int, set[str]] = {}
+    picked = []
+    all_events = list(events)
+    for e in all_events:
+        if e.run_id is not None and e.actor:
+            approvers.setdefault(e.run_id, set()).add(e.actor)
+    for e in all_events:
+        at = parse_iso(e.ts)
+        if (start is not None and at < start) or (end is not None and at > end):
+            continue
+        run = runs.get(e.run_id) if e.run_id is not None else None
+        if by_run and (run is None or not _run_matches(run, sel)):
+            continue
+        if sel.user is not None and not _involves(e, run, sel.user, approvers):
+            continue
+        if sel.channel is not None and e.source.get("channel") != sel.channel:
+            continue
+        if sel.thread is not None and e.source.get("thread_ts") != sel.thread:
+            continue
+        picked.append(e)
+    return picked
+
+
+def _involves(e: Event, run: RunRecord | None, user: str, approvers: dict[int, set[str]]) -> bool:
+    """`user` did it, or it belongs to a run the user asked for or decided on."""
+    if e.actor == user:
+        return True
+    return run is not None and (run.requester == user or user in approvers.get(run.id, set()))
+
+
+# -- the record ----------------------------------------------------------------------------------
+
+
+def _first_line(text: Any, width: int = 160) -> str:
+    lines = str(text or "").strip().splitlines()
+    return (lines[0][:width] if lines else "") + (" …" if len(lines) > 1 else "")
+
+
+def describe(e: Event) -> str:
+    """One line a person reads in the timeline."""
+    d, who = e.data, e.actor or "flannel-bot"
+    text: Callable[[], str] | None = {
+        "command": lambda: f"{who}: /flannel {d.get('text', '')}",
+        "command_rejected": lambda: f"{who}: refused: {d.get('error', '')}",
+        "diagnosed": lambda: f"diagnose: {d.get('summary', '')}",
+        "plan": lambda: (
+            f"{who} planned {d.get('plan', {}).get('runbook', '')} "
+            f"(plan {str(d.get('plan_hash', ''))[7:19]})"
+        ),
+        "run_started": lambda: (
+            f"{who} started {d.get('runbook', '')} (plan {str(d.get('plan_hash', ''))[7:19]})"
+        ),
+        "approval_requested": lambda: (
+            f"waiting for approval before step {d.get('step', 0) + 1} "
+            f"({d.get('step_title', '')}) until {d.get('expires_at', '')}"
+        ),
+        "approved": lambda: f"approved by {who} ({d.get('approvals')}/{d.get('required')})",
+        "denied": lambda: f"denied by {who}: {d.get('reason', '')}".rstrip(": "),
+        "plan_changed": lambda: "the plan changed; earlier approvals no longer count",
+        "step_started": lambda: (
+            f"step {d.get('step', 0) + 1}/{d.get('of', '?')} "
+            f"[{d.get('risk', '')}] {d.get('title', '')}"
+        ),
+        "action_started": lambda: f"$ {_first_line(d.get('render'))}",
+        "action_finished": lambda: (
+            f"exit {d.get('exit_code')}: {_first_line(d.get('stderr') or d.get('stdout'))}"
+        ),
+        "check": lambda: (
+            f"check {d.get('check', '')}: {'passed' if d.get('ok') else 'FAILED'}: "
+            f"{d.get('detail', '')}"
+        ),
+        "verify": lambda: (
+            f"diagnose after the run: {'passed' if d.get('ok') else 'FAILED'}: "
+            f"{d.get('detail', '')}"
+        ),
+        "step_finished": lambda: f"step {d.get('step', 0) + 1} {d.get('outcome', '')}",
+        "audit_pruned": lambda: (
+            f"{d.get('events')} events before {d.get('before')} pruned "
+            f"(checkpoint hash {str(d.get('last_hash', ''))[:12]})"
+        ),
+    }.get(e.kind)
+    if text is not None:
+        return text()
+    if e.kind.startswith("run_") or e.kind == "denied":
+        return f"run {str(d.get('status', e.kind[4:])).upper()}" + (
+            f": {d.get('error')}" if d.get("error") else ""
+        )
+    return e.kind.replace("_", " ")
+
+
+def level(e: Event) -> str:
+    if e.kind in ("run_failed", "run_crashed", "run_interrupted", "command_rejected", "denied"):
+        return "bad"
+    if e.kind in ("check", "verify") and not e.data.get("ok"):
+        return "bad"
+    if e.kind == "action_finished" and e.data.get("exit_code"):
+        return "bad"
+    if e.kind in ("run_succeeded", "approved"):
+        return "good"
+    if e.kind in ("approval_requested", "run_expired", "plan_changed"):
+        return "wait"
+    return ""
+
+
+def _seconds(a: str, b: str) -> float:
+    return round((parse_iso(b) - parse_iso(a)).total_seconds(), 3)
+
+
+def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
+    steps: dict[int, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    approvals, outputs = [], []
+    for e in events:
+        d = e.data
+        if e.kind == "step_started":
+            current = steps.setdefault(
+                int(d["step"]),
+                {"index": d["step"], "title": d.get("title", ""), "risk": d.get("risk", "")},
+            )
+            current.update(started=e.ts, actions=[], outcome="did not finish")
+        elif e.kind == "action_started" and current is not None:
+            action = d.get("action", {})
+            current["actions"].append(
+                {"render": d.get("render", ""), "node": action.get("node", ""), "started": e.ts}
+            )
+        elif e.kind == "action_finished" and current is not None and current["actions"]:
+            out = str(d.get("stdout") or "") + ("\n" + str(d["stderr"]) if d.get("stderr") else "")
+            lines = out.strip().splitlines()
+            a = current["actions"][-1]
+            a.update(
+                exit_code=d.get("exit_code"),
+                output="\n".join(lines[:OUTPUT_LINES])
+                + (
+                    f"\n… {len(lines) - OUTPUT_LINES} more lines"
+                    if len(lines) > OUTPUT_LINES
+                    else ""
+                ),
+                duration_s=_seconds(a["started"], e.ts),
+            )
+            outputs.append(a)
+        elif e.kind == "check" and int(d.get("step", -1)) in steps:
+            steps[int(d["step"])]["check"] = {"ok": d.get("ok"), "detail": d.get("detail", "")}
+        elif e.kind == "step_finished" and int(d.get("step", -1)) in steps:
+            s = steps[int(d["step"])]
+            s.update(outcome=d.get("outcome", ""), finished=e.ts)
+            s["duration_s"] = _seconds(s["started"], e.ts)
+        elif e.kind in ("approved", "denied"):
+            approvals.append(
+                {"who": e.actor, "at": e.ts, "decision": e.kind, "reason": d.get("reason", "")}
+            )
+    verify = next((e.data for e in reversed(events) if e.kind == "verify"), None)
+    ended = next((e.ts for e in reversed(events) if e.kind in END_KINDS), None)
+    started = events[0].ts if events else run.created_at
+    return {
+        "id": run.id,
+        "ref": run.ref,
+        "runbook": run.runbook,
+        "params": run.params,
+        "requester": run.requester,
+        "status": run.status,
+        "error": run.error or "",
+        "plan_hash": run.plan_hash,
+        "code_hash": run.code_hash,
+        "targets": run.plan.get("targets", []),
+        "started": started,
+        "ended": ended or "",
+        "duration_s": _seconds(started, ended) if ended else None,
+        "approvals": approvals,
+        "steps": [steps[i] for i in sorted(steps)],
+        "verify": verify,
+        "nodes": sorted({a["node"] for a in outputs if a.get("node")}),
+        "channel": run.source.get("channel", ""),
+        "thread": run.source.get("thread_ts", ""),
+    }
+
+
+def build(
+    events: Sequence[Event],
+    runs: Mapping[int, RunRecord],
+    sel: Selection,
+    chain: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The report's data: summary, timeline, runs with their steps and outputs, per-node lines,
+    the chart's bars, and the audit chain's head and whether it verified."""
+    by_run: dict[int, list[Event]] = {}
+    for e in events:
+        if e.run_id is not None:
+            by_run.setdefault(e.run_id, []).append(e)
+    run_records = [_run_record(runs[i], evs) for i, evs in sorted(by_run.items()) if i in runs]
+    nodes: dict[str, dict[str, Any]] = {}
+    for r in run_records:
+        for s in r["steps"]:
+            for a in s.get("actions", []):
+                if not a.get("node"):
+                    continue
+                n = nodes.setdefault(
+                    a["node"], {"node": a["node"], "runs": set(), "actions": 0, "failed": 0}
+                )
+                n["runs"].add(r["id"])
+                n["actions"] += 1
+                n["failed"] += 1 if a.get("exit_code") not in (0, None) else 0
+    first = events[0].ts if events else iso(now)
+    last = events[-1].ts if events else iso(now)
+    span = max((parse_iso(last) - parse_iso(first)).total_seconds(), 1.0)
+
+    def frac(ts: str) -> float:
+        return round((parse_iso(ts) - parse_iso(first)).total_seconds() / span, 4)
+
+    statuses = [r["status"] for r in run_records]
+    return {
+        "title": "flannel-bot audit report",
+        "selection": sel.describe(),
+        "generated_at": iso(now),
+        "chain": dict(chain),
+        "summary": {
+            "events": len(events),
+            "first": first,
+            "last": last,
+            "span_s": round(span, 3) if events else 0,
+            "runs": len(run_records),
+            "by_status": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "commands": sum(1 for e in events if e.kind == "command"),
+            "rejected": sum(1 for e in events if e.kind == "command_rejected"),
+            "approvals": sum(1 for e in events if e.kind == "approved"),
+            "people": sorted({e.actor for e in events if e.actor}),
+        },
+        "timeline": [
+            {
+                "id": e.id,
+                "ts": e.ts,
+                "kind": e.kind,
+                "actor": e.actor or "",
+                "run_id": e.run_id,
+                "text": describe(e),
+                "level": level(e),
+                "x": frac(e.ts),
+                "channel": e.source.get("channel", ""),
+                "thread": e.source.get("thread_ts", ""),
+            }
+            for e in events
+        ],
+        "runs": run_records,
+        "nodes": [
+            {**n, "runs": sorted(n["runs"])} for _, n in sorted(nodes.items(), key=lambda kv: kv[0])
+        ],
+        "bars": [
+            {
+                "run_id": r["id"],
+                "label": f"run {r['id']} {r['runbook']}",
+                "x0": frac(r["started"]),
+                "x1": frac(r["ended"]) if r["ended"] else 1.0,
+                "status": r["status"],
+            }
+            for r in run_records
+        ],
+        "events": [
+            {
+                "type": "event",
+                "id": e.id,
+                "ts": e.ts,
+                "kind": e.kind,
+                "run_id": e.run_id,
+                "actor": e.actor,
+                "source": e.source,
+                "data": e.data,
+                "hash": e.hash,
+            }
+            for e in events
+        ],
+    }
