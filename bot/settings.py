@@ -40,6 +40,8 @@ class SlackSettings:
     usergroups: Mapping[str, str] = field(default_factory=dict)  # usergroup id -> policy group
     progress_interval: float = 1.0
     usergroup_ttl: float = 300.0
+    audit_channel: str = ""  # where the audit chain's head is posted after each run
+    audit_head_every_minutes: int = 0  # and on this schedule (0: only after runs)
 
     def problems(self) -> list[str]:
         """What is missing for `serve` in this mode, each as a sentence naming the fix."""
@@ -140,7 +142,17 @@ def parse_policy(raw: Mapping[str, Any]) -> Policy:
 
 
 def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings:
-    known = {"mode", "api_url", "host", "port", "users", "usergroups", "progress_interval"}
+    known = {
+        "mode",
+        "api_url",
+        "host",
+        "port",
+        "users",
+        "usergroups",
+        "progress_interval",
+        "audit_channel",
+        "audit_head_every_minutes",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         hint = " (tokens come from SLACK_* environment variables)" if "token" in unknown[0] else ""
@@ -170,6 +182,8 @@ def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings
         users=tables["users"],
         usergroups=tables["usergroups"],
         progress_interval=float(raw.get("progress_interval", 1.0)),
+        audit_channel=str(raw.get("audit_channel", "")),
+        audit_head_every_minutes=int(raw.get("audit_head_every_minutes", 0)),
     )
 
 

@@ -30,13 +30,16 @@ from bot.core.engine import Requester
 from bot.core.service import Reply
 from bot.errors import UserError
 from bot.settings import SlackSettings
+from bot.slack.beacon import Beacon
 from bot.slack.identity import Identity
 from bot.slack.messages import Messages
 from bot.slack.progress import Progress
+from bot.slack_blocks import mrkdwn_escape
 from bot.wiring import App
 
 log = logging.getLogger(__name__)
 PLAN_FIX = re.compile(r"^plan_fix:\d+$")
+SCOPES = {"run", "node", "runbook", "user", "channel", "thread"}
 
 
 def make_client(settings: SlackSettings) -> WebClient:
@@ -62,6 +65,8 @@ class SlackAdapter:
         self.progress = Progress(
             app.store, self.client, self.messages, app.engine.clock, settings.progress_interval
         )
+        self.beacon = Beacon(app.store, self.client, settings.audit_channel)
+        self.progress.on_final = lambda run_id: self.beacon.post(f"after run {run_id}")
         self.base_policy = app.engine.policy
         self.bolt = self._build()
 
@@ -125,12 +130,14 @@ class SlackAdapter:
         name = self._who(user_id)
         source = {"adapter": "slack", "channel": channel, "user_id": user_id, "user": name}
         try:
-            c.parse(c.split_words(text))
+            parsed = c.parse(c.split_words(text))
         except UserError:
             self._ephemeral(
                 channel, user_id, self.app.service.handle(text, Requester(name, source))
             )
             return
+        if isinstance(parsed, c.AuditReport) and not set(parsed.selection) & SCOPES:
+            text += f" channel={channel}"  # in Slack a report covers this channel by default
         root = self.client.chat_postMessage(
             channel=channel, text=f"<@{user_id}> asked: `/flannel {text}`"
         )
@@ -173,6 +180,9 @@ class SlackAdapter:
         if reply.kind == "run":
             self.progress.poll()  # the progress and approval messages come from the events
             return
+        if reply.kind == "audit_report":
+            self._upload_report(reply, channel, thread_ts, user_id)
+            return
         payload = self.messages.reply(reply, f"<@{user_id}>", command)
         self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **payload)
         if reply.kind == "diagnose" and self.messages.findings_left_out(payload, reply.data):
@@ -186,6 +196,28 @@ class SlackAdapter:
                     title="flannel diagnose: every finding with its evidence",
                 )
             )
+
+    def _upload_report(self, reply: Reply, channel: str, thread_ts: str, user_id: str) -> None:
+        """The report as a file in the thread (files.getUploadURLExternal, then
+        files.completeUploadExternal), with its summary as the message that carries it."""
+        fmt, data = reply.data["format"], reply.data["report"]
+        s, chain = data["summary"], data["chain"]
+        statuses = ", ".join(f"{n} {status}" for status, n in s["by_status"].items())
+        summary = (
+            f"<@{user_id}> audit report for {mrkdwn_escape(data['selection'])}: "
+            f"{s['events']} events, {s['runs']} runs ({statuses or 'none'}), "
+            f"{s['approvals']} approvals. Audit chain "
+            + ("verified" if chain["ok"] else f"*BROKEN*: {mrkdwn_escape(chain['problem'])}")
+            + f", head `{chain['head'][:16]}`."
+        )
+        self.client.files_upload_v2(
+            channel=channel,
+            thread_ts=thread_ts,
+            content=self.app.renderer.reply(reply),
+            filename=f"flannel-audit-report.{fmt}",
+            title=f"flannel-bot audit report ({data['selection']})",
+            initial_comment=summary,
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class Progress:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="slack-progress", daemon=True)
+        self.on_final: Callable[[int], None] | None = None
         store.subscribe(lambda _event: self._wake.set())
 
     def start(self) -> None:
@@ -176,6 +177,8 @@ class Progress:
             thread.flushed_at = now
             if final:
                 self._runs.pop(run_id, None)
+                if self.on_final is not None:
+                    self.on_final(run_id)
 
     def _post(self, thread: RunThread, ts: str | None, payload: dict[str, Any]) -> str:
         if ts is None:

@@ -69,6 +69,8 @@ def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None
     adapter = SlackAdapter(app, settings)
     app.engine.recover()
     adapter.progress.start()
+    if settings.audit_head_every_minutes > 0:
+        adapter.beacon.every(settings.audit_head_every_minutes)
     if stop is None:
         stop = threading.Event()
         done = stop
@@ -90,5 +92,6 @@ def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None
             stop.wait()
             server.shutdown()
     finally:
+        adapter.beacon.stop()
         adapter.progress.stop()
     return 0

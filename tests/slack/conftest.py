@@ -30,8 +30,9 @@ from tests.slack.signing import (
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 USERS = {"UALICE": "alice", "UBOB": "bob", "UCAROL": "carol", "UMAL": "mallory"}
+EXAMPLE_CLUSTER = REPO / "examples" / "cluster.json"
 CONFIG = f"""
-cluster = "{REPO / "examples" / "cluster.json"}"
+cluster = "{EXAMPLE_CLUSTER}"
 
 [policy.groups]
 operators = ["alice"]
@@ -42,6 +43,7 @@ mode = "http"
 host = "127.0.0.1"
 port = 0
 progress_interval = 0.2
+audit_channel = "CAUDIT"
 
 [slack.users]
 {chr(10).join(f'{k} = "{v}"' for k, v in USERS.items())}
@@ -109,9 +111,15 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def bot(slack: FakeSlack, tmp_path: Path) -> Iterator[SlackBot]:
+def cluster_file(request: pytest.FixtureRequest) -> Path:
+    """The recorded cluster the bot works on; a test may pass its own (indirect parametrize)."""
+    return Path(getattr(request, "param", EXAMPLE_CLUSTER))
+
+
+@pytest.fixture
+def bot(slack: FakeSlack, tmp_path: Path, cluster_file: Path) -> Iterator[SlackBot]:
     config = tmp_path / "flannel-bot.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace(str(EXAMPLE_CLUSTER), str(cluster_file)))
     env = {
         "HOME": str(tmp_path),
         "SLACK_BOT_TOKEN": "xoxb-test",

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from bot.errors import UnknownRun
 from bot.slack_blocks import check_limits
 from tests.slack.conftest import SECRET, SlackBot
 from tests.slack.signing import sign, slash_command_body
@@ -31,10 +32,18 @@ def approval_value(bot: SlackBot) -> tuple[str, str]:
 
 
 def wait_status(bot: SlackBot, run_id: int, status: str, timeout: float = 10.0) -> None:
+    """Wait for the run (which the acked command may not have created yet) to reach `status`."""
     deadline = time.monotonic() + timeout
-    while bot.adapter.app.store.run(run_id).status != status:
-        assert time.monotonic() < deadline, bot.adapter.app.store.run(run_id)
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = bot.adapter.app.store.run(run_id)
+        except UnknownRun:
+            seen = None
+        if seen is not None and seen.status == status:
+            return
         time.sleep(0.02)
+    raise AssertionError(f"run {run_id} did not reach {status}: {seen}")
 
 
 def start_run(bot: SlackBot) -> tuple[str, str]:
@@ -254,3 +263,35 @@ def test_findings_that_do_not_fit_go_to_the_thread_as_a_file(bot: SlackBot) -> N
     assert done["channel_id"] == "C1" and done["thread_ts"] == "1700000000.000001"
     (content,) = bot.slack.uploads.values()
     assert b"finding 79 on w79" in content
+
+
+def test_the_audit_report_goes_to_the_thread_as_a_file_with_a_summary(bot: SlackBot) -> None:
+    value, message_ts = start_run(bot)
+    bot.click("approve", value, "UBOB", message_ts)
+    wait_status(bot, 1, "succeeded")
+    bot.command("audit report format=html")
+    done = bot.slack.wait_for("files.completeUploadExternal")[0].params
+    assert done["channel_id"] == "C1" and done["thread_ts"]
+    comment = str(done["initial_comment"])
+    assert "<@UALICE> audit report for channel C1" in comment and "1 succeeded" in comment
+    assert "Audit chain verified" in comment
+    (html,) = bot.slack.uploads.values()
+    assert b"Run 1: <code>flannel.restart-pods@1.1.0</code>" in html
+    assert b"approved by <b>bob</b>" in html
+
+
+def test_the_chain_head_is_posted_after_each_run(bot: SlackBot) -> None:
+    value, message_ts = start_run(bot)
+    bot.click("approve", value, "UBOB", message_ts)
+    wait_status(bot, 1, "succeeded")
+    deadline = time.monotonic() + 10
+    while not (
+        posts := [c for c in bot.slack.calls("chat.postMessage") if c.params["channel"] == "CAUDIT"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    text = str(posts[0].params["text"])
+    assert text.startswith("Audit chain head after run 1: `") and "verified" in text
+    head = text.split("`")[1]
+    events = bot.adapter.app.store.events()
+    assert head in {e.hash for e in events}  # a real head of the chain at that moment
