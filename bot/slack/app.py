@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -68,6 +69,10 @@ class SlackAdapter:
         self.beacon = Beacon(app.store, self.client, settings.audit_channel)
         self.progress.on_final = lambda run_id: self.beacon.post(f"after run {run_id}")
         self.base_policy = app.engine.policy
+        self._policy_lock = threading.Lock()
+        # Bolt's listener threads only ack; the work queues here, so a burst of slow commands
+        # never holds up the next ack (Slack gives up after 3 seconds)
+        self.work = ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-work")
         self.bolt = self._build()
 
     def _build(self) -> BoltApp:
@@ -79,7 +84,7 @@ class SlackAdapter:
             ignoring_self_events_enabled=False,
             process_before_response=False,
             raise_error_for_unhandled_request=False,
-            listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack"),
+            listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-ack"),
         )
         bolt.command("/flannel")(self._on_command)
         bolt.action("approve")(self._on_approve)
@@ -92,34 +97,58 @@ class SlackAdapter:
 
     def _on_command(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        if self._first(f"command:{body.get('trigger_id')}", "slash_command"):
-            self.command(body)
+        self._later(self._command_once, body)
 
     def _on_approve(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        if self._first(self._click_key(body), "approve"):
-            run_id, plan_hash = self._run_value(body)
-            self._click(body, ["approve", run_id, f"plan={plan_hash}"])
+        self._later(self._button_once, body, "approve")
 
     def _on_deny(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        if self._first(self._click_key(body), "deny"):
-            run_id, _ = self._run_value(body)
-            self._click(body, ["deny", run_id, "denied", "in", "Slack"])
+        self._later(self._button_once, body, "deny")
 
     def _on_plan_fix(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        if self._first(self._click_key(body), "plan_fix"):
-            value = json.loads(body["actions"][0]["value"])
-            params = [f"{k}={v}" for k, v in dict(value.get("params") or {}).items()]
-            self._click(body, ["plan", str(value["runbook"]), *params])
+        self._later(self._button_once, body, "plan_fix")
 
     def _on_start_run(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        if self._first(self._click_key(body), "start_run"):
-            value = json.loads(body["actions"][0]["value"])
-            params = [f"{k}={v}" for k, v in dict(value.get("params") or {}).items()]
-            self._click(body, ["run", str(value["ref"]), *params])
+        self._later(self._button_once, body, "start_run")
+
+    def _later(self, work: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            try:
+                work(*args)
+            except Exception:  # the user already has their ack; the log gets the rest
+                log.exception("handling a Slack request failed")
+
+        self.work.submit(run)
+
+    def _command_once(self, body: dict[str, Any]) -> None:
+        if self._first(f"command:{body.get('trigger_id')}", "slash_command"):
+            self.command(body)
+
+    def _button_once(self, body: dict[str, Any], kind: str) -> None:
+        if not self._first(self._click_key(body), kind):
+            return
+        value = str(body["actions"][0]["value"])
+        if kind in ("approve", "deny"):
+            run_id, plan_hash = self._run_value(body)
+            words = (
+                ["approve", run_id, f"plan={plan_hash}"]
+                if kind == "approve"
+                else ["deny", run_id, "denied", "in", "Slack"]
+            )
+        else:
+            asked = json.loads(value)
+            params = [f"{k}={v}" for k, v in dict(asked.get("params") or {}).items()]
+            words = (
+                ["plan", str(asked["runbook"])]
+                if kind == "plan_fix"
+                else ["run", str(asked["ref"])]
+            )
+            words += params
+        self._click(body, words)
 
     # -- the work -------------------------------------------------------------------------------
 
@@ -223,7 +252,10 @@ class SlackAdapter:
 
     def _who(self, user_id: str) -> str:
         """The policy name of a Slack user, with Slack user groups folded into the policy."""
-        self.app.engine.policy = self.identity.policy(self.base_policy)
+        policy = self.identity.policy(self.base_policy)
+        with self._policy_lock:
+            if self.app.engine.policy != policy:
+                self.app.engine.policy = policy
         return self.identity.name(user_id)
 
     def _first(self, key: str, kind: str) -> bool:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = 128  # Slack bursts: the default 5 makes clients retry or reset
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -93,5 +94,6 @@ def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None
             server.shutdown()
     finally:
         adapter.beacon.stop()
+        adapter.work.shutdown(wait=True, cancel_futures=False)
         adapter.progress.stop()
     return 0

@@ -139,4 +139,5 @@ def bot(slack: FakeSlack, tmp_path: Path, cluster_file: Path) -> Iterator[SlackB
         yield SlackBot(slack, adapter, f"http://{host}:{port}/slack/events", clock)
     finally:
         server.shutdown()
+        adapter.work.shutdown(wait=True)
         adapter.progress.stop()

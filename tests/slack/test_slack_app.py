@@ -295,3 +295,22 @@ def test_the_chain_head_is_posted_after_each_run(bot: SlackBot) -> None:
     head = text.split("`")[1]
     events = bot.adapter.app.store.events()
     assert head in {e.hash for e in events}  # a real head of the chain at that moment
+
+
+def test_acks_never_wait_behind_earlier_commands_work(bot: SlackBot) -> None:
+    """More slow commands at once than there are workers (16): every ack is back before the
+    17th command's work can start, which waits for a worker's first 1-second post to end.
+    Were acks queued behind work, the last ones would come after that."""
+    bot.slack.delay("chat.postMessage", 1.0)
+    acked: list[float] = []
+
+    def send(_: int) -> None:
+        assert bot.command("help").status == 200
+        acked.append(time.monotonic())
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(send, range(40)))
+    posts = bot.slack.wait_for("chat.postMessage", 80, timeout=30)
+    roots = sorted(c.at for c in posts if "thread_ts" not in c.params)
+    assert len(roots) == 40
+    assert max(acked) < roots[16]

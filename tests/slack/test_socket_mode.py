@@ -42,6 +42,7 @@ def handler(slack: FakeSlack, tmp_path: Path) -> Iterator[SocketModeHandler]:
         yield handler
     finally:
         close_socket_mode_client(handler.client, slack)
+        adapter.work.shutdown(wait=True)
         adapter.progress.stop()
 
 
