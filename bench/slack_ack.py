@@ -1,0 +1,466 @@
+"""Slack ack latency under concurrency: flannel-bot's Slack app vs a bare Bolt app, in one run.
+
+Starts a FakeSlack (tests/slack/fake_slack.py, Slack's Web API on 127.0.0.1) and, on 127.0.0.1,
+two HTTP-mode Slack apps checking the same signing secret, then sends the same load to each:
+`--requests` correctly signed `/flannel` slash commands (unique trigger ids) from `--concurrency`
+clients, each client sending its next command as soon as the previous one was acknowledged.
+
+  bare Bolt      a slack-bolt App whose `/flannel` listener only calls ack(), with the Bolt
+                 settings of flannel-bot's adapter (listener pool of 16, process_before_response
+                 off), on the same threaded WSGI server class (bot.slack.serve.ThreadingWSGIServer)
+  flannel-bot    the real app as `serve` builds it in HTTP mode: build_app (recorded cluster
+                 examples/cluster.json, a temporary SQLite file, the system clock), SlackAdapter,
+                 http_server; its listener acks, then records the delivery, posts the thread root
+                 and the threaded reply to the fake
+
+Per request it measures the ack (sending the request until its HTTP response has arrived) and,
+for flannel-bot, when the thread root and the threaded reply (`chat.postMessage` with `thread_ts`)
+reached the fake: the work happens after the ack. Prints p50/p90/p99/max and throughput, the
+ratios flannel-bot ack / bare ack and reply / ack, and every problem seen (non-200 answers,
+client errors, missing or duplicate replies, error replies, warnings and exceptions logged).
+
+The clients run in a child process (times from the shared monotonic clock), so they do not take
+the servers' GIL. `--warmup` commands per app go first and are not counted. `--slow-api SECONDS`
+holds every `chat.postMessage` answer of the fake for that long. Nothing leaves 127.0.0.1.
+
+Usage (from the repo root):
+  .venv/bin/python bench/slack_ack.py [--requests 500] [--concurrency 20] [--text help]
+                                      [--slow-api 0] [--warmup 20] [--reply-timeout 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIServer, make_server
+
+from slack_bolt import Ack
+from slack_bolt import App as BoltApp
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+
+from bot.settings import load_settings
+from bot.slack.app import SlackAdapter
+from bot.slack.serve import QuietHandler, ThreadingWSGIServer, http_server
+from bot.wiring import build_app
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `tests` is not installed; the fake and the signer live there
+    sys.path.insert(0, str(REPO))
+
+from tests.slack.conftest import CONFIG, SECRET  # noqa: E402
+from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack  # noqa: E402
+from tests.slack.signing import new_trigger_id, sign, slash_command_body  # noqa: E402
+
+LISTENER_WORKERS = 16  # flannel-bot's SlackAdapter uses a Bolt listener pool of this size
+
+# (index, sent, answered, HTTP status or 0, error) with times from time.monotonic()
+Sample = tuple[int, float, float, int, str]
+
+
+# ----- the clients (run in a child process) ----------------------------------------------------
+
+
+def _one(url: str, index: int, channel: str, text: str) -> Sample:
+    parts = urlsplit(url)
+    body = slash_command_body(
+        text, user_id="UALICE", user_name="alice", channel_id=channel, trigger_id=new_trigger_id()
+    )
+    headers = sign(SECRET, body)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=15)
+    sent = time.monotonic()
+    try:
+        conn.request("POST", parts.path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return index, sent, time.monotonic(), response.status, ""
+    except (OSError, http.client.HTTPException) as exc:
+        return index, sent, time.monotonic(), 0, f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+
+
+def drive(url: str, requests: int, concurrency: int, text: str, prefix: str) -> list[Sample]:
+    """Send `requests` signed slash commands from `concurrency` threads; request i comes from
+    channel `prefix` + i, so its messages in the fake can be told apart."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(lambda i: _one(url, i, f"{prefix}{i:05d}", text), range(requests)))
+
+
+# ----- the servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Problems:
+    """What went wrong inside this process while the load ran."""
+
+    logs: list[logging.LogRecord] = field(default_factory=list)
+    thread_errors: list[str] = field(default_factory=list)
+    server_errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Collector(logging.Handler):
+    def __init__(self, problems: Problems) -> None:
+        super().__init__(logging.WARNING)
+        self.problems = problems
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.problems.lock:
+            self.problems.logs.append(record)
+
+
+def watch(server: WSGIServer, name: str, problems: Problems) -> None:
+    """Record the server's request errors (socketserver prints them to stderr otherwise)."""
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        with problems.lock:
+            problems.server_errors.append(f"{name}: {traceback.format_exc().strip()}")
+
+    server.handle_error = handle_error  # type: ignore[method-assign]
+
+
+def serve(server: WSGIServer) -> tuple[str, threading.Thread]:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}/slack/events", thread
+
+
+def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, WSGIServer]:
+    bolt = BoltApp(
+        client=WebClient(token="xoxb-bench", base_url=slack.base_url),
+        signing_secret=SECRET,
+        request_verification_enabled=True,
+        token_verification_enabled=False,
+        ignoring_self_events_enabled=False,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        listener_executor=ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="bare"),
+    )
+
+    def on_command(ack: Ack) -> None:
+        ack()
+
+    bolt.command("/flannel")(on_command)
+    handler = SlackRequestHandler(bolt, path="/slack/events")
+    server = make_server(
+        "127.0.0.1", 0, handler, server_class=ThreadingWSGIServer, handler_class=QuietHandler
+    )
+    return bolt, server
+
+
+def flannel_bot(slack: FakeSlack, tmp: Path) -> tuple[SlackAdapter, WSGIServer]:
+    config = tmp / "flannel-bot.toml"
+    config.write_text(CONFIG)
+    env = {
+        "HOME": str(tmp),
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack.base_url,
+    }
+    settings = load_settings(config, env, overrides={"db": str(tmp / "bot.db")})
+    app = build_app(settings)  # the system clock
+    adapter = SlackAdapter(app, settings.slack)
+    return adapter, http_server(adapter, "127.0.0.1", 0)
+
+
+# ----- figures ----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class Row:
+    name: str
+    latencies: list[float]  # seconds
+    span: float  # seconds from the first send to the last event counted
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def line(self) -> str:
+        ms = [self.p(q) * 1000 for q in (0.5, 0.9, 0.99, 1.0)]
+        rate = len(self.latencies) / self.span if self.span > 0 else float("nan")
+        cells = "".join(f"{v:9.1f}" for v in ms)
+        slow = sum(1 for v in self.latencies if v >= 1.0)
+        return f"  {self.name:34}{len(self.latencies):6}{cells}{rate:8.0f}{slow:7}"
+
+
+HEADER = (
+    f"  {'':34}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'per s':>8}{'>=1 s':>7}"
+)
+
+
+def ack_row(name: str, samples: list[Sample]) -> Row:
+    ok = [s for s in samples if s[3] == 200]
+    span = max((s[2] for s in ok), default=0.0) - min((s[1] for s in samples), default=0.0)
+    return Row(name, [s[2] - s[1] for s in ok], span)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 else "n/a"
+
+
+# ----- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Posts:
+    """What flannel-bot posted to the fake for the commands of one channel prefix."""
+
+    roots: dict[str, float]  # channel -> arrival of the thread root
+    replies: dict[str, list[float]]  # channel -> arrivals of threaded replies
+    ephemerals: dict[str, int]
+    deletes: int
+
+
+def posts(slack: FakeSlack, prefix: str) -> Posts:
+    roots: dict[str, float] = {}
+    replies: dict[str, list[float]] = {}
+    ephemerals: Counter[str] = Counter()
+    deletes = 0
+    for call in slack.calls():
+        channel = str(call.params.get("channel", ""))
+        if not channel.startswith(prefix):
+            continue
+        if call.method == "chat.postMessage" and call.params.get("thread_ts"):
+            replies.setdefault(channel, []).append(call.at)
+        elif call.method == "chat.postMessage":
+            roots.setdefault(channel, call.at)
+        elif call.method == "chat.postEphemeral":
+            ephemerals[channel] += 1
+        elif call.method == "chat.delete":
+            deletes += 1
+    return Posts(roots, replies, dict(ephemerals), deletes)
+
+
+def wait_for_work(
+    slack: FakeSlack, prefix: str, expected: int, quiet: float, timeout: float
+) -> float:
+    """Wait until `expected` commands got a threaded or an error reply and the fake then heard
+    nothing for `quiet` seconds (late work of unacknowledged commands); seconds waited."""
+    start = time.monotonic()
+    calls, changed = -1, start
+    while time.monotonic() - start < timeout:
+        now = time.monotonic()
+        seen = posts(slack, prefix)
+        count = len(slack.calls())
+        if count != calls:
+            calls, changed = count, now
+        replied = len(set(seen.replies) | set(seen.ephemerals))
+        if replied >= expected and now - changed >= quiet:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def load(
+    clients: Executor, url: str, requests: int, concurrency: int, text: str, prefix: str
+) -> list[Sample]:
+    return clients.submit(drive, url, requests, concurrency, text, prefix).result()
+
+
+def report_problems(
+    name: str, samples: Iterable[Sample], extra: Callable[[], list[str]] | None = None
+) -> list[str]:
+    lines = []
+    statuses = Counter(s[3] for s in samples if s[3] != 200 and not s[4])
+    errors = Counter(s[4] for s in samples if s[4])
+    for status, count in sorted(statuses.items()):
+        lines.append(f"{name}: {count} request(s) answered HTTP {status}")
+    for error, count in errors.most_common():
+        lines.append(f"{name}: {count} request(s) failed: {error}")
+    if extra is not None:
+        lines.extend(extra())
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=500, help="commands per app (500)")
+    parser.add_argument("--concurrency", type=int, default=20, help="clients at once (20)")
+    parser.add_argument("--text", default="help", help="the /flannel command text (help)")
+    parser.add_argument(
+        "--slow-api", type=float, default=0.0, metavar="SECONDS", help="delay chat.postMessage"
+    )
+    parser.add_argument("--warmup", type=int, default=20, help="uncounted commands first (20)")
+    parser.add_argument(
+        "--reply-timeout", type=float, default=60.0, help="cap on waiting for the bot's work"
+    )
+    args = parser.parse_args()
+
+    for name in PROXY_ENV_VARS:  # slack_sdk would send even 127.0.0.1 through a proxy
+        os.environ.pop(name, None)
+    problems = Problems()
+    collector = Collector(problems)
+    logging.getLogger().addHandler(collector)
+    logging.getLogger().setLevel(logging.WARNING)
+    previous_hook = threading.excepthook
+
+    def excepthook(hook_args: threading.ExceptHookArgs) -> None:
+        name = hook_args.thread.name if hook_args.thread else "?"
+        error = f"{name}: {hook_args.exc_type.__name__}: {hook_args.exc_value}"
+        with problems.lock:
+            problems.thread_errors.append(error)
+
+    threading.excepthook = excepthook
+
+    started = time.monotonic()
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(1, mp_context=spawn) as clients,
+        FakeSlack() as slack,
+        tempfile.TemporaryDirectory(prefix="flannel-bench-") as tmp,
+    ):
+        slack.usergroups = {"SAPPROVERS": ["UCAROL"]}
+        bolt, bare_server = bare_bolt(slack)
+        adapter, bot_server = flannel_bot(slack, Path(tmp))
+        watch(bare_server, "bare Bolt server", problems)
+        watch(bot_server, "flannel-bot server", problems)
+        bare_url, bare_thread = serve(bare_server)
+        bot_url, bot_thread = serve(bot_server)
+        adapter.progress.start()
+        if args.slow_api > 0:
+            slack.delay("chat.postMessage", args.slow_api)
+        n, c, text = args.requests, args.concurrency, args.text
+        waited = 0.0
+        try:
+            load(clients, bare_url, args.warmup, c, text, "CW")
+            bare = load(clients, bare_url, n, c, text, "CB")
+            warm = load(clients, bot_url, args.warmup, c, text, "CW")
+            quiet = 0.5 + 2 * args.slow_api
+            warm_acked = sum(1 for s in warm if s[3] == 200)
+            wait_for_work(slack, "CW", warm_acked, quiet, args.reply_timeout)
+            bot = load(clients, bot_url, n, c, text, "CM")
+            acked = sum(1 for s in bot if s[3] == 200)
+            waited = wait_for_work(slack, "CM", acked, quiet, args.reply_timeout)
+        finally:
+            for server, thread in ((bare_server, bare_thread), (bot_server, bot_thread)):
+                server.shutdown()
+                server.server_close()
+                thread.join()
+            # work still queued after the cap is dropped; running listeners finish first
+            for app in (bolt, adapter.bolt):
+                executor = app.listener_runner.listener_executor
+                if isinstance(executor, ThreadPoolExecutor):
+                    executor.shutdown(wait=True, cancel_futures=True)
+            adapter.work.shutdown(wait=True, cancel_futures=True)
+            adapter.progress.stop()
+            adapter.app.store.close()
+        done = posts(slack, "CM")
+        fake_errors = list(slack.errors)
+    elapsed = time.monotonic() - started
+    threading.excepthook = previous_hook
+    logging.getLogger().removeHandler(collector)
+
+    # ----- figures
+    sent = {f"CM{s[0]:05d}": s for s in bot}
+    ok = {ch: s for ch, s in sent.items() if s[3] == 200}
+    first_send = min((s[1] for s in bot), default=0.0)
+    root_lat = [done.roots[ch] - s[1] for ch, s in ok.items() if ch in done.roots]
+    reply_lat = [min(done.replies[ch]) - s[1] for ch, s in ok.items() if ch in done.replies]
+    last_root = max((done.roots[ch] for ch in ok if ch in done.roots), default=first_send)
+    last_reply = max((min(done.replies[ch]) for ch in ok if ch in done.replies), default=first_send)
+    rows = [
+        ack_row("bare Bolt: ack", bare),
+        ack_row("flannel-bot: ack", bot),
+        Row("flannel-bot: thread root posted", root_lat, last_root - first_send),
+        Row("flannel-bot: threaded reply posted", reply_lat, last_reply - first_send),
+    ]
+    before = sum(1 for ch, s in ok.items() if ch in done.replies and s[2] < min(done.replies[ch]))
+
+    slow = f", chat.postMessage delayed {args.slow_api:g} s" if args.slow_api > 0 else ""
+    print(
+        f"{n} signed `/flannel {text}` commands per app at concurrency {c} "
+        f"(after {args.warmup} uncounted){slow}; latency from sending the request; "
+        f"both servers listen with a backlog of {ThreadingWSGIServer.request_queue_size}"
+    )
+    print(HEADER)
+    for row in rows:
+        print(row.line())
+    bare_row, ack, _, reply = rows
+    print(
+        f"  flannel-bot ack / bare ack:  p50 {ratio(ack.p(0.5), bare_row.p(0.5))}, "
+        f"p99 {ratio(ack.p(0.99), bare_row.p(0.99))}"
+    )
+    print(
+        f"  flannel-bot reply / ack:     p50 {ratio(reply.p(0.5), ack.p(0.5))}, "
+        f"p99 {ratio(reply.p(0.99), ack.p(0.99))}"
+    )
+    print(f"  acked before the reply was posted: {before} of {len(reply_lat)} replied")
+    print(f"  waited {waited:.1f} s after the load for the bot to go quiet; total {elapsed:.0f} s")
+
+    # ----- problems
+    def bot_posts() -> list[str]:
+        lines = []
+        missing = [ch for ch in ok if ch not in done.replies and ch not in done.ephemerals]
+        dupes = {ch: len(v) for ch, v in done.replies.items() if len(v) > 1}
+        if missing:
+            lines.append(
+                f"flannel-bot: {len(missing)} acked command(s) got no reply within "
+                f"{args.reply_timeout:g} s (e.g. {', '.join(sorted(missing)[:3])})"
+            )
+        failed = [ch for ch, s in sent.items() if s[3] != 200]
+        late = [ch for ch in failed if ch in done.replies or ch in done.ephemerals]
+        if late:
+            lines.append(
+                f"flannel-bot: {len(late)} of the {len(failed)} command(s) not answered 200 "
+                "were carried out anyway (reply posted after the failed ack)"
+            )
+        if dupes:
+            lines.append(f"flannel-bot: {len(dupes)} command(s) got more than one reply")
+        if done.ephemerals:
+            lines.append(f"flannel-bot: {len(done.ephemerals)} command(s) got an error reply")
+        if done.deletes:
+            lines.append(f"flannel-bot: {done.deletes} thread root(s) deleted (error replies)")
+        return lines
+
+    lines = report_problems("bare Bolt", bare) + report_problems("flannel-bot", bot, bot_posts)
+    logged = Counter(
+        (r.levelname, r.name, r.getMessage().splitlines()[0][:160]) for r in problems.logs
+    )
+    for (level, logger, message), count in logged.most_common(10):
+        lines.append(f"log {level} {logger} x{count}: {message}")
+    tracebacks = [r for r in problems.logs if r.exc_info]
+    if tracebacks:
+        lines.append(f"{len(tracebacks)} logged exception(s); the first:")
+        lines.append(logging.Formatter().formatException(tracebacks[0].exc_info))  # type: ignore[arg-type]
+    lines += [f"thread died: {e}" for e in problems.thread_errors[:10]]
+    lines += [f"server error: {e}" for e in problems.server_errors[:3]]
+    if len(problems.server_errors) > 3:
+        lines.append(f"... {len(problems.server_errors)} server errors in all")
+    lines += [f"fake Slack error: {e!r}" for e in fake_errors[:5]]
+    print("problems: " + ("none" if not lines else ""))
+    for line in lines:
+        print(f"  {line}")
+
+
+if __name__ == "__main__":
+    main()
