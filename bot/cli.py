@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -38,6 +39,8 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] CO
   diagnose --dump DIR        diagnose a support bundle (kubectl cluster-info dump layout)
   collect DIR [node...]      write a support bundle from the live cluster (API + node probes)
   audit verify               check the audit chain; exits 1 and names the first bad event
+  audit report [...]         the incident report: --since 24h, run=N, node=w2, format=html ...
+  audit prune                drop events older than [audit] retention_days (chain stays checked)
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
   lab up|down|status|break   a Flannel lab cluster on this machine (Linux, root): `lab --help`
 
@@ -185,6 +188,23 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
     return 0
 
 
+def prune(app: App, days: int) -> int:
+    """Drop audit events older than the retention; the chain stays verifiable."""
+    if days <= 0:
+        print("flannel-bot: [audit] retention_days is 0 (keep forever): nothing to prune")
+        return 0
+    result = app.store.prune(app.engine.clock.now() - timedelta(days=days))
+    if not result["events"]:
+        print(f"nothing older than {days} days")
+        return 0
+    print(
+        f"pruned {result['events']} events through event {result['pruned_through']} (older than "
+        f"{result['before']}); checkpoint hash {result['last_hash']}"
+    )
+    print(app.store.verify().describe())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     try:
         inv = split_argv(sys.argv[1:] if argv is None else argv)
@@ -211,12 +231,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if inv.words[0] == "collect":
             return collect_bundle(settings, inv.words[1:])
         app = build_app(settings)
+        if inv.words == ["audit", "prune"]:
+            return prune(app, settings.retention_days)
         user = inv.options.get("user") or settings.default_user
         if inv.words == ["serve"]:
             from bot.slack.serve import serve
 
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-            return serve(app, settings.slack)
+            return serve(app, settings.slack, retention_days=settings.retention_days)
         if inv.words[0] == "shell":
             app.engine.recover()
             return shell(app, user, sys.stdin, sys.stdout)

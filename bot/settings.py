@@ -71,6 +71,7 @@ class Settings:
     check_interval: float = 1.0
     default_user: str = "unknown"
     slack: SlackSettings = field(default_factory=SlackSettings)
+    retention_days: int = 0  # [audit] retention_days: 0 keeps every event forever
 
 
 def _default_db(env: Mapping[str, str]) -> Path:
@@ -187,6 +188,16 @@ def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings
     )
 
 
+def parse_retention(raw: Mapping[str, Any]) -> int:
+    unknown = sorted(set(raw) - {"retention_days"})
+    if unknown:
+        raise ConfigError(f"[audit] has no setting `{unknown[0]}`; known: retention_days")
+    days = raw.get("retention_days", 0)
+    if not isinstance(days, int) or isinstance(days, bool) or days < 0:
+        raise ConfigError("[audit] retention_days must be a whole number of days (0: forever)")
+    return days
+
+
 _SSH_PATHS = ("private_key", "known_hosts", "ssh_config")
 
 
@@ -245,6 +256,7 @@ def load_settings(
         "policy",
         "ssh",
         "slack",
+        "audit",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -264,4 +276,5 @@ def load_settings(
         check_interval=float(raw.get("check_interval", 1.0)),
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",
         slack=parse_slack(raw.get("slack", {}), env),
+        retention_days=parse_retention(raw.get("audit", {})),
     )

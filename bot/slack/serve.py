@@ -11,7 +11,9 @@ import logging
 import signal
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -63,7 +65,23 @@ def socket_mode_handler(adapter: SlackAdapter) -> SocketModeHandler:
     )
 
 
-def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None) -> int:
+def _prune_daily(app: App, days: int) -> None:
+    while True:
+        try:
+            result = app.store.prune(app.engine.clock.now() - timedelta(days=days))
+            if result["events"]:
+                log.info("pruned %d audit events older than %d days", result["events"], days)
+        except Exception:
+            log.exception("pruning the audit log failed")
+        time.sleep(86400)
+
+
+def serve(
+    app: App,
+    settings: SlackSettings,
+    stop: threading.Event | None = None,
+    retention_days: int = 0,
+) -> int:
     problems = settings.problems()
     if problems:
         raise ConfigError("cannot serve Slack: " + "; ".join(problems))
@@ -72,6 +90,10 @@ def serve(app: App, settings: SlackSettings, stop: threading.Event | None = None
     adapter.progress.start()
     if settings.audit_head_every_minutes > 0:
         adapter.beacon.every(settings.audit_head_every_minutes)
+    if retention_days > 0:
+        threading.Thread(
+            target=_prune_daily, args=(app, retention_days), name="audit-prune", daemon=True
+        ).start()
     if stop is None:
         stop = threading.Event()
         done = stop

@@ -38,9 +38,16 @@ class ChainReport:
         return f"audit chain BROKEN at event {self.event_id}: {self.problem}"
 
 
-def verify_rows(rows: Iterable[Mapping[str, Any]], head: Mapping[str, Any] | None) -> ChainReport:
-    """Walk the chain in id order; report the first event that was altered, inserted or deleted."""
-    prev_hash, expected_id, count = GENESIS, 1, 0
+def verify_rows(
+    rows: Iterable[Mapping[str, Any]],
+    head: Mapping[str, Any] | None,
+    start: tuple[int, str] = (0, GENESIS),
+) -> ChainReport:
+    """Walk the chain in id order; report the first event that was altered, inserted or deleted.
+
+    `start` is the last pruned event's id and hash (a checkpoint): the chain continues from it.
+    """
+    prev_hash, expected_id, count = start[1], start[0] + 1, 0
     head_id = head["last_event_id"] if head else 0
     pending: list[Mapping[str, Any]] = []
     iterator = iter(rows)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +378,48 @@ class Store:
     def verify(self) -> ChainReport:
         head = list(self.db.query("SELECT last_event_id, last_hash FROM chain_head"))
         rows = self.db.query("SELECT * FROM events ORDER BY id")
-        return verify_rows(rows, head[0] if head else None)
+        checkpoint = self.checkpoint()
+        start = (checkpoint["pruned_through"], checkpoint["last_hash"]) if checkpoint else None
+        if start is None:
+            return verify_rows(rows, head[0] if head else None)
+        return verify_rows(rows, head[0] if head else None, start)
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The newest prune checkpoint: the chain starts after the event it names."""
+        rows = list(self.db.query("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1"))
+        return rows[0] if rows else None
+
+    def prune(self, before: datetime) -> dict[str, Any]:
+        """Delete events older than `before`, keeping the chain verifiable: a checkpoint keeps
+        the last pruned event's hash, and a `audit_pruned` event records the pruning itself.
+        Events of runs that have not ended are never pruned."""
+        with self.transaction() as tx:
+            db = tx.db
+            active = db.execute(
+                "SELECT MIN(e.id) FROM events e JOIN runs r ON e.run_id = r.id WHERE r.status IN "
+                "('running', 'awaiting_approval')"
+            ).fetchone()[0]
+            last = db.execute(
+                "SELECT MAX(id) FROM events WHERE ts < ? AND id < ?",
+                [iso(before), active if active else 2**62],
+            ).fetchone()[0]
+            if last is None:
+                return {"events": 0, "pruned_through": None}
+            floor = self.checkpoint()
+            first = floor["pruned_through"] + 1 if floor else 1
+            last_hash = db.execute("SELECT hash FROM events WHERE id = ?", [last]).fetchone()[0]
+            db.execute("INSERT INTO prune_guard (id) VALUES (1)")
+            db.execute("DELETE FROM events WHERE id <= ?", [last])
+            db.execute("DELETE FROM prune_guard")
+            result = {
+                "pruned_through": last,
+                "last_hash": last_hash,
+                "events": last - first + 1,
+                "before": iso(before),
+            }
+            db.table("checkpoints").insert({**result, "pruned_at": iso(self.clock.now())})
+            tx.append_event("audit_pruned", actor=None, data=result)
+        return result
 
 
 def _statements(script: str) -> list[str]:

@@ -76,4 +76,26 @@ MIGRATIONS: list[str] = [
         received_at TEXT NOT NULL
     );
     """,
+    # 3: retention. Old events may be pruned, only through Store.prune: the delete trigger lets a
+    # delete through while prune_guard holds a row (set and cleared in the same transaction),
+    # and a checkpoint keeps the hash of the last pruned event, where verification starts.
+    """
+    CREATE TABLE prune_guard (id INTEGER PRIMARY KEY CHECK (id = 1));
+    DROP TRIGGER events_no_delete;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        WHEN NOT EXISTS (SELECT 1 FROM prune_guard)
+        BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        pruned_through INTEGER NOT NULL,
+        last_hash TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        before TEXT NOT NULL,
+        pruned_at TEXT NOT NULL
+    );
+    CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+        BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+    CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+        BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+    """,
 ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,60 @@ def test_a_delivery_is_first_exactly_once_across_threads(tmp_path: Path, clock: 
     with ThreadPoolExecutor(20) as pool:
         firsts = list(pool.map(arrive, range(40)))
     assert firsts.count(True) == 1
+
+
+def _events(store: Store, clock: FakeClock, count: int, every: float = 3600) -> None:
+    for i in range(count):
+        with store.transaction() as tx:
+            tx.append_event("command", actor="alice", data={"text": f"diagnose w{i}"})
+        clock.advance(every)
+
+
+def test_pruning_keeps_the_chain_verifiable(tmp_path: Path, clock: FakeClock) -> None:
+    store = Store(tmp_path / "p.db", clock)
+    _events(store, clock, 10)  # one an hour
+    cutoff = clock.now() - timedelta(hours=5, minutes=30)  # the first five are older
+    result = store.prune(cutoff)
+    assert result["events"] == 5 and result["pruned_through"] == 5
+    kept = store.events()
+    assert [e.id for e in kept] == [6, 7, 8, 9, 10, 11]
+    assert kept[-1].kind == "audit_pruned" and kept[-1].data["last_hash"] == result["last_hash"]
+    report = store.verify()
+    assert report.ok and report.events == 6, report.describe()
+    # a second prune continues from the first checkpoint
+    _events(store, clock, 2)
+    assert store.prune(clock.now() - timedelta(hours=1, minutes=30))["events"] == 7
+    assert store.verify().ok
+
+
+def test_after_pruning_tampering_is_still_named(tmp_path: Path, clock: FakeClock) -> None:
+    store = Store(tmp_path / "p.db", clock)
+    _events(store, clock, 6)
+    store.prune(clock.now() - timedelta(hours=3, minutes=30))
+    store.close()
+    tamper(tmp_path / "p.db", "DELETE FROM events WHERE id = 4")  # the oldest kept event
+    report = Store(tmp_path / "p.db", clock).verify()
+    assert not report.ok and report.event_id == 4 and "deleted" in report.problem
+
+
+def test_events_cannot_be_deleted_outside_pruning(tmp_path: Path, clock: FakeClock) -> None:
+    store = Store(tmp_path / "p.db", clock)
+    _events(store, clock, 3)
+    store.prune(clock.now() - timedelta(hours=2, minutes=30))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("DELETE FROM events WHERE id = 2")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("DELETE FROM checkpoints")
+
+
+def test_events_of_a_run_still_waiting_are_never_pruned(
+    engine: Engine, store: Store, clock: FakeClock
+) -> None:
+    run = engine.start("flannel.restart-pods@1.1.0", {"nodes": "w2"}, who("alice"))
+    assert run.status == "awaiting_approval"
+    first_of_run = min(e.id for e in store.events(run_id=run.id))
+    clock.advance(86400 * 400)
+    result = store.prune(clock.now())
+    assert result["events"] is not None
+    assert all(e.id >= first_of_run for e in store.events()) and store.verify().ok
+    assert store.events(run_id=run.id)[0].id == first_of_run
