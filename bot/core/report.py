@@ -65,7 +65,7 @@ class Selection:
         return start, self.end
 
 
-def _run_matches(run: RunRecord, sel: Selection) -> bool:
+def run_matches(run: RunRecord, sel: Selection) -> bool:
     if sel.run_id is not None and run.id != sel.run_id:
         return False
     if sel.runbook is not None and run.runbook != sel.runbook:
@@ -94,7 +94,7 @@ def select(
         if (start is not None and at < start) or (end is not None and at > end):
             continue
         run = runs.get(e.run_id) if e.run_id is not None else None
-        if by_run and (run is None or not _run_matches(run, sel)):
+        if by_run and (run is None or not run_matches(run, sel)):
             continue
         if sel.user is not None and not _involves(e, run, sel.user, approvers):
             continue

@@ -244,7 +244,17 @@ class Service:
         sel = selection(asked)
         now = self.engine.clock.now()
         runs = self.store.runs_by_id()
-        events = report.select(self.store.events(), runs, sel, now)
+        start, end = sel.window(now)
+        by_run = sel.run_id is not None or sel.runbook is not None or sel.node is not None
+        candidates = self.store.events_matching(
+            start=iso(start) if start else None,
+            end=iso(end) if end else None,
+            run_ids=[i for i, r in runs.items() if report.run_matches(r, sel)] if by_run else None,
+            actor_or_runs=(sel.user, self.store.runs_involving(sel.user)) if sel.user else None,
+            channel=sel.channel,
+            thread=sel.thread,
+        )
+        events = report.select(candidates, runs, sel, now)
         chain = self.store.verify()
         return report.build(
             events,

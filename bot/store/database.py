@@ -375,6 +375,63 @@ class Store:
             for r in self.db.query(f"SELECT * FROM events WHERE {where} ORDER BY id", args)  # noqa: S608
         ]
 
+    def events_matching(
+        self,
+        start: str | None = None,
+        end: str | None = None,
+        run_ids: Sequence[int] | None = None,
+        actor_or_runs: tuple[str, Sequence[int]] | None = None,
+        channel: str | None = None,
+        thread: str | None = None,
+    ) -> list[Event]:
+        """Events narrowed in SQL (a superset of what a report selects; `report.select` decides),
+        so a report over one incident does not load a million events. Times are ISO strings,
+        which sort as the times they name."""
+        where: list[str] = ["1"]
+        args: list[object] = []
+        if start is not None:
+            where.append("ts >= ?")
+            args.append(start)
+        if end is not None:
+            where.append("ts <= ?")
+            args.append(end)
+        if run_ids is not None:
+            where.append(f"run_id IN ({','.join('?' * len(run_ids)) or 'NULL'})")
+            args.extend(run_ids)
+        if actor_or_runs is not None:
+            actor, runs = actor_or_runs
+            where.append(f"(actor = ? OR run_id IN ({','.join('?' * len(runs)) or 'NULL'}))")
+            args.extend([actor, *runs])
+        if channel is not None:
+            where.append("json_extract(source, '$.channel') = ?")
+            args.append(channel)
+        if thread is not None:
+            where.append("json_extract(source, '$.thread_ts') = ?")
+            args.append(thread)
+        query = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
+        return [
+            Event(
+                r["id"],
+                r["ts"],
+                r["kind"],
+                r["run_id"],
+                r["actor"],
+                json.loads(r["source"]),
+                json.loads(r["data"]),
+                r["hash"],
+            )
+            for r in self.db.query(query, args)
+        ]
+
+    def runs_involving(self, user: str) -> list[int]:
+        """Runs `user` asked for or acted on (approved, denied, cancelled)."""
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE requester = ? UNION "
+            "SELECT DISTINCT run_id FROM events WHERE actor = ? AND run_id IS NOT NULL",
+            [user, user],
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
     def verify(self) -> ChainReport:
         head = list(self.db.query("SELECT last_event_id, last_hash FROM chain_head"))
         rows = self.db.query("SELECT * FROM events ORDER BY id")
