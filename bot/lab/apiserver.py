@@ -302,19 +302,24 @@ class PolicyRule:
     resources: tuple[str, ...] = ()
     resource_names: tuple[str, ...] = ()
     non_resource_urls: tuple[str, ...] = ()
+    namespace: str | None = None  # a Role's rule: only in its namespace; None: cluster-wide
 
     @classmethod
-    def from_dict(cls, rule: Mapping[str, Any]) -> PolicyRule:
-        """From the JSON shape of a ClusterRole rule (`apiGroups`, `resourceNames`, ...)."""
+    def from_dict(cls, rule: Mapping[str, Any], namespace: str | None = None) -> PolicyRule:
+        """From the JSON shape of a ClusterRole rule (`apiGroups`, `resourceNames`, ...), or of
+        a Role's rule in `namespace`."""
         return cls(
             verbs=tuple(rule.get("verbs", ())),
             api_groups=tuple(rule.get("apiGroups", ())),
             resources=tuple(rule.get("resources", ())),
             resource_names=tuple(rule.get("resourceNames", ())),
             non_resource_urls=tuple(rule.get("nonResourceURLs", ())),
+            namespace=namespace,
         )
 
     def allows(self, attrs: RequestAttributes) -> bool:
+        if self.namespace is not None and attrs.namespace != self.namespace:
+            return False
         if not ("*" in self.verbs or attrs.verb in self.verbs):
             return False
         if not ("*" in self.api_groups or attrs.group in self.api_groups):
@@ -385,6 +390,15 @@ class Authorizer:
             for token, rs in (rules or {}).items()
         }
         self._users = dict(users or {})
+        self.decisions: list[tuple[str, RequestAttributes, int | None]] = []
+        self._lock = threading.Lock()
+
+    def grant(self, token: str, rules: Sequence[PolicyRule], user: str) -> None:
+        """Restrict `token` to `rules` from now on; its decisions are recorded in `decisions`
+        as (token, request, index of the rule that allowed it or None)."""
+        with self._lock:
+            self._rules[token] = tuple(rules)
+            self._users[token] = user
 
     def user(self, token: str | None) -> str:
         if token is None:
@@ -396,9 +410,14 @@ class Authorizer:
         rules = self._rules.get(token) if token is not None else None
         if rules is None:
             return True, "unrestricted token"
+        assert token is not None
         for index, rule in enumerate(rules):
             if rule.allows(attrs):
+                with self._lock:
+                    self.decisions.append((token, attrs, index))
                 return True, f"allowed by lab policy rule #{index}"
+        with self._lock:
+            self.decisions.append((token, attrs, None))
         return False, ""
 
     def decide_path(self, token: str | None, verb: str, path: str) -> tuple[bool, str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.lab import flannel, objects
+from bot.lab.apiserver import ApiError
 from bot.lab.lab import Lab, flush_pod_route_cache
 from bot.lab.network import in_netns, ip_batch, node_exec, run, write_sysctl
 from bot.lab.nodes import sandbox_id, write_ipam
@@ -252,6 +253,32 @@ def _delete_flannel(lab: Lab, node: NodeSpec) -> None:
 
 def _reinstall_flannel(lab: Lab, node: NodeSpec) -> None:
     lab.api.create(objects.flannel_daemonset(lab.spec.nodes))  # the lab's controller adds pods
+    lab.settle()
+
+
+def _uninstall_flannel(lab: Lab, node: NodeSpec) -> None:
+    """`kubectl delete -f kube-flannel.yml`: the namespace with all in it, and flannel's RBAC."""
+    lab.api.delete("clusterrolebindings", "flannel")
+    lab.api.delete("clusterroles", "flannel")
+    lab.api.delete("namespaces", FLANNEL_NS)
+    for n in lab.spec.all_nodes():
+        (n.dir / "etc-cni-net.d" / "10-flannel.conflist").unlink(missing_ok=True)
+        _node_not_ready(lab, n, "cni plugin not initialized")
+
+
+def _install_flannel(lab: Lab, node: NodeSpec) -> None:
+    """`kubectl apply -f kube-flannel.yml`: whatever is missing is created; pods follow."""
+    for obj in (
+        objects.namespace(FLANNEL_NS),
+        *objects.rbac_objects(),
+        objects.flannel_configmap(),
+        objects.flannel_daemonset(lab.spec.nodes),
+    ):
+        try:
+            lab.api.create(obj)
+        except ApiError as exc:
+            if exc.code != 409:  # already there (a runbook may have put it back)
+                raise
     lab.settle()
 
 
@@ -494,6 +521,14 @@ SCENARIOS: dict[str, Scenario] = {
             "no flannel DaemonSet (never applied or deleted); nodes NotReady",
             _delete_flannel,
             _reinstall_flannel,
+            cluster_wide=True,
+        ),
+        Scenario(
+            "flannel-uninstalled",
+            "kube-flannel.yml deleted: no kube-flannel namespace (DaemonSet, ConfigMap, "
+            "ServiceAccount, pods) and no flannel ClusterRole/Binding; nodes NotReady",
+            _uninstall_flannel,
+            _install_flannel,
             cluster_wide=True,
         ),
         Scenario(

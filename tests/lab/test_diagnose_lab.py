@@ -32,6 +32,7 @@ EXPECTED = {
     "podcidr-missing": "podcidr-not-assigned",
     "rbac-missing": "flannel-rbac-missing",
     "flannel-missing": "flannel-not-deployed",
+    "flannel-uninstalled": "flannel-not-deployed",
     "wrong-iface": "wrong-interface",
     "forward-drop": "forward-drop",
     "vxlan-blocked": "vxlan-blocked",

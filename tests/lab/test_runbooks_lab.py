@@ -28,6 +28,7 @@ from bot.lab.nodes import write_ipam
 from bot.settings import load_settings
 from bot.wiring import App, build_app
 
+from . import rbac
 from .conftest import all_reachable
 
 pytestmark = pytest.mark.integration
@@ -93,6 +94,7 @@ CASES = [
     Case("ipvs-local-route", "w2", "node.fix-ipvs-local-route", {"node": "w2"}, "ipvs-local-route"),
     Case("rbac-missing", "w1", "flannel.repair", {}, "flannel-rbac-missing"),
     Case("flannel-missing", "w1", "flannel.repair", {}, "flannel-not-deployed"),
+    Case("flannel-uninstalled", "w1", "flannel.repair", {}, "flannel-not-deployed"),
     Case(
         "wrong-iface",
         "w2",
@@ -117,10 +119,25 @@ ALICE = Requester("alice", {"adapter": "test", "user": "alice"})
 BOB = Requester("bob", {"adapter": "test", "user": "bob"})
 
 
+@pytest.fixture(scope="module")
+def shipped_rbac(flannel_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig whose token the lab's API server holds to deploy/base/rbac.yaml, so every
+    runbook here runs with exactly the permissions flannel-bot ships with."""
+    flannel_lab.api.authorizer.grant(rbac.TOKEN, rbac.granted_rules(), rbac.USER)
+    path = tmp_path_factory.mktemp("rbac") / "kubeconfig"
+    return flannel_lab.api.write_kubeconfig(path, token=rbac.TOKEN, context="flannel-bot-sa")
+
+
 @pytest.fixture
-def app(flannel_lab: Lab, tmp_path: Path) -> Iterator[App]:
+def app(flannel_lab: Lab, tmp_path: Path, shipped_rbac: Path) -> Iterator[App]:
     settings = load_settings(
-        flannel_lab.bot_config, env={"HOME": "/root"}, overrides={"db": str(tmp_path / "bot.db")}
+        flannel_lab.bot_config,
+        env={"HOME": "/root"},
+        overrides={
+            "db": str(tmp_path / "bot.db"),
+            "kubeconfig": str(shipped_rbac),
+            "context": "flannel-bot-sa",
+        },
     )
     app = build_app(settings)
     # gate `change` steps too, so the change-only runbooks (restore-cni-config, forward-policy)
@@ -154,8 +171,12 @@ def lab_state(lab: Lab, node: str) -> str:
     )
 
 
+RAN: set[str] = set()  # the cases that ran in this session: the RBAC check needs them all
+
+
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> None:
+    RAN.add(case.scenario)
     lab = flannel_lab
     pods_before = {p["metadata"]["name"] for p in lab.api.list("pods", "default")}
     faults.inject(lab, case.scenario, case.node)
@@ -317,3 +338,31 @@ def test_node_check_reports_without_changing_anything(flannel_lab: Lab, app: App
         assert "run node.fix-ipvs-local-route node=w3" in report
     finally:
         faults.undo(flannel_lab, "ipvs-local-route", "w3")
+
+
+# Verbs the lab's API server never asks about: a real one checks `bind` and `escalate` when the
+# bot creates flannel's ClusterRole(Binding); leases are the leader election's, not a runbook's.
+NOT_EXERCISED_HERE = {"bind", "escalate"}
+
+
+def test_the_shipped_rbac_allowed_every_call_and_every_rule_was_needed(flannel_lab: Lab) -> None:
+    """Runs last in this module: everything above ran as the bot's ServiceAccount."""
+    if RAN != {c.scenario for c in CASES}:
+        pytest.skip("needs every incident above to have run in this session (no -k)")
+    decisions = [d for d in flannel_lab.api.authorizer.decisions if d[0] == rbac.TOKEN]
+    assert decisions, "the runbooks above did not run with the shipped RBAC"
+    denied = sorted(
+        {(a.verb, a.resource, a.namespace, a.name) for _, a, i in decisions if i is None}
+    )
+    assert denied == [], f"calls deploy/base/rbac.yaml does not allow: {denied}"
+    used = {(i, a.verb) for _, a, i in decisions if i is not None}
+    rules = rbac.granted_rules()
+    unused = [
+        (r.resources, verb, r.resource_names)
+        for index, r in enumerate(rules)
+        for verb in r.verbs
+        if (index, verb) not in used
+        and verb not in NOT_EXERCISED_HERE
+        and "leases" not in r.resources
+    ]
+    assert unused == [], f"rules in deploy/base/rbac.yaml that nothing used: {unused}"

@@ -1,0 +1,43 @@
+"""The RBAC rules `deploy/base/rbac.yaml` grants flannel-bot's ServiceAccount, as the lab's API
+server enforces them, so lab tests can run the bot with exactly the permissions it ships with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.lab.apiserver import PolicyRule
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC = REPO / "deploy" / "base" / "rbac.yaml"
+SA_NAMESPACE = "flannel-bot"  # the kustomization's namespace
+SUBJECT = ("ServiceAccount", "flannel-bot", SA_NAMESPACE)
+USER = f"system:serviceaccount:{SA_NAMESPACE}:flannel-bot"
+TOKEN = "flannel-bot-serviceaccount-token"
+
+
+def granted_rules(path: Path = RBAC) -> list[PolicyRule]:
+    """Rules of every (Cluster)Role bound to the bot's ServiceAccount, Roles in their namespace."""
+    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    roles = {
+        (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace", SA_NAMESPACE)): d
+        for d in docs
+        if d["kind"] in ("ClusterRole", "Role")
+    }
+    rules = []
+    for binding in docs:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        subjects = {
+            (s["kind"], s["name"], s.get("namespace", SA_NAMESPACE)) for s in binding["subjects"]
+        }
+        if SUBJECT not in subjects:
+            continue
+        ref = binding["roleRef"]
+        cluster_wide = binding["kind"] == "ClusterRoleBinding"
+        namespace = None if cluster_wide else binding["metadata"].get("namespace", SA_NAMESPACE)
+        role = roles[(ref["kind"], ref["name"], namespace or SA_NAMESPACE)]
+        rules += [PolicyRule.from_dict(r, namespace) for r in role["rules"]]
+    return rules
