@@ -347,7 +347,7 @@ NOT_EXERCISED_HERE = {"bind", "escalate"}
 
 def test_the_shipped_rbac_allowed_every_call_and_every_rule_was_needed(flannel_lab: Lab) -> None:
     """Runs last in this module: everything above ran as the bot's ServiceAccount."""
-    if RAN != {c.scenario for c in CASES}:
+    if {c.scenario for c in CASES} != RAN:
         pytest.skip("needs every incident above to have run in this session (no -k)")
     decisions = [d for d in flannel_lab.api.authorizer.decisions if d[0] == rbac.TOKEN]
     assert decisions, "the runbooks above did not run with the shipped RBAC"
