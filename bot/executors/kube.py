@@ -602,6 +602,27 @@ class KubeClient:
         args = (namespace, dict(obj)) if k.namespaced else (dict(obj),)
         self._send(call, k.create, *args)
 
+    # -- leases (leader election) --------------------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> Json | None:
+        call = _call("get", "leases", namespace, name, group="coordination.k8s.io")
+        coordination = client.CoordinationV1Api(self._api)
+        try:
+            return self._json(call, coordination.read_namespaced_lease, name, namespace)
+        except NotFound:
+            return None
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> Json:
+        call = _call("create", "leases", namespace, group="coordination.k8s.io")
+        coordination = client.CoordinationV1Api(self._api)
+        return self._json(call, coordination.create_namespaced_lease, namespace, dict(body))
+
+    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> Json:
+        """PUT with the body's resourceVersion: ApiError code 409 if someone else wrote first."""
+        call = _call("update", "leases", namespace, name, group="coordination.k8s.io")
+        coordination = client.CoordinationV1Api(self._api)
+        return self._json(call, coordination.replace_namespaced_lease, name, namespace, dict(body))
+
     # -- waits ----------------------------------------------------------------------------------
 
     def wait_for_pod_ready(
