@@ -24,7 +24,8 @@ from bot.core.service import Reply
 from bot.errors import BotError, UserError
 from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
-from bot.settings import Settings, load_settings
+from bot.leader import LeaderElector
+from bot.settings import ConfigError, Settings, load_settings
 from bot.store.database import Event
 from bot.wiring import App, build_app, build_executors
 
@@ -188,6 +189,16 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
     return 0
 
 
+def leader_elector(app: App, settings: Settings) -> LeaderElector | None:
+    """With `[leader] lease`, this replica serves only while it holds that Lease."""
+    if not settings.leader_lease:
+        return None
+    if not isinstance(app.engine.kube, KubeClient):
+        raise ConfigError("[leader] needs a live cluster (a kubeconfig or in_cluster)")
+    namespace, name = settings.leader_lease.split("/")
+    return LeaderElector(app.engine.kube, namespace, name, settings.identity, app.engine.clock)
+
+
 def prune(app: App, days: int) -> int:
     """Drop audit events older than the retention; the chain stays verifiable."""
     if days <= 0:
@@ -238,7 +249,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from bot.slack.serve import serve
 
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-            return serve(app, settings.slack, retention_days=settings.retention_days)
+            return serve(
+                app,
+                settings.slack,
+                retention_days=settings.retention_days,
+                elector=leader_elector(app, settings),
+            )
         if inv.words[0] == "shell":
             app.engine.recover()
             return shell(app, user, sys.stdin, sys.stdout)

@@ -7,6 +7,7 @@ overrides) > environment > config file > defaults.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class Settings:
     default_user: str = "unknown"
     slack: SlackSettings = field(default_factory=SlackSettings)
     retention_days: int = 0  # [audit] retention_days: 0 keeps every event forever
+    leader_lease: str = ""  # [leader] lease: "namespace/name" of the Lease; "" runs alone
+    identity: str = ""  # this replica, for the Lease: $POD_NAME, else host:pid
 
 
 def _default_db(env: Mapping[str, str]) -> Path:
@@ -188,6 +191,16 @@ def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings
     )
 
 
+def parse_leader(raw: Mapping[str, Any]) -> str:
+    unknown = sorted(set(raw) - {"lease"})
+    if unknown:
+        raise ConfigError(f"[leader] has no setting `{unknown[0]}`; known: lease")
+    lease = str(raw.get("lease", ""))
+    if lease and lease.count("/") != 1:
+        raise ConfigError(f'[leader] lease must be "namespace/name", not "{lease}"')
+    return lease
+
+
 def parse_retention(raw: Mapping[str, Any]) -> int:
     unknown = sorted(set(raw) - {"retention_days"})
     if unknown:
@@ -257,6 +270,7 @@ def load_settings(
         "ssh",
         "slack",
         "audit",
+        "leader",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -277,4 +291,6 @@ def load_settings(
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",
         slack=parse_slack(raw.get("slack", {}), env),
         retention_days=parse_retention(raw.get("audit", {})),
+        leader_lease=parse_leader(raw.get("leader", {})),
+        identity=env.get("POD_NAME") or f"{socket.gethostname()}:{os.getpid()}",
     )

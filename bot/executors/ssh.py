@@ -45,6 +45,7 @@ from bot.errors import (
     NodeUnreachable,
     NodeUnresolved,
 )
+from bot.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,11 @@ class SshExecutor:
         """
         budget = self._budget(timeout)
         words = checked_argv(argv)
-        return self._run(node, words, time.monotonic() + budget, self._sudo(sudo))
+        try:
+            return self._run(node, words, time.monotonic() + budget, self._sudo(sudo))
+        except ExecutorError as exc:
+            _count(exc)
+            raise
 
     def run_many(
         self, commands: Commands, timeout: float | None = None, *, sudo: bool | None = None
@@ -326,6 +331,8 @@ class SshExecutor:
             else:
                 # Anything but an ExecutorError is a bug: let it crash loudly.
                 results[node] = future.result()
+            if isinstance(results[node], ExecutorError):
+                _count(results[node])
         return results
 
     def close(self) -> None:
@@ -784,3 +791,11 @@ def _plan(commands: Commands) -> dict[str, list[tuple[str, ...]]]:
         raise TypeError(f"nodes must be a list of node names, not the string {nodes!r}")
     words = checked_argv(argv)
     return {node: [words] for node in nodes}
+
+
+def _count(exc: object) -> None:
+    REGISTRY.inc(
+        "flannel_bot_ssh_errors_total",
+        "SSH failures by kind (unreachable, host key, auth, timeout)",
+        kind=type(exc).__name__,
+    )

@@ -1,8 +1,10 @@
-"""`flannel-bot serve`: the Slack adapter over Socket Mode (default) or HTTP.
+"""`flannel-bot serve`: the Slack adapter over Socket Mode (default) or HTTP, and its operations
+endpoints.
 
 Socket Mode needs no public URL: the bot opens a WebSocket to Slack with the app-level token.
-HTTP mode serves POST /slack/events (every request's signature verified with the signing secret)
-and GET /healthz on a threaded WSGI server.
+HTTP mode also serves POST /slack/events (every request's signature verified). Either way one
+threaded WSGI server answers GET /healthz and GET /metrics (Prometheus). With a Lease configured
+(`[leader]`), a replica serves Slack only while it leads; a standby answers /healthz meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot.leader import LeaderElector
+from bot.metrics import REGISTRY, EventMetrics
 from bot.settings import ConfigError, SlackSettings
 from bot.slack.app import SlackAdapter
 from bot.wiring import App
@@ -37,23 +41,42 @@ class QuietHandler(WSGIRequestHandler):
         log.debug("http: " + format, *args)
 
 
-def wsgi_app(adapter: SlackAdapter) -> Callable[..., Iterable[bytes]]:
+def wsgi_app(
+    adapter: SlackAdapter, status: Callable[[], str] = lambda: "serving"
+) -> Callable[..., Iterable[bytes]]:
     slack = SlackRequestHandler(adapter.bolt, path="/slack/events")
+    http_mode = adapter.settings.mode == "http"
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") == "GET":
+        path, method = environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")
+        if path == "/healthz" and method == "GET":
             start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
-        return slack(environ, start_response)
+            return [f"ok {status()}\n".encode()]
+        if path == "/metrics" and method == "GET":
+            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
+            return [metrics_text(adapter.app).encode()]
+        if http_mode and status() == "serving":
+            return slack(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
 
     return application
 
 
-def http_server(adapter: SlackAdapter, host: str, port: int) -> WSGIServer:
+def metrics_text(app: App) -> str:
+    runs = dict(
+        app.store.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+    )
+    return REGISTRY.render({"flannel_bot_runs": ("runs by state, from the database", runs)})
+
+
+def http_server(
+    adapter: SlackAdapter, host: str, port: int, status: Callable[[], str] = lambda: "serving"
+) -> WSGIServer:
     return make_server(
         host,
         port,
-        wsgi_app(adapter),
+        wsgi_app(adapter, status),
         server_class=ThreadingWSGIServer,
         handler_class=QuietHandler,
     )
@@ -76,18 +99,33 @@ def _prune_daily(app: App, days: int) -> None:
         time.sleep(86400)
 
 
+def _serve_slack(adapter: SlackAdapter, settings: SlackSettings, stop: threading.Event) -> None:
+    """Serve Slack until `stop`: the Socket Mode connection, or nothing extra in HTTP mode (the
+    ops server routes /slack/events once this replica serves)."""
+    adapter.app.engine.recover()
+    adapter.progress.start()
+    if settings.mode == "socket":
+        handler = socket_mode_handler(adapter)
+        handler.connect()  # type: ignore[no-untyped-call]
+        print("connected to Slack over Socket Mode", flush=True)
+        stop.wait()
+        handler.close()  # type: ignore[no-untyped-call]
+    else:
+        stop.wait()
+
+
 def serve(
     app: App,
     settings: SlackSettings,
     stop: threading.Event | None = None,
     retention_days: int = 0,
+    elector: LeaderElector | None = None,
 ) -> int:
     problems = settings.problems()
     if problems:
         raise ConfigError("cannot serve Slack: " + "; ".join(problems))
+    app.store.subscribe(EventMetrics())
     adapter = SlackAdapter(app, settings)
-    app.engine.recover()
-    adapter.progress.start()
     if settings.audit_head_every_minutes > 0:
         adapter.beacon.every(settings.audit_head_every_minutes)
     if retention_days > 0:
@@ -99,23 +137,30 @@ def serve(
         done = stop
         for sig in (signal.SIGTERM, signal.SIGINT):  # docker stop, Ctrl-C: finish cleanly
             signal.signal(sig, lambda *_: done.set())
+    state = {"now": "standby" if elector else "serving"}
+    server = http_server(adapter, settings.host, settings.port, lambda: state["now"])
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    where = "/slack/events, " if settings.mode == "http" else ""
+    # the line a supervisor (or a test) waits for: the port may have been picked here
+    print(f"serving {where}/healthz and /metrics on http://{host}:{port}", flush=True)
+    lost_lead = False
     try:
-        if settings.mode == "socket":
-            handler = socket_mode_handler(adapter)
-            handler.connect()  # type: ignore[no-untyped-call]
-            print("connected to Slack over Socket Mode", flush=True)
-            stop.wait()
-            handler.close()  # type: ignore[no-untyped-call]
+        if elector is None:
+            _serve_slack(adapter, settings, stop)
         else:
-            server = http_server(adapter, settings.host, settings.port)
-            host, port = str(server.server_address[0]), int(server.server_address[1])
-            # the line a supervisor (or a test) waits for: the port may have been picked here
-            print(f"serving Slack requests on http://{host}:{port}/slack/events", flush=True)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            stop.wait()
-            server.shutdown()
+
+            def lead(lost: threading.Event) -> None:
+                state["now"] = "serving"
+                print(f"leading as {elector.identity}", flush=True)
+                _serve_slack(adapter, settings, lost)
+                state["now"] = "standby"
+
+            elector.run(lead, stop)
+            lost_lead = not stop.is_set()
     finally:
+        server.shutdown()
         adapter.beacon.stop()
         adapter.work.shutdown(wait=True, cancel_futures=False)
         adapter.progress.stop()
-    return 0
+    return 1 if lost_lead else 0  # a replica that lost the Lease exits, to come back a standby

@@ -52,17 +52,21 @@ def test_serve_answers_slack_over_http_and_stops_on_sigterm(
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith("serving Slack requests on http://127.0.0.1:"), line
-        url = line.split()[-1]
-        health = url.replace("/slack/events", "/healthz")
-        with urllib.request.urlopen(health, timeout=5) as resp:
-            assert resp.read() == b"ok\n"
+        assert line.startswith("serving /slack/events, /healthz and /metrics on http://127.0.0.1:")
+        base = line.split()[-1]
+        url = f"{base}/slack/events"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
+            assert resp.read() == b"ok serving\n"
         body = slash_command_body("help", user_id="UALICE")
         req = urllib.request.Request(url, data=body, headers=sign(SECRET, body), method="POST")
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 200
         reply = slack.wait_for("chat.postMessage", 2, timeout=15)[1]
         assert reply.params["thread_ts"] and "/flannel run" in str(reply.params["blocks"])
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert "# TYPE flannel_bot_commands_total counter" in metrics
+        assert 'flannel_bot_commands_total{verb="help"} 1' in metrics
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
