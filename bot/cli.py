@@ -32,6 +32,7 @@ from bot.wiring import App, build_app, build_executors
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] COMMAND ...
 
+  doctor                     check config, audit log, cluster access, RBAC, SSH to every node, Slack
   serve                      the Slack app: Socket Mode with SLACK_APP_TOKEN + SLACK_BOT_TOKEN, or
                              [slack] mode = "http" with SLACK_SIGNING_SECRET (POST /slack/events)
   shell                      a local /flannel prompt (as Slack would behave), progress printed live
@@ -242,6 +243,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if inv.words[0] == "collect":
             return collect_bundle(settings, inv.words[1:])
         app = build_app(settings)
+        if inv.words == ["doctor"]:
+            from bot.doctor import doctor
+
+            return doctor(app, settings)
         if inv.words == ["audit", "prune"]:
             return prune(app, settings.retention_days)
         user = inv.options.get("user") or settings.default_user

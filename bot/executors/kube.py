@@ -409,7 +409,12 @@ class KubeClient:
         return parse_service(self._json(call, self._core.read_namespaced_service, name, namespace))
 
     def can_i(
-        self, verb: str, resource: str, namespace: str | None = None, group: str = ""
+        self,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        group: str = "",
+        name: str | None = None,
     ) -> bool:
         """Whether the bot's own credentials allow `verb` on `resource` (`pods/log` names a
         subresource), asked with a SelfSubjectAccessReview like `kubectl auth can-i`."""
@@ -420,6 +425,7 @@ class KubeClient:
             subresource=subresource or None,
             group=group,
             namespace=namespace,
+            name=name,
         )
         body = client.V1SelfSubjectAccessReview(
             spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)

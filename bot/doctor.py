@@ -1,0 +1,135 @@
+"""`flannel-bot doctor`: is this installation able to do its job, and if not, what to fix.
+
+Each check says OK, WARN (works, but something is off) or FAIL, with the next step. Exit 1 on
+any FAIL. It only reads: node access is proven with `true`, permissions with access reviews.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.errors import BotError
+from bot.executors.kube import KubeClient
+from bot.settings import Settings
+from bot.wiring import App
+
+# (verb, resource, namespace, API group, name): what diagnose and the runbooks call
+NEEDED: tuple[tuple[str, str, str | None, str, str | None], ...] = (
+    ("list", "nodes", None, "", None),
+    ("list", "pods", None, "", None),
+    ("get", "pods/log", "kube-flannel", "", None),
+    ("list", "events", None, "", None),
+    ("list", "daemonsets", "kube-flannel", "apps", None),
+    ("get", "configmaps", "kube-flannel", "", "kube-flannel-cfg"),
+    ("delete", "pods", "kube-flannel", "", None),
+    ("patch", "configmaps", "kube-system", "", "kube-proxy"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: str  # OK, WARN, FAIL
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.state:<4} {self.name}: {self.detail}"
+
+
+def _guard(name: str, probe: Callable[[], Check]) -> Check:
+    try:
+        return probe()
+    except BotError as exc:
+        return Check(name, "FAIL", str(exc))
+
+
+def checks(app: App, settings: Settings, slack_client: WebClient | None = None) -> list[Check]:
+    out = [
+        Check(
+            "config",
+            "OK",
+            f"audit log {settings.db_path}, templates {settings.templates_dir}",
+        )
+    ]
+    report = app.store.verify()
+    out.append(
+        Check("audit log", "OK", report.describe())
+        if report.ok
+        else Check(
+            "audit log",
+            "FAIL",
+            f"{report.describe()}; compare with the last head posted to Slack and restore "
+            "the database from a backup",
+        )
+    )
+    nodes: list[str] = []
+
+    def cluster() -> Check:
+        found = app.engine.kube.list_nodes()
+        nodes.extend(n.name for n in found)
+        where = app.engine.kube.server if isinstance(app.engine.kube, KubeClient) else "recorded"
+        return Check("cluster", "OK", f"{len(found)} nodes via {where}")
+
+    out.append(_guard("cluster", cluster))
+    kube = app.engine.kube
+    if isinstance(kube, KubeClient) and nodes:
+
+        def rights() -> Check:
+            missing = [
+                f"{verb} {resource}" + (f"/{name}" if name else "") + (f" in {ns}" if ns else "")
+                for verb, resource, ns, group, name in NEEDED
+                if not kube.can_i(verb, resource, ns, group, name)
+            ]
+            if missing:
+                return Check(
+                    "permissions",
+                    "FAIL",
+                    f"the bot may not {', '.join(missing)}; apply deploy/base/rbac.yaml to its "
+                    "ServiceAccount",
+                )
+            return Check("permissions", "OK", f"{len(NEEDED)} API permissions checked")
+
+        out.append(_guard("permissions", rights))
+    if nodes and settings.cluster_file is None:
+
+        def reach(node: str) -> Check:
+            result = app.engine.nodes.run(node, ["true"], 10)
+            if result.exit_code != 0:
+                return Check(f"ssh {node}", "FAIL", f"`true` exited {result.exit_code}")
+            return Check(f"ssh {node}", "OK", "reachable, host key known")
+
+        with ThreadPoolExecutor(8) as pool:
+            out += list(pool.map(lambda n: _guard(f"ssh {n}", lambda: reach(n)), nodes))
+    out.append(_slack(settings, slack_client))
+    return out
+
+
+def _slack(settings: Settings, client: WebClient | None) -> Check:
+    s = settings.slack
+    if not s.bot_token:
+        return Check("slack", "WARN", "not configured: set SLACK_BOT_TOKEN (and see README: Slack)")
+    problems = s.problems()
+    if problems:
+        return Check("slack", "FAIL", "; ".join(problems))
+    client = client or WebClient(token=s.bot_token, base_url=s.api_url, timeout=10)
+    try:
+        who = client.auth_test()
+    except SlackApiError as exc:
+        return Check("slack", "FAIL", f"Slack refused the bot token: {exc.response.get('error')}")
+    except OSError as exc:
+        return Check("slack", "FAIL", f"cannot reach Slack at {s.api_url}: {exc}")
+    return Check("slack", "OK", f"bot {who.get('user')} in team {who.get('team')} ({s.mode} mode)")
+
+
+def doctor(app: App, settings: Settings) -> int:
+    results = checks(app, settings)
+    for check in results:
+        print(check.line())
+    failed = [c for c in results if c.state == "FAIL"]
+    print(f"{len(failed)} problem(s)" if failed else "everything needed is in place")
+    return 1 if failed else 0
