@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     FLANNEL_BOT_TEMPLATES=/app/templates \
-    FLANNEL_BOT_DB=/var/lib/flannel-bot/flannel-bot.db
+    FLANNEL_BOT_DB=/var/lib/flannel-bot/flannel-bot.db \
+    FLANNEL_BOT_LOG_FORMAT=json
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openssh-client \
@@ -23,5 +24,9 @@ RUN pip install . && rm -rf build
 
 USER flannel-bot
 VOLUME ["/var/lib/flannel-bot"]
+EXPOSE 3000
+# /healthz answers "ok serving" or "ok standby" (a replica waiting for the Lease) on PORT
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
+  CMD ["python", "-c", "import os,urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=4)"]
 ENTRYPOINT ["flannel-bot"]
-CMD ["help"]
+CMD ["serve"]

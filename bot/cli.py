@@ -8,7 +8,7 @@ structured reply). Both go through the same service as Slack.
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +25,7 @@ from bot.errors import BotError, UserError
 from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
 from bot.leader import LeaderElector
+from bot.logs import configure as configure_logs
 from bot.settings import ConfigError, Settings, load_settings
 from bot.store.database import Event
 from bot.wiring import App, build_app, build_executors
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if inv.words == ["serve"]:
             from bot.slack.serve import serve
 
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+            configure_logs(os.environ.get("FLANNEL_BOT_LOG_FORMAT", "text"))
             return serve(
                 app,
                 settings.slack,

@@ -65,3 +65,22 @@ def test_config_errors_say_where(tmp_path: Path, text: str, message: str) -> Non
     with pytest.raises(ConfigError) as exc:
         load_settings(config, env={"HOME": str(tmp_path)})
     assert message in str(exc.value)
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    import json
+    import logging
+    import sys
+
+    from bot.logs import JsonFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        info = sys.exc_info()
+    record = logging.LogRecord("bot.x", logging.ERROR, "f", 1, "run %s failed", (7,), info)
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["level"] == "error" and entry["message"] == "run 7 failed"
+    assert "ValueError: boom" in entry["exception"]
