@@ -175,3 +175,10 @@ class WaitTimeout(ExecutorError):
     def __init__(self, message: str, *, last_seen: object = None) -> None:
         super().__init__(message)
         self.last_seen = last_seen
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """User input as an error message may show it: one line, printable, at most `limit` long.
+    A newline or a control character in a name is itself the problem, so it is made visible."""
+    clean = text if text.isprintable() else repr(text)[1:-1]
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"

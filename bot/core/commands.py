@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.core.runbook import DNS1123_SUBDOMAIN
-from bot.errors import CommandSyntaxError
+from bot.errors import CommandSyntaxError, shown
 
 USAGE: Mapping[str, str] = {
     "help": "help [command]",
@@ -166,7 +166,7 @@ def _run_id(word: str | None, verb: str) -> int:
         raise _fail(f"`{verb}` needs a run number", verb)
     match = _RUN.match(word)
     if match is None:
-        raise _fail(f"`{word}` is not a run number", verb)
+        raise _fail(f"`{shown(word)}` is not a run number", verb)
     return int(match.group(1))
 
 
@@ -175,9 +175,9 @@ def _params(words: Sequence[str], verb: str) -> dict[str, str]:
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not _KEY.match(key):
-            raise _fail(f"`{word}` is not a key=value parameter", verb)
+            raise _fail(f"`{shown(word)}` is not a key=value parameter", verb)
         if key in params:
-            raise _fail(f"parameter `{key}` is given twice", verb)
+            raise _fail(f"parameter `{shown(key)}` is given twice", verb)
         params[key] = value
     return params
 
@@ -189,17 +189,19 @@ def parse(words: Sequence[str]) -> Command:
     verb, args = words[0].lower(), list(words[1:])
     if verb not in USAGE:
         known = ", ".join(USAGE)
-        raise CommandSyntaxError(f"unknown command `{words[0]}`; commands: {known}", usage("help"))
+        raise CommandSyntaxError(
+            f"unknown command `{shown(words[0])}`; commands: {known}", usage("help")
+        )
     if verb == "help":
         if len(args) > 1 or (args and args[0] not in USAGE):
-            raise _fail(f"there is no help for `{' '.join(args)}`", verb)
+            raise _fail(f"there is no help for `{shown(' '.join(args))}`", verb)
         return Help(args[0] if args else None)
     if verb == "diagnose":
         deep = "--deep" in args
         names = [a for a in args if a != "--deep"]
         for name in names:
             if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
-                raise _fail(f"`{name}` is not a valid node name (DNS-1123)", verb)
+                raise _fail(f"`{shown(name)}` is not a valid node name (DNS-1123)", verb)
         return Diagnose(tuple(dict.fromkeys(names)), deep)
     if verb == "runbooks":
         if args:
@@ -209,7 +211,9 @@ def parse(words: Sequence[str]) -> Command:
         if not args:
             raise _fail(f"`{verb}` needs a runbook name; `runbooks` lists them", verb)
         if not _REF.match(args[0]):
-            raise _fail(f"`{args[0]}` is not a runbook name like flannel.restart-pods@1.0.0", verb)
+            raise _fail(
+                f"`{shown(args[0])}` is not a runbook name like flannel.restart-pods@1.0.0", verb
+            )
         params = _params(args[1:], verb)
         cls = PlanRunbook if verb == "plan" else RunRunbook
         return cls(args[0], params)
@@ -220,7 +224,7 @@ def parse(words: Sequence[str]) -> Command:
             raise _fail("`approve` takes only plan=<hash>", verb)
         plan_hash = extra.get("plan")
         if plan_hash is not None and not re.fullmatch(r"(sha256:)?[0-9a-f]{8,64}", plan_hash):
-            raise _fail(f"`{plan_hash}` is not a plan hash", verb)
+            raise _fail(f"`{shown(plan_hash)}` is not a plan hash", verb)
         return Approve(run_id, plan_hash)
     if verb == "deny":
         return Deny(_run_id(args[0] if args else None, verb), " ".join(args[1:])[:500])
@@ -241,7 +245,7 @@ def parse(words: Sequence[str]) -> Command:
         return Audit("run", _run_id(args[1], verb))
     if args[0] == "report":
         return _audit_report(args[1:], verb)
-    raise _fail(f"unknown audit request `{' '.join(args)}`", verb)
+    raise _fail(f"unknown audit request `{shown(' '.join(args))}`", verb)
 
 
 def _audit_report(args: Sequence[str], verb: str) -> AuditReport:
@@ -262,7 +266,7 @@ def _audit_report(args: Sequence[str], verb: str) -> AuditReport:
                 f"`audit report` has no `{key}`; it takes {', '.join(_REPORT_VALUES)}", verb
             )
         if not pattern.match(value):
-            raise _fail(f"`{key}={value}` is not a valid {key}", verb)
+            raise _fail(f"`{key}={shown(value)}` is not a valid {key}", verb)
     if "since" in params and "from" in params:
         raise _fail("give --since or --from, not both", verb)
     fmt = params.pop("format", "md")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.core.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, NodeName
-from bot.errors import ParameterError
+from bot.errors import ParameterError, shown
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -84,8 +84,8 @@ def check_params_class(cls: type) -> None:
 def validate_node_name(value: str, key: str) -> NodeName:
     if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
         raise ParameterError(
-            f"`{key}={value}` is not a valid node name: node names are lowercase letters, digits, "
-            "'-' and '.' (DNS-1123), at most 253 characters"
+            f"`{key}={shown(value)}` is not a valid node name: node names are lowercase "
+            "letters, digits, '-' and '.' (DNS-1123), at most 253 characters"
         )
     return NodeName(value)
 
@@ -99,12 +99,12 @@ def _convert(key: str, raw: str, kind: Any) -> Any:
             raise ParameterError(f"`{key}` needs one or more node names separated by commas")
         nodes = tuple(validate_node_name(v, key) for v in names)
         if len(set(nodes)) != len(nodes):
-            raise ParameterError(f"`{key}={raw}` names a node twice")
+            raise ParameterError(f"`{key}={shown(raw)}` names a node twice")
         return nodes
     if kind is InterfaceName:
         if not INTERFACE_NAME.match(raw):
             raise ParameterError(
-                f"`{key}={raw}` is not a network interface name: 1 to 15 letters, digits, "
+                f"`{key}={shown(raw)}` is not a network interface name: 1 to 15 letters, digits, "
                 "'_', '.' or '-'"
             )
         return InterfaceName(raw)
@@ -113,18 +113,18 @@ def _convert(key: str, raw: str, kind: Any) -> Any:
             if raw == str(member.value):
                 return member
         choices = ", ".join(str(m.value) for m in kind)
-        raise ParameterError(f"`{key}={raw}` is not one of: {choices}")
+        raise ParameterError(f"`{key}={shown(raw)}` is not one of: {choices}")
     if kind is bool:
         if raw.lower() in _TRUE:
             return True
         if raw.lower() in _FALSE:
             return False
-        raise ParameterError(f"`{key}={raw}` must be true or false")
+        raise ParameterError(f"`{key}={shown(raw)}` must be true or false")
     if kind is int:
         try:
             return int(raw, 10)
         except ValueError:
-            raise ParameterError(f"`{key}={raw}` must be a whole number") from None
+            raise ParameterError(f"`{key}={shown(raw)}` must be a whole number") from None
     raise TypeError(f"unsupported parameter type {kind!r}")
 
 
@@ -135,7 +135,7 @@ def parse_params(cls: type, raw: Mapping[str, str], ref: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         takes = ", ".join(fields) or "no parameters"
-        raise ParameterError(f"{ref} has no parameter `{unknown[0]}`; it takes: {takes}")
+        raise ParameterError(f"{ref} has no parameter `{shown(unknown[0])}`; it takes: {takes}")
     values: dict[str, Any] = {}
     for name, f in fields.items():
         if name in raw:
