@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -191,6 +192,21 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
     return 0
 
 
+def kill_after(spec: str) -> Callable[[Event], None]:
+    """Fault injection for the reliability suite: `kind:n` SIGKILLs this process right after
+    the n-th committed event of that kind, as a power cut would."""
+    kind, _, count = spec.partition(":")
+    seen = {"n": 0}
+
+    def listener(event: Event) -> None:
+        if event.kind == kind:
+            seen["n"] += 1
+            if seen["n"] == int(count or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return listener
+
+
 def leader_elector(app: App, settings: Settings) -> LeaderElector | None:
     """With `[leader] lease`, this replica serves only while it holds that Lease."""
     if not settings.leader_lease:
@@ -244,6 +260,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if inv.words[0] == "collect":
             return collect_bundle(settings, inv.words[1:])
         app = build_app(settings)
+        crash_after = os.environ.get("FLANNEL_BOT_KILL_AFTER")
+        if crash_after:
+            app.store.subscribe(kill_after(crash_after))
         if inv.words == ["doctor"]:
             from bot.doctor import doctor
 
