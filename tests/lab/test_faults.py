@@ -190,6 +190,13 @@ def flannel_missing(lab: Lab, ssh: SshExecutor, n: NodeSpec) -> None:
     assert not node_ready(lab, n)
 
 
+def flannel_uninstalled(lab: Lab, ssh: SshExecutor, n: NodeSpec) -> None:
+    assert not [x for x in lab.api.list("namespaces") if x["metadata"]["name"] == "kube-flannel"]
+    assert not [x for x in lab.api.list("clusterroles") if x["metadata"]["name"] == "flannel"]
+    assert not lab.api.list("pods", "kube-flannel", "app=flannel")
+    assert not node_ready(lab, n)
+
+
 def wrong_iface(lab: Lab, ssh: SshExecutor, n: NodeSpec) -> None:
     annotations = lab.api.get("nodes", n.name)["metadata"]["annotations"]
     assert annotations["flannel.alpha.coreos.com/public-ip"] == faults.NAT_ADDRESS
@@ -232,6 +239,7 @@ SYMPTOMS: dict[str, Check] = {
     "podcidr-missing": podcidr_missing,
     "rbac-missing": rbac_missing,
     "flannel-missing": flannel_missing,
+    "flannel-uninstalled": flannel_uninstalled,
     "wrong-iface": wrong_iface,
     "forward-drop": forward_drop,
     "vxlan-blocked": vxlan_blocked,
