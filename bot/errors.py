@@ -67,6 +67,10 @@ class RunbookLockMismatch(BotError):
     """Runbook code changed without a version bump."""
 
 
+class AuditLogUnwritable(BotError):
+    """The SQLite file cannot take a write (disk full, read-only): stop before acting."""
+
+
 class AuditChainBroken(BotError):
     """The audit log's hash chain does not verify."""
 

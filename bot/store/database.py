@@ -8,6 +8,7 @@ concurrent approvers, threads or processes, are serialised.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -23,7 +24,7 @@ import sqlite_utils
 
 from bot.core.clock import Clock, iso
 from bot.core.redact import scrub
-from bot.errors import TargetBusy, UnknownRun
+from bot.errors import AuditLogUnwritable, TargetBusy, UnknownRun
 from bot.store.audit import GENESIS, ChainReport, event_hash, verify_rows
 from bot.store.migrations import MIGRATIONS
 
@@ -278,13 +279,25 @@ class Store:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=60000")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=60000")
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                raise self._unwritable(exc) from exc
             db = sqlite_utils.Database(conn)
             self._local.db = db
         return db
+
+    def _unwritable(self, exc: sqlite3.OperationalError) -> Exception:
+        if not _unwritable(exc):
+            return exc
+        return AuditLogUnwritable(
+            f"the audit log {self.path} cannot be written ({exc}); nothing was done that it "
+            "does not record. Free space on that disk (or make it writable) and try again"
+        )
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -294,15 +307,25 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        """One atomic write. A disk that cannot take it (full, read-only) ends the caller's work
+        with AuditLogUnwritable before anything the write was to record is applied."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        tx = Tx(db, self.clock)
         try:
-            yield tx
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            tx = Tx(db, self.clock)
+            try:
+                yield tx
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if not _unwritable(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise self._unwritable(exc) from exc
         for event in tx.events:
             for listener in self._listeners:
                 try:
@@ -477,6 +500,11 @@ class Store:
             db.table("checkpoints").insert({**result, "pruned_at": iso(self.clock.now())})
             tx.append_event("audit_pruned", actor=None, data=result)
         return result
+
+
+def _unwritable(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(k in text for k in ("disk is full", "readonly", "read-only", "disk i/o error"))
 
 
 def _statements(script: str) -> list[str]:
