@@ -243,17 +243,27 @@ class Service:
         """The audit report for a validated selection (see `commands.AuditReport`)."""
         sel = selection(asked)
         now = self.engine.clock.now()
-        runs = self.store.runs_by_id()
         start, end = sel.window(now)
         by_run = sel.run_id is not None or sel.runbook is not None or sel.node is not None
+        matching: list[int] | None = None
+        if by_run:  # runs first (few), narrowed in SQL, then checked exactly
+            found = self.store.runs_by_id(
+                ids=[sel.run_id] if sel.run_id is not None else None,
+                runbook=sel.runbook,
+                plan_mentions=f'"{sel.node}"' if sel.node else None,
+            )
+            matching = [i for i, r in found.items() if report.run_matches(r, sel)]
         candidates = self.store.events_matching(
             start=iso(start) if start else None,
             end=iso(end) if end else None,
-            run_ids=[i for i, r in runs.items() if report.run_matches(r, sel)] if by_run else None,
+            run_ids=matching,
             actor_or_runs=(sel.user, self.store.runs_involving(sel.user)) if sel.user else None,
             channel=sel.channel,
             thread=sel.thread,
         )
+        ids = sorted({e.run_id for e in candidates if e.run_id is not None})
+        # a big selection reads every run at once rather than naming thousands in SQL
+        runs = self.store.runs_by_id(ids=ids if len(ids) <= 5000 else None)
         events = report.select(candidates, runs, sel, now)
         chain = self.store.verify()
         return report.build(

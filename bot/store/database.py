@@ -367,8 +367,26 @@ class Store:
             for r in self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])
         ]
 
-    def runs_by_id(self) -> dict[int, RunRecord]:
-        return {r["id"]: _to_run(r) for r in self.db.query("SELECT * FROM runs ORDER BY id")}
+    def runs_by_id(
+        self,
+        ids: Sequence[int] | None = None,
+        runbook: str | None = None,
+        plan_mentions: str | None = None,
+    ) -> dict[int, RunRecord]:
+        """Runs, narrowed in SQL: by id, by runbook, or whose plan JSON contains a string."""
+        where: list[str] = ["1"]
+        args: list[object] = []
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids)) or 'NULL'})")
+            args.extend(ids)
+        if runbook is not None:
+            where.append("runbook = ?")
+            args.append(runbook)
+        if plan_mentions is not None:
+            where.append("instr(plan, ?) > 0")
+            args.append(plan_mentions)
+        query = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
+        return {r["id"]: _to_run(r) for r in self.db.query(query, args)}
 
     def head_hash(self) -> str:
         """The chain head's hash (cheap: one row); `verify` proves it."""
