@@ -1215,6 +1215,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_fault(self, code: int, retry_after: int | None) -> None:
+        reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+        error = ApiError(code, reason.get(code, "InternalError"), f"injected fault {code}")
+        body = json.dumps(error.status, separators=(",", ":")).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _send_json(self, code: int, obj: Any) -> None:
         self._send(code, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
 
@@ -1223,6 +1235,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
             raw = self._body()
+            fault = self.api.take_fault(method, url.path)
+            if fault is not None:
+                self._send_fault(*fault)
+                return
             self._serve(method, url.path, query, raw)
         except ApiError as exc:
             self._send_json(exc.code, exc.status)
@@ -1527,6 +1543,8 @@ class ApiServer:
         self._store = ObjectStore(self.resources, clock or SystemClock())
         self._on_change: list[Hook] = []
         self._on_delete: list[Hook] = []
+        self._faults: list[list[Any]] = []
+        self._fault_lock = threading.Lock()
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         for ns in namespaces:
@@ -1602,6 +1620,24 @@ class ApiServer:
         namespace: str | None = None,
     ) -> Path:
         return write_kubeconfig(path, self.url, token=token, context=context, namespace=namespace)
+
+    # faults
+
+    def fail(
+        self, path_prefix: str, code: int, times: int = 1, retry_after: int | None = None
+    ) -> None:
+        """The next `times` requests under `path_prefix` answer `code` (a 500, a 429 with
+        Retry-After) before reaching the store: a sick or throttling API server."""
+        with self._fault_lock:
+            self._faults.append([path_prefix, code, times, retry_after])
+
+    def take_fault(self, method: str, path: str) -> tuple[int, int | None] | None:
+        with self._fault_lock:
+            for fault in self._faults:
+                if path.startswith(fault[0]) and fault[2] > 0:
+                    fault[2] -= 1
+                    return fault[1], fault[3]
+        return None
 
     # hooks
 
