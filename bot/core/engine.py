@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.core.clock import Clock, iso, parse_iso
 from bot.core.collect import collect
@@ -52,6 +52,7 @@ from bot.errors import (
 from bot.store import Store, Tx
 from bot.store.database import RunRecord
 
+T = TypeVar("T")
 AWAITING = "awaiting_approval"
 RUNNING = "running"
 TERMINAL = frozenset({"succeeded", "failed", "denied", "expired", "cancelled", "interrupted"})
@@ -250,18 +251,15 @@ class Engine:
         nodes = list(node_names_in(plan.params))
         # after a change, give the cluster time to settle; with no change, look once
         wait = runbook.verify_timeout if plan.changes_anything else 0.0
-        deadline = self.clock.now() + timedelta(seconds=wait)
-        attempts = 0
-        while True:
-            attempts += 1
-            left = [
+        left, attempts = self._poll(
+            lambda: [
                 f
                 for f in self.facts.diagnose(nodes)
                 if f.id in runbook.verifies and (not nodes or set(f.nodes) & set(nodes))
-            ]
-            if not left or self.clock.now() >= deadline:
-                break
-            self.clock.sleep(self.check_interval)
+            ],
+            lambda found: not found,
+            wait,
+        )
         where = ", ".join(nodes) if nodes else "the cluster"
         detail = (
             f"diagnose on {where} shows none of {', '.join(runbook.verifies)}"
@@ -429,38 +427,46 @@ class Engine:
                 f"{(result.get('stderr') or result.get('stdout') or '').strip()[:300]}"
             )
 
-    def _wait_for_pod(self, action: WaitForPod, timeout: float) -> dict[str, Any]:
+    def _poll(
+        self, probe: Callable[[], T], done: Callable[[T], bool], timeout: float
+    ) -> tuple[T, int]:
+        """`probe()` until `done` says so or `timeout` seconds have passed (always once):
+        the last result and how many attempts it took."""
         deadline = self.clock.now() + timedelta(seconds=timeout)
-        seen = ""
+        attempts = 0
         while True:
-            pods = self.kube.list_pods(action.namespace, action.label_selector, action.node)
-            fresh = [p for p in pods if p.name not in action.replacing]
-            ready = [p for p in fresh if p.ready]
-            if ready:
-                return {"exit_code": 0, "stdout": f"pod {ready[0].name} on {action.node} is Ready"}
-            seen = "; ".join(f"{p.name} {p.phase} ready={p.ready}" for p in pods) or "no pods"
-            if self.clock.now() >= deadline:
-                return {
-                    "exit_code": 1,
-                    "stdout": "",
-                    "stderr": f"no new Ready pod on {action.node} within {timeout:g}s; "
-                    f"last saw: {seen}",
-                }
+            attempts += 1
+            result = probe()
+            if done(result) or self.clock.now() >= deadline:
+                return result, attempts
             self.clock.sleep(self.check_interval)
+
+    def _wait_for_pod(self, action: WaitForPod, timeout: float) -> dict[str, Any]:
+        pods, _ = self._poll(
+            lambda: self.kube.list_pods(action.namespace, action.label_selector, action.node),
+            lambda found: any(p.ready and p.name not in action.replacing for p in found),
+            timeout,
+        )
+        ready = [p for p in pods if p.ready and p.name not in action.replacing]
+        if ready:
+            return {"exit_code": 0, "stdout": f"pod {ready[0].name} on {action.node} is Ready"}
+        seen = "; ".join(f"{p.name} {p.phase} ready={p.ready}" for p in pods) or "no pods"
+        return {
+            "exit_code": 1,
+            "stdout": "",
+            "stderr": f"no new Ready pod on {action.node} within {timeout:g}s; last saw: {seen}",
+        }
 
     def _post_check(
         self, run_id: int, source: Mapping[str, Any], plan: Plan, ps: PlannedStep
     ) -> str:
         check = ps.step.check
         assert check is not None
-        deadline = self.clock.now() + timedelta(seconds=ps.step.timeout)
-        attempts = 0
-        while True:
-            attempts += 1
-            result = check(self.facts, plan.params, ps.actions)
-            if result.ok or self.clock.now() >= deadline:
-                break
-            self.clock.sleep(self.check_interval)
+        result, attempts = self._poll(
+            lambda: check(self.facts, plan.params, ps.actions),
+            lambda r: r.ok,
+            ps.step.timeout,
+        )
         with self.store.transaction() as tx:
             tx.append_event(
                 "check",

@@ -67,7 +67,9 @@ class SlackAdapter:
             app.store, self.client, self.messages, app.engine.clock, settings.progress_interval
         )
         self.beacon = Beacon(app.store, self.client, settings.audit_channel)
-        self.progress.on_final = lambda run_id: self.beacon.post(f"after run {run_id}")
+        # posting the head verifies the whole chain (seconds on a big log): not on the thread
+        # that keeps progress messages moving
+        self.progress.on_final = lambda run_id: self._later(self.beacon.post, f"after run {run_id}")
         self.base_policy = app.engine.policy
         self._policy_lock = threading.Lock()
         # Bolt's listener threads only ack; the work queues here, so a burst of slow commands

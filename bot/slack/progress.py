@@ -26,7 +26,7 @@ from bot.core.service import run_view
 from bot.slack.messages import Messages
 from bot.slack_blocks import mrkdwn_escape
 from bot.store import Store
-from bot.store.database import Event
+from bot.store.database import Event, RunRecord
 
 log = logging.getLogger(__name__)
 APPROVAL_EVENTS = {
@@ -168,8 +168,8 @@ class Progress:
                 continue
             try:
                 if "approval" in thread.dirty:
-                    self._post_approval(run_id, thread)
-                self._post_progress(run_id, thread, final)
+                    self._post_approval(run, thread)
+                self._post_progress(run, thread, final)
             except SlackApiError as exc:
                 log.warning("Slack refused an update of run %s: %s", run_id, exc)
                 continue
@@ -189,8 +189,7 @@ class Progress:
         self.client.chat_update(channel=thread.channel, ts=ts, **payload)
         return ts
 
-    def _post_progress(self, run_id: int, thread: RunThread, final: bool) -> None:
-        run = self.store.run(run_id)
+    def _post_progress(self, run: RunRecord, thread: RunThread, final: bool) -> None:
         steps = run.plan.get("steps", [])
         current = run.current_step
         step = steps[current] if current is not None and current < len(steps) else None
@@ -213,8 +212,8 @@ class Progress:
         }
         thread.progress_ts = self._post(thread, thread.progress_ts, self.messages.progress(p))
 
-    def _post_approval(self, run_id: int, thread: RunThread) -> None:
-        run = self.store.run(run_id)
+    def _post_approval(self, run: RunRecord, thread: RunThread) -> None:
+        run_id = run.id
         view = run_view(run)
         with self.store.transaction() as tx:
             view["approvals"] = [dataclasses.asdict(a) for a in tx.approvals(run.id, run.plan_hash)]

@@ -83,6 +83,11 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _to_event(r: dict[str, Any]) -> Event:
+    source, data = json.loads(r["source"]), json.loads(r["data"])
+    return Event(r["id"], r["ts"], r["kind"], r["run_id"], r["actor"], source, data, r["hash"])
+
+
 def _to_run(row: dict[str, Any]) -> RunRecord:
     return RunRecord(
         **{
@@ -402,19 +407,8 @@ class Store:
         if run_id is not None:
             where += " AND run_id = ?"
             args.append(run_id)
-        return [
-            Event(
-                r["id"],
-                r["ts"],
-                r["kind"],
-                r["run_id"],
-                r["actor"],
-                json.loads(r["source"]),
-                json.loads(r["data"]),
-                r["hash"],
-            )
-            for r in self.db.query(f"SELECT * FROM events WHERE {where} ORDER BY id", args)  # noqa: S608
-        ]
+        query = f"SELECT * FROM events WHERE {where} ORDER BY id"  # noqa: S608
+        return [_to_event(r) for r in self.db.query(query, args)]
 
     def events_matching(
         self,
@@ -450,19 +444,7 @@ class Store:
             where.append("json_extract(source, '$.thread_ts') = ?")
             args.append(thread)
         query = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
-        return [
-            Event(
-                r["id"],
-                r["ts"],
-                r["kind"],
-                r["run_id"],
-                r["actor"],
-                json.loads(r["source"]),
-                json.loads(r["data"]),
-                r["hash"],
-            )
-            for r in self.db.query(query, args)
-        ]
+        return [_to_event(r) for r in self.db.query(query, args)]
 
     def runs_involving(self, user: str) -> list[int]:
         """Runs `user` asked for or acted on (approved, denied, cancelled)."""
