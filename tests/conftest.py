@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,35 @@ from bot.core.registry import Registry
 from bot.core.service import Service
 from bot.store import Store
 from tests.fakes import FakeClock, FakeCluster
+
+# Lab address ranges (the underlays in 172.31.240.0/20, pod and service CIDRs): blackholed in the
+# root namespace for the whole session, so a test that reaches for a node's address from an API
+# object without a lab up cannot send it out of the default route. A lab's own, more specific
+# routes win while it is up; metric 5000 is outside the labs' own 4000-4999.
+CONTAINED = ("172.31.240.0/20", "10.244.0.0/16", "10.96.0.0/12")
+_METRIC = "5000"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def contain_lab_ranges() -> Iterator[None]:
+    ip = shutil.which("ip")
+    if os.geteuid() != 0 or ip is None or sys.platform != "linux":
+        yield
+        return
+    added = []
+    for cidr in CONTAINED:
+        route = ["route", "add", "blackhole", cidr, "proto", "static", "metric", _METRIC]
+        if subprocess.run([ip, *route], capture_output=True).returncode == 0:
+            added.append(cidr)
+    try:
+        yield
+    finally:
+        for cidr in added:
+            subprocess.run(
+                [ip, "route", "del", "blackhole", cidr, "proto", "static", "metric", _METRIC],
+                capture_output=True,
+            )
+
 
 POLICY = Policy(
     groups={"operators": frozenset({"alice"}), "approvers": frozenset({"bob", "carol", "dave"})}
