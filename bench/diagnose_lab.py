@@ -112,13 +112,13 @@ def main() -> None:
             codes[label] = probe_codes(ev)
 
         def bot_cold() -> None:
-            kube, nodes = build_executors(settings, SystemClock())
+            kube, nodes = build_executors(settings.cluster(), SystemClock())
             try:
                 bot(kube, nodes, "bot cold")
             finally:
                 close(kube, nodes)
 
-        warm = build_executors(settings, SystemClock())
+        warm = build_executors(settings.cluster(), SystemClock())
         bot(*warm, "bot warm")
 
         def bot_warm() -> None:

@@ -77,6 +77,7 @@ from typing import Any
 from bot.core import redact as redact_module
 from bot.core import report as report_module
 from bot.core.clock import iso, parse_iso
+from bot.core.clusters import Cluster, Clusters
 from bot.core.engine import Engine, Requester
 from bot.core.executors import CommandResult
 from bot.core.policy import Policy
@@ -226,7 +227,9 @@ class Player:
             owner="capture",
             owner_alive=lambda owner: owner == "capture",
         )
-        self.service = Service(engine, self.store, self.cluster, self.cluster)
+        self.service = Service(
+            Clusters.single(Cluster("default", engine, self.cluster, self.cluster)), self.store
+        )
 
     def slash(self, text: str, user: str) -> Reply:
         source = {"adapter": "slack", "channel": CHANNEL, "user_id": _uid(user), "user": user}
@@ -683,7 +686,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         owner="bench",
         owner_alive=lambda owner: owner == "bench",
     )
-    service = Service(engine, store)
+    service = Service(Clusters.single(Cluster("default", engine, cluster, None)), store)
     renderer = Renderer(REPO / "templates")
     renderer.env.get_template(f"reports/report.{spec['format'] or 'md'}.j2")  # compiled up front
     phases = Phases()

@@ -32,7 +32,7 @@ from bot.store.database import Event
 from bot.wiring import App, build_app, build_executors
 
 GLOBAL_HELP = """\
-usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] COMMAND ...
+usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] COMMAND ...
 
   doctor                     check config, audit log, cluster access, RBAC, SSH to every node, Slack
   serve                      the Slack app: Socket Mode with SLACK_APP_TOKEN + SLACK_BOT_TOKEN, or
@@ -40,8 +40,9 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] CO
   shell                      a local /flannel prompt (as Slack would behave), progress printed live
   help | diagnose | runbooks | plan | run | approve | deny | cancel | status | audit
                              one /flannel command: `flannel-bot run flannel.restart-pods nodes=w2`
+                             (`--cluster NAME` picks one of the [clusters.*] in the config)
   diagnose --dump DIR        diagnose a support bundle (kubectl cluster-info dump layout)
-  collect DIR [node...]      write a support bundle from the live cluster (API + node probes)
+  collect DIR [node...]      write a support bundle from a live cluster (API + node probes)
   audit verify               check the audit chain; exits 1 and names the first bad event
   audit report [...]         the incident report: --since 24h, run=N, node=w2, format=html ...
   audit prune                drop events older than [audit] retention_days (chain stays checked)
@@ -52,10 +53,11 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--cluster F] CO
   --json          print the reply as JSON
   --config FILE   TOML settings (also FLANNEL_BOT_CONFIG)
   --db FILE       the SQLite audit/state file (also FLANNEL_BOT_DB)
-  --cluster FILE  a recorded cluster to work on (also FLANNEL_BOT_CLUSTER)
+  --recording F   work on a recorded cluster: a JSON snapshot or a support bundle directory
+                  (also FLANNEL_BOT_RECORDING)
   --kubeconfig F  a live cluster (also KUBECONFIG; default ~/.kube/config), --context NAME
 """
-_VALUED = {"--user", "--config", "--db", "--cluster", "--kubeconfig", "--context"}
+_VALUED = {"--user", "--config", "--db", "--recording", "--kubeconfig", "--context"}
 
 
 @dataclass
@@ -111,23 +113,30 @@ def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:
     return show
 
 
-def _take_option(words: list[str], flag: str) -> str:
+def _take_option(words: list[str], flag: str, what: str = "a directory") -> str:
     at = words.index(flag)
     if at + 1 >= len(words):
-        raise UserError(f"{flag} needs a directory")
+        raise UserError(f"{flag} needs {what}")
     value = words[at + 1]
     del words[at : at + 2]
     return value
 
 
 def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
-    """`flannel-bot collect DIR [node...]`: a support bundle from the live cluster."""
+    """`flannel-bot collect DIR [node...] [--cluster NAME]`: a support bundle from a live
+    cluster."""
+    args = list(args)
+    name = _take_option(args, "--cluster", "a cluster name") if "--cluster" in args else None
     if not args:
-        raise UserError("usage: flannel-bot collect DIR [node...]")
+        raise UserError("usage: flannel-bot collect DIR [node...] [--cluster NAME]")
     target, only = Path(args[0]), list(args[1:])
-    if settings.cluster_file is not None:
-        raise UserError("collect reads a live cluster: drop --cluster (or FLANNEL_BOT_CLUSTER)")
-    kube, nodes = build_executors(settings, SystemClock())
+    cluster = settings.cluster(name)
+    if cluster.recording is not None:
+        raise UserError(
+            f"collect reads a live cluster, and {cluster.name} is a recording: drop "
+            "--recording (or FLANNEL_BOT_RECORDING), or name a live cluster with --cluster"
+        )
+    kube, nodes = build_executors(cluster, SystemClock())
     if not isinstance(kube, KubeClient):
         raise UserError("collect needs a live cluster (kubeconfig or in-cluster)")
     path = write_bundle(kube, nodes, target, only=only)
@@ -247,13 +256,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
             return lab_main(inv.words[1:])
         if inv.words[0] == "diagnose" and "--dump" in inv.words:
-            inv.options["cluster"] = _take_option(inv.words, "--dump")
+            inv.options["recording"] = _take_option(inv.words, "--dump")
         settings = load_settings(
             Path(inv.options["config"]) if "config" in inv.options else None,
             env,
             overrides={
                 k: inv.options[k]
-                for k in ("db", "cluster", "kubeconfig", "context")
+                for k in ("db", "recording", "kubeconfig", "context")
                 if k in inv.options
             },
         )

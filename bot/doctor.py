@@ -67,16 +67,30 @@ def checks(app: App, settings: Settings, slack_client: WebClient | None = None) 
             "the database from a backup",
         )
     )
+    for name in app.clusters.names:
+        label = f" {name}" if app.clusters.many else ""
+        out += _cluster_checks(app, name, label)
+    out.append(_slack(settings, slack_client))
+    return out
+
+
+def _cluster_checks(app: App, name: str, label: str) -> list[Check]:
+    """Access, permissions and SSH for one cluster; `label` names it when there are several."""
     nodes: list[str] = []
+    out: list[Check] = []
+    try:
+        cluster = app.clusters.get(name)
+    except BotError as exc:
+        return [Check(f"cluster{label}", "FAIL", str(exc))]
+    kube = cluster.engine.kube
 
-    def cluster() -> Check:
-        found = app.engine.kube.list_nodes()
+    def reachable() -> Check:
+        found = kube.list_nodes()
         nodes.extend(n.name for n in found)
-        where = app.engine.kube.server if isinstance(app.engine.kube, KubeClient) else "recorded"
-        return Check("cluster", "OK", f"{len(found)} nodes via {where}")
+        where = kube.server if isinstance(kube, KubeClient) else "recorded"
+        return Check(f"cluster{label}", "OK", f"{len(found)} nodes via {where}")
 
-    out.append(_guard("cluster", cluster))
-    kube = app.engine.kube
+    out.append(_guard(f"cluster{label}", reachable))
     if isinstance(kube, KubeClient) and nodes:
 
         def rights() -> Check:
@@ -87,25 +101,25 @@ def checks(app: App, settings: Settings, slack_client: WebClient | None = None) 
             ]
             if missing:
                 return Check(
-                    "permissions",
+                    f"permissions{label}",
                     "FAIL",
                     f"the bot may not {', '.join(missing)}; apply deploy/base/rbac.yaml to its "
                     "ServiceAccount",
                 )
-            return Check("permissions", "OK", f"{len(NEEDED)} API permissions checked")
+            return Check(f"permissions{label}", "OK", f"{len(NEEDED)} API permissions checked")
 
-        out.append(_guard("permissions", rights))
-    if nodes and settings.cluster_file is None:
+        out.append(_guard(f"permissions{label}", rights))
+    prober = cluster.prober
+    if nodes and prober is not None:
 
         def reach(node: str) -> Check:
-            result = app.engine.nodes.run(node, ["true"], 10)
+            result = prober.run(node, ["true"], 10)
             if result.exit_code != 0:
-                return Check(f"ssh {node}", "FAIL", f"`true` exited {result.exit_code}")
-            return Check(f"ssh {node}", "OK", "reachable, host key known")
+                return Check(f"ssh{label} {node}", "FAIL", f"`true` exited {result.exit_code}")
+            return Check(f"ssh{label} {node}", "OK", "reachable, host key known")
 
         with ThreadPoolExecutor(8) as pool:
-            out += list(pool.map(lambda n: _guard(f"ssh {n}", lambda: reach(n)), nodes))
-    out.append(_slack(settings, slack_client))
+            out += list(pool.map(lambda n: _guard(f"ssh{label} {n}", lambda: reach(n)), nodes))
     return out
 
 

@@ -39,6 +39,10 @@ class UnknownRun(UserError):
     pass
 
 
+class UnknownCluster(UserError):
+    """`--cluster` names a cluster the configuration does not have; the message lists them."""
+
+
 class NotAllowed(UserError):
     """Policy refused: the message names the role that would be needed."""
 

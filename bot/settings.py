@@ -7,6 +7,7 @@ overrides) > environment > config file > defaults.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.policy import Policy, RunbookRule
-from bot.errors import UserError
+from bot.errors import UnknownCluster, UserError
 from bot.executors.ssh import SshSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,15 +60,29 @@ class SlackSettings:
         return out
 
 
+DEFAULT_CLUSTER = "default"
+CLUSTER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """One cluster the bot works on: a live API (kubeconfig context, or in-cluster) reached with
+    SSH to its nodes, or a recording (a JSON snapshot or a support-bundle directory)."""
+
+    name: str = DEFAULT_CLUSTER
+    kubeconfig: Path | None = None
+    context: str | None = None
+    in_cluster: bool = False
+    recording: Path | None = None
+    ssh: SshSettings = field(default_factory=SshSettings)
+
+
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
     templates_dir: Path
-    cluster_file: Path | None = None
-    kubeconfig: Path | None = None
-    context: str | None = None
-    in_cluster: bool = False
-    ssh: SshSettings = field(default_factory=SshSettings)
+    clusters: tuple[ClusterSettings, ...] = (ClusterSettings(),)
+    default_cluster: str = DEFAULT_CLUSTER
     policy: Policy = field(default_factory=Policy)
     check_interval: float = 1.0
     default_user: str = "unknown"
@@ -75,6 +90,17 @@ class Settings:
     retention_days: int = 0  # [audit] retention_days: 0 keeps every event forever
     leader_lease: str = ""  # [leader] lease: "namespace/name" of the Lease; "" runs alone
     identity: str = ""  # this replica, for the Lease: $POD_NAME, else host:pid
+
+    def cluster(self, name: str | None = None) -> ClusterSettings:
+        """A configured cluster by name (the default one when None)."""
+        wanted = name or self.default_cluster
+        for cluster in self.clusters:
+            if cluster.name == wanted:
+                return cluster
+        raise UnknownCluster(
+            f"there is no cluster `{wanted}`; configured: "
+            f"{', '.join(c.name for c in self.clusters)}"
+        )
 
 
 def _default_db(env: Mapping[str, str]) -> Path:
@@ -231,6 +257,68 @@ def parse_ssh(raw: Mapping[str, Any], base: Path) -> SshSettings:
         raise ConfigError(f"[ssh]: {exc}") from None
 
 
+def _file(table: Mapping[str, Any], key: str, base: Path) -> Path | None:
+    """A path setting, relative to the config file's directory."""
+    if not table.get(key):
+        return None
+    p = Path(str(table[key])).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+_CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "recording", "ssh"}
+
+
+def parse_clusters(
+    raw: Mapping[str, Any],
+    base: Path,
+    top: ClusterSettings,
+    top_ssh: Mapping[str, Any],
+) -> tuple[ClusterSettings, ...]:
+    """`[clusters.<name>]` tables. Each inherits the top-level kubeconfig and `[ssh]`; a
+    table's own `[clusters.<name>.ssh]` overrides `[ssh]` setting by setting."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("[clusters] must hold one table per cluster: [clusters.prod-eu] ...")
+    out = []
+    for name, table in raw.items():
+        where = f"[clusters.{name}]"
+        if not CLUSTER_NAME.match(name):
+            raise ConfigError(
+                f"{where}: a cluster name is lowercase letters, digits and dashes (DNS-1123 "
+                "label), such as prod-eu"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table of settings")
+        unknown = sorted(set(table) - _CLUSTER_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{where} has no setting `{unknown[0]}`; known: {', '.join(sorted(_CLUSTER_KEYS))}"
+            )
+        ssh_raw = table.get("ssh", {})
+        if not isinstance(ssh_raw, dict):
+            raise ConfigError(f"{where}.ssh must be a table like [ssh]")
+        try:
+            ssh = parse_ssh({**top_ssh, **ssh_raw}, base)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+        if table.get("recording") and (table.get("in_cluster") or table.get("kubeconfig")):
+            raise ConfigError(
+                f"{where}: a recording is read instead of a live API; give recording, or "
+                "kubeconfig/context/in_cluster"
+            )
+        out.append(
+            ClusterSettings(
+                name=name,
+                kubeconfig=_file(table, "kubeconfig", base) or top.kubeconfig,
+                context=str(table["context"]) if table.get("context") else None,
+                in_cluster=bool(table.get("in_cluster", False)),
+                recording=_file(table, "recording", base),
+                ssh=ssh,
+            )
+        )
+    return tuple(out)
+
+
 def load_settings(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -260,10 +348,12 @@ def load_settings(
 
     known = {
         "db",
-        "cluster",
+        "recording",
         "kubeconfig",
         "context",
         "in_cluster",
+        "clusters",
+        "default_cluster",
         "templates",
         "check_interval",
         "policy",
@@ -272,20 +362,44 @@ def load_settings(
         "audit",
         "leader",
     }
+    if "cluster" in raw:
+        raise ConfigError(
+            f"config {config}: `cluster` (a recorded cluster file) is now called `recording`; "
+            "clusters by name are [clusters.<name>] tables"
+        )
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(
             f"config {config} has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
         )
+    given = overrides or {}
+    top = ClusterSettings(
+        kubeconfig=path("kubeconfig", "KUBECONFIG"),
+        context=given.get("context") or raw.get("context"),
+        in_cluster=bool(raw.get("in_cluster", False))
+        or env.get("FLANNEL_BOT_IN_CLUSTER", "") in ("1", "true"),
+        recording=path("recording", "FLANNEL_BOT_RECORDING"),
+        ssh=parse_ssh(raw.get("ssh", {}), base),
+    )
+    # A cluster named on the command line (--recording, --dump, --context) is the only one
+    explicit = any(given.get(k) for k in ("recording", "context")) or env.get(
+        "FLANNEL_BOT_RECORDING"
+    )
+    if "clusters" in raw and not explicit:
+        clusters = parse_clusters(raw["clusters"], base, top, raw.get("ssh", {}))
+        default = str(raw.get("default_cluster") or clusters[0].name)
+    else:
+        clusters, default = (top,), DEFAULT_CLUSTER
+    if default not in {c.name for c in clusters}:
+        raise ConfigError(
+            f'default_cluster = "{default}" is not one of [clusters.*]: '
+            f"{', '.join(c.name for c in clusters)}"
+        )
     return Settings(
         db_path=path("db", "FLANNEL_BOT_DB") or _default_db(env),
         templates_dir=path("templates", "FLANNEL_BOT_TEMPLATES") or REPO_ROOT / "templates",
-        cluster_file=path("cluster", "FLANNEL_BOT_CLUSTER"),
-        kubeconfig=path("kubeconfig", "KUBECONFIG"),
-        context=(overrides or {}).get("context") or raw.get("context"),
-        in_cluster=bool(raw.get("in_cluster", False))
-        or env.get("FLANNEL_BOT_IN_CLUSTER", "") in ("1", "true"),
-        ssh=parse_ssh(raw.get("ssh", {}), base),
+        clusters=clusters,
+        default_cluster=default,
         policy=parse_policy(raw.get("policy", {})),
         check_interval=float(raw.get("check_interval", 1.0)),
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",

@@ -127,12 +127,15 @@ def evidence_block(
     return block if len(block) <= limit else ""
 
 
-def plan_fix_value(runbook: str | None, params: Mapping[str, str]) -> str | None:
-    """The "Plan fix" button value, compact JSON; None when there is no runbook or it won't fit."""
+def plan_fix_value(
+    runbook: str | None, params: Mapping[str, str], cluster: str | None = None
+) -> str | None:
+    """The "Plan fix" button value, compact JSON; None when there is no runbook or it won't fit.
+    `cluster` is set when the bot serves several: the click plans on the diagnosed one."""
     if runbook is None:
         return None
     value = json.dumps(
-        {"runbook": runbook, "params": dict(params)},
+        {"runbook": runbook, "params": dict(params)} | ({"cluster": cluster} if cluster else {}),
         separators=(",", ":"),
         ensure_ascii=False,
         sort_keys=True,

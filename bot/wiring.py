@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from bot.core.clock import Clock, SystemClock
+from bot.core.clusters import Cluster, Clusters
 from bot.core.engine import Engine
-from bot.core.executors import KubeExecutor, NodeExecutor
+from bot.core.executors import ClusterReader, KubeExecutor, NodeExecutor
 from bot.core.registry import Registry
 from bot.core.service import Service
-from bot.errors import ExecutorError
+from bot.errors import ExecutorError, KubeConfigError
 from bot.executors.bundle import BundleReader
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.snapshot import SnapshotCluster
 from bot.executors.ssh import SshExecutor
 from bot.owner import owner_alive, this_process
 from bot.render import Renderer
-from bot.settings import ConfigError, Settings
+from bot.settings import ClusterSettings, ConfigError, Settings
 from bot.store import Store
 
 
@@ -25,35 +27,40 @@ from bot.store import Store
 class App:
     settings: Settings
     store: Store
-    engine: Engine
+    clusters: Clusters
     service: Service
     renderer: Renderer
 
+    @property
+    def engine(self) -> Engine:
+        """The default cluster's engine."""
+        return self.clusters.get().engine
 
-def build_executors(settings: Settings, clock: Clock) -> tuple[KubeExecutor, NodeExecutor]:
-    """A recorded cluster if one is configured, else the live API (kubeconfig or in-cluster)
-    and SSH to each node's InternalIP."""
-    if settings.cluster_file is not None:
-        if settings.cluster_file.is_dir():
-            bundle = BundleReader(settings.cluster_file)
+
+def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecutor, NodeExecutor]:
+    """A recording if the cluster is one, else the live API (kubeconfig or in-cluster) and SSH
+    to each node's InternalIP."""
+    if cluster.recording is not None:
+        if cluster.recording.is_dir():
+            bundle = BundleReader(cluster.recording)
             return bundle, bundle
-        snapshot = SnapshotCluster.load(settings.cluster_file, clock)
+        snapshot = SnapshotCluster.load(cluster.recording, clock)
         return snapshot, snapshot
-    kubeconfig = settings.kubeconfig
-    if kubeconfig is None and not settings.in_cluster:
+    kubeconfig = cluster.kubeconfig
+    if kubeconfig is None and not cluster.in_cluster:
         default = Path.home() / ".kube" / "config"
         if not default.exists():
             raise ConfigError(
                 "no cluster configured: pass --kubeconfig FILE (or set KUBECONFIG), run inside "
                 "the cluster with FLANNEL_BOT_IN_CLUSTER=1, or use a recorded cluster with "
-                "--cluster examples/cluster.json"
+                "--recording examples/cluster.json"
             )
         kubeconfig = default
     kube = KubeClient.from_settings(
         KubeSettings(
-            kubeconfig=None if settings.in_cluster else kubeconfig,
-            context=settings.context,
-            in_cluster=settings.in_cluster,
+            kubeconfig=None if cluster.in_cluster else kubeconfig,
+            context=cluster.context,
+            in_cluster=cluster.in_cluster,
         ),
         clock,
     )
@@ -66,13 +73,18 @@ def build_executors(settings: Settings, clock: Clock) -> tuple[KubeExecutor, Nod
             )
         return address
 
-    return kube, SshExecutor(settings.ssh, resolve=node_address)
+    return kube, SshExecutor(cluster.ssh, resolve=node_address)
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> App:
-    clock = clock or SystemClock()
-    kube, nodes = build_executors(settings, clock)
-    store = Store(settings.db_path, clock)
+def build_cluster(settings: Settings, store: Store, name: str, clock: Clock) -> Cluster:
+    """One cluster's executors and engine; a configuration error names the cluster."""
+    cs = settings.cluster(name)
+    try:
+        kube, nodes = build_executors(cs, clock)
+    except (ConfigError, KubeConfigError) as exc:
+        many = len(settings.clusters) > 1
+        raise ConfigError(f"cluster {name}: {exc}" if many else str(exc)) from None
+    recorded = isinstance(nodes, SnapshotCluster)
     engine = Engine(
         store=store,
         registry=Registry.from_package(),
@@ -83,8 +95,22 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         owner=this_process(),
         owner_alive=owner_alive,
         check_interval=settings.check_interval,
-        probe_nodes=not isinstance(nodes, SnapshotCluster),
+        probe_nodes=not recorded,
+        cluster=name,
     )
-    prober = None if isinstance(nodes, SnapshotCluster) else nodes
-    service = Service(engine, store, kube, prober)
-    return App(settings, store, engine, service, Renderer(settings.templates_dir))
+    return Cluster(name, engine, cast(ClusterReader, kube), None if recorded else nodes)
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> App:
+    """The clusters are built on first use; the default one is built here, so a broken
+    default configuration fails at start-up rather than on the first command."""
+    clock = clock or SystemClock()
+    store = Store(settings.db_path, clock)
+    clusters = Clusters(
+        [c.name for c in settings.clusters],
+        settings.default_cluster,
+        lambda name: build_cluster(settings, store, name, clock),
+    )
+    clusters.get()
+    service = Service(clusters, store)
+    return App(settings, store, clusters, service, Renderer(settings.templates_dir))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.core.clusters import Cluster, Clusters
 from bot.core.engine import Engine, Requester
 from bot.core.policy import Policy
 from bot.core.registry import Registry
@@ -105,4 +106,4 @@ def engine(make_engine: Callable[..., Engine]) -> Engine:
 
 @pytest.fixture
 def service(engine: Engine, store: Store) -> Service:
-    return Service(engine, store)
+    return Service(Clusters.single(Cluster("default", engine, engine.kube, None)), store)

@@ -16,16 +16,17 @@ from bot.errors import CommandSyntaxError, shown
 
 USAGE: Mapping[str, str] = {
     "help": "help [command]",
-    "diagnose": "diagnose [node...] [--deep]",
+    "diagnose": "diagnose [node...] [--deep] [--cluster NAME]",
     "runbooks": "runbooks",
-    "plan": "plan <runbook>[@version] key=value...",
-    "run": "run <runbook>[@version] key=value...",
+    "plan": "plan <runbook>[@version] key=value... [--cluster NAME]",
+    "run": "run <runbook>[@version] key=value... [--cluster NAME]",
     "approve": "approve <run> [plan=<hash>]",
     "deny": "deny <run> [reason...]",
     "cancel": "cancel <run>",
-    "status": "status [run]",
+    "status": "status [run] [--cluster NAME]",
     "audit": "audit [verify | run <run> | recent | report [--since 24h] [--from T] [--to T] "
-    "[run=N] [node=w2] [runbook=id] [user=alice] [channel=C..] [thread=ts] [format=html]]",
+    "[run=N] [cluster=NAME] [node=w2] [runbook=id] [user=alice] [channel=C..] [thread=ts] "
+    "[format=html]]",
 }
 SUMMARY: Mapping[str, str] = {
     "help": "show this help, or the usage of one command",
@@ -42,6 +43,7 @@ SUMMARY: Mapping[str, str] = {
 _KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REF = re.compile(r"^[a-z][a-z0-9.-]*(@[0-9][0-9A-Za-z.+-]*)?$")
 _RUN = re.compile(r"^#?([1-9][0-9]{0,17})$")
+CLUSTER = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Help:
 class Diagnose:
     nodes: tuple[str, ...] = ()
     deep: bool = False
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,14 @@ class ListRunbooks:
 class PlanRunbook:
     ref: str
     params: Mapping[str, str] = field(default_factory=dict)
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
 class RunRunbook:
     ref: str
     params: Mapping[str, str] = field(default_factory=dict)
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class Cancel:
 @dataclass(frozen=True)
 class Status:
     run_id: int | None = None
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ _REPORT_VALUES = {
     "from": re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?$"),
     "to": re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?$"),
     "run": _RUN,
+    "cluster": CLUSTER,
     "node": DNS1123_SUBDOMAIN,
     "runbook": re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"),
     "user": re.compile(r"^[A-Za-z0-9._:@-]{1,64}$"),
@@ -182,6 +189,33 @@ def _params(words: Sequence[str], verb: str) -> dict[str, str]:
     return params
 
 
+_TAKES_CLUSTER = ("diagnose", "plan", "run", "status")
+
+
+def _take_cluster(args: list[str], verb: str) -> str | None:
+    """Remove `--cluster NAME` (or `--cluster=NAME`) from `args` and check the name."""
+    at = [i for i, w in enumerate(args) if w == "--cluster" or w.startswith("--cluster=")]
+    if not at:
+        return None
+    if verb not in _TAKES_CLUSTER:
+        why = ": the run number already names its cluster" if verb in ("approve", "deny") else ""
+        raise _fail(f"`{verb}` takes no --cluster{why}", verb)
+    if len(at) > 1:
+        raise _fail("--cluster is given twice", verb)
+    word = args.pop(at[0])
+    if "=" in word:
+        value = word.partition("=")[2]
+    elif at[0] < len(args):
+        value = args.pop(at[0])
+    else:
+        raise _fail("--cluster needs a cluster name", verb)
+    if not CLUSTER.match(value):
+        raise _fail(
+            f"`{shown(value)}` is not a cluster name (lowercase letters, digits and dashes)", verb
+        )
+    return value
+
+
 def parse(words: Sequence[str]) -> Command:
     """Parse the words after `/flannel`. Raises CommandSyntaxError with the usage line."""
     if not words:
@@ -192,6 +226,9 @@ def parse(words: Sequence[str]) -> Command:
         raise CommandSyntaxError(
             f"unknown command `{shown(words[0])}`; commands: {known}", usage("help")
         )
+    if verb == "audit":
+        return _audit(args, verb)
+    cluster = _take_cluster(args, verb)
     if verb == "help":
         if len(args) > 1 or (args and args[0] not in USAGE):
             raise _fail(f"there is no help for `{shown(' '.join(args))}`", verb)
@@ -202,7 +239,7 @@ def parse(words: Sequence[str]) -> Command:
         for name in names:
             if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
                 raise _fail(f"`{shown(name)}` is not a valid node name (DNS-1123)", verb)
-        return Diagnose(tuple(dict.fromkeys(names)), deep)
+        return Diagnose(tuple(dict.fromkeys(names)), deep, cluster)
     if verb == "runbooks":
         if args:
             raise _fail("`runbooks` takes no arguments", verb)
@@ -216,7 +253,7 @@ def parse(words: Sequence[str]) -> Command:
             )
         params = _params(args[1:], verb)
         cls = PlanRunbook if verb == "plan" else RunRunbook
-        return cls(args[0], params)
+        return cls(args[0], params, cluster)
     if verb == "approve":
         run_id = _run_id(args[0] if args else None, verb)
         extra = _params(args[1:], verb)
@@ -235,8 +272,11 @@ def parse(words: Sequence[str]) -> Command:
     if verb == "status":
         if len(args) > 1:
             raise _fail("`status` takes at most one run number", verb)
-        return Status(_run_id(args[0], verb) if args else None)
-    # audit
+        return Status(_run_id(args[0], verb) if args else None, cluster)
+    raise AssertionError(f"unparsed verb {verb}")  # pragma: no cover
+
+
+def _audit(args: list[str], verb: str) -> Audit | AuditReport:
     if not args or args == ["recent"]:
         return Audit("recent")
     if args == ["verify"]:

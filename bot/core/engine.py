@@ -102,9 +102,12 @@ class Engine:
         owner_alive: Callable[[str], bool],
         check_interval: float = 1.0,
         probe_nodes: bool = True,
+        cluster: str = "default",
     ) -> None:
         """`probe_nodes=False` where the node executor is a recording that cannot run diagnose's
-        probes: diagnose-verify then judges by the API alone."""
+        probes: diagnose-verify then judges by the API alone. `cluster` names the cluster the
+        executors reach: plans, runs, their change locks and audit events carry it."""
+        self.cluster = cluster
         self.store = store
         self.registry = registry
         self.policy = policy
@@ -131,7 +134,7 @@ class Engine:
                         f"node `{name}` is not in the cluster; known nodes: "
                         f"{', '.join(known) or 'none'}"
                     )
-        return build_plan(runbook, params, self.facts)
+        return build_plan(runbook, params, self.facts, self.cluster)
 
     def plan(self, ref: str, raw_params: Mapping[str, str], who: Requester) -> Plan:
         plan = self.prepare(ref, raw_params)
@@ -140,7 +143,7 @@ class Engine:
                 "plan",
                 actor=who.user,
                 source=dict(who.source),
-                data={"plan": plan.to_json(), "plan_hash": plan.hash},
+                data={"cluster": self.cluster, "plan": plan.to_json(), "plan_hash": plan.hash},
             )
         return plan
 
@@ -152,6 +155,7 @@ class Engine:
         plan = self.prepare(ref, raw_params)
         with self.store.transaction() as tx:
             run_id = tx.insert_run(
+                cluster=self.cluster,
                 runbook=runbook.id,
                 version=str(runbook.version),
                 code_hash=runbook.code_hash,
@@ -165,13 +169,14 @@ class Engine:
                 owner=self.owner,
             )
             if plan.changes_anything:
-                tx.lock_targets(plan.targets, run_id, who.user)
+                tx.lock_targets(self._locks(plan), run_id, who.user)
             tx.append_event(
                 "run_started",
                 actor=who.user,
                 run_id=run_id,
                 source=dict(who.source),
                 data={
+                    "cluster": self.cluster,
                     "runbook": runbook.ref,
                     "code_hash": runbook.code_hash,
                     "params": dict(raw_params),
@@ -181,6 +186,10 @@ class Engine:
             )
         self._advance(run_id, plan)
         return self.store.run(run_id)
+
+    def _locks(self, plan: Plan) -> list[str]:
+        """Change locks are per cluster: node w2 of prod-eu is not node w2 of prod-us."""
+        return [f"{t}@{self.cluster}" for t in plan.targets]
 
     def _advance(self, run_id: int, plan: Plan) -> None:
         run = self.store.run(run_id)
@@ -512,6 +521,11 @@ class Engine:
         self.expire_due()
         with self.store.transaction() as tx:
             run = tx.get_run(run_id)
+            if run.cluster != self.cluster:  # the service routes by run; this is the guard
+                raise InvalidState(
+                    f"run {run_id} is on cluster {run.cluster}, not {self.cluster}; it can only "
+                    f"be approved where it runs"
+                )
             runbook = self.registry.get(run.ref)
             self._require_awaiting(run, "approve")
             self.policy.check_approve(who.user, run.requester, runbook)
@@ -632,7 +646,7 @@ class Engine:
                 expires_at=iso(expires),
             )
             tx.release_targets(run_id)
-            tx.lock_targets(plan.targets, run_id, run.requester)
+            tx.lock_targets(self._locks(plan), run_id, run.requester)
             tx.append_event(
                 "plan_changed",
                 actor=None,

@@ -45,6 +45,7 @@ class Plan:
     runbook: Runbook
     params: Any
     steps: tuple[PlannedStep, ...]
+    cluster: str = "default"
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -59,6 +60,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "cluster": self.cluster,
             "runbook": self.runbook.id,
             "version": str(self.runbook.version),
             "code_hash": self.runbook.code_hash,
@@ -77,9 +79,10 @@ class Plan:
         return self.hash.removeprefix("sha256:")[:12]
 
 
-def build_plan(runbook: Runbook, params: Any, facts: Facts) -> Plan:
+def build_plan(runbook: Runbook, params: Any, facts: Facts, cluster: str = "default") -> Plan:
     """Render every step against the current cluster state, without changing anything."""
     return Plan(
+        cluster=cluster,
         runbook=runbook,
         params=params,
         steps=tuple(

@@ -48,6 +48,7 @@ class Selection:
     start: datetime | None = None
     end: datetime | None = None
     run_id: int | None = None
+    cluster: str | None = None
     node: str | None = None
     runbook: str | None = None
     user: str | None = None
@@ -69,6 +70,8 @@ def run_matches(run: RunRecord, sel: Selection) -> bool:
     if sel.run_id is not None and run.id != sel.run_id:
         return False
     if sel.runbook is not None and run.runbook != sel.runbook:
+        return False
+    if sel.cluster is not None and run.cluster != sel.cluster:
         return False
     if sel.node is not None and f"node/{sel.node}" not in run.plan.get("targets", []):
         nodes = [a.get("node") for s in run.plan.get("steps", []) for a in s.get("actions", [])]
@@ -96,6 +99,8 @@ def select(
         run = runs.get(e.run_id) if e.run_id is not None else None
         if by_run and (run is None or not run_matches(run, sel)):
             continue
+        if sel.cluster is not None and cluster_of(e, run) != sel.cluster:
+            continue
         if sel.user is not None and not _involves(e, run, sel.user, approvers):
             continue
         if sel.channel is not None and e.source.get("channel") != sel.channel:
@@ -104,6 +109,12 @@ def select(
             continue
         picked.append(e)
     return picked
+
+
+def cluster_of(e: Event, run: RunRecord | None) -> str:
+    """The cluster an event is about: its run's, or the one it names (diagnose, plan, command);
+    "" for events about no cluster (audit commands, approvals of a run given by number)."""
+    return run.cluster if run is not None else str(e.data.get("cluster") or "")
 
 
 def _involves(e: Event, run: RunRecord | None, user: str, approvers: dict[int, set[str]]) -> bool:
@@ -127,7 +138,10 @@ def describe(e: Event) -> str:
     text: Callable[[], str] | None = {
         "command": lambda: f"{who}: /flannel {d.get('text', '')}",
         "command_rejected": lambda: f"{who}: refused: {d.get('error', '')}",
-        "diagnosed": lambda: f"diagnose: {d.get('summary', '')}",
+        "diagnosed": lambda: (
+            f"diagnose{' on cluster ' + d['cluster'] if d.get('cluster') else ''}: "
+            f"{d.get('summary', '')}"
+        ),
         "plan": lambda: (
             f"{who} planned {d.get('plan', {}).get('runbook', '')} "
             f"(plan {str(d.get('plan_hash', ''))[7:19]})"
@@ -238,6 +252,7 @@ def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
     started = events[0].ts if events else run.created_at
     return {
         "id": run.id,
+        "cluster": run.cluster,
         "ref": run.ref,
         "runbook": run.runbook,
         "params": run.params,
@@ -317,6 +332,7 @@ def build(
                 "kind": e.kind,
                 "actor": e.actor or "",
                 "run_id": e.run_id,
+                "cluster": cluster_of(e, runs.get(e.run_id) if e.run_id is not None else None),
                 "text": describe(e),
                 "level": level(e),
                 "x": frac(e.ts),

@@ -10,20 +10,20 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from bot.core import commands as c
 from bot.core import report
 from bot.core.clock import iso
+from bot.core.clusters import Cluster, Clusters
 from bot.core.collect import collect
 from bot.core.engine import Engine, Requester
 from bot.core.evidence import Evidence
-from bot.core.executors import ClusterReader, NodeExecutor
 from bot.core.params import describe_params
 from bot.core.plan import Plan
 from bot.core.registry import Registry
 from bot.core.rules import diagnose, node_rows
-from bot.errors import CommandSyntaxError, UnknownNode, UserError
+from bot.errors import CommandSyntaxError, ExecutorError, InvalidState, UnknownNode, UserError
 from bot.store import Store
 from bot.store.database import RunRecord
 
@@ -37,19 +37,26 @@ class Reply:
     ok: bool = True
 
 
-def diagnosis_view(ev: Evidence, registry: Registry, only: Sequence[str] = ()) -> dict[str, Any]:
-    """The diagnose reply: findings as JSON, runbooks offered only where one is installed."""
+def diagnosis_view(
+    ev: Evidence, registry: Registry, only: Sequence[str] = (), cluster: str | None = None
+) -> dict[str, Any]:
+    """The diagnose reply: findings as JSON, runbooks offered only where one is installed.
+    With `cluster` (a bot serving several), each fix command names the cluster it is for."""
     findings = [f.to_json() for f in diagnose(ev)]
     known = {rb.id for rb in registry.all()}
     for f in findings:
         if f["fix"]["runbook"] not in known:
             f["fix"].update(runbook=None, command=None)
+        elif cluster and f["fix"]["command"]:
+            f["fix"]["command"] += f" --cluster {cluster}"
+        f["fix"]["cluster"] = cluster
     if only:
         findings = [f for f in findings if not f["nodes"] or set(f["nodes"]) & set(only)]
     counts = {
         s: sum(1 for f in findings if f["severity"] == s) for s in ("critical", "warning", "info")
     }
     return {
+        "cluster": cluster,
         "source": ev.source,
         "nodes": [r for r in node_rows(ev) if not only or r["name"] in only],
         "findings": findings,
@@ -89,6 +96,7 @@ def selection(asked: Mapping[str, str]) -> report.Selection:
         start=moment(asked["from"]) if "from" in asked else None,
         end=moment(asked["to"]) if "to" in asked else None,
         run_id=int(run.lstrip("#")) if run else None,
+        cluster=asked.get("cluster"),
         node=asked.get("node"),
         runbook=asked.get("runbook"),
         user=asked.get("user"),
@@ -99,29 +107,50 @@ def selection(asked: Mapping[str, str]) -> report.Selection:
 
 
 class Service:
-    """`reader` is what diagnose reads (the live API or a bundle); `prober` runs the node
-    probes, or is None where nodes cannot be reached (a recorded cluster)."""
+    """One service for every cluster the bot serves: commands that name no cluster go to the
+    default one, and a run's approval, denial or cancellation go to the cluster it runs on."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        store: Store,
-        reader: ClusterReader | None = None,
-        prober: NodeExecutor | None = None,
-    ) -> None:
-        self.engine = engine
+    def __init__(self, clusters: Clusters, store: Store) -> None:
+        self.clusters = clusters
         self.store = store
-        self.reader = reader if reader is not None else cast(ClusterReader, engine.kube)
-        self.prober = prober
+
+    @property
+    def engine(self) -> Engine:
+        """The default cluster's engine (the registry, policy and clock are the same in all)."""
+        return self.clusters.get().engine
+
+    def _of_run(self, run_id: int) -> Engine:
+        run = self.store.run(run_id)
+        if run.cluster not in self.clusters.names:
+            raise InvalidState(
+                f"run {run_id} is on cluster {run.cluster}, which this bot no longer serves "
+                f"(it serves {', '.join(self.clusters.names)}); `status {run_id}` shows it"
+            )
+        return self.clusters.get(run.cluster).engine
 
     def handle(self, text: str | Sequence[str], who: Requester) -> Reply:
-        """Parse and execute one `/flannel` command. User errors become an `error` reply."""
+        """Parse and execute one `/flannel` command. User errors become an `error` reply.
+
+        The command is recorded before it is acted on, with the cluster it is for when it is
+        about one (parsing and naming the cluster touch nothing)."""
         line = text if isinstance(text, str) else " ".join(text)
-        with self.store.transaction() as tx:
-            tx.append_event("command", actor=who.user, source=dict(who.source), data={"text": line})
+        command: c.Command | None = None
+        data: dict[str, Any] = {"text": line}
         try:
             words = c.split_words(text) if isinstance(text, str) else list(text)
             command = c.parse(words)
+            if isinstance(command, c.Diagnose | c.PlanRunbook | c.RunRunbook):
+                data["cluster"] = self.clusters.name(command.cluster)
+        except UserError as exc:
+            refused: UserError | None = exc
+        else:
+            refused = None
+        with self.store.transaction() as tx:
+            tx.append_event("command", actor=who.user, source=dict(who.source), data=data)
+        try:
+            if refused is not None:
+                raise refused
+            assert command is not None
             self.engine.recover()
             self.engine.expire_due()
             return self.dispatch(command, who)
@@ -139,6 +168,19 @@ class Service:
                 {"message": str(exc), "usage": usage, "error_type": type(exc).__name__},
                 ok=False,
             )
+        except ExecutorError as exc:  # the API or a node did not answer: say so, keep going
+            with self.store.transaction() as tx:
+                tx.append_event(
+                    "command_failed",
+                    actor=who.user,
+                    source=dict(who.source),
+                    data={"text": line, "error": str(exc), "error_type": type(exc).__name__},
+                )
+            return Reply(
+                "error",
+                {"message": str(exc), "usage": None, "error_type": type(exc).__name__},
+                ok=False,
+            )
 
     def dispatch(self, command: c.Command, who: Requester) -> Reply:
         engine = self.engine
@@ -148,6 +190,8 @@ class Service:
                 return Reply(
                     "help",
                     {
+                        "clusters": list(self.clusters.names) if self.clusters.many else [],
+                        "default_cluster": self.clusters.default,
                         "commands": [
                             {"verb": v, "usage": c.USAGE[v], "summary": c.SUMMARY[v]} for v in verbs
                         ],
@@ -184,21 +228,28 @@ class Service:
                         ]
                     },
                 )
-            case c.PlanRunbook(ref, params):
-                return Reply("plan", plan_view(engine.plan(ref, params, who)))
-            case c.RunRunbook(ref, params):
-                return self._run_reply(engine.start(ref, params, who))
+            case c.PlanRunbook(ref, params, cluster):
+                plan = self.clusters.get(cluster).engine.plan(ref, params, who)
+                return Reply("plan", plan_view(plan))
+            case c.RunRunbook(ref, params, cluster):
+                return self._run_reply(self.clusters.get(cluster).engine.start(ref, params, who))
             case c.Approve(run_id, plan_hash):
-                return self._run_reply(engine.approve(run_id, who, plan_hash))
+                return self._run_reply(self._of_run(run_id).approve(run_id, who, plan_hash))
             case c.Deny(run_id, reason):
                 return self._run_reply(engine.deny(run_id, who, reason))
             case c.Cancel(run_id):
                 return self._run_reply(engine.cancel(run_id, who))
-            case c.Status(None):
-                return Reply("runs", {"runs": [run_view(r) for r in self.store.recent_runs()]})
-            case c.Status(run_id):
+            case c.Status(None, cluster):
+                if cluster is not None:
+                    self.clusters.get(cluster)  # an unknown name is an error, not an empty list
+                runs = self.store.recent_runs(cluster=cluster)
+                return Reply("runs", {"runs": [run_view(r) for r in runs], "cluster": cluster})
+            case c.Status(run_id, cluster):
                 assert run_id is not None
-                return self._run_reply(self.store.run(run_id), status_only=True)
+                run = self.store.run(run_id)
+                if cluster is not None and run.cluster != cluster:
+                    raise InvalidState(f"run {run_id} is on cluster {run.cluster}, not {cluster}")
+                return self._run_reply(run, status_only=True)
             case c.Audit("verify"):
                 report = self.store.verify()
                 return Reply(
@@ -222,8 +273,9 @@ class Service:
                     "audit_events",
                     {"run_id": None, "events": [dataclasses.asdict(e) for e in events]},
                 )
-            case c.Diagnose(nodes, deep):
-                return Reply("diagnose", self._diagnose(nodes, deep, who))
+            case c.Diagnose(nodes, deep, cluster):
+                target = self.clusters.get(cluster)
+                return Reply("diagnose", self._diagnose(target, nodes, deep, who))
             case c.AuditReport(selection, fmt):
                 return Reply("audit_report", {"format": fmt, "report": self.report(selection)})
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
@@ -250,6 +302,7 @@ class Service:
             found = self.store.runs_by_id(
                 ids=[sel.run_id] if sel.run_id is not None else None,
                 runbook=sel.runbook,
+                cluster=sel.cluster,
                 plan_mentions=f'"{sel.node}"' if sel.node else None,
             )
             matching = [i for i, r in found.items() if report.run_matches(r, sel)]
@@ -280,17 +333,23 @@ class Service:
             now,
         )
 
-    def _diagnose(self, only: Sequence[str], deep: bool, who: Requester) -> dict[str, Any]:
+    def _diagnose(
+        self, cluster: Cluster, only: Sequence[str], deep: bool, who: Requester
+    ) -> dict[str, Any]:
         """Evidence from the API and the nodes, findings ranked root cause first."""
-        known = {n.name for n in self.engine.kube.list_nodes()}
+        known = {n.name for n in cluster.engine.kube.list_nodes()}
         unknown = [n for n in only if n not in known]
         if unknown:
+            where = f"cluster {cluster.name}" if self.clusters.many else "the cluster"
             raise UnknownNode(
-                f"node `{unknown[0]}` is not in the cluster; known nodes: "
+                f"node `{unknown[0]}` is not in {where}; known nodes: "
                 f"{', '.join(sorted(known)) or 'none'}"
             )
-        evidence = collect(self.reader, self.prober, only, deep)
-        view = diagnosis_view(evidence, self.engine.registry, only)
+        evidence = collect(cluster.reader, cluster.prober, only, deep)
+        view = diagnosis_view(
+            evidence, cluster.engine.registry, only, cluster.name if self.clusters.many else None
+        )
+        view["cluster"] = cluster.name
         counts = view["summary"]
         with self.store.transaction() as tx:  # what was seen, for the incident's record
             tx.append_event(
@@ -298,6 +357,7 @@ class Service:
                 actor=who.user,
                 source=dict(who.source),
                 data={
+                    "cluster": cluster.name,
                     "summary": f"{counts['critical']} critical, {counts['warning']} warning, "
                     f"{counts['info']} info on {counts['nodes']} nodes"
                     + (f" (asked about {', '.join(only)})" if only else ""),

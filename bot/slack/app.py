@@ -150,6 +150,8 @@ class SlackAdapter:
                 else ["run", str(asked["ref"])]
             )
             words += params
+            if asked.get("cluster"):
+                words += ["--cluster", str(asked["cluster"])]
         self._click(body, words)
 
     # -- the work -------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ class SlackAdapter:
         policy = self.identity.policy(self.base_policy)
         with self._policy_lock:
             if self.app.engine.policy != policy:
-                self.app.engine.policy = policy
+                self.app.clusters.set_policy(policy)
         return self.identity.name(user_id)
 
     def _first(self, key: str, kind: str) -> bool:

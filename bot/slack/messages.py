@@ -77,9 +77,13 @@ class Messages:
 
     @staticmethod
     def start_value(plan: dict[str, Any]) -> str | None:
-        """What the "Start run" button carries: the runbook ref and its raw parameters."""
+        """What the "Start run" button carries: the runbook ref, its raw parameters, and the
+        cluster the plan was made on."""
         params = {k: _raw(v) for k, v in plan["params"].items() if _raw(v) != ""}
-        value = json.dumps({"ref": plan["ref"], "params": params}, separators=(",", ":"))
+        value = json.dumps(
+            {"ref": plan["ref"], "params": params, "cluster": plan.get("cluster")},
+            separators=(",", ":"),
+        )
         return value if len(value) <= 2000 else None
 
     def plan(self, plan: dict[str, Any], mention: str, start_value: str | None) -> dict[str, Any]:

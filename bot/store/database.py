@@ -65,6 +65,7 @@ class RunRecord:
     owner: str | None
     cancel_requested: bool
     error: str | None
+    cluster: str = "default"
 
     @property
     def ref(self) -> str:
@@ -245,9 +246,11 @@ class Tx:
                 )
             )
             if holder and holder[0]["run_id"] != run_id:
-                kind, _, name = target.partition("/")
+                what, _, cluster = target.rpartition("@")
+                kind, _, name = (what or target).partition("/")
                 raise TargetBusy(
-                    f"{kind} {name} is being changed by run {holder[0]['run_id']} "
+                    f"{kind} {name}{f' on cluster {cluster}' if what else ''} is being changed "
+                    f"by run {holder[0]['run_id']} "
                     f"(requested by @{holder[0]['requester']}); wait for it to finish or cancel it"
                 )
             if not holder:
@@ -366,10 +369,14 @@ class Store:
     def run(self, run_id: int) -> RunRecord:
         return Tx(self.db, self.clock).get_run(run_id)
 
-    def recent_runs(self, limit: int = 20) -> list[RunRecord]:
+    def recent_runs(self, limit: int = 20, cluster: str | None = None) -> list[RunRecord]:
+        where, args = ("WHERE cluster = ?", [cluster]) if cluster else ("", [])
         return [
             _to_run(r)
-            for r in self.db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit])
+            for r in self.db.query(
+                f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+                [*args, limit],
+            )
         ]
 
     def runs_by_id(
@@ -377,8 +384,9 @@ class Store:
         ids: Sequence[int] | None = None,
         runbook: str | None = None,
         plan_mentions: str | None = None,
+        cluster: str | None = None,
     ) -> dict[int, RunRecord]:
-        """Runs, narrowed in SQL: by id, by runbook, or whose plan JSON contains a string."""
+        """Runs, narrowed in SQL: by id, runbook, cluster, or whose plan JSON has a string."""
         where: list[str] = ["1"]
         args: list[object] = []
         if ids is not None:
@@ -387,6 +395,9 @@ class Store:
         if runbook is not None:
             where.append("runbook = ?")
             args.append(runbook)
+        if cluster is not None:
+            where.append("cluster = ?")
+            args.append(cluster)
         if plan_mentions is not None:
             where.append("instr(plan, ?) > 0")
             args.append(plan_mentions)

@@ -98,4 +98,9 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
         BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
     """,
+    # 4: one bot, several clusters: each run names the cluster it was planned on and acts on
+    """
+    ALTER TABLE runs ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX runs_cluster ON runs(cluster);
+    """,
 ]

@@ -66,7 +66,7 @@ def make_env(tmp_path: Path) -> Callable[..., BotEnv]:
         (tmp_path / "cluster.json").write_text(json.dumps(cluster))
         config = tmp_path / "flannel-bot.toml"
         config.write_text(
-            'db = "state/audit.db"\ncluster = "cluster.json"\ncheck_interval = 0.2\n'
+            'db = "state/audit.db"\nrecording = "cluster.json"\ncheck_interval = 0.2\n'
             f"[policy]\napprovals = {approvals}\n"
             '[policy.groups]\noperators = ["alice"]\napprovers = ["bob", "carol", "dave"]\n'
         )

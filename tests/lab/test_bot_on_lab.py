@@ -22,7 +22,7 @@ FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")
 @pytest.fixture
 def executors(flannel_lab: Lab) -> tuple[KubeClient, object]:
     settings = load_settings(flannel_lab.bot_config, env={"HOME": "/root"})
-    kube, nodes = build_executors(settings, SystemClock())
+    kube, nodes = build_executors(settings.cluster(), SystemClock())
     assert isinstance(kube, KubeClient)
     return kube, nodes
 

@@ -44,7 +44,7 @@ EXPECTED = {
 def run_diagnose(lab: Lab, bundle: Path | None = None) -> list[Finding]:
     """Diagnose live; with `bundle`, also write a support bundle there from the same cluster."""
     settings = load_settings(lab.bot_config, env={"HOME": "/root"})
-    kube, nodes = build_executors(settings, SystemClock())
+    kube, nodes = build_executors(settings.cluster(), SystemClock())
     assert isinstance(kube, KubeClient)
     try:
         findings = diagnose(collect(kube, nodes, timeout=20))

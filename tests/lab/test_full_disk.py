@@ -34,7 +34,7 @@ def test_a_full_disk_stops_the_bot_before_it_acts(small_disk: Path, tmp_path: Pa
     (tmp_path / "cluster.json").write_text(json.dumps(cluster))
     config = tmp_path / "flannel-bot.toml"
     config.write_text(
-        f'db = "{small_disk / "audit.db"}"\ncluster = "{tmp_path / "cluster.json"}"\n'
+        f'db = "{small_disk / "audit.db"}"\nrecording = "{tmp_path / "cluster.json"}"\n'
         '[policy.groups]\noperators = ["alice"]\napprovers = ["bob"]\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNEL_BOT_")}

@@ -32,7 +32,7 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 USERS = {"UALICE": "alice", "UBOB": "bob", "UCAROL": "carol", "UMAL": "mallory"}
 EXAMPLE_CLUSTER = REPO / "examples" / "cluster.json"
 CONFIG = f"""
-cluster = "{EXAMPLE_CLUSTER}"
+recording = "{EXAMPLE_CLUSTER}"
 
 [policy.groups]
 operators = ["alice"]
@@ -117,9 +117,15 @@ def cluster_file(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def bot(slack: FakeSlack, tmp_path: Path, cluster_file: Path) -> Iterator[SlackBot]:
+def bot_config(cluster_file: Path) -> str:
+    """The bot's TOML settings; a test module may override this fixture."""
+    return CONFIG.replace(str(EXAMPLE_CLUSTER), str(cluster_file))
+
+
+@pytest.fixture
+def bot(slack: FakeSlack, tmp_path: Path, bot_config: str) -> Iterator[SlackBot]:
     config = tmp_path / "flannel-bot.toml"
-    config.write_text(CONFIG.replace(str(EXAMPLE_CLUSTER), str(cluster_file)))
+    config.write_text(bot_config)
     env = {
         "HOME": str(tmp_path),
         "SLACK_BOT_TOKEN": "xoxb-test",

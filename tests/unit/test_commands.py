@@ -37,6 +37,18 @@ from bot.errors import CommandSyntaxError
             "RUN flannel.restart-pods nodes=w2",
             c.RunRunbook("flannel.restart-pods", {"nodes": "w2"}),
         ),
+        ("diagnose --cluster prod-eu w2", c.Diagnose(("w2",), cluster="prod-eu")),
+        ("diagnose w2 --deep --cluster=prod-eu", c.Diagnose(("w2",), True, "prod-eu")),
+        (
+            "plan node.check node=w2 --cluster prod-us",
+            c.PlanRunbook("node.check", {"node": "w2"}, "prod-us"),
+        ),
+        (
+            "run --cluster prod-us node.check node=w2",
+            c.RunRunbook("node.check", {"node": "w2"}, "prod-us"),
+        ),
+        ("status --cluster prod-us", c.Status(None, "prod-us")),
+        ("audit report cluster=prod-us", c.AuditReport({"cluster": "prod-us"})),
     ],
 )
 def test_grammar(text: str, expected: c.Command) -> None:
@@ -59,6 +71,12 @@ def test_grammar(text: str, expected: c.Command) -> None:
         ("status 1 2", "at most one run number", "usage: /flannel status"),
         ("plan x nodes='w2", "unclosed quote", "usage: /flannel help"),
         ("audit delete", "unknown audit request", "usage: /flannel audit"),
+        ("diagnose --cluster", "--cluster needs a cluster name", "usage: /flannel diagnose"),
+        ("diagnose --cluster a --cluster b", "--cluster is given twice", "usage: /flannel diag"),
+        ("diagnose --cluster 'eu;id'", "`eu;id` is not a cluster name", "usage: /flannel diag"),
+        ("diagnose --cluster=Prod", "`Prod` is not a cluster name", "usage: /flannel diagnose"),
+        ("approve 3 --cluster eu", "run number already names its cluster", "usage: /flannel ap"),
+        ("audit report cluster=../x", "is not a valid cluster", "usage: /flannel audit"),
     ],
 )
 def test_errors_are_one_sentence_with_usage(text: str, message: str, usage: str) -> None:

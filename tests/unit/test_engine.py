@@ -204,7 +204,7 @@ def test_one_run_at_a_time_changes_a_node(engine: Engine) -> None:
     with pytest.raises(TargetBusy) as exc:
         engine.start(PINNED, {"nodes": "w1,w2"}, who("alice"))
     assert str(exc.value).startswith(
-        f"node w2 is being changed by run {first.id} (requested by @alice)"
+        f"node w2 on cluster default is being changed by run {first.id} (requested by @alice)"
     )
     assert engine.start(PINNED, {"nodes": "w3"}, who("alice")).status == "awaiting_approval"
 

@@ -26,14 +26,15 @@ def test_read_only_runs_take_no_node_lock(engine: Engine) -> None:
 def test_policy_from_toml(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(
-        'db = "state/x.db"\ncluster = "c.json"\n'
+        'db = "state/x.db"\nrecording = "c.json"\n'
         "[policy]\napproval_ttl_minutes = 10\n"
         '[policy.groups]\napprovers = ["bob"]\n'
         '[policy.runbooks."flannel.restart-pods"]\napprovals = 2\napprove = ["user:dave"]\n'
     )
     settings = load_settings(config, env={"HOME": str(tmp_path)})
     assert settings.db_path == tmp_path / "state" / "x.db"
-    assert settings.cluster_file == tmp_path / "c.json"
+    assert settings.cluster().recording == tmp_path / "c.json"
+    assert [c.name for c in settings.clusters] == ["default"]
     policy = settings.policy
     assert policy.approval_ttl.total_seconds() == 600
     assert policy.rules["flannel.restart-pods"].approvals == 2
@@ -84,3 +85,52 @@ def test_json_logs_are_one_object_per_line() -> None:
     assert "\n" not in line
     assert entry["level"] == "error" and entry["message"] == "run 7 failed"
     assert "ValueError: boom" in entry["exception"]
+
+
+def test_clusters_by_name_inherit_the_kubeconfig_and_ssh(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        'kubeconfig = "kube.yaml"\ndefault_cluster = "prod-us"\n'
+        '[ssh]\nuser = "ops"\nconnect_timeout = 5\n'
+        '[clusters.prod-eu]\ncontext = "eu"\n'
+        '[clusters.prod-us]\ncontext = "us"\n[clusters.prod-us.ssh]\nuser = "core"\n'
+        '[clusters.lab]\nrecording = "rec.json"\n'
+    )
+    settings = load_settings(config, env={"HOME": str(tmp_path)})
+    assert [c.name for c in settings.clusters] == ["prod-eu", "prod-us", "lab"]
+    assert settings.cluster().name == "prod-us"
+    eu, us, lab = settings.clusters
+    assert eu.kubeconfig == us.kubeconfig == tmp_path / "kube.yaml"
+    assert (eu.context, us.context) == ("eu", "us")
+    assert (eu.ssh.user, us.ssh.user) == ("ops", "core")
+    assert us.ssh.connect_timeout == 5  # the rest of [ssh] still applies
+    assert lab.recording == tmp_path / "rec.json"
+    # a recording named on the command line is the only cluster
+    alone = load_settings(config, env={"HOME": "/x"}, overrides={"recording": "r.json"})
+    assert [(c.name, c.recording) for c in alone.clusters] == [("default", Path("r.json"))]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('cluster = "c.json"\n', "`cluster` (a recorded cluster file) is now called `recording`"),
+        ("[clusters.Prod_EU]\n", "a cluster name is lowercase letters, digits and dashes"),
+        ('[clusters.eu]\nserver = "x"\n', "[clusters.eu] has no setting `server`"),
+        (
+            'default_cluster = "us"\n[clusters.eu]\ncontext = "eu"\n',
+            'default_cluster = "us" is not one of [clusters.*]: eu',
+        ),
+        (
+            '[clusters.eu]\nrecording = "r.json"\nin_cluster = true\n',
+            "a recording is read instead of a live API",
+        ),
+        ("[clusters.eu.ssh]\nport = 0\n", "[clusters.eu]: [ssh]: ssh port must be 1-65535"),
+    ],
+)
+def test_cluster_configuration_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(config, env={"HOME": str(tmp_path)})
+    assert message in str(exc.value)
+

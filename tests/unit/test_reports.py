@@ -76,7 +76,7 @@ def test_markdown_tells_who_what_when_where_and_how_it_ended(incident: Service) 
     assert "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-w2aaa" in md
     assert "did not pass within 180s" in md  # why run 1 failed
     assert "alice: refused: alice requested this run and cannot approve it" in md
-    assert "| alice |  | diagnose: 0 critical" in md or "diagnose: 0 critical" in md
+    assert "diagnose on cluster default: 0 critical" in md
     head = incident.store.verify().head_hash
     assert f"head `{head}`" in md
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from bot.core.findings import Finding, Fix
+from bot.core.service import Reply
 from bot.render import Renderer
 from bot.settings import REPO_ROOT
 from bot.slack.messages import Messages
@@ -17,6 +20,7 @@ NASTY = "<!channel> `x```y` & <@U1> " + "é" * 50
 
 def plan_view(steps: int, actions: int, text: str = "") -> dict[str, Any]:
     return {
+        "cluster": "prod-eu-" + "x" * 54,  # the longest cluster name
         "ref": "node.fix-br-netfilter@1.0.0",
         "summary": "Load br_netfilter " + text,
         "targets": [f"node/w{i}" for i in range(actions)],
@@ -40,6 +44,7 @@ def plan_view(steps: int, actions: int, text: str = "") -> dict[str, Any]:
 def run_view(status: str, steps: int, actions: int, text: str = "") -> dict[str, Any]:
     return {
         "id": 7,
+        "cluster": "prod-eu-" + "x" * 54,
         "ref": "node.fix-br-netfilter@1.0.0",
         "status": status,
         "short_hash": "0123456789ab",
@@ -99,3 +104,34 @@ def test_a_body_over_the_limits_is_sent_as_text_with_a_note() -> None:
     too_big = {"text": "t", "blocks": [{"type": "divider"}] * 60}
     fitted = Messages.fit(too_big)
     assert check_limits(fitted) == [] and "shortened" in str(fitted)
+
+
+def test_buttons_carry_the_cluster_they_were_made_on() -> None:
+    """A Plan fix or Start run click must act on the cluster the message was about, whatever
+    the default cluster is when it is clicked."""
+    finding = Finding(
+        id="br-netfilter-missing",
+        severity="critical",
+        nodes=("w2",),
+        summary="br_netfilter is not loaded",
+        mechanism="",
+        evidence=[],
+        fix=Fix("modprobe br_netfilter", "node.fix-br-netfilter", {"node": "w2"}),
+    ).to_json()
+    finding["fix"]["cluster"] = "prod-us"  # as the service sets it when it serves several
+    summary = {"critical": 1, "warning": 0, "info": 0, "nodes": 2, "probed": 2}
+    view = {"cluster": "prod-us", "source": "live", "nodes": [], "findings": [finding]}
+    reply = Reply("diagnose", {**view, "gaps": [], "summary": summary})
+    body = MESSAGES.reply(reply, "<@U1>", "diagnose --cluster prod-us")
+    values = [
+        json.loads(e["value"])
+        for b in body["blocks"]
+        for e in b.get("elements", []) + ([b["accessory"]] if "accessory" in b else [])
+        if e.get("type") == "button"
+    ]
+    assert values == [
+        {"runbook": "node.fix-br-netfilter", "params": {"node": "w2"}, "cluster": "prod-us"}
+    ]
+    assert "*Cluster:* prod-us" in json.dumps(body)
+    start = Messages.start_value(plan_view(1, 1))
+    assert start is not None and json.loads(start)["cluster"] == plan_view(1, 1)["cluster"]

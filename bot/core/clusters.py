@@ -1,0 +1,83 @@
+"""The clusters one bot serves, each with its own engine and executors, built on first use.
+
+Built lazily so that one cluster whose kubeconfig is missing or whose API is down does not stop
+the bot from working on the others: the error reaches only the person who asked for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.core.engine import Engine
+from bot.core.executors import ClusterReader, NodeExecutor
+from bot.core.policy import Policy
+from bot.errors import UnknownCluster
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """`reader` is what diagnose reads (the live API or a recording); `prober` runs the node
+    probes, or is None where nodes cannot be reached (a recorded cluster)."""
+
+    name: str
+    engine: Engine
+    reader: ClusterReader
+    prober: NodeExecutor | None
+
+
+class Clusters:
+    def __init__(self, names: Sequence[str], default: str, build: Callable[[str], Cluster]) -> None:
+        if default not in names:
+            raise ValueError(f"default cluster {default!r} is not one of {list(names)}")
+        self.names = tuple(names)
+        self.default = default
+        self._build = build
+        self._built: dict[str, Cluster] = {}
+        self._lock = threading.Lock()
+        self._policy: Policy | None = None
+
+    @classmethod
+    def single(cls, cluster: Cluster) -> Clusters:
+        """One cluster, already built (tests, benchmarks)."""
+        clusters = cls([cluster.name], cluster.name, lambda _: cluster)
+        clusters._built[cluster.name] = cluster
+        return clusters
+
+    @property
+    def many(self) -> bool:
+        """Whether commands must say which cluster they mean (fix commands then name it)."""
+        return len(self.names) > 1
+
+    def name(self, name: str | None = None) -> str:
+        """The cluster a command means: the one it names, else the default; checked, not built."""
+        wanted = name or self.default
+        if wanted not in self.names:
+            raise UnknownCluster(
+                f"there is no cluster `{wanted}`; this bot serves: {', '.join(self.names)}"
+            )
+        return wanted
+
+    def get(self, name: str | None = None) -> Cluster:
+        """The named cluster (the default one when None), built the first time it is asked for;
+        a cluster that fails to build is tried again on the next request."""
+        wanted = self.name(name)
+        with self._lock:
+            cluster = self._built.get(wanted)
+            if cluster is None:
+                cluster = self._built[wanted] = self._build(wanted)
+                if self._policy is not None:
+                    cluster.engine.policy = self._policy
+            return cluster
+
+    def built(self) -> list[Cluster]:
+        with self._lock:
+            return list(self._built.values())
+
+    def set_policy(self, policy: Policy) -> None:
+        """One policy for every cluster (Slack user groups update it while serving)."""
+        with self._lock:
+            self._policy = policy
+            for cluster in self._built.values():
+                cluster.engine.policy = policy
