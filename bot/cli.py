@@ -218,12 +218,22 @@ def kill_after(spec: str) -> Callable[[Event], None]:
 
 def leader_elector(app: App, settings: Settings) -> LeaderElector | None:
     """With `[leader] lease`, this replica serves only while it holds that Lease."""
-    if not settings.leader_lease:
+    leader = settings.leader
+    if not leader.lease:
         return None
     if not isinstance(app.engine.kube, KubeClient):
         raise ConfigError("[leader] needs a live cluster (a kubeconfig or in_cluster)")
-    namespace, name = settings.leader_lease.split("/")
-    return LeaderElector(app.engine.kube, namespace, name, settings.identity, app.engine.clock)
+    namespace, name = leader.lease.split("/")
+    return LeaderElector(
+        app.engine.kube,
+        namespace,
+        name,
+        settings.identity,
+        app.engine.clock,
+        duration=leader.duration_seconds,
+        renew_deadline=leader.renew_deadline_seconds,
+        retry=leader.retry_seconds,
+    )
 
 
 def prune(app: App, days: int) -> int:

@@ -60,6 +60,16 @@ class SlackSettings:
         return out
 
 
+@dataclass(frozen=True)
+class LeaderSettings:
+    """`[leader]`: the Lease that picks the one active replica, and client-go's timings."""
+
+    lease: str = ""  # "namespace/name"; "" runs alone
+    duration_seconds: float = 15.0  # a standby takes over a Lease not renewed for this long
+    renew_deadline_seconds: float = 10.0  # a leader that cannot renew this long stops leading
+    retry_seconds: float = 2.0  # between attempts to acquire or renew
+
+
 DEFAULT_CLUSTER = "default"
 CLUSTER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -88,7 +98,7 @@ class Settings:
     default_user: str = "unknown"
     slack: SlackSettings = field(default_factory=SlackSettings)
     retention_days: int = 0  # [audit] retention_days: 0 keeps every event forever
-    leader_lease: str = ""  # [leader] lease: "namespace/name" of the Lease; "" runs alone
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
     identity: str = ""  # this replica, for the Lease: $POD_NAME, else host:pid
 
     def cluster(self, name: str | None = None) -> ClusterSettings:
@@ -217,14 +227,28 @@ def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings
     )
 
 
-def parse_leader(raw: Mapping[str, Any]) -> str:
-    unknown = sorted(set(raw) - {"lease"})
+def parse_leader(raw: Mapping[str, Any]) -> LeaderSettings:
+    known = set(LeaderSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"[leader] has no setting `{unknown[0]}`; known: lease")
+        raise ConfigError(
+            f"[leader] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
     lease = str(raw.get("lease", ""))
     if lease and lease.count("/") != 1:
         raise ConfigError(f'[leader] lease must be "namespace/name", not "{lease}"')
-    return lease
+    times = {}
+    for key in ("duration_seconds", "renew_deadline_seconds", "retry_seconds"):
+        value = raw.get(key, getattr(LeaderSettings, key))
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"[leader] {key} must be a positive number of seconds")
+        times[key] = float(value)
+    if not times["retry_seconds"] < times["renew_deadline_seconds"] < times["duration_seconds"]:
+        raise ConfigError(
+            "[leader] needs retry_seconds < renew_deadline_seconds < duration_seconds, so a "
+            "leader that cannot renew stops before a standby may take over"
+        )
+    return LeaderSettings(lease, **times)
 
 
 def parse_retention(raw: Mapping[str, Any]) -> int:
@@ -405,6 +429,6 @@ def load_settings(
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",
         slack=parse_slack(raw.get("slack", {}), env),
         retention_days=parse_retention(raw.get("audit", {})),
-        leader_lease=parse_leader(raw.get("leader", {})),
+        leader=parse_leader(raw.get("leader", {})),
         identity=env.get("POD_NAME") or f"{socket.gethostname()}:{os.getpid()}",
     )

@@ -4,7 +4,9 @@ endpoints.
 Socket Mode needs no public URL: the bot opens a WebSocket to Slack with the app-level token.
 HTTP mode also serves POST /slack/events (every request's signature verified). Either way one
 threaded WSGI server answers GET /healthz and GET /metrics (Prometheus). With a Lease configured
-(`[leader]`), a replica serves Slack only while it leads; a standby answers /healthz meanwhile.
+(`[leader]`), a replica serves Slack only while it leads; a standby answers /healthz meanwhile,
+and GET /readyz answers 503 on it, so a Service in front of HTTP-mode replicas routes Slack's
+requests to the leader alone.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def wsgi_app(
         if path == "/healthz" and method == "GET":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [f"ok {status()}\n".encode()]
+        if path == "/readyz" and method == "GET":  # in HTTP mode: route Slack to the leader only
+            serving = status() == "serving"
+            start_response("200 OK" if serving else "503 Service Unavailable", [])
+            return [b"ready\n" if serving else b"standby\n"]
         if path == "/metrics" and method == "GET":
             start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
             return [metrics_text(adapter.app).encode()]

@@ -134,3 +134,15 @@ def test_cluster_configuration_mistakes_are_named(tmp_path: Path, text: str, mes
         load_settings(config, env={"HOME": str(tmp_path)})
     assert message in str(exc.value)
 
+
+def test_leader_timings_are_checked(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[leader]\nlease = "ns/bot"\nduration_seconds = 6\nretry_seconds = 0.5\n')
+    with pytest.raises(ConfigError, match="retry_seconds < renew_deadline_seconds < duration"):
+        load_settings(config, env={"HOME": str(tmp_path)})  # the default deadline is 10 s
+    config.write_text(config.read_text() + "renew_deadline_seconds = 4\n")
+    leader = load_settings(config, env={"HOME": str(tmp_path)}).leader
+    assert (leader.lease, leader.retry_seconds, leader.renew_deadline_seconds) == ("ns/bot", 0.5, 4)
+    config.write_text('[leader]\nretry_seconds = "2"\n')
+    with pytest.raises(ConfigError, match="retry_seconds must be a positive number"):
+        load_settings(config, env={"HOME": str(tmp_path)})
