@@ -192,3 +192,23 @@ def test_a_run_acts_on_its_own_cluster_only_and_the_audit_says_which(two: TwoClu
     assert all(x["data"]["cluster"] == "prod-us" for x in events if not x["run_id"])
     assert lines[0]["chain"]["ok"] is True
     assert two.bot.cli("audit", "verify").returncode == 0
+
+
+def test_doctor_checks_every_cluster_and_collect_reads_the_one_named(two: TwoClusters) -> None:
+    doctor = two.bot.cli("doctor")
+    lines = doctor.stdout.splitlines()
+    assert doctor.returncode == 1  # prod-ap is broken and no node answers SSH
+    assert any(line.startswith("OK   cluster prod-eu: 2 nodes via http://") for line in lines)
+    assert any(line.startswith("OK   cluster prod-us: 2 nodes via http://") for line in lines)
+    assert any(
+        line.startswith("FAIL cluster prod-ap:") and "no-such-kubeconfig" in line for line in lines
+    )
+    assert any(line.startswith("FAIL ssh prod-us w2:") for line in lines)
+
+    bundle = two.bot.root / "bundle-us"
+    collected = two.bot.cli("collect", str(bundle), "--cluster", "prod-us")
+    assert collected.returncode == 0, collected.stderr
+    from_dump = _json(two.bot.cli("diagnose", "--dump", str(bundle), "--json"))
+    assert "flannel-crashloop" in {f["id"] for f in from_dump["findings"]}
+    recording = two.bot.cli("collect", str(bundle) + "-x", "--cluster", "prod-xx")
+    assert recording.returncode == 2 and "there is no cluster `prod-xx`" in recording.stderr
