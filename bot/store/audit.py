@@ -10,17 +10,45 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps uses
 from typing import Any
 
 GENESIS = "0" * 64
 
 
+HASHED = ("id", "ts", "kind", "run_id", "actor", "source", "data")
+
+
+def canonical_json(row: Mapping[str, Any]) -> str:
+    """The hashed fields as sorted, compact JSON: the definition of an event's hash input."""
+    return json.dumps({k: row[k] for k in HASHED}, sort_keys=True, separators=(",", ":"))
+
+
+def _canonical_fast(row: Mapping[str, Any]) -> str | None:
+    """`canonical_json` built by hand for rows as SQLite returns them (2-3x faster, which is
+    most of verifying a long chain); None for any other shape, which takes the slow path."""
+    rid, run, actor = row["id"], row["run_id"], row["actor"]
+    ts, kind, source, data = row["ts"], row["kind"], row["source"], row["data"]
+    if type(rid) is not int or not (run is None or type(run) is int):
+        return None
+    if not (actor is None or type(actor) is str):
+        return None
+    if not (type(ts) is str and type(kind) is str and type(source) is str and type(data) is str):
+        return None
+    return (
+        '{"actor":' + ("null" if actor is None else _quote(actor))
+        + ',"data":' + _quote(data)
+        + ',"id":' + int.__repr__(rid)
+        + ',"kind":' + _quote(kind)
+        + ',"run_id":' + ("null" if run is None else int.__repr__(run))
+        + ',"source":' + _quote(source)
+        + ',"ts":' + _quote(ts)
+        + "}"
+    )  # fmt: skip
+
+
 def event_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
-    canonical = json.dumps(
-        {k: row[k] for k in ("id", "ts", "kind", "run_id", "actor", "source", "data")},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    canonical = _canonical_fast(row) or canonical_json(row)
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
 

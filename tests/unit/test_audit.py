@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.core.engine import Engine
-from bot.store import Store
+from bot.store import Store, audit
 from bot.store.audit import event_hash
 from bot.store.migrations import MIGRATIONS
 from tests.conftest import who
@@ -213,3 +216,33 @@ def test_events_of_a_run_still_waiting_are_never_pruned(
     assert result["events"] is not None
     assert all(e.id >= first_of_run for e in store.events()) and store.verify().ok
     assert store.events(run_id=run.id)[0].id == first_of_run
+
+
+_text = st.text(max_size=60)
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "id": st.integers(min_value=0, max_value=2**63 - 1),
+            "ts": _text,
+            "kind": _text,
+            "run_id": st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            "actor": st.none() | _text,
+            "source": _text,
+            "data": _text,
+        }
+    )
+)
+def test_the_fast_canonical_form_is_byte_for_byte_json_dumps(row: dict[str, object]) -> None:
+    """The hash input is defined by json.dumps; the hand-built form must never differ, or an
+    intact chain would fail to verify."""
+    assert audit._canonical_fast(row) == audit.canonical_json(row)
+
+
+def test_unexpected_shapes_take_the_reference_path() -> None:
+    row = {"id": True, "ts": "t", "kind": "k", "run_id": "5", "actor": 3, "source": "", "data": ""}
+    assert audit._canonical_fast(row) is None
+    expected = hashlib.sha256(f"{'0' * 64}\n{audit.canonical_json(row)}".encode()).hexdigest()
+    assert audit.event_hash("0" * 64, row) == expected
+
