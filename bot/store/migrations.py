@@ -103,4 +103,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
     CREATE INDEX runs_cluster ON runs(cluster);
     """,
+    # 5: reports of one Slack channel or thread (the default in Slack) find their events by index
+    """
+    CREATE INDEX events_channel ON events(json_extract(source, '$.channel'));
+    CREATE INDEX events_thread ON events(json_extract(source, '$.thread_ts'));
+    """,
 ]

@@ -246,3 +246,25 @@ def test_unexpected_shapes_take_the_reference_path() -> None:
     expected = hashlib.sha256(f"{'0' * 64}\n{audit.canonical_json(row)}".encode()).hexdigest()
     assert audit.event_hash("0" * 64, row) == expected
 
+
+@pytest.mark.parametrize(
+    ("key", "value", "index"),
+    [("channel", "C2", "events_channel"), ("thread", "3.4", "events_thread")],
+)
+def test_reports_by_channel_or_thread_read_by_index(
+    store: Store, key: str, value: str, index: str
+) -> None:
+    """The query `events_matching` runs uses the expression index rather than scanning the log."""
+    with store.transaction() as tx:
+        tx.append_event("command", actor="a", source={"channel": "C1", "thread_ts": "1.2"})
+        tx.append_event("command", actor="a", source={"channel": "C2", "thread_ts": "3.4"})
+    ran: list[str] = []
+    store.db.conn.set_trace_callback(ran.append)
+    try:
+        found = store.events_matching(**{key: value})
+    finally:
+        store.db.conn.set_trace_callback(None)
+    assert [e.id for e in found] == [2]
+    query = next(q for q in ran if q.lstrip().upper().startswith("SELECT"))
+    plan = store.db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
+    assert any(f"USING INDEX {index}" in str(row) for row in plan), (query, plan)
