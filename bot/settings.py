@@ -70,6 +70,8 @@ class LeaderSettings:
     retry_seconds: float = 2.0  # between attempts to acquire or renew
 
 
+# a report is built in memory, about 7 KB per event: 50,000 fit the Deployment's 512 MiB
+MAX_REPORT_EVENTS = 50_000
 DEFAULT_CLUSTER = "default"
 CLUSTER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -98,6 +100,7 @@ class Settings:
     default_user: str = "unknown"
     slack: SlackSettings = field(default_factory=SlackSettings)
     retention_days: int = 0  # [audit] retention_days: 0 keeps every event forever
+    max_report_events: int = 0  # [audit] max_report_events: 0 builds any report
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     identity: str = ""  # this replica, for the Lease: $POD_NAME, else host:pid
 
@@ -251,14 +254,21 @@ def parse_leader(raw: Mapping[str, Any]) -> LeaderSettings:
     return LeaderSettings(lease, **times)
 
 
-def parse_retention(raw: Mapping[str, Any]) -> int:
-    unknown = sorted(set(raw) - {"retention_days"})
+def parse_audit(raw: Mapping[str, Any]) -> tuple[int, int]:
+    """`[audit]`: retention_days (0 keeps every event) and max_report_events (0: no limit)."""
+    known = {"retention_days", "max_report_events"}
+    unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"[audit] has no setting `{unknown[0]}`; known: retention_days")
+        raise ConfigError(
+            f"[audit] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
     days = raw.get("retention_days", 0)
     if not isinstance(days, int) or isinstance(days, bool) or days < 0:
         raise ConfigError("[audit] retention_days must be a whole number of days (0: forever)")
-    return days
+    cap = raw.get("max_report_events", MAX_REPORT_EVENTS)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        raise ConfigError("[audit] max_report_events must be a whole number (0: no limit)")
+    return days, cap
 
 
 _SSH_PATHS = ("private_key", "known_hosts", "ssh_config")
@@ -419,6 +429,7 @@ def load_settings(
             f'default_cluster = "{default}" is not one of [clusters.*]: '
             f"{', '.join(c.name for c in clusters)}"
         )
+    audit = parse_audit(raw.get("audit", {}))
     return Settings(
         db_path=path("db", "FLANNEL_BOT_DB") or _default_db(env),
         templates_dir=path("templates", "FLANNEL_BOT_TEMPLATES") or REPO_ROOT / "templates",
@@ -428,7 +439,8 @@ def load_settings(
         check_interval=float(raw.get("check_interval", 1.0)),
         default_user=env.get("FLANNEL_BOT_USER") or env.get("USER") or "unknown",
         slack=parse_slack(raw.get("slack", {}), env),
-        retention_days=parse_retention(raw.get("audit", {})),
+        retention_days=audit[0],
+        max_report_events=audit[1],
         leader=parse_leader(raw.get("leader", {})),
         identity=env.get("POD_NAME") or f"{socket.gethostname()}:{os.getpid()}",
     )

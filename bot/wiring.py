@@ -112,5 +112,5 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
         lambda name: build_cluster(settings, store, name, clock),
     )
     clusters.get()
-    service = Service(clusters, store)
+    service = Service(clusters, store, settings.max_report_events)
     return App(settings, store, clusters, service, Renderer(settings.templates_dir))

@@ -23,7 +23,14 @@ from bot.core.params import describe_params
 from bot.core.plan import Plan
 from bot.core.registry import Registry
 from bot.core.rules import diagnose, node_rows
-from bot.errors import CommandSyntaxError, ExecutorError, InvalidState, UnknownNode, UserError
+from bot.errors import (
+    CommandSyntaxError,
+    ExecutorError,
+    InvalidState,
+    ReportTooLarge,
+    UnknownNode,
+    UserError,
+)
 from bot.store import Store
 from bot.store.database import RunRecord
 
@@ -110,9 +117,12 @@ class Service:
     """One service for every cluster the bot serves: commands that name no cluster go to the
     default one, and a run's approval, denial or cancellation go to the cluster it runs on."""
 
-    def __init__(self, clusters: Clusters, store: Store) -> None:
+    def __init__(self, clusters: Clusters, store: Store, max_report_events: int = 0) -> None:
+        """`max_report_events` (0: no limit) refuses a report that would read more events than
+        that: a report is built in memory, and a month of a busy log would exhaust the pod's."""
         self.clusters = clusters
         self.store = store
+        self.max_report_events = max_report_events
 
     @property
     def engine(self) -> Engine:
@@ -306,7 +316,7 @@ class Service:
                 plan_mentions=f'"{sel.node}"' if sel.node else None,
             )
             matching = [i for i, r in found.items() if report.run_matches(r, sel)]
-        candidates = self.store.events_matching(
+        narrowed: dict[str, Any] = dict(
             start=iso(start) if start else None,
             end=iso(end) if end else None,
             run_ids=matching,
@@ -314,6 +324,16 @@ class Service:
             channel=sel.channel,
             thread=sel.thread,
         )
+        if self.max_report_events:
+            count = self.store.count_matching(**narrowed)
+            if count > self.max_report_events:
+                raise ReportTooLarge(
+                    f"that report would read {count:,} audit events, more than the "
+                    f"{self.max_report_events:,} this bot builds at once ([audit] "
+                    f"max_report_events); narrow it with --since, --from/--to, run=, thread=, "
+                    f"channel= or user="
+                )
+        candidates = self.store.events_matching(**narrowed)
         ids = sorted({e.run_id for e in candidates if e.run_id is not None})
         # a big selection reads every run at once rather than naming thousands in SQL
         runs = self.store.runs_by_id(ids=ids if len(ids) <= 5000 else None)

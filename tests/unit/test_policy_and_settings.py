@@ -146,3 +146,13 @@ def test_leader_timings_are_checked(tmp_path: Path) -> None:
     config.write_text('[leader]\nretry_seconds = "2"\n')
     with pytest.raises(ConfigError, match="retry_seconds must be a positive number"):
         load_settings(config, env={"HOME": str(tmp_path)})
+
+
+def test_reports_are_capped_by_default_and_the_cap_is_checked(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text("[audit]\nretention_days = 90\n")
+    settings = load_settings(config, env={"HOME": str(tmp_path)})
+    assert (settings.retention_days, settings.max_report_events) == (90, 50_000)
+    config.write_text("[audit]\nmax_report_events = -1\n")
+    with pytest.raises(ConfigError, match="max_report_events must be a whole number"):
+        load_settings(config, env={"HOME": str(tmp_path)})

@@ -163,3 +163,14 @@ def test_no_secret_from_a_step_output_reaches_the_store_or_a_report(
         assert "FLANNEL_NETWORK" in text or fmt in ("csv",)
         for secret in (*SECRETS, "b3BlbnNzaC1rZXktdjEAAAAA"):
             assert secret not in raw and secret not in text, (fmt, secret)  # ...its secrets not
+
+
+def test_a_report_too_big_to_build_is_refused_with_how_to_narrow_it(incident: Service) -> None:
+    incident.max_report_events = 20
+    refused = incident.handle(["audit", "report", "format=md"], who("carol"))
+    assert not refused.ok and refused.data["error_type"] == "ReportTooLarge"
+    counted = incident.store.last_event_id() - 1  # all but the refusal itself
+    assert f"would read {counted:,} audit events, more than the 20" in refused.data["message"]
+    assert "narrow it with --since" in refused.data["message"]
+    narrowed = incident.handle(["audit", "report", "run=1", "format=md"], who("carol"))
+    assert narrowed.ok and narrowed.data["report"]["summary"]["runs"] == 1
