@@ -71,9 +71,10 @@ class Case:
     finding: str
     cleanup: Callable[[Lab, str], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # the test id, where one scenario is fixed two ways
 
     def __str__(self) -> str:
-        return self.scenario
+        return self.label or self.scenario
 
 
 CASES = [
@@ -84,6 +85,14 @@ CASES = [
         "node.clean-interfaces",
         {"node": "w2", "disrupt_pods": "true"},
         "stale-interface-address",
+    ),
+    Case(
+        "stale-cni0",
+        "w2",
+        "node.clean-interfaces",
+        {"node": "w2", "disrupt_pods": "true", "wipe_cni_state": "true"},
+        "stale-interface-address",
+        label="stale-cni0-wipe-cni-state",
     ),
     Case("ipam-leak", "w3", "node.release-leaked-ips", {"node": "w3"}, "ipam-exhausted"),
     Case(
@@ -180,6 +189,13 @@ def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> N
     lab = flannel_lab
     pods_before = {p["metadata"]["name"] for p in lab.api.list("pods", "default")}
     faults.inject(lab, case.scenario, case.node)
+    # a reservation left from the node's old subnet, which only wipe_cni_state removes
+    old_lease = (
+        lab.spec.by_name(case.node).dir / "var-lib-cni" / "networks" / "cbr0" / "10.244.250.7"
+    )
+    if case.params.get("wipe_cni_state") == "true":
+        old_lease.parent.mkdir(parents=True, exist_ok=True)
+        old_lease.write_text("0123456789abcdef\neth0")
     fixed = False
     try:
         # diagnose names the incident first and offers this runbook with these parameters
@@ -208,6 +224,8 @@ def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> N
         verify = [e for e in events if e.kind == "verify"]
         assert verify and verify[-1].data["ok"], verify
         assert all(e.data["ok"] for e in events if e.kind == "check")
+        if case.params.get("wipe_cni_state") == "true":
+            assert not old_lease.exists(), "wipe_cni_state left the old subnet's reservation"
         fixed = True
 
         # the whole cluster is clean and the overlay carries pod traffic across nodes again
