@@ -90,6 +90,7 @@ from bot.core.executors import (
 )
 from bot.core.probes import PROBES, Probe
 from bot.errors import BotError, ExecutorError, NodeUnreachable, NotFound, UserError
+from bot.executors import selectors
 from bot.executors.kube import (
     KubeClient,
     parse_configmap,
@@ -639,49 +640,12 @@ class BundleReader:
 
     def _labels_match(self, selector: str | None, obj: Json) -> bool:
         labels = _field_map(obj, "metadata.labels")
-        for key, op, value in self._terms(selector, labels=True):
-            if op == "exists" and key not in labels:
-                return False
-            if op == "!exists" and key in labels:
-                return False
-            if op == "=" and labels.get(key) != value:
-                return False
-            if op == "!=" and labels.get(key) == value:
-                return False
-        return True
+        return selectors.labels_match(selector, labels, where=f"bundle {self.path}: ")
 
     def _fields_match(self, selector: str | None, obj: Json) -> bool:
-        for key, op, value in self._terms(selector, labels=False):
-            if (_field(obj, key) == value) != (op == "="):
-                return False
-        return True
-
-    def _terms(self, selector: str | None, *, labels: bool) -> list[tuple[str, str, str]]:
-        """Equality selectors (`a=b,a==b,c!=d`; for labels also `key` and `!key`)."""
-        terms = []
-        for raw in (selector or "").split(","):
-            term = raw.strip()
-            if not term:
-                continue
-            if "(" in term or " in " in f" {term} " or " notin " in f" {term} ":
-                raise ExecutorError(
-                    f"bundle {self.path}: selector {selector!r}: only equality selectors "
-                    f"(a=b, c!=d) are supported"
-                )
-            if "!=" in term:
-                key, value = term.split("!=", 1)
-                terms.append((key.strip(), "!=", value.strip()))
-            elif "=" in term:
-                key, value = term.split("=", 1)
-                terms.append((key.strip(), "=", value.lstrip("=").strip()))
-            elif labels:
-                if term.startswith("!"):
-                    terms.append((term[1:].strip(), "!exists", ""))
-                else:
-                    terms.append((term, "exists", ""))
-            else:
-                raise ExecutorError(f"bundle {self.path}: field selector {selector!r}: `{term}`?")
-        return terms
+        return selectors.fields_match(
+            selector, lambda key: _field(obj, key), where=f"bundle {self.path}: "
+        )
 
 
 def _tail(text: str, lines: int | None) -> str:

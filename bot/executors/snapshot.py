@@ -30,25 +30,7 @@ from bot.core.executors import (
     ServiceInfo,
 )
 from bot.errors import ExecutorError, NotFound
-
-
-def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
-    """Equality-based label selectors (`a=b,c!=d,e`), the subset runbooks use."""
-    if not selector:
-        return True
-    for term in selector.split(","):
-        term = term.strip()
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key) == value:
-                return False
-        elif "=" in term:
-            key, value = term.split("=", 1)
-            if labels.get(key.rstrip("=")) != value.lstrip("="):
-                return False
-        elif term not in labels:
-            return False
-    return True
+from bot.executors.selectors import labels_match
 
 
 class NothingElseRecorded:
@@ -140,7 +122,7 @@ class SnapshotCluster(NothingElseRecorded):
             for p in pods
             if (namespace is None or p.namespace == namespace)
             and (node is None or p.node == node)
-            and selector_matches(label_selector, p.labels)
+            and labels_match(label_selector, p.labels)
         ]
 
     def delete_pod(self, namespace: str, name: str) -> None:
