@@ -103,6 +103,14 @@ def verify_rows(
             f"deleted: the chain head records {head_id} events, the log ends at "
             f"event {expected_id - 1}",
         )
+    if head_id == expected_id - 1 and head_hash != prev_hash:
+        return ChainReport(
+            False,
+            count,
+            prev_hash,
+            head_id,
+            "altered and re-hashed: the chain head recorded a different hash for it",
+        )
     if head_id < expected_id - 1 or head_hash != prev_hash:
         return ChainReport(
             False,
@@ -139,4 +147,11 @@ def _check(
         return rid, "altered or inserted: it does not link to the event before it"
     if event_hash(prev_hash, row) != row["hash"]:
         return rid, "altered: its content does not match its recorded hash"
+    if (
+        following is not None
+        and following["id"] == rid + 1
+        and following["prev_hash"] != row["hash"]
+        and event_hash(following["prev_hash"], following) == following["hash"]
+    ):  # the next event is intact and remembers another hash for this one
+        return rid, f"altered and re-hashed: event {rid + 1} recorded a different hash for it"
     return None

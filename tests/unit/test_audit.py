@@ -268,3 +268,26 @@ def test_reports_by_channel_or_thread_read_by_index(
     query = next(q for q in ran if q.lstrip().upper().startswith("SELECT"))
     plan = store.db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
     assert any(f"USING INDEX {index}" in str(row) for row in plan), (query, plan)
+
+
+def test_an_event_altered_and_re_hashed_is_the_one_named(engine: Engine, store: Store) -> None:
+    """Rewriting an event's hash to match its new content moves the break to the link after
+    it; the verifier still names the event that was changed, not its neighbour."""
+    n = busy_log(engine)
+    for event_id in range(1, n + 1):
+        row = next(store.db.query("SELECT * FROM events WHERE id = ?", [event_id]))
+        forged = {**row, "actor": "mallory"}
+        tamper(
+            store.path,
+            "UPDATE events SET actor = 'mallory', hash = ? WHERE id = ?",
+            (event_hash(row["prev_hash"], forged), event_id),
+        )
+        report = store.verify()
+        assert not report.ok and report.event_id == event_id, (event_id, report)
+        assert "altered and re-hashed" in report.problem
+        tamper(
+            store.path,
+            "UPDATE events SET actor = ?, hash = ? WHERE id = ?",
+            (row["actor"], row["hash"], event_id),
+        )
+    assert store.verify().ok
