@@ -228,7 +228,7 @@ class Player:
             owner_alive=lambda owner: owner == "capture",
         )
         self.service = Service(
-            Clusters.single(Cluster("default", engine, self.cluster, self.cluster)), self.store
+            Clusters.single(Cluster("default", engine, self.cluster)), self.store
         )
 
     def slash(self, text: str, user: str) -> Reply:
@@ -686,7 +686,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         owner="bench",
         owner_alive=lambda owner: owner == "bench",
     )
-    service = Service(Clusters.single(Cluster("default", engine, cluster, None)), store)
+    service = Service(Clusters.single(Cluster("default", engine, None)), store)
     renderer = Renderer(REPO / "templates")
     renderer.env.get_template(f"reports/report.{spec['format'] or 'md'}.j2")  # compiled up front
     phases = Phases()

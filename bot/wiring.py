@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.clusters import Cluster, Clusters
 from bot.core.engine import Engine
-from bot.core.executors import ClusterReader, KubeExecutor, NodeExecutor
+from bot.core.executors import KubeExecutor, NodeExecutor
 from bot.core.registry import Registry
 from bot.core.service import Service
 from bot.errors import ExecutorError, KubeConfigError
@@ -98,7 +97,7 @@ def build_cluster(settings: Settings, store: Store, name: str, clock: Clock) -> 
         probe_nodes=not recorded,
         cluster=name,
     )
-    return Cluster(name, engine, cast(ClusterReader, kube), None if recorded else nodes)
+    return Cluster(name, engine, None if recorded else nodes)
 
 
 def build_app(settings: Settings, clock: Clock | None = None) -> App:

@@ -106,4 +106,4 @@ def engine(make_engine: Callable[..., Engine]) -> Engine:
 
 @pytest.fixture
 def service(engine: Engine, store: Store) -> Service:
-    return Service(Clusters.single(Cluster("default", engine, engine.kube, None)), store)
+    return Service(Clusters.single(Cluster("default", engine, None)), store)

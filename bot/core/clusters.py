@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from bot.core.engine import Engine
 from bot.core.executors import ClusterReader, NodeExecutor
@@ -18,13 +19,16 @@ from bot.errors import UnknownCluster
 
 @dataclass(frozen=True)
 class Cluster:
-    """`reader` is what diagnose reads (the live API or a recording); `prober` runs the node
-    probes, or is None where nodes cannot be reached (a recorded cluster)."""
+    """`prober` runs the node probes, or is None where nodes cannot be reached (a recording)."""
 
     name: str
     engine: Engine
-    reader: ClusterReader
     prober: NodeExecutor | None
+
+    @property
+    def reader(self) -> ClusterReader:
+        """What diagnose reads: the engine's API client or recording, which reads it all."""
+        return cast(ClusterReader, self.engine.kube)
 
 
 class Clusters:

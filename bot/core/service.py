@@ -24,6 +24,7 @@ from bot.core.plan import Plan
 from bot.core.registry import Registry
 from bot.core.rules import diagnose, node_rows
 from bot.errors import (
+    BotError,
     CommandSyntaxError,
     ExecutorError,
     InvalidState,
@@ -32,7 +33,7 @@ from bot.errors import (
     UserError,
 )
 from bot.store import Store
-from bot.store.database import RunRecord
+from bot.store.database import EventFilter, RunRecord
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,22 @@ class Reply:
 
 
 def diagnosis_view(
-    ev: Evidence, registry: Registry, only: Sequence[str] = (), cluster: str | None = None
+    ev: Evidence,
+    registry: Registry,
+    only: Sequence[str] = (),
+    cluster: str = "default",
+    name_cluster: bool = False,
 ) -> dict[str, Any]:
     """The diagnose reply: findings as JSON, runbooks offered only where one is installed.
-    With `cluster` (a bot serving several), each fix command names the cluster it is for."""
+    With `name_cluster` (a bot serving several), each fix names the cluster it is for."""
     findings = [f.to_json() for f in diagnose(ev)]
     known = {rb.id for rb in registry.all()}
     for f in findings:
         if f["fix"]["runbook"] not in known:
             f["fix"].update(runbook=None, command=None)
-        elif cluster and f["fix"]["command"]:
+        elif name_cluster and f["fix"]["command"]:
             f["fix"]["command"] += f" --cluster {cluster}"
-        f["fix"]["cluster"] = cluster
+        f["fix"]["cluster"] = cluster if name_cluster else None
     if only:
         findings = [f for f in findings if not f["nodes"] or set(f["nodes"]) & set(only)]
     counts = {
@@ -139,58 +144,40 @@ class Service:
         return self.clusters.get(run.cluster).engine
 
     def handle(self, text: str | Sequence[str], who: Requester) -> Reply:
-        """Parse and execute one `/flannel` command. User errors become an `error` reply.
+        """Parse and execute one `/flannel` command. User errors, and an API or node that does
+        not answer, become an `error` reply.
 
         The command is recorded before it is acted on, with the cluster it is for when it is
         about one (parsing and naming the cluster touch nothing)."""
         line = text if isinstance(text, str) else " ".join(text)
-        command: c.Command | None = None
         data: dict[str, Any] = {"text": line}
         try:
-            words = c.split_words(text) if isinstance(text, str) else list(text)
-            command = c.parse(words)
+            command = c.parse(c.split_words(text) if isinstance(text, str) else list(text))
             if isinstance(command, c.Diagnose | c.PlanRunbook | c.RunRunbook):
                 data["cluster"] = self.clusters.name(command.cluster)
         except UserError as exc:
-            refused: UserError | None = exc
-        else:
-            refused = None
-        with self.store.transaction() as tx:
-            tx.append_event("command", actor=who.user, source=dict(who.source), data=data)
+            self._record("command", who, data)
+            return self._error(exc, who, line)
+        self._record("command", who, data)
         try:
-            if refused is not None:
-                raise refused
-            assert command is not None
             self.engine.recover()
             self.engine.expire_due()
             return self.dispatch(command, who)
-        except UserError as exc:
-            usage = exc.usage if isinstance(exc, CommandSyntaxError) else None
-            with self.store.transaction() as tx:
-                tx.append_event(
-                    "command_rejected",
-                    actor=who.user,
-                    source=dict(who.source),
-                    data={"text": line, "error": str(exc), "error_type": type(exc).__name__},
-                )
-            return Reply(
-                "error",
-                {"message": str(exc), "usage": usage, "error_type": type(exc).__name__},
-                ok=False,
-            )
-        except ExecutorError as exc:  # the API or a node did not answer: say so, keep going
-            with self.store.transaction() as tx:
-                tx.append_event(
-                    "command_failed",
-                    actor=who.user,
-                    source=dict(who.source),
-                    data={"text": line, "error": str(exc), "error_type": type(exc).__name__},
-                )
-            return Reply(
-                "error",
-                {"message": str(exc), "usage": None, "error_type": type(exc).__name__},
-                ok=False,
-            )
+        except (UserError, ExecutorError) as exc:
+            return self._error(exc, who, line)
+
+    def _record(self, kind: str, who: Requester, data: dict[str, Any]) -> None:
+        with self.store.transaction() as tx:
+            tx.append_event(kind, actor=who.user, source=dict(who.source), data=data)
+
+    def _error(self, exc: BotError, who: Requester, line: str) -> Reply:
+        """A refused command (`command_rejected`), or one the cluster could not answer
+        (`command_failed`), recorded and told to the requester."""
+        kind = "command_rejected" if isinstance(exc, UserError) else "command_failed"
+        name = type(exc).__name__
+        self._record(kind, who, {"text": line, "error": str(exc), "error_type": name})
+        usage = exc.usage if isinstance(exc, CommandSyntaxError) else None
+        return Reply("error", {"message": str(exc), "usage": usage, "error_type": name}, ok=False)
 
     def dispatch(self, command: c.Command, who: Requester) -> Reply:
         engine = self.engine
@@ -316,7 +303,7 @@ class Service:
                 plan_mentions=f'"{sel.node}"' if sel.node else None,
             )
             matching = [i for i, r in found.items() if report.run_matches(r, sel)]
-        narrowed: dict[str, Any] = dict(
+        narrowed = EventFilter(
             start=iso(start) if start else None,
             end=iso(end) if end else None,
             run_ids=matching,
@@ -325,7 +312,7 @@ class Service:
             thread=sel.thread,
         )
         if self.max_report_events:
-            count = self.store.count_matching(**narrowed)
+            count = self.store.count_matching(narrowed)
             if count > self.max_report_events:
                 raise ReportTooLarge(
                     f"that report would read {count:,} audit events, more than the "
@@ -333,7 +320,7 @@ class Service:
                     f"max_report_events); narrow it with --since, --from/--to, run=, thread=, "
                     f"channel= or user="
                 )
-        candidates = self.store.events_matching(**narrowed)
+        candidates = self.store.events_matching(narrowed)
         ids = sorted({e.run_id for e in candidates if e.run_id is not None})
         # a big selection reads every run at once rather than naming thousands in SQL
         runs = self.store.runs_by_id(ids=ids if len(ids) <= 5000 else None)
@@ -367,9 +354,8 @@ class Service:
             )
         evidence = collect(cluster.reader, cluster.prober, only, deep)
         view = diagnosis_view(
-            evidence, cluster.engine.registry, only, cluster.name if self.clusters.many else None
+            evidence, cluster.engine.registry, only, cluster.name, self.clusters.many
         )
-        view["cluster"] = cluster.name
         counts = view["summary"]
         with self.store.transaction() as tx:  # what was seen, for the incident's record
             tx.append_event(

@@ -80,6 +80,45 @@ class Approval:
     decided_at: str
 
 
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a report reads, as SQL can narrow them. Times are ISO strings, which sort as
+    the times they name; `actor_or_runs` is events by that actor or of those runs."""
+
+    start: str | None = None
+    end: str | None = None
+    run_ids: Sequence[int] | None = None
+    actor_or_runs: tuple[str, Sequence[int]] | None = None
+    channel: str | None = None
+    thread: str | None = None
+
+    def sql(self) -> tuple[str, list[object]]:
+        """The WHERE clause and its arguments; the json_extract expressions match the indexes
+        of migration 5 exactly, or SQLite would not use them."""
+        where: list[str] = ["1"]
+        args: list[object] = []
+        if self.start is not None:
+            where.append("ts >= ?")
+            args.append(self.start)
+        if self.end is not None:
+            where.append("ts <= ?")
+            args.append(self.end)
+        if self.run_ids is not None:
+            where.append(f"run_id IN ({','.join('?' * len(self.run_ids)) or 'NULL'})")
+            args.extend(self.run_ids)
+        if self.actor_or_runs is not None:
+            actor, runs = self.actor_or_runs
+            where.append(f"(actor = ? OR run_id IN ({','.join('?' * len(runs)) or 'NULL'}))")
+            args.extend([actor, *runs])
+        if self.channel is not None:
+            where.append("json_extract(source, '$.channel') = ?")
+            args.append(self.channel)
+        if self.thread is not None:
+            where.append("json_extract(source, '$.thread_ts') = ?")
+            args.append(self.thread)
+        return " AND ".join(where), args
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -421,34 +460,17 @@ class Store:
         query = f"SELECT * FROM events WHERE {where} ORDER BY id"  # noqa: S608
         return [_to_event(r) for r in self.db.query(query, args)]
 
-    def events_matching(
-        self,
-        start: str | None = None,
-        end: str | None = None,
-        run_ids: Sequence[int] | None = None,
-        actor_or_runs: tuple[str, Sequence[int]] | None = None,
-        channel: str | None = None,
-        thread: str | None = None,
-    ) -> list[Event]:
+    def events_matching(self, where: EventFilter) -> list[Event]:
         """Events narrowed in SQL (a superset of what a report selects; `report.select` decides),
-        so a report over one incident does not load a million events. Times are ISO strings,
-        which sort as the times they name."""
-        where, args = _event_filter(start, end, run_ids, actor_or_runs, channel, thread)
-        query = f"SELECT * FROM events WHERE {where} ORDER BY id"  # noqa: S608
+        so a report over one incident does not load a million events."""
+        sql, args = where.sql()
+        query = f"SELECT * FROM events WHERE {sql} ORDER BY id"  # noqa: S608
         return [_to_event(r) for r in self.db.query(query, args)]
 
-    def count_matching(
-        self,
-        start: str | None = None,
-        end: str | None = None,
-        run_ids: Sequence[int] | None = None,
-        actor_or_runs: tuple[str, Sequence[int]] | None = None,
-        channel: str | None = None,
-        thread: str | None = None,
-    ) -> int:
+    def count_matching(self, where: EventFilter) -> int:
         """How many events `events_matching` would load, without loading them."""
-        where, args = _event_filter(start, end, run_ids, actor_or_runs, channel, thread)
-        row = self.db.execute(f"SELECT COUNT(*) FROM events WHERE {where}", args).fetchone()  # noqa: S608
+        sql, args = where.sql()
+        row = self.db.execute(f"SELECT COUNT(*) FROM events WHERE {sql}", args).fetchone()  # noqa: S608
         return int(row[0])
 
     def runs_involving(self, user: str) -> list[int]:
@@ -505,40 +527,6 @@ class Store:
             db.table("checkpoints").insert({**result, "pruned_at": iso(self.clock.now())})
             tx.append_event("audit_pruned", actor=None, data=result)
         return result
-
-
-def _event_filter(
-    start: str | None,
-    end: str | None,
-    run_ids: Sequence[int] | None,
-    actor_or_runs: tuple[str, Sequence[int]] | None,
-    channel: str | None,
-    thread: str | None,
-) -> tuple[str, list[object]]:
-    """The WHERE clause (and its arguments) of a report's events; the json_extract expressions
-    match the indexes of migration 5 exactly, or SQLite would not use them."""
-    where: list[str] = ["1"]
-    args: list[object] = []
-    if start is not None:
-        where.append("ts >= ?")
-        args.append(start)
-    if end is not None:
-        where.append("ts <= ?")
-        args.append(end)
-    if run_ids is not None:
-        where.append(f"run_id IN ({','.join('?' * len(run_ids)) or 'NULL'})")
-        args.extend(run_ids)
-    if actor_or_runs is not None:
-        actor, runs = actor_or_runs
-        where.append(f"(actor = ? OR run_id IN ({','.join('?' * len(runs)) or 'NULL'}))")
-        args.extend([actor, *runs])
-    if channel is not None:
-        where.append("json_extract(source, '$.channel') = ?")
-        args.append(channel)
-    if thread is not None:
-        where.append("json_extract(source, '$.thread_ts') = ?")
-        args.append(thread)
-    return " AND ".join(where), args
 
 
 def _unwritable(exc: sqlite3.OperationalError) -> bool:

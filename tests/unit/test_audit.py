@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bot.core.engine import Engine
 from bot.store import Store, audit
 from bot.store.audit import event_hash
+from bot.store.database import EventFilter
 from bot.store.migrations import MIGRATIONS
 from tests.conftest import who
 from tests.fakes import FakeClock
@@ -261,7 +262,7 @@ def test_reports_by_channel_or_thread_read_by_index(
     ran: list[str] = []
     store.db.conn.set_trace_callback(ran.append)
     try:
-        found = store.events_matching(**{key: value})
+        found = store.events_matching(EventFilter(**{key: value}))
     finally:
         store.db.conn.set_trace_callback(None)
     assert [e.id for e in found] == [2]
