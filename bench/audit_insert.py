@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.core.clock import SystemClock
+from bot.ports.clock import SystemClock
 from bot.store import Store
 
 DATA = {

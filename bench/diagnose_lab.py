@@ -33,13 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.core.clock import SystemClock
-from bot.core.collect import collect, probe_nodes
-from bot.core.evidence import Evidence
-from bot.core.probes import PROBES
-from bot.core.rules import diagnose
+from bot.diagnosis.collect import collect, probe_nodes
+from bot.diagnosis.evidence import Evidence
+from bot.diagnosis.rules import diagnose
 from bot.lab.lab import Lab
 from bot.lab.topology import LabSpec
+from bot.ports.clock import SystemClock
+from bot.ports.probes import PROBES
 from bot.settings import load_settings
 from bot.wiring import build_executors
 

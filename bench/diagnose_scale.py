@@ -68,7 +68,7 @@ def step_load(path: str) -> dict[str, Any]:
 
 
 def step_diagnose(path: str) -> dict[str, Any]:
-    from bot.core.rules import diagnose
+    from bot.diagnosis.rules import diagnose
     from bot.executors.bundle import evidence_from_bundle
 
     ev = evidence_from_bundle(path)

@@ -74,24 +74,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.core import redact as redact_module
-from bot.core import report as report_module
-from bot.core.clock import iso, parse_iso
-from bot.core.clusters import Cluster, Clusters
-from bot.core.engine import Engine, Requester
-from bot.core.executors import CommandResult
-from bot.core.policy import Policy
-from bot.core.probes import PROBES
-from bot.core.redact import scrub
-from bot.core.registry import Registry
-from bot.core.service import Reply, Service
 from bot.executors.kube import parse_node, parse_pod
 from bot.lab import objects
 from bot.lab.topology import LabSpec
+from bot.ports.clock import iso, parse_iso
+from bot.ports.nodes import CommandResult
+from bot.ports.probes import PROBES
 from bot.render import Renderer
+from bot.runs.engine import Engine, Requester
+from bot.runs.policy import Policy
+from bot.runs.registry import Registry
+from bot.service import report as report_module
+from bot.service.clusters import Cluster, Clusters
+from bot.service.handler import Reply, Service
 from bot.store import Store
+from bot.store import redact as redact_module
 from bot.store.audit import GENESIS, event_hash
 from bot.store.database import _json  # the store's own encoding of `source` and `data`
+from bot.store.redact import scrub
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `tests` is not installed; the fake cluster lives there

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.core.clock import SystemClock
+from bot.ports.clock import SystemClock
 from bot.store import Store, audit
 
 DATA = {

@@ -18,15 +18,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-from bot.core.clock import SystemClock
-from bot.core.engine import Requester
-from bot.core.registry import Registry, lock_path, read_lock, write_lock
-from bot.core.service import Reply
 from bot.errors import BotError, UserError
 from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
-from bot.leader import LeaderElector
-from bot.logs import configure as configure_logs
+from bot.ports.clock import SystemClock
+from bot.process.leader import LeaderElector
+from bot.process.logs import configure as configure_logs
+from bot.runs.engine import Requester
+from bot.runs.registry import Registry, lock_path, read_lock, write_lock
+from bot.service.handler import Reply
 from bot.settings import ConfigError, Settings, load_settings
 from bot.store.database import Event
 from bot.wiring import App, build_app, build_executors

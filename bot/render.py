@@ -14,8 +14,8 @@ from typing import Any
 
 import jinja2
 
-from bot import slack_blocks
-from bot.core.service import Reply
+from bot.service.handler import Reply
+from bot.slack import blocks as slack_blocks
 from bot.store.database import Event
 
 MARKERS = {"read": "[read]", "change": "[CHANGE]", "destructive": "[DESTRUCTIVE]"}

@@ -16,9 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.core.policy import Policy, RunbookRule
 from bot.errors import UnknownCluster, UserError
 from bot.executors.ssh import SshSettings
+from bot.runs.policy import Policy, RunbookRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core.clock import Clock, SystemClock
-from bot.core.clusters import Cluster, Clusters
-from bot.core.engine import Engine
-from bot.core.executors import KubeExecutor, NodeExecutor
-from bot.core.registry import Registry
-from bot.core.service import Service
 from bot.errors import ExecutorError, KubeConfigError
 from bot.executors.bundle import BundleReader
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.snapshot import SnapshotCluster
 from bot.executors.ssh import SshExecutor
-from bot.owner import owner_alive, this_process
+from bot.ports.clock import Clock, SystemClock
+from bot.ports.cluster import KubeExecutor
+from bot.ports.nodes import NodeExecutor
+from bot.process.owner import owner_alive, this_process
 from bot.render import Renderer
+from bot.runs.engine import Engine
+from bot.runs.registry import Registry
+from bot.service.clusters import Cluster, Clusters
+from bot.service.handler import Service
 from bot.settings import ClusterSettings, ConfigError, Settings
 from bot.store import Store
 

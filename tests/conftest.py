@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bot.core.clusters import Cluster, Clusters
-from bot.core.engine import Engine, Requester
-from bot.core.policy import Policy
-from bot.core.registry import Registry
-from bot.core.service import Service
+from bot.runs.engine import Engine, Requester
+from bot.runs.policy import Policy
+from bot.runs.registry import Registry
+from bot.service.clusters import Cluster, Clusters
+from bot.service.handler import Service
 from bot.store import Store
 from tests.fakes import FakeClock, FakeCluster
 

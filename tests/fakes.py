@@ -7,14 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from bot.core.executors import (
-    CommandResult,
-    ConfigMapInfo,
-    NodeInfo,
-    PodInfo,
-)
 from bot.errors import NotFound
 from bot.executors.snapshot import NothingElseRecorded
+from bot.ports.cluster import ConfigMapInfo, NodeInfo, PodInfo
+from bot.ports.nodes import CommandResult
 
 
 class FakeClock:

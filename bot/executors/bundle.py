@@ -14,7 +14,7 @@ were empty and records in `gaps` what could not be checked, which lowers what ca
 A probe the bundle does not hold is left out of the evidence, never reported as a failed command.
 
 Layout (`<ns>` is a namespace, `<pod>` a pod, `<c>` a container, `<node>` a node, `<id>` a probe
-id from `bot.core.probes.PROBES`):
+id from `bot.ports.probes.PROBES`):
 
     nodes.json                    NodeList. kubectl cluster-info dump.
                                   Lost: node readiness, conditions, podCIDRs and flannel
@@ -74,21 +74,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.core.collect import collect, probe_nodes
-from bot.core.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
-from bot.core.executors import (
-    CommandResult,
-    ConfigMapInfo,
-    DaemonSetInfo,
-    EventInfo,
-    NodeExecutor,
-    NodeInfo,
-    PodInfo,
-    Rbac,
-    RbacRule,
-    ServiceInfo,
-)
-from bot.core.probes import PROBES, Probe
+from bot.diagnosis.collect import collect, probe_nodes
+from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
 from bot.errors import BotError, ExecutorError, NodeUnreachable, NotFound, UserError
 from bot.executors import selectors
 from bot.executors.kube import (
@@ -100,6 +87,18 @@ from bot.executors.kube import (
     parse_pod,
     parse_service,
 )
+from bot.ports.cluster import (
+    ConfigMapInfo,
+    DaemonSetInfo,
+    EventInfo,
+    NodeInfo,
+    PodInfo,
+    Rbac,
+    RbacRule,
+    ServiceInfo,
+)
+from bot.ports.nodes import CommandResult, NodeExecutor
+from bot.ports.probes import PROBES, Probe
 
 Json = dict[str, Any]
 

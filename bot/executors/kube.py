@@ -43,8 +43,16 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from bot.core.clock import Clock, SystemClock
-from bot.core.executors import (
+from bot.errors import (
+    ApiError,
+    ApiForbidden,
+    ApiUnreachable,
+    KubeConfigError,
+    NotFound,
+    WaitTimeout,
+)
+from bot.ports.clock import Clock, SystemClock
+from bot.ports.cluster import (
     ConfigMapInfo,
     ContainerInfo,
     DaemonSetInfo,
@@ -57,14 +65,6 @@ from bot.core.executors import (
     ServiceInfo,
     ServicePort,
     Taint,
-)
-from bot.errors import (
-    ApiError,
-    ApiForbidden,
-    ApiUnreachable,
-    KubeConfigError,
-    NotFound,
-    WaitTimeout,
 )
 
 Json = dict[str, Any]

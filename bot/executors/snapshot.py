@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.core.clock import Clock
-from bot.core.executors import (
-    CommandResult,
+from bot.errors import ExecutorError, NotFound
+from bot.executors.selectors import labels_match
+from bot.ports.clock import Clock
+from bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
     EventInfo,
@@ -29,8 +30,7 @@ from bot.core.executors import (
     Rbac,
     ServiceInfo,
 )
-from bot.errors import ExecutorError, NotFound
-from bot.executors.selectors import labels_match
+from bot.ports.nodes import CommandResult
 
 
 class NothingElseRecorded:

@@ -34,7 +34,6 @@ from typing import NoReturn, Self, cast
 
 import paramiko
 
-from bot.core.executors import CommandResult
 from bot.errors import (
     AuthenticationFailed,
     CommandTimeout,
@@ -45,7 +44,8 @@ from bot.errors import (
     NodeUnreachable,
     NodeUnresolved,
 )
-from bot.metrics import REGISTRY
+from bot.ports.nodes import CommandResult
+from bot.process.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 

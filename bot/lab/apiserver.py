@@ -42,7 +42,6 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from bot.core.clock import Clock, SystemClock
 from bot.errors import BotError
 from bot.lab.apimachinery import (
     JSON_PATCH,
@@ -57,6 +56,7 @@ from bot.lab.apimachinery import (
     is_dns1123_label,
     name_problem,
 )
+from bot.ports.clock import Clock, SystemClock
 
 Obj = dict[str, Any]
 Hook = Callable[[str, Obj], None]

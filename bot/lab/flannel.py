@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from bot.core.kube_proxy_config import unknown_fields
+from bot.diagnosis.kube_proxy_config import unknown_fields
 from bot.lab.network import API_ENDPOINT_PORT, ip_batch, node_exec, run, write_sysctl
 from bot.lab.topology import (
     API_SERVICE_IP,

@@ -26,16 +26,16 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from bot.core import commands as c
-from bot.core.engine import Requester
-from bot.core.service import Reply
 from bot.errors import UserError
+from bot.runs.engine import Requester
+from bot.service import commands as c
+from bot.service.handler import Reply
 from bot.settings import SlackSettings
 from bot.slack.beacon import Beacon
+from bot.slack.blocks import mrkdwn_escape
 from bot.slack.identity import Identity
 from bot.slack.messages import Messages
 from bot.slack.progress import Progress
-from bot.slack_blocks import mrkdwn_escape
 from bot.wiring import App
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.core.policy import Policy
+from bot.runs.policy import Policy
 from bot.settings import SlackSettings
 
 log = logging.getLogger(__name__)

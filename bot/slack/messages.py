@@ -10,9 +10,9 @@ import json
 import logging
 from typing import Any
 
-from bot.core.service import Reply
 from bot.render import Renderer
-from bot.slack_blocks import check_limits, mrkdwn, render_diagnose_slack, truncate
+from bot.service.handler import Reply
+from bot.slack.blocks import check_limits, mrkdwn, render_diagnose_slack, truncate
 
 log = logging.getLogger(__name__)
 OWN_LAYOUT = {"diagnose", "plan"}

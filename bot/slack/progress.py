@@ -20,11 +20,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.core.clock import Clock, parse_iso
-from bot.core.engine import TERMINAL
-from bot.core.service import run_view
+from bot.ports.clock import Clock, parse_iso
+from bot.runs.engine import TERMINAL
+from bot.service.handler import run_view
+from bot.slack.blocks import mrkdwn_escape
 from bot.slack.messages import Messages
-from bot.slack_blocks import mrkdwn_escape
 from bot.store import Store
 from bot.store.database import Event, RunRecord
 

@@ -24,8 +24,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.leader import LeaderElector
-from bot.metrics import REGISTRY, EventMetrics
+from bot.process.leader import LeaderElector
+from bot.process.metrics import REGISTRY, EventMetrics
 from bot.settings import ConfigError, SlackSettings
 from bot.slack.app import SlackAdapter
 from bot.wiring import App

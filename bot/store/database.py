@@ -22,11 +22,11 @@ from typing import Any
 
 import sqlite_utils
 
-from bot.core.clock import Clock, iso
-from bot.core.redact import scrub
 from bot.errors import AuditLogUnwritable, TargetBusy, UnknownRun
+from bot.ports.clock import Clock, iso
 from bot.store.audit import GENESIS, ChainReport, event_hash, verify_rows
 from bot.store.migrations import MIGRATIONS
+from bot.store.redact import scrub
 
 log = logging.getLogger(__name__)
 

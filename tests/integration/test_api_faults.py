@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.collect import collect_api
-from bot.core.rules import diagnose
+from bot.diagnosis.collect import collect_api
+from bot.diagnosis.rules import diagnose
 from bot.errors import ApiError
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.lab import objects

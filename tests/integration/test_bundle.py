@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 
-from bot.core.collect import collect
-from bot.core.evidence import Evidence, ProbeOutput
-from bot.core.executors import CommandResult
-from bot.core.findings import rank
-from bot.core.probes import BY_ID, PROBES
-from bot.core.rules import diagnose
+from bot.diagnosis.collect import collect
+from bot.diagnosis.evidence import Evidence, ProbeOutput
+from bot.diagnosis.findings import rank
+from bot.diagnosis.rules import diagnose
 from bot.errors import ExecutorError, NodeUnreachable, NotFound, UserError
 from bot.executors import bundle as bundle_module
 from bot.executors.bundle import BundleReader, evidence_from_bundle, write_bundle
@@ -26,6 +24,8 @@ from bot.executors.kube import KubeClient, KubeSettings
 from bot.lab import objects
 from bot.lab.apiserver import ApiServer
 from bot.lab.topology import LabSpec
+from bot.ports.nodes import CommandResult
+from bot.ports.probes import BY_ID, PROBES
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from bot.core.registry import Registry
+from bot.runs.registry import Registry
 from tests.integration.conftest import REPO, BotEnv
 
 pytestmark = pytest.mark.integration

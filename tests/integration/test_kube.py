@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from bot.core.executors import ContainerInfo, KubeExecutor, NodeCondition, PodInfo
 from bot.errors import (
     ApiError,
     ApiForbidden,
@@ -28,6 +27,7 @@ from bot.executors.kube import KubeClient, KubeSettings
 from bot.lab import objects
 from bot.lab.apiserver import ApiServer, write_kubeconfig
 from bot.lab.topology import LabSpec
+from bot.ports.cluster import ContainerInfo, KubeExecutor, NodeCondition, PodInfo
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration

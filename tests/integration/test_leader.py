@@ -12,7 +12,7 @@ import pytest
 
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.lab.apiserver import ApiServer
-from bot.leader import LeaderElector
+from bot.process.leader import LeaderElector
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,6 @@ from typing import Any
 import paramiko
 import pytest
 
-from bot.core.executors import NodeExecutor
 from bot.errors import (
     AuthenticationFailed,
     CommandTimeout,
@@ -33,6 +32,7 @@ from bot.errors import (
     NodeUnresolved,
 )
 from bot.executors.ssh import SshExecutor, SshSettings, remote_command_line
+from bot.ports.nodes import NodeExecutor
 
 pytestmark = pytest.mark.integration
 

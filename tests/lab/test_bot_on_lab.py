@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.clock import SystemClock
 from bot.executors.kube import KubeClient
 from bot.lab.lab import Lab
+from bot.ports.clock import SystemClock
 from bot.settings import load_settings
 from bot.wiring import build_executors
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.collect import collect
-from bot.core.evidence import Evidence, ProbeOutput
+from bot.diagnosis.collect import collect
+from bot.diagnosis.evidence import Evidence, ProbeOutput
 from bot.executors.bundle import evidence_from_bundle, write_bundle
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.ssh import SshExecutor

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.clock import SystemClock
-from bot.core.collect import collect
-from bot.core.findings import Finding
-from bot.core.rules import diagnose
+from bot.diagnosis.collect import collect
+from bot.diagnosis.findings import Finding
+from bot.diagnosis.rules import diagnose
 from bot.executors.bundle import evidence_from_bundle, write_bundle
 from bot.executors.kube import KubeClient
 from bot.lab import faults
 from bot.lab.lab import Lab
+from bot.ports.clock import SystemClock
 from bot.settings import load_settings
 from bot.wiring import build_executors
 

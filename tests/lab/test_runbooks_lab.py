@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from bot.core.engine import Requester
 from bot.errors import ApprovalRefused, NotAllowed, ParameterError, UnknownNode
 from bot.lab import faults
 from bot.lab.lab import Lab
 from bot.lab.network import in_netns
 from bot.lab.nodes import write_ipam
+from bot.runs.engine import Requester
 from bot.settings import load_settings
 from bot.wiring import App, build_app
 

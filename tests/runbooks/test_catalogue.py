@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from bot.core import rules
-from bot.core.params import parse_params
-from bot.core.registry import Registry
-from bot.core.runbook import Risk
+from bot.diagnosis import rules
+from bot.runs.actions import Risk
+from bot.runs.params import parse_params
+from bot.runs.registry import Registry
 
 REGISTRY = Registry.from_package("runbooks")
 

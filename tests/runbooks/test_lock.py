@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.registry import Registry, lock_path, read_lock
 from bot.errors import RunbookLockMismatch
+from bot.runs.registry import Registry, lock_path, read_lock
 
 
 def test_every_runbook_version_matches_the_lock_file() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
+from bot.runs.actions import Action, Risk, RunOnNode
+from bot.runs.runbook import CheckResult, Facts, NodeName, step
 
 ID = "test.crash"
 VERSION = "1.0.0"

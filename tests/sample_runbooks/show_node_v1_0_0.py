@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.core.runbook import Action, Facts, NodeName, Risk, RunOnNode, step
+from bot.runs.actions import Action, Risk, RunOnNode
+from bot.runs.runbook import Facts, NodeName, step
 
 ID = "test.show-node"
 VERSION = "1.0.0"

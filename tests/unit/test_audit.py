@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.core.engine import Engine
+from bot.runs.engine import Engine
 from bot.store import Store, audit
 from bot.store.audit import event_hash
 from bot.store.database import EventFilter

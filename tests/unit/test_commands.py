@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.core import commands as c
 from bot.errors import CommandSyntaxError
+from bot.service import commands as c
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import jinja2
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot import slack_blocks as sb
-from bot.core.findings import ORDER, SEVERITIES, EvidenceLine, Finding, Fix, rank
-from bot.core.service import Reply
+from bot.diagnosis.findings import ORDER, SEVERITIES, EvidenceLine, Finding, Fix, rank
 from bot.render import Renderer
+from bot.service.handler import Reply
 from bot.settings import REPO_ROOT
+from bot.slack import blocks as sb
 
 TEMPLATES = REPO_ROOT / "templates"
 NODES = [

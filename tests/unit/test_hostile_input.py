@@ -13,12 +13,12 @@ import typing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.core import commands as c
-from bot.core.params import parse_params
-from bot.core.registry import Registry
-from bot.core.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME
-from bot.core.service import Service
 from bot.errors import UserError
+from bot.runs.params import parse_params
+from bot.runs.registry import Registry
+from bot.runs.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME
+from bot.service import commands as c
+from bot.service.handler import Service
 from tests.conftest import who
 
 REGISTRY = Registry.from_package("runbooks")

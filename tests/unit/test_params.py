@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bot.core.params import check_params_class, parse_params
-from bot.core.runbook import NodeName
 from bot.errors import ParameterError
+from bot.runs.params import check_params_class, parse_params
+from bot.runs.runbook import NodeName
 
 
 class Mode(enum.Enum):

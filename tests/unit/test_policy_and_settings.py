@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.engine import Engine
+from bot.runs.engine import Engine
 from bot.settings import ConfigError, load_settings
 from tests.conftest import who
 from tests.fakes import FakeCluster
@@ -73,7 +73,7 @@ def test_json_logs_are_one_object_per_line() -> None:
     import logging
     import sys
 
-    from bot.logs import JsonFormatter
+    from bot.process.logs import JsonFormatter
 
     try:
         raise ValueError("boom")

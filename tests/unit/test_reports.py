@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bot.core.executors import CommandResult
-from bot.core.service import Service
+from bot.ports.nodes import CommandResult
 from bot.render import Renderer
+from bot.service.handler import Service
 from bot.settings import REPO_ROOT
 from tests.conftest import who
 from tests.fakes import FakeClock, FakeCluster

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.evidence import Evidence, ProbeOutput
-from bot.core.executors import EventInfo, Rbac, RbacRule
-from bot.core.rules import diagnose
+from bot.diagnosis.evidence import Evidence, ProbeOutput
+from bot.diagnosis.rules import diagnose
 from bot.executors.kube import parse_configmap, parse_daemonset, parse_node, parse_pod
 from bot.lab import objects
 from bot.lab.topology import LabSpec
+from bot.ports.cluster import EventInfo, Rbac, RbacRule
 
 SPEC = LabSpec(name="cap", nodes=3, underlay="172.31.248.0/24")
 PROBES = json.loads(

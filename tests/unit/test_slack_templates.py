@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from bot.core.findings import Finding, Fix
-from bot.core.service import Reply
+from bot.diagnosis.findings import Finding, Fix
 from bot.render import Renderer
+from bot.service.handler import Reply
 from bot.settings import REPO_ROOT
+from bot.slack.blocks import check_limits
 from bot.slack.messages import Messages
-from bot.slack_blocks import check_limits
 
 MESSAGES = Messages(Renderer(REPO_ROOT / "templates"))
 NASTY = "<!channel> `x```y` & <@U1> " + "é" * 50

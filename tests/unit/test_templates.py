@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.core.service import Service
 from bot.render import Renderer
+from bot.service.handler import Service
 from bot.settings import REPO_ROOT
 from bot.store import Store
 from tests.conftest import who

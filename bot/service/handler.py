@@ -12,17 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.core import commands as c
-from bot.core import report
-from bot.core.clock import iso
-from bot.core.clusters import Cluster, Clusters
-from bot.core.collect import collect
-from bot.core.engine import Engine, Requester
-from bot.core.evidence import Evidence
-from bot.core.params import describe_params
-from bot.core.plan import Plan
-from bot.core.registry import Registry
-from bot.core.rules import diagnose, node_rows
+from bot.diagnosis.collect import collect
+from bot.diagnosis.evidence import Evidence
+from bot.diagnosis.rules import diagnose, node_rows
 from bot.errors import (
     BotError,
     CommandSyntaxError,
@@ -32,6 +24,14 @@ from bot.errors import (
     UnknownNode,
     UserError,
 )
+from bot.ports.clock import iso
+from bot.runs.engine import Engine, Requester
+from bot.runs.params import describe_params
+from bot.runs.plan import Plan
+from bot.runs.registry import Registry
+from bot.service import commands as c
+from bot.service import report
+from bot.service.clusters import Cluster, Clusters
 from bot.store import Store
 from bot.store.database import EventFilter, RunRecord
 

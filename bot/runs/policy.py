@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.core.runbook import Risk, Runbook
 from bot.errors import ApprovalRefused, NotAllowed
+from bot.runs.actions import Risk
+from bot.runs.runbook import Runbook
 
 ANYONE = "*"
 

@@ -16,29 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from bot.core.clock import Clock, iso, parse_iso
-from bot.core.collect import collect
-from bot.core.executors import ClusterReader, CommandResult, KubeExecutor, NodeExecutor
-from bot.core.findings import Finding
-from bot.core.params import node_names_in, parse_params
-from bot.core.plan import Plan, PlannedStep, build_plan
-from bot.core.policy import Policy
-from bot.core.registry import Registry
-from bot.core.rules import diagnose
-from bot.core.runbook import (
-    Action,
-    CreateObject,
-    DeletePod,
-    Disruption,
-    ListPods,
-    PatchConfigMap,
-    PatchDaemonSet,
-    Risk,
-    Runbook,
-    RunOnNode,
-    WaitForPod,
-    WriteFile,
-)
+from bot.diagnosis.collect import collect
+from bot.diagnosis.findings import Finding
+from bot.diagnosis.rules import diagnose
 from bot.errors import (
     ApprovalRefused,
     BotError,
@@ -49,6 +29,27 @@ from bot.errors import (
     UnknownNode,
     UserError,
 )
+from bot.ports.clock import Clock, iso, parse_iso
+from bot.ports.cluster import ClusterReader, KubeExecutor
+from bot.ports.nodes import CommandResult, NodeExecutor
+from bot.runs.actions import (
+    Action,
+    CreateObject,
+    DeletePod,
+    Disruption,
+    ListPods,
+    PatchConfigMap,
+    PatchDaemonSet,
+    Risk,
+    RunOnNode,
+    WaitForPod,
+    WriteFile,
+)
+from bot.runs.params import node_names_in, parse_params
+from bot.runs.plan import Plan, PlannedStep, build_plan
+from bot.runs.policy import Policy
+from bot.runs.registry import Registry
+from bot.runs.runbook import Runbook
 from bot.store import Store, Tx
 from bot.store.database import RunRecord
 

@@ -13,10 +13,11 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.core.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
-from bot.core.executors import ClusterReader, NodeExecutor, PodInfo
-from bot.core.probes import PROBES
+from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
 from bot.errors import BotError, ExecutorError
+from bot.ports.cluster import ClusterReader, PodInfo
+from bot.ports.nodes import NodeExecutor
+from bot.ports.probes import PROBES
 
 LOG_TAIL = 300
 CONFIGMAPS = (

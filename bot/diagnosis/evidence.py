@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.core.executors import (
+from bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
     EventInfo,

@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from bot.core.engine import Engine
-from bot.core.executors import ClusterReader, NodeExecutor
-from bot.core.policy import Policy
 from bot.errors import UnknownCluster
+from bot.ports.cluster import ClusterReader
+from bot.ports.nodes import NodeExecutor
+from bot.runs.engine import Engine
+from bot.runs.policy import Policy
 
 
 @dataclass(frozen=True)

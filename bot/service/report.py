@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.core.clock import iso, parse_iso
+from bot.ports.clock import iso, parse_iso
 from bot.store.database import Event, RunRecord
 
 _SPAN = re.compile(r"^(\d{1,6})([smhdw])$")

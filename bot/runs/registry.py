@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from bot.core.params import check_params_class
-from bot.core.runbook import RUNBOOK_ID, Risk, Runbook, Step, Version
 from bot.errors import RunbookLockMismatch, UnknownRunbook
+from bot.runs.actions import Risk
+from bot.runs.params import check_params_class
+from bot.runs.runbook import RUNBOOK_ID, Runbook, Step, Version
 
 LOCK_FILE = "runbooks.lock"
 

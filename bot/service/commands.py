@@ -11,8 +11,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bot.core.runbook import DNS1123_SUBDOMAIN
 from bot.errors import CommandSyntaxError, shown
+from bot.runs.runbook import DNS1123_SUBDOMAIN
 
 USAGE: Mapping[str, str] = {
     "help": "help [command]",

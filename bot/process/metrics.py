@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 
-from bot.core.clock import parse_iso
+from bot.ports.clock import parse_iso
 from bot.store.database import Event
 
 BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

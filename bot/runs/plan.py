@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core.params import params_to_json
-from bot.core.runbook import Action, Facts, Risk, Runbook, Step
+from bot.runs.actions import Action, Risk
+from bot.runs.params import params_to_json
+from bot.runs.runbook import Facts, Runbook, Step
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from bot.core.evidence import Evidence, ProbeOutput
-from bot.core.executors import EventInfo, NodeInfo, PodInfo
-from bot.core.findings import EvidenceLine, Finding, Fix, rank
-from bot.core.kube_proxy_config import suggestion, unknown_fields
-from bot.core.probes import BY_ID
+from bot.diagnosis.evidence import Evidence, ProbeOutput
+from bot.diagnosis.findings import EvidenceLine, Finding, Fix, rank
+from bot.diagnosis.kube_proxy_config import suggestion, unknown_fields
+from bot.ports.cluster import EventInfo, NodeInfo, PodInfo
+from bot.ports.probes import BY_ID
 
 Rule = Callable[[Evidence], Iterable[Finding]]
 RULES: list[Rule] = []

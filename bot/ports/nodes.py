@@ -1,0 +1,42 @@
+"""Nodes as the wings see them: a command's result, and the Protocols that run argv on a node.
+
+Implemented over SSH (`bot.executors.ssh`) and by recordings (bundles, snapshots); the argv is
+always a list, quoted once at the one place that builds a remote command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    node: str
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str = ""
+    duration_s: float = 0.0
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class NodeExecutor(Protocol):
+    """Runs argv on a node (over SSH in production)."""
+
+    def run(
+        self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False
+    ) -> CommandResult: ...
+
+
+class FanOutExecutor(NodeExecutor, Protocol):
+    """A node executor that runs command lists on many nodes at once within one deadline."""
+
+    def run_many(
+        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+    ) -> Mapping[str, Sequence[CommandResult] | Exception]: ...

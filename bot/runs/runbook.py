@@ -1,0 +1,140 @@
+"""The runbook API: what a runbook module declares and what its steps may return.
+
+A runbook is a module with `ID`, `VERSION`, a docstring (its help), a frozen `Params` dataclass and
+steps declared with `@step`. Steps never change anything: they look at the cluster through a
+read-only `Facts` view and return `Action`s; the engine applies them, after approval where needed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NewType, Protocol
+
+from bot.diagnosis.findings import Finding
+from bot.ports.cluster import ClusterReader
+from bot.ports.nodes import CommandResult
+from bot.runs.actions import Action, Risk
+
+NodeName = NewType("NodeName", str)
+"""A Kubernetes node name: DNS-1123 subdomain, checked against the cluster at plan time."""
+
+InterfaceName = NewType("InterfaceName", str)
+"""A Linux network interface name (at most 15 characters, no '/' or whitespace)."""
+
+INTERFACE_NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,15}$")
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+RUNBOOK_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$")
+
+
+# ------------------------------------------------------------------------------------------ facts
+
+
+class Facts(Protocol):
+    """Read-only view of the cluster given to step planners and post-checks."""
+
+    @property
+    def kube(self) -> ClusterReader: ...
+
+    def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult: ...
+
+    def diagnose(self, nodes: Sequence[str] = ()) -> list[Finding]:
+        """diagnose's findings for `nodes` (all nodes when empty), from fresh evidence."""
+        ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+
+
+Planner = Callable[[Facts, Any], Sequence[Action]]
+Checker = Callable[[Facts, Any, tuple[Action, ...]], CheckResult]
+
+_step_order = itertools.count()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a runbook; ordered by where it is declared in the module."""
+
+    name: str
+    title: str
+    risk: Risk
+    timeout: float
+    planner: Planner
+    check: Checker | None
+    order: int = field(compare=False)
+
+    def plan(self, facts: Facts, params: Any) -> tuple[Action, ...]:
+        return tuple(self.planner(facts, params))
+
+
+def step(
+    title: str, *, risk: Risk, timeout: float = 60.0, check: Checker | None = None
+) -> Callable[[Planner], Step]:
+    """Declare a step. Change and destructive steps must name a `check` that proves their effect."""
+
+    def wrap(planner: Planner) -> Step:
+        return Step(
+            name=planner.__name__,
+            title=title,
+            risk=risk,
+            timeout=timeout,
+            planner=planner,
+            check=check,
+            order=next(_step_order),
+        )
+
+    return wrap
+
+
+# ------------------------------------------------------------------------------------- versioning
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        match = re.fullmatch(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)", text)
+        if match is None:
+            raise ValueError(f"`{text}` is not a semantic version like 1.2.3")
+        return cls(*(int(g) for g in match.groups()))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+@dataclass(frozen=True)
+class Runbook:
+    id: str
+    version: Version
+    help: str
+    params: type
+    steps: tuple[Step, ...]
+    code_hash: str
+    module: str
+    approvals: int | None = None
+    verifies: tuple[str, ...] = ()
+    verify_timeout: float = 120.0
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @property
+    def summary(self) -> str:
+        return self.help.strip().splitlines()[0] if self.help.strip() else ""
+
+    @property
+    def risk(self) -> Risk:
+        return max((s.risk for s in self.steps), key=lambda r: r.rank, default=Risk.READ)
