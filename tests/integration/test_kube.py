@@ -20,15 +20,21 @@ from bot.errors import (
     ExecutorError,
     KubeConfigError,
     NotFound,
-    WaitTimeout,
 )
-from bot.executors import kube as kube_module
-from bot.executors.kube import KubeClient, KubeSettings
+from bot.executors.kube import KubeClient, KubeSettings, describe_pod
+from bot.executors.kube import client as kube_client
 from bot.lab import objects
 from bot.lab.apiserver import ApiServer, write_kubeconfig
 from bot.lab.topology import LabSpec
-from bot.ports.cluster import ContainerInfo, KubeExecutor, NodeCondition, PodInfo
+from bot.ports.cluster import (
+    ContainerInfo,
+    DaemonSetInfo,
+    KubeExecutor,
+    NodeCondition,
+    PodInfo,
+)
 from tests.fakes import FakeClock
+from tests.polling import PollTimeout, newest_ready, poll
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +80,7 @@ def kubeconfig(server: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def kube(kubeconfig: Path) -> Iterator[KubeClient]:
-    settings = KubeSettings(kubeconfig=kubeconfig, context="lab-admin", poll_interval=0.05)
-    with KubeClient.from_settings(settings) as executor:
+    with KubeClient.from_settings(KubeSettings(kubeconfig, context="lab-admin")) as executor:
         yield executor
 
 
@@ -105,7 +110,7 @@ def pod(name: str, node: str, labels: dict[str, str], ready: bool = False) -> di
 
 
 def later(delay: float, action: Callable[[], object]) -> threading.Thread:
-    """Plays the kubelet or a controller: changes status while the executor waits."""
+    """Plays the kubelet or a controller: changes status while the test polls."""
 
     def run() -> None:
         time.sleep(delay)
@@ -212,7 +217,7 @@ def test_list_pods_all_namespaces(kube: KubeClient) -> None:
 
 def test_long_lists_are_read_in_chunks(kube: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     everything = kube.list_pods()
-    monkeypatch.setattr(kube_module, "_LIST_CHUNK", 2)
+    monkeypatch.setattr(kube_client, "_LIST_CHUNK", 2)
     assert kube.list_pods() == everything and len(everything) > 2
 
 
@@ -304,7 +309,7 @@ def test_empty_name_never_reaches_the_collection(kube: KubeClient) -> None:
         kube.delete_pod(NS, "")
 
 
-def test_patch_daemonset_and_wait_for_rollout(kube: KubeClient, server: ApiServer) -> None:
+def test_patch_daemonset_then_the_rollout_is_seen(kube: KubeClient, server: ApiServer) -> None:
     ds = objects.flannel_daemonset(SPEC.nodes)
     ds["metadata"]["name"] = "rollout-ds"
     server.create(ds)
@@ -326,33 +331,39 @@ def test_patch_daemonset_and_wait_for_rollout(kube: KubeClient, server: ApiServe
         server.patch("daemonsets", "rollout-ds", {"status": status}, NS, "merge", "status")
 
     thread = later(0.2, controller)
-    done = kube.wait_for_daemonset_rollout(NS, "rollout-ds", timeout=5)
+    done = poll(lambda: kube.get_daemonset(NS, "rollout-ds"), lambda d: d.rolled_out, timeout=5)
     thread.join()
     assert done.observed_generation == 2 and done.rolled_out
 
 
-def test_rollout_timeout_says_what_it_saw(kubeconfig: Path, server: ApiServer) -> None:
+def test_a_stuck_rollout_reads_as_not_rolled_out(kubeconfig: Path, server: ApiServer) -> None:
     clock = FakeClock()
     start = clock.now()
     ds = objects.flannel_daemonset(SPEC.nodes)
     ds["metadata"]["name"] = "stuck-ds"
     ds["status"] = objects.daemonset_status(3, 1)
     server.create(ds)
-    settings = KubeSettings(kubeconfig=kubeconfig, context="lab-admin", poll_interval=30)
-    with (
-        KubeClient.from_settings(settings, clock=clock) as kube,
-        pytest.raises(WaitTimeout) as info,
-    ):
-        kube.wait_for_daemonset_rollout(NS, "stuck-ds", timeout=600)
-    assert "DaemonSet kube-flannel/stuck-ds not rolled out within 600s" in str(info.value)
-    assert "desired 3, updated 3, ready 1, available 1" in str(info.value)
-    assert clock.now() - start == timedelta(seconds=600)  # waited on the injected clock
+    reads: list[DaemonSetInfo] = []
+    with KubeClient.from_settings(KubeSettings(kubeconfig, context="lab-admin")) as kube:
+
+        def read() -> DaemonSetInfo:
+            reads.append(kube.get_daemonset(NS, "stuck-ds"))
+            return reads[-1]
+
+        with pytest.raises(PollTimeout) as info:
+            poll(read, lambda d: d.rolled_out, timeout=600, interval=30, clock=clock)
+    last = info.value.last_seen
+    assert isinstance(last, DaemonSetInfo) and not last.rolled_out
+    assert (last.desired, last.updated, last.ready, last.available) == (3, 3, 1, 1)
+    assert (last.generation, last.observed_generation) == (1, 1)
+    assert len(reads) == 21  # at once, then every 30s of the injected clock
+    assert clock.now() - start == timedelta(seconds=600)
 
 
-# --- waits ---------------------------------------------------------------------------------------
+# --- a replaced pod, seen through list_pods ------------------------------------------------------
 
 
-def test_wait_for_pod_ready_sees_the_replacement_become_ready(
+def test_listing_pods_sees_the_replacement_become_ready(
     kube: KubeClient, server: ApiServer
 ) -> None:
     labels = {"app": "waiter"}
@@ -364,29 +375,41 @@ def test_wait_for_pod_ready_sees_the_replacement_become_ready(
         status = objects.pod_status(W2, True, 0, host_network=False, pod_ip=W2.pod_ip(9))
         server.patch("pods", "waiter-new", {"status": status}, NS, "merge", "status")
 
+    excluded = frozenset({"waiter-old"})
     thread = later(0.3, kubelet)
     started = time.monotonic()
-    ready = kube.wait_for_pod_ready(NS, "app=waiter", "w2", exclude_names=["waiter-old"], timeout=5)
+    pods = poll(
+        lambda: kube.list_pods(NS, "app=waiter", "w2"),
+        lambda pods: newest_ready(pods, excluded) is not None,
+        timeout=5,
+    )
     thread.join()
+    ready = newest_ready(pods, excluded)
     assert isinstance(ready, PodInfo)
     assert (ready.name, ready.node, ready.ready) == ("waiter-new", "w2", True)
+    assert {p.name for p in pods} == {"waiter-old", "waiter-new"}  # not the one on w1
     assert 0.25 < time.monotonic() - started < 3
 
 
-def test_wait_for_pod_ready_times_out_with_what_it_last_saw(
+def test_a_pod_that_never_becomes_ready_is_described_as_it_was_last_seen(
     kube: KubeClient, server: ApiServer
 ) -> None:
     server.create(pod("never-ready", "w3", {"app": "never"}, ready=False))
     started = time.monotonic()
-    with pytest.raises(WaitTimeout) as info:
-        kube.wait_for_pod_ready(NS, "app=never", "w3", timeout=0.3)
+    with pytest.raises(PollTimeout) as info:
+        poll(
+            lambda: kube.list_pods(NS, "app=never", "w3"),
+            lambda pods: newest_ready(pods) is not None,
+            timeout=0.3,
+        )
     assert 0.3 <= time.monotonic() - started < 2
-    message = str(info.value)
-    assert "no Ready pod in kube-flannel matching app=never on node w3 within 0.3s" in message
-    assert "never-ready (Pending, not Ready, node w3; main waiting X)" in message
-    assert [p.name for p in info.value.last_seen] == ["never-ready"]  # type: ignore[attr-defined]
-    with pytest.raises(WaitTimeout, match="last saw: no matching pods"):
-        kube.wait_for_pod_ready(NS, "app=absent", timeout=0.1)
+    last = info.value.last_seen
+    assert isinstance(last, list) and [p.name for p in last] == ["never-ready"]
+    assert describe_pod(last[0]) == "never-ready (Pending, not Ready, node w3; main waiting X)"
+    assert describe_pod(last[0], frozenset({"never-ready"})).endswith(
+        "(Pending, not Ready, excluded, node w3; main waiting X)"
+    )
+    assert kube.list_pods(NS, "app=absent") == []
 
 
 # --- errors --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from bot.lab.lab import Lab
 from bot.ports.clock import SystemClock
 from bot.settings import load_settings
 from bot.wiring import build_executors
+from tests.polling import newest_ready, poll
 
 pytestmark = pytest.mark.integration
 FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")
@@ -47,10 +48,15 @@ def test_deleted_flannel_pod_is_recreated_and_becomes_ready(
     kube, _ = executors
     old = kube.list_pods("kube-flannel", "app=flannel", "w3")[0]
     kube.delete_pod("kube-flannel", old.name)
-    new = kube.wait_for_pod_ready(
-        "kube-flannel", "app=flannel", "w3", exclude_names=(old.name,), timeout=30
+    excluded = frozenset({old.name})
+    pods = poll(
+        lambda: kube.list_pods("kube-flannel", "app=flannel", "w3"),
+        lambda pods: newest_ready(pods, excluded) is not None,
+        timeout=30,
+        interval=1,
     )
-    assert new.name != old.name and new.node == "w3"
+    new = newest_ready(pods, excluded)
+    assert new is not None and new.name != old.name and new.node == "w3"
 
 
 def test_ssh_executor_resolves_nodes_through_the_api(executors: tuple[KubeClient, object]) -> None:
