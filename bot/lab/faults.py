@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.lab import flannel, objects
-from bot.lab.apiserver import ApiError
+from bot.lab.apiserver import StatusError
 from bot.lab.lab import Lab, flush_pod_route_cache
 from bot.lab.network import in_netns, ip_batch, node_exec, run, write_sysctl
 from bot.lab.nodes import sandbox_id, write_ipam
@@ -276,7 +276,7 @@ def _install_flannel(lab: Lab, node: NodeSpec) -> None:
     ):
         try:
             lab.api.create(obj)
-        except ApiError as exc:
+        except StatusError as exc:
             if exc.code != 409:  # already there (a runbook may have put it back)
                 raise
     lab.settle()

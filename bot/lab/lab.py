@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.lab import flannel, objects
-from bot.lab.apiserver import ApiError, ApiServer
+from bot.lab.apiserver import ApiServer, StatusError
 from bot.lab.network import (
     LabError,
     in_netns,
@@ -174,7 +174,7 @@ class Lab:
         namespace = obj["metadata"]["namespace"]
         try:
             self.api.get("daemonsets", owner, namespace)
-        except ApiError:  # the DaemonSet is gone: nothing recreates the pod
+        except StatusError:  # the DaemonSet is gone: nothing recreates the pod
             return
         node = self.spec.by_name(node_name)
         generation = int(obj["metadata"]["labels"].get("pod-template-generation", "1"))
@@ -218,7 +218,7 @@ class Lab:
             for node in self.spec.all_nodes():
                 try:
                     self._kubelet_sync(node)
-                except (ApiError, OSError, ValueError):
+                except (StatusError, OSError, ValueError):
                     continue
 
     def _kubelet_sync(self, node: NodeSpec) -> None:
@@ -310,7 +310,7 @@ class Lab:
     def _log(self, pod: str) -> str:
         try:
             return self.api.pod_log(FLANNEL_NS, pod, {"container": "kube-flannel"})
-        except ApiError:
+        except StatusError:
             return ""
 
     def flanneld_failure(self, node: NodeSpec, pod: str) -> str | None:
@@ -386,7 +386,7 @@ class Lab:
         try:
             role = self.api.get("clusterroles", "flannel")
             binding = self.api.get("clusterrolebindings", "flannel")
-        except ApiError:
+        except StatusError:
             return False
         bound = any(
             s.get("name") == "flannel" and s.get("namespace") == FLANNEL_NS

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
-from bot.lab.apiserver import ApiError, ApiServer
+from bot.lab.apiserver import ApiServer, StatusError
 
 pytestmark = pytest.mark.integration
 
@@ -697,7 +697,7 @@ def test_in_process_api_shares_the_store_with_http(
     assert server.list("pods", NS, field_selector="status.phase!=Running") == []
 
     core.patch_namespaced_pod("p1", NS, {"metadata": {"labels": {"x": "1"}}})
-    with pytest.raises(ApiError) as stale:
+    with pytest.raises(StatusError) as stale:
         server.replace(running)  # running carries the resourceVersion before the HTTP patch
     assert stale.value.code == 409 and stale.value.reason == "Conflict"
     assert server.get("pod", "p1", NS)["metadata"]["labels"] == {"app": "flannel", "x": "1"}

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from bot.lab import objects
-from bot.lab.apiserver import ApiError as LabApiError
-from bot.lab.apiserver import ApiServer
+from bot.lab.apiserver import ApiServer, StatusError
 from bot.lab.topology import LabSpec
 from tests.integration.conftest import BotEnv
 
@@ -170,7 +169,7 @@ def test_a_run_acts_on_its_own_cluster_only_and_the_audit_says_which(two: TwoClu
 
     done = _json(two.bot.cli("approve", str(started["id"]), "--json", user="bob"))
     assert done["status"] == "succeeded", done.get("error")
-    with pytest.raises(LabApiError, match="not found"):
+    with pytest.raises(StatusError, match="not found"):
         two.us.get("pods", POD, objects.FLANNEL_NS)
     assert two.us.get("pods", POD + "-r", objects.FLANNEL_NS)
     # the other cluster's pod of the same name was not touched
