@@ -1,7 +1,7 @@
 """Support bundles of a synthetic cluster of any size, for bench/diagnose_scale.py.
 
 Why synthetic: a cluster of thousands of nodes is not at hand, but what `diagnose --dump` reads
-from one is known exactly: the `kubectl cluster-info dump` layout of bot/executors/bundle.py. This
+from one is known exactly: the `kubectl cluster-info dump` layout of bot/executors/bundle/. This
 module writes that layout for N nodes and P pods with the objects `bot.lab.objects` builds for the
 lab (what the bot reads from a real kubeadm + Flannel cluster), names and addresses changed, and
 with the node probe outputs of a real lab node (tests/fixtures/lab-probes-healthy.json) rewritten

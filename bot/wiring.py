@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.diagnosis.collect import collect
+from bot.diagnosis.evidence import Evidence
 from bot.errors import ExecutorError, KubeConfigError
 from bot.executors.bundle import BundleReader
 from bot.executors.kube import KubeClient, KubeSettings
@@ -12,7 +15,7 @@ from bot.executors.snapshot import SnapshotCluster
 from bot.executors.ssh import SshExecutor
 from bot.ports.clock import Clock, SystemClock
 from bot.ports.cluster import KubeExecutor
-from bot.ports.nodes import NodeExecutor
+from bot.ports.nodes import FanOutExecutor
 from bot.process.owner import owner_alive, this_process
 from bot.render import Renderer
 from bot.runs.engine import Engine
@@ -37,7 +40,7 @@ class App:
         return self.clusters.get().engine
 
 
-def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecutor, NodeExecutor]:
+def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecutor, FanOutExecutor]:
     """A recording if the cluster is one, else the live API (kubeconfig or in-cluster) and SSH
     to each node's InternalIP."""
     if cluster.recording is not None:
@@ -73,6 +76,14 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
         return address
 
     return kube, SshExecutor(cluster.ssh, resolve=node_address)
+
+
+def evidence_from_bundle(
+    path: Path | str, only: Sequence[str] = (), deep: bool = False
+) -> Evidence:
+    """`collect` over a support bundle, with what the bundle lacked appended to `gaps`."""
+    reader = BundleReader(path)
+    return collect(reader, reader, only, deep=deep)
 
 
 def build_cluster(settings: Settings, store: Store, name: str, clock: Clock) -> Cluster:

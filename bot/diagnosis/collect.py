@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
 from bot.errors import BotError, ExecutorError
-from bot.ports.cluster import ClusterReader, PodInfo
+from bot.ports.cluster import ClusterReader, PodInfo, Recording
 from bot.ports.nodes import NodeExecutor
 from bot.ports.probes import PROBES
 
@@ -165,8 +165,8 @@ def collect(
     deep: bool = False,
     timeout: float = 30.0,
 ) -> Evidence:
-    """The evidence for diagnose. A reader with an `amend_evidence(ev, deep)` hook (a support
-    bundle) gets to correct what only it knows, e.g. which probes it simply does not contain."""
+    """The evidence for diagnose. A reader that is a `Recording` (a support bundle) says what
+    only it knows, e.g. which probes it simply does not contain; `_from_recording` applies it."""
     ev = collect_api(kube, only)
     names = list(only) or [n.name for n in ev.nodes]
     if nodes is None:
@@ -175,7 +175,23 @@ def collect(
         probe_nodes(nodes, names, ev, timeout)
         if deep:
             deep_check(nodes, ev, names)
-    amend = getattr(kube, "amend_evidence", None)
-    if callable(amend):
-        amend(ev, deep)
+    if isinstance(kube, Recording):
+        _from_recording(ev, kube, deep)
     return ev
+
+
+def _from_recording(ev: Evidence, recording: Recording, deep: bool) -> None:
+    """What `collect` cannot know about a recording: missing probes are unknown, not failed;
+    the recording's own notes on missing files replace collect's; deep checks need live nodes."""
+    for node, probe_id in recording.missing_probes:
+        ev.probes.get(node, {}).pop(probe_id, None)
+    ev.probes = {node: outputs for node, outputs in ev.probes.items() if outputs}
+    ev.deep = {}
+    gaps = recording.gaps
+    ev.gaps = [g for g in ev.gaps if not any(gap in g for gap in gaps)] + gaps
+    if deep:
+        ev.gaps.append(
+            "the deep check (pinging each peer across the overlay) needs live nodes; a "
+            "support bundle cannot answer it"
+        )
+    ev.source = recording.description

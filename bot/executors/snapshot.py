@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ExecutorError, NotFound
+from bot.errors import BotError, ExecutorError, NotFound
 from bot.executors.selectors import labels_match
 from bot.ports.clock import Clock
 from bot.ports.cluster import (
@@ -76,7 +76,7 @@ class NothingElseRecorded:
 
 
 class SnapshotCluster(NothingElseRecorded):
-    """Implements KubeExecutor and NodeExecutor over a recorded cluster state."""
+    """Implements KubeExecutor and FanOutExecutor over a recorded cluster state."""
 
     def __init__(self, data: Mapping[str, Any], clock: Clock) -> None:
         self.name = str(data.get("name", "snapshot"))
@@ -172,3 +172,16 @@ class SnapshotCluster(NothingElseRecorded):
             str(recorded.get("stdout", "")),
             str(recorded.get("stderr", "")),
         )
+
+    def run_many(
+        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+    ) -> dict[str, list[CommandResult] | Exception]:
+        """Each node's argvs in order, like the SSH fan-out: the error that stops a node (one
+        not in the snapshot) is that node's outcome."""
+        results: dict[str, list[CommandResult] | Exception] = {}
+        for node, argvs in commands.items():
+            try:
+                results[node] = [self.run(node, argv, timeout or 0.0) for argv in argvs]
+            except BotError as exc:
+                results[node] = exc
+        return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,24 @@ class KubeExecutor(ClusterReader, Protocol):
     def patch_daemonset(self, namespace: str, name: str, patch: Mapping[str, Any]) -> object: ...
 
     def create_object(self, obj: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Recording(Protocol):
+    """A cluster answered from a record (a support bundle), not a live API. It says what it is
+    and what it lacked, so the evidence tells "not in the record" from "failed on the node"."""
+
+    @property
+    def description(self) -> str:
+        """What was read, for the evidence's source: e.g. `bundle /path/to/dump`."""
+        ...
+
+    @property
+    def gaps(self) -> list[str]:
+        """What the record lacked for the calls made so far, one sentence each."""
+        ...
+
+    @property
+    def missing_probes(self) -> frozenset[tuple[str, str]]:
+        """(node, probe id) pairs asked for that the record does not hold (answered exit 127)."""
+        ...

@@ -19,13 +19,17 @@ from bot.diagnosis.findings import rank
 from bot.diagnosis.rules import diagnose
 from bot.errors import ExecutorError, NodeUnreachable, NotFound, UserError
 from bot.executors import bundle as bundle_module
-from bot.executors.bundle import BundleReader, evidence_from_bundle, write_bundle
+from bot.executors.bundle import BundleReader, write_bundle
 from bot.executors.kube import KubeClient, KubeSettings
+from bot.executors.snapshot import SnapshotCluster
 from bot.lab import objects
 from bot.lab.apiserver import ApiServer
 from bot.lab.topology import LabSpec
+from bot.ports.cluster import Recording
 from bot.ports.nodes import CommandResult
 from bot.ports.probes import BY_ID, PROBES
+from bot.wiring import evidence_from_bundle
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -408,6 +412,14 @@ def test_probe_outputs_exit_codes_and_unreachable_nodes(bundle: Path) -> None:
     assert isinstance(fan_out["w3"], NodeUnreachable)
     assert [c.exit_code for c in fan_out["w1"]] == [0] * len(PROBES)  # type: ignore[union-attr]
     assert r.gaps == ["probes/w9/ is missing: nothing on node w9 was checked (no probe outputs)"]
+
+
+def test_the_reader_is_a_recording_and_the_snapshot_is_not(bundle: Path) -> None:
+    r = BundleReader(bundle)
+    assert isinstance(r, Recording) and r.description == f"bundle {bundle}"
+    assert not isinstance(SnapshotCluster({}, FakeClock()), Recording)
+    ev = evidence_from_bundle(bundle)
+    assert ev.source == f"bundle {bundle}"
 
 
 def test_a_missing_probe_is_unknown_not_failed(bundle: Path) -> None:

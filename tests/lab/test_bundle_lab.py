@@ -15,11 +15,12 @@ import pytest
 
 from bot.diagnosis.collect import collect
 from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.executors.bundle import evidence_from_bundle, write_bundle
+from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.ssh import SshExecutor
 from bot.lab import faults
 from bot.lab.lab import Lab
+from bot.wiring import evidence_from_bundle
 
 pytestmark = pytest.mark.integration
 

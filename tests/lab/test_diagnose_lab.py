@@ -10,13 +10,13 @@ import pytest
 from bot.diagnosis.collect import collect
 from bot.diagnosis.findings import Finding
 from bot.diagnosis.rules import diagnose
-from bot.executors.bundle import evidence_from_bundle, write_bundle
+from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
 from bot.lab import faults
 from bot.lab.lab import Lab
 from bot.ports.clock import SystemClock
 from bot.settings import load_settings
-from bot.wiring import build_executors
+from bot.wiring import build_executors, evidence_from_bundle
 
 pytestmark = pytest.mark.integration
 NODE = "w2"

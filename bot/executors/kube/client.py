@@ -510,7 +510,7 @@ class KubeClient:
         args = (namespace, dict(obj)) if k.namespaced else (dict(obj),)
         self._send(call, k.create, *args)
 
-    # -- leases (leader election, `bot.process.leader`): the calls live in lease.py --------------
+    # -- leases (leader election, `LeaderElector`): the calls live in lease.py -------------------
 
     def get_lease(self, namespace: str, name: str) -> Json | None:
         return self._leases.get(namespace, name)

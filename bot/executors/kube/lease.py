@@ -1,9 +1,10 @@
 """The Lease calls of leader election (coordination.k8s.io/v1): read, create, replace.
 
 Why apart from the client's reads: a Lease is the bot's own state (which replica serves), not
-the cluster it looks after, and only `bot.process.leader` uses it. The calls go through the
-client's one wrapper, so a failure says which call it was and a 409 on replace (another replica
-wrote first) is an `ApiError` with code 409, which the elector reads as a lost race.
+the cluster it looks after, and only the leader election (`LeaderElector`) uses it. The calls go
+through the client's one wrapper, so a failure says which call it was, and a 409 on replace
+(another replica wrote first) is an `ApiError` with code 409, which the elector reads as a lost
+race.
 """
 
 from __future__ import annotations

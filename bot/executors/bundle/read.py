@@ -1,66 +1,11 @@
-"""Support bundles: diagnose a cluster from files, and write those files from a live cluster.
+"""Reads a support bundle: `BundleReader` answers the live executors' calls from its files.
 
-Why: the person who can see a broken cluster is often not the one who can explain it, and a
-cluster in a customer's network cannot be reached from chat. A bundle is the directory that
-`kubectl cluster-info dump --output-directory DIR` writes, plus a few files kubectl does not write
-(ConfigMaps, RBAC, previous logs, node probe outputs), each of which can also be made by hand.
-`BundleReader` answers the calls of the live executors (`ClusterReader` and `NodeExecutor`) from
-those files, so `collect` and every rule run unchanged on it; `write_bundle` writes the same layout
-from a live cluster (for `flannel-bot collect DIR`), and reading it back gives the evidence a live
-`collect` gives.
-
-A missing, unreadable or corrupt file never stops a diagnosis: the reader answers as if that part
-were empty and records in `gaps` what could not be checked, which lowers what can be concluded.
-A probe the bundle does not hold is left out of the evidence, never reported as a failed command.
-
-Layout (`<ns>` is a namespace, `<pod>` a pod, `<c>` a container, `<node>` a node, `<id>` a probe
-id from `bot.ports.probes.PROBES`):
-
-    nodes.json                    NodeList. kubectl cluster-info dump.
-                                  Lost: node readiness, conditions, podCIDRs and flannel
-                                  annotations; and no node is probed (names come from here).
-    <ns>/pods.json                PodList. kubectl cluster-info dump.
-                                  Lost: flannel / kube-proxy pod states and restarts; their logs.
-    <ns>/events.json              EventList. kubectl cluster-info dump.
-                                  Lost: BackOff, FailedCreatePodSandBox and other events of <ns>.
-    <ns>/daemonsets.json          DaemonSetList. kubectl cluster-info dump.
-                                  Lost: flannel's DaemonSet (desired/ready counts, image, args).
-    <ns>/services.json            ServiceList. kubectl cluster-info dump.
-                                  Lost: the Services of <ns>; `default/services.json` holds the
-                                  `kubernetes` Service (dump `default` too).
-    <ns>/deployments.json         kubectl cluster-info dump. Not read by flannel-bot (for people).
-    <ns>/replicasets.json         kubectl cluster-info dump. Not read by flannel-bot (for people).
-    <ns>/replication-controllers.json
-                                  kubectl cluster-info dump. Not read by flannel-bot (for people).
-    <ns>/<pod>/logs.txt           kubectl cluster-info dump: per container, between
-                                  `==== START logs for container <c> of pod <ns>/<pod> ====` and
-                                  `==== END logs for container <c> of pod <ns>/<pod> ====`; a line
-                                  `Request log error: ...` inside a block is a failed request.
-                                  Lost: the pod's current logs (flanneld's last error).
-  Optional extras:
-    <ns>/configmaps.json          kubectl get configmaps -n <ns> -o json (for kube-flannel and
-                                  kube-system).
-                                  Lost: kube-flannel-cfg (net-conf.json) and kube-proxy's config.
-    rbac.json                     kubectl get clusterroles,clusterrolebindings -o json (a List).
-                                  Lost: flannel's RBAC is not checked (Rbac(readable=False)).
-    <ns>/<pod>/logs-<c>-previous.txt
-                                  kubectl logs -n <ns> <pod> -c <c> --previous
-                                  Lost: why a container that restarted ended its last run.
-    probes/<node>/<id>.txt        the probe's argv run on the node as root: its stdout;
-    probes/<node>/<id>.err        its stderr (default empty);
-    probes/<node>/<id>.exit       its exit code (default 0).
-                                  Lost: that node-side check (sysctls, subnet.env, CNI config,
-                                  routes, iptables, ...); a missing `probes/` loses all of them.
-    probes/<node>/UNREACHABLE     the node did not answer; the text says why.
-    errors.txt                    written by `write_bundle`: what it could not collect and why,
-                                  one line each; every line becomes a gap.
-
-kubectl writes the namespaced lists for every namespace it dumps (even when empty), logs.txt for
-every pod, and only current logs; `examples/dump/README.md` has the commands that add the extras by
-hand and the per-node probe script. `write_bundle` writes the lists for every namespace that has
-any object (plus kube-system, kube-flannel and default), logs for the pods of kube-system and
-kube-flannel (their last `log_lines` lines), previous logs of containers that restarted, and the
-probe outputs of every node (or of `only`).
+Why a reader and not a loader: `collect` and every rule then run unchanged on a bundle, and a
+missing, unreadable or corrupt file never stops a diagnosis: the reader answers as if that part
+were empty and records in `gaps` what could not be checked (the `Recording` port), so the
+evidence says what could not be concluded. A probe the bundle does not hold is answered with
+exit 127 and listed in `missing_probes`, so it is left out of the evidence, never reported as a
+failed command. The layout is documented in the package docstring.
 """
 
 from __future__ import annotations
@@ -69,17 +14,26 @@ import json
 import re
 import shlex
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.diagnosis.collect import collect, probe_nodes
-from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
 from bot.errors import BotError, ExecutorError, NodeUnreachable, NotFound, UserError
 from bot.executors import selectors
+from bot.executors.bundle.layout import (
+    ERRORS,
+    FLANNEL_NAMESPACES,
+    LOST,
+    LOST_NODES,
+    PROBES_DIR,
+    RBAC,
+    SAFE_NAME,
+    UNREACHABLE,
+    Json,
+    field_value,
+)
 from bot.executors.kube import (
-    KubeClient,
     parse_configmap,
     parse_daemonset,
     parse_event,
@@ -97,71 +51,16 @@ from bot.ports.cluster import (
     RbacRule,
     ServiceInfo,
 )
-from bot.ports.nodes import CommandResult, NodeExecutor
+from bot.ports.nodes import CommandResult
 from bot.ports.probes import PROBES, Probe
 
-Json = dict[str, Any]
-
-PROBES_DIR = "probes"
-UNREACHABLE = "UNREACHABLE"
-ERRORS = "errors.txt"
-RBAC = "rbac.json"
-# kubectl cluster-info dump's files per namespace: file stem -> API resource
-NAMESPACED_LISTS: Mapping[str, str] = {
-    "events": "events",
-    "replication-controllers": "replicationcontrollers",
-    "services": "services",
-    "daemonsets": "daemonsets",
-    "deployments": "deployments",
-    "replicasets": "replicasets",
-    "pods": "pods",
-}
-READ_LISTS = frozenset({"pods", "events", "daemonsets", "services"})  # the rest is for people
-# Always dumped by write_bundle: flannel lives in one of the first two, `default` holds the
-# `kubernetes` Service.
-BASE_NAMESPACES = ("kube-system", "kube-flannel", "default")
-LOG_LINES = 1000
-
 _BY_ARGV: Mapping[tuple[str, ...], Probe] = {p.argv: p for p in PROBES}
-# Kubernetes names (DNS-1123 subdomains, container names) are safe path components; a name from a
-# tampered bundle that is not (`..`, `/`) is never joined to a path.
-_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$")
 _START = re.compile(
     r"^==== START logs for container (?P<container>\S+) "
     r"of pod (?P<ns>[^/\s]+)/(?P<pod>\S+) ====\n?",
     re.M,
 )
 _LOG_ERROR = re.compile(r"^(?:Create log request error|Request log error): (?P<why>.*)\n?\Z", re.S)
-
-
-_LOST_NODES = (
-    "node readiness, conditions, podCIDRs and flannel annotations are unknown, and no node was "
-    "probed (their names come from this file)"
-)
-
-
-def _lost_services(ns: str) -> str:
-    if ns == "default":
-        return "the Services of default are unknown (the `kubernetes` Service flanneld reaches)"
-    return f"the Services of {ns} are unknown"
-
-
-# what is lost when <ns>/<kind>.json is missing
-_LOST: Mapping[str, Callable[[str], str]] = {
-    "pods": lambda ns: (
-        f"the pods of {ns} (flannel and kube-proxy pod states, restarts) are unknown and their "
-        f"logs were not read"
-    ),
-    "events": lambda ns: f"the events of {ns} (BackOff, FailedCreatePodSandBox, ...) are unknown",
-    "daemonsets": lambda ns: (
-        f"the DaemonSets of {ns} (flannel's desired/ready counts, image and args) are unknown"
-    ),
-    "services": _lost_services,
-    "configmaps": lambda ns: (
-        f"the ConfigMaps of {ns} (kube-flannel-cfg's net-conf.json, kube-proxy's config) were "
-        f"not checked"
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -172,7 +71,8 @@ class _LogFailed:
 
 
 class BundleReader:
-    """`ClusterReader` and `NodeExecutor` over a support bundle directory (see the module doc).
+    """`ClusterReader`, `FanOutExecutor` and `Recording` over a support bundle directory (see the
+    package docstring for the layout).
 
     Reads lazily and caches; never raises for a missing or corrupt file (it records a gap and
     answers empty), only where the live executor would too (NotFound for an absent object,
@@ -195,7 +95,11 @@ class BundleReader:
         self._missing_probes: set[tuple[str, str]] = set()
         self._read_errors_file()
 
-    # -- what could not be concluded ------------------------------------------------------------
+    # -- Recording: what could not be concluded -------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        return f"bundle {self.path}"
 
     @property
     def gaps(self) -> list[str]:
@@ -270,7 +174,7 @@ class BundleReader:
         return sorted(
             d.name
             for d in self.path.iterdir()
-            if d.is_dir() and d.name != PROBES_DIR and _NAME.match(d.name)
+            if d.is_dir() and d.name != PROBES_DIR and SAFE_NAME.match(d.name)
         )
 
     def _namespaced(self, kind: str, namespace: str | None, what: str) -> list[Json]:
@@ -279,14 +183,14 @@ class BundleReader:
             return [
                 item
                 for ns in self.namespaces()
-                for item in self._items(f"{ns}/{kind}.json", _LOST[kind](ns), ns)
+                for item in self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns)
             ]
-        if not _NAME.match(namespace):
+        if not SAFE_NAME.match(namespace):
             return []
         if not (self.path / namespace).is_dir():
             self._namespace_missing(namespace, what)
             return []
-        return self._items(f"{namespace}/{kind}.json", _LOST[kind](namespace), namespace)
+        return self._items(f"{namespace}/{kind}.json", LOST[kind](namespace), namespace)
 
     def _namespace_missing(self, namespace: str, what: str) -> None:
         if namespace == "kube-flannel" and (self.path / "kube-system").is_dir():
@@ -298,24 +202,8 @@ class BundleReader:
 
     # -- ClusterReader --------------------------------------------------------------------------
 
-    def amend_evidence(self, ev: Evidence, deep: bool) -> None:
-        """What `collect` cannot know about a bundle: missing probes are unknown, not failed;
-        the reader's own notes on missing files replace collect's; deep checks need live nodes."""
-        for node, probe_id in self.missing_probes:
-            ev.probes.get(node, {}).pop(probe_id, None)
-        ev.probes = {node: outputs for node, outputs in ev.probes.items() if outputs}
-        ev.deep = {}
-        gaps = self.gaps
-        ev.gaps = [g for g in ev.gaps if not any(gap in g for gap in gaps)] + gaps
-        if deep:
-            ev.gaps.append(
-                "the deep check (pinging each peer across the overlay) needs live nodes; a "
-                "support bundle cannot answer it"
-            )
-        ev.source = f"bundle {self.path}"
-
     def list_nodes(self, label_selector: str | None = None) -> list[NodeInfo]:
-        items = self._items("nodes.json", _LOST_NODES)
+        items = self._items("nodes.json", LOST_NODES)
         return [parse_node(n) for n in items if self._labels_match(label_selector, n)]
 
     def list_pods(
@@ -359,15 +247,15 @@ class BundleReader:
 
     def _get(self, kind: str, namespace: str, name: str, what: str) -> Json:
         rel = f"{namespace}/{kind}.json"
-        if not _NAME.match(namespace) or not (self.path / namespace).is_dir():
+        if not SAFE_NAME.match(namespace) or not (self.path / namespace).is_dir():
             if namespace in FLANNEL_NAMESPACES or kind == "services":
                 self._namespace_missing(namespace, what)
             raise NotFound(f"bundle {self.path}: namespace {namespace} is not in the bundle")
-        for item in self._items(rel, _LOST[kind](namespace), namespace):
-            if _field(item, "metadata.name") == name:
+        for item in self._items(rel, LOST[kind](namespace), namespace):
+            if field_value(item, "metadata.name") == name:
                 return item
         if rel in self._lists and self._lists[rel] is None:
-            raise NotFound(f"{rel} is missing: {_LOST[kind](namespace)}")
+            raise NotFound(f"{rel} is missing: {LOST[kind](namespace)}")
         raise NotFound(f"bundle {self.path}: {kind} {namespace}/{name} is not in {rel}")
 
     def read_rbac(self) -> Rbac:
@@ -392,12 +280,12 @@ class BundleReader:
         previous: bool = False,
         tail_lines: int | None = None,
     ) -> str:
-        if not (_NAME.match(namespace) and _NAME.match(pod)):
+        if not (SAFE_NAME.match(namespace) and SAFE_NAME.match(pod)):
             raise NotFound(f"bundle {self.path}: no pod {namespace}/{pod}")
         blocks = self._log_blocks(namespace, pod)
         if container is None:
             container = self._default_container(namespace, pod, blocks)
-        if not _NAME.match(container):
+        if not SAFE_NAME.match(container):
             raise NotFound(f"bundle {self.path}: no container {container!r} in {namespace}/{pod}")
         if previous:
             text = self._previous_log(namespace, pod, container)
@@ -443,7 +331,7 @@ class BundleReader:
 
     def _restarts(self, namespace: str, pod: str, container: str) -> int:
         for p in self._namespaced("pods", namespace, "pods"):
-            if _field(p, "metadata.name") == pod:
+            if field_value(p, "metadata.name") == pod:
                 for c in parse_pod(p).containers:
                     if c.name == container:
                         return c.restart_count
@@ -456,7 +344,7 @@ class BundleReader:
         spec = [
             c.name
             for p in self._namespaced("pods", namespace, "pods")
-            if _field(p, "metadata.name") == pod
+            if field_value(p, "metadata.name") == pod
             for c in parse_pod(p).containers
             if not c.init
         ]
@@ -565,7 +453,7 @@ class BundleReader:
                 f"flannel-bot: the support bundle {self.path} has no output of probe {probe.id} "
                 f"for node {node} ({PROBES_DIR}/{node}/{probe.id}.txt)",
             )
-        return CommandResult(node, argv, output.exit_code, output.stdout, output.stderr)
+        return output
 
     def run_many(
         self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
@@ -583,7 +471,7 @@ class BundleReader:
         return results
 
     def _node_dir(self, node: str) -> Path | None:
-        return self.path / PROBES_DIR / node if _NAME.match(node) else None
+        return self.path / PROBES_DIR / node if SAFE_NAME.match(node) else None
 
     def _has_probes(self, node: str) -> bool:
         if not (self.path / PROBES_DIR).is_dir():
@@ -610,7 +498,7 @@ class BundleReader:
             why = text.strip() or f"node {node} did not answer when the bundle was written"
             raise NodeUnreachable(why, node=node)
 
-    def _probe_output(self, node: str, probe: Probe) -> ProbeOutput | None:
+    def _probe_output(self, node: str, probe: Probe) -> CommandResult | None:
         if self._node_dir(node) is None:
             return None
         base = f"{PROBES_DIR}/{node}/{probe.id}"
@@ -633,7 +521,8 @@ class BundleReader:
                     f"{probe.id} on {node} was not used"
                 )
                 return None
-        return ProbeOutput(exit_code, stdout, self._text(f"{base}.err") or "")
+        stderr = self._text(f"{base}.err") or ""
+        return CommandResult(node, probe.argv, exit_code, stdout, stderr)
 
     # -- selectors ------------------------------------------------------------------------------
 
@@ -643,7 +532,7 @@ class BundleReader:
 
     def _fields_match(self, selector: str | None, obj: Json) -> bool:
         return selectors.fields_match(
-            selector, lambda key: _field(obj, key), where=f"bundle {self.path}: "
+            selector, lambda key: field_value(obj, key), where=f"bundle {self.path}: "
         )
 
 
@@ -652,16 +541,6 @@ def _tail(text: str, lines: int | None) -> str:
         return text
     kept = text.splitlines(keepends=True)
     return "".join(kept[len(kept) - lines :]) if lines else ""
-
-
-def _field(obj: Json, dotted: str) -> str:
-    """A field selector's value: the dotted path's value as the API compares it ("" if absent)."""
-    value: Any = obj
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None or isinstance(value, dict | list) else str(value)
 
 
 def _field_map(obj: Json, dotted: str) -> dict[str, str]:
@@ -705,7 +584,7 @@ def _parse_rbac(roles: Sequence[Json], bindings: Sequence[Json]) -> Rbac:
         bindings=tuple(
             (
                 name(b),
-                _field(b, "roleRef.name"),
+                field_value(b, "roleRef.name"),
                 tuple(
                     (str(s.get("namespace") or ""), str(s.get("name") or ""))
                     for s in (b.get("subjects") or [])
@@ -715,217 +594,3 @@ def _parse_rbac(roles: Sequence[Json], bindings: Sequence[Json]) -> Rbac:
             for b in bindings
         ),
     )
-
-
-def evidence_from_bundle(
-    path: Path | str, only: Sequence[str] = (), deep: bool = False
-) -> Evidence:
-    """`collect` over a support bundle, with what the bundle lacked appended to `gaps`."""
-    reader = BundleReader(path)
-    return collect(reader, reader, only, deep=deep)
-
-
-# -- writing a bundle from a live cluster -----------------------------------------------------
-
-
-class _Writer:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.errors: list[str] = []
-
-    def json(self, rel: str, obj: Any) -> None:
-        self.text(rel, json.dumps(obj, indent=4, ensure_ascii=False) + "\n")
-
-    def text(self, rel: str, text: str) -> None:
-        target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(text.encode("utf-8"))
-
-    def safe(self, what: str, name: str) -> bool:
-        if _NAME.match(name):
-            return True
-        self.errors.append(f"skipped {what} {name!r}: not usable as a file name")
-        return False
-
-
-def _items_of(obj: Json) -> list[Json]:
-    items = obj.get("items")
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-
-
-def _namespace_of(item: Json) -> str:
-    return _field(item, "metadata.namespace")
-
-
-def write_bundle(
-    kube: KubeClient,
-    nodes: NodeExecutor | None,
-    path: Path | str,
-    only: Sequence[str] = (),
-    timeout: float = 30.0,
-    *,
-    log_lines: int | None = LOG_LINES,
-) -> Path:
-    """Write a support bundle of the live cluster into `path` (a new or empty directory).
-
-    Lists are kept as the API returns them; what could not be read is written to errors.txt and
-    the rest is still written. Node probes run on every node (or `only`) within `timeout`, through
-    the executor's `run_many` when it has one; `nodes` None writes no `probes/`.
-    """
-    root = Path(path)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise UserError(
-            f"{root} already exists and is not an empty directory: write the bundle into a new "
-            f"directory, so no file of an older bundle is mistaken for this cluster's"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    out = _Writer(root)
-
-    node_list = _list_or_none(out, kube, "nodes", None)
-    if node_list is not None:
-        out.json("nodes.json", node_list)
-
-    per_namespace = _namespaced_lists(out, kube)
-    pods_by_ns: dict[str, list[Json]] = {}
-    for ns, files in sorted(per_namespace.items()):
-        if not out.safe("namespace", ns):
-            continue
-        for stem, obj in files.items():
-            out.json(f"{ns}/{stem}.json", obj)
-        pods_by_ns[ns] = _items_of(files.get("pods", {}))
-
-    for ns in FLANNEL_NAMESPACES:
-        configmaps = _list_or_none(out, kube, "configmaps", ns)
-        if configmaps is not None and out.safe("namespace", ns):
-            out.json(f"{ns}/configmaps.json", configmaps)
-
-    _write_rbac(out, kube)
-    for ns in FLANNEL_NAMESPACES:
-        for pod in pods_by_ns.get(ns, []):
-            _write_logs(out, kube, ns, pod, log_lines)
-
-    if nodes is not None:
-        names = list(only) or [parse_node(n).name for n in _items_of(node_list or {})]
-        if not names:
-            out.errors.append("no node names (the node list could not be read): no node probed")
-        _write_probes(out, nodes, names, timeout)
-
-    if out.errors:
-        out.text(ERRORS, "".join(" ".join(line.split()) + "\n" for line in out.errors))
-    return root
-
-
-def _list_or_none(
-    out: _Writer, kube: KubeClient, resource: str, namespace: str | None, *, note: bool = True
-) -> Json | None:
-    try:
-        return kube.list_raw(resource, namespace)
-    except ExecutorError as exc:
-        if note:
-            where = f" in {namespace}" if namespace else ""
-            out.errors.append(f"could not list {resource}{where}: {exc}")
-        return None
-
-
-def _namespaced_lists(out: _Writer, kube: KubeClient) -> dict[str, dict[str, Json]]:
-    """namespace -> kubectl file stem -> that namespace's part of the list.
-
-    One call per resource across all namespaces; if that is refused, one per base namespace.
-    Every namespace that has any object gets every file that could be listed, like kubectl's.
-    The lists flannel-bot does not read are left out quietly when they cannot be listed."""
-    everywhere: dict[str, Json | None] = {}
-    served: dict[str, bool] = {}
-    for stem, resource in NAMESPACED_LISTS.items():
-        try:
-            everywhere[stem] = kube.list_raw(resource)
-        except NotFound:  # not served by this API server: asking per namespace will not help
-            everywhere[stem], served[stem] = None, False
-        except ExecutorError as exc:
-            everywhere[stem], served[stem] = None, True
-            if stem in READ_LISTS:
-                out.errors.append(f"could not list {resource} in all namespaces: {exc}")
-    namespaces = set(BASE_NAMESPACES) | {
-        _namespace_of(item) for listed in everywhere.values() for item in _items_of(listed or {})
-    }
-    per_namespace: dict[str, dict[str, Json]] = {ns: {} for ns in namespaces - {""}}
-    for stem, listed in everywhere.items():
-        if listed is None:
-            if not served[stem] and stem in READ_LISTS:
-                out.errors.append(f"the API server does not serve {NAMESPACED_LISTS[stem]}")
-            for ns in BASE_NAMESPACES if served[stem] else ():
-                part = _list_or_none(out, kube, NAMESPACED_LISTS[stem], ns, note=stem in READ_LISTS)
-                if part is not None:
-                    per_namespace[ns][stem] = part
-            continue
-        envelope = {k: v for k, v in listed.items() if k != "items"}
-        items = _items_of(listed)
-        for ns, files in per_namespace.items():
-            files[stem] = {**envelope, "items": [i for i in items if _namespace_of(i) == ns]}
-    return per_namespace
-
-
-def _write_rbac(out: _Writer, kube: KubeClient) -> None:
-    items = []
-    for resource, kind in (
-        ("clusterroles", "ClusterRole"),
-        ("clusterrolebindings", "ClusterRoleBinding"),
-    ):
-        listed = _list_or_none(out, kube, resource, None)
-        if listed is None:
-            return  # half the RBAC would read as "not bound": leave it out, it is a gap
-        api_version = str(listed.get("apiVersion") or "rbac.authorization.k8s.io/v1")
-        items += [{"apiVersion": api_version, "kind": kind, **i} for i in _items_of(listed)]
-    out.json(
-        RBAC,
-        {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}},
-    )
-
-
-def _write_logs(
-    out: _Writer, kube: KubeClient, ns: str, pod_obj: Json, log_lines: int | None
-) -> None:
-    pod = parse_pod(pod_obj)
-    if not out.safe("pod", pod.name):
-        return
-    blocks = []
-    for c in pod.containers:  # init containers first, as kubectl writes them
-        if not out.safe("container", c.name):
-            continue
-        header = f"container {c.name} of pod {ns}/{pod.name} ===="
-        try:
-            body = kube.read_pod_log(ns, pod.name, c.name, tail_lines=log_lines)
-        except ExecutorError as exc:
-            body = f"Request log error: {exc}\n"
-        blocks.append(f"==== START logs for {header}\n{body}==== END logs for {header}\n")
-        if c.restart_count > 0:
-            try:
-                previous = kube.read_pod_log(ns, pod.name, c.name, True, log_lines)
-            except ExecutorError as exc:
-                out.errors.append(f"no previous log of {c.name} in {ns}/{pod.name}: {exc}")
-            else:
-                out.text(f"{ns}/{pod.name}/logs-{c.name}-previous.txt", previous)
-    out.text(f"{ns}/{pod.name}/logs.txt", "".join(blocks))
-
-
-def _write_probes(out: _Writer, nodes: NodeExecutor, names: Sequence[str], timeout: float) -> None:
-    ev = Evidence()
-    probe_nodes(nodes, [n for n in names if out.safe("node", n)], ev, timeout)
-    for node, why in ev.unreachable.items():
-        out.text(f"{PROBES_DIR}/{node}/{UNREACHABLE}", f"{why}\n")
-    for node, outputs in ev.probes.items():
-        for probe_id, output in outputs.items():
-            base = f"{PROBES_DIR}/{node}/{probe_id}"
-            out.text(f"{base}.txt", output.stdout)
-            if output.stderr:
-                out.text(f"{base}.err", output.stderr)
-            if output.exit_code != 0:
-                out.text(f"{base}.exit", f"{output.exit_code}\n")
-
-
-__all__ = [
-    "LOG_LINES",
-    "NAMESPACED_LISTS",
-    "BundleReader",
-    "evidence_from_bundle",
-    "write_bundle",
-]
