@@ -16,6 +16,7 @@ from bot.executors.ssh import SshExecutor
 from bot.ports.clock import Clock, SystemClock
 from bot.ports.cluster import KubeExecutor
 from bot.ports.nodes import FanOutExecutor
+from bot.process.metrics import REGISTRY
 from bot.process.owner import owner_alive, this_process
 from bot.render import Renderer
 from bot.runs.engine import Engine
@@ -75,7 +76,16 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
             )
         return address
 
-    return kube, SshExecutor(cluster.ssh, resolve=node_address)
+    return kube, SshExecutor(cluster.ssh, resolve=node_address, on_error=count_ssh_error)
+
+
+def count_ssh_error(kind: str) -> None:
+    """`/metrics`: SSH failures by kind, as the SSH executor reports them."""
+    REGISTRY.inc(
+        "flannel_bot_ssh_errors_total",
+        "SSH failures by kind (unreachable, host key, auth, timeout)",
+        kind=kind,
+    )
 
 
 def evidence_from_bundle(

@@ -45,11 +45,11 @@ from bot.errors import (
     NodeUnresolved,
 )
 from bot.ports.nodes import CommandResult
-from bot.process.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], str]
+ErrorCounter = Callable[[str], None]
 Commands = Mapping[str, Sequence[Sequence[str]]] | tuple[Iterable[str], Sequence[str]]
 FanOut = dict[str, list[CommandResult] | ExecutorError]
 
@@ -235,12 +235,20 @@ class SshExecutor:
     """`NodeExecutor` over SSH: one pooled connection per node, host keys checked, deadlines kept.
 
     Thread-safe: `run` may be called from many threads; connections to different nodes are set
-    up in parallel, and one node is connected to at most once at a time.
+    up in parallel, and one node is connected to at most once at a time. `on_error`, if given, is
+    called with the kind of every failure (`NodeUnreachable`, `HostKeyChanged`, `CommandTimeout`,
+    ...) from any of those threads, e.g. to count it for `/metrics`.
     """
 
-    def __init__(self, settings: SshSettings, resolve: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: SshSettings,
+        resolve: Resolver | None = None,
+        on_error: ErrorCounter | None = None,
+    ) -> None:
         self.settings = settings
         self._resolve = resolve
+        self._on_error = on_error
         self._ssh_config = (
             paramiko.SSHConfig.from_path(settings.ssh_config.expanduser())
             if settings.ssh_config is not None
@@ -280,7 +288,7 @@ class SshExecutor:
         try:
             return self._run(node, words, time.monotonic() + budget, self._sudo(sudo))
         except ExecutorError as exc:
-            _count(exc)
+            self._count(exc)
             raise
 
     def run_many(
@@ -332,7 +340,7 @@ class SshExecutor:
                 # Anything but an ExecutorError is a bug: let it crash loudly.
                 results[node] = future.result()
             if isinstance(results[node], ExecutorError):
-                _count(results[node])
+                self._count(results[node])
         return results
 
     def close(self) -> None:
@@ -356,6 +364,10 @@ class SshExecutor:
         self.close()
 
     # -- commands -------------------------------------------------------------------------------
+
+    def _count(self, exc: object) -> None:
+        if self._on_error is not None:
+            self._on_error(type(exc).__name__)
 
     def _budget(self, timeout: float | None) -> float:
         budget = self.settings.command_timeout if timeout is None else timeout
@@ -791,11 +803,3 @@ def _plan(commands: Commands) -> dict[str, list[tuple[str, ...]]]:
         raise TypeError(f"nodes must be a list of node names, not the string {nodes!r}")
     words = checked_argv(argv)
     return {node: [words] for node in nodes}
-
-
-def _count(exc: object) -> None:
-    REGISTRY.inc(
-        "flannel_bot_ssh_errors_total",
-        "SSH failures by kind (unreachable, host key, auth, timeout)",
-        kind=type(exc).__name__,
-    )

@@ -33,6 +33,8 @@ from bot.errors import (
 )
 from bot.executors.ssh import SshExecutor, SshSettings, remote_command_line
 from bot.ports.nodes import NodeExecutor
+from bot.process.metrics import REGISTRY
+from bot.wiring import count_ssh_error
 
 pytestmark = pytest.mark.integration
 
@@ -498,6 +500,35 @@ def test_unresolvable_and_unreachable_nodes(
 
     with pytest.raises(NodeUnresolved, match="not in the cluster"):
         make_executor(resolve=resolver).run("ghost", ["true"], 5)
+
+
+def test_every_failure_is_told_to_on_error_by_kind(lab: Lab) -> None:
+    dead_port = free_port()
+    hosts = {"n1": f"127.0.0.1:{lab.sshds['n1'].port}", "dead": f"127.0.0.1:{dead_port}"}
+    kinds: list[str] = []
+    with SshExecutor(lab.settings(hosts=hosts), on_error=kinds.append) as executor:
+        with pytest.raises(NodeUnresolved):
+            executor.run("ghost", ["true"], 5)
+        assert executor.run("n1", ["false"], 5).exit_code == 1  # a result, not a failure
+        executor.run_many((["n1", "ghost", "dead"], ["true"]), timeout=5)
+    assert kinds == ["NodeUnresolved", "NodeUnresolved", "NodeUnreachable"]
+
+
+def test_wiring_counts_ssh_failures_for_metrics(lab: Lab) -> None:
+    def count(kind: str) -> float:
+        prefix = f'flannel_bot_ssh_errors_total{{kind="{kind}"}} '
+        lines = [x for x in REGISTRY.render().splitlines() if x.startswith(prefix)]
+        return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+    before = count("NodeUnresolved")
+    with (
+        SshExecutor(lab.settings(hosts={}), on_error=count_ssh_error) as executor,
+        pytest.raises(NodeUnresolved),
+    ):
+        executor.run("ghost", ["true"], 5)
+    assert count("NodeUnresolved") == before + 1
+    help_line = "# HELP flannel_bot_ssh_errors_total SSH failures by kind (unreachable, host key, "
+    assert help_line + "auth, timeout)" in REGISTRY.render()
 
 
 def test_addresses_from_ssh_config_and_resolver(
