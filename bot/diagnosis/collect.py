@@ -13,11 +13,11 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence, ProbeOutput
+from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence
 from bot.errors import BotError, ExecutorError
-from bot.ports.cluster import ClusterReader, PodInfo, Recording
+from bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
 from bot.ports.nodes import NodeExecutor
-from bot.ports.probes import PROBES
+from bot.ports.probes import PROBES, ProbeOutput
 
 LOG_TAIL = 300
 CONFIGMAPS = (
@@ -31,9 +31,12 @@ def _note(ev: Evidence, what: str, exc: Exception) -> None:
     ev.gaps.append(f"could not read {what}: {exc}")
 
 
-def collect_api(kube: ClusterReader, only: Sequence[str] = ()) -> Evidence:
+def collect_api(
+    kube: ClusterReader, only: Sequence[str] = (), known: Sequence[NodeInfo] | None = None
+) -> Evidence:
+    """The API's part of the evidence; `known`: the nodes, when the caller has just listed them."""
     ev = Evidence()
-    ev.nodes = kube.list_nodes()
+    ev.nodes = list(known) if known is not None else kube.list_nodes()
     try:
         ev.pods = kube.list_pods(None)
     except ExecutorError as exc:
@@ -164,10 +167,12 @@ def collect(
     only: Sequence[str] = (),
     deep: bool = False,
     timeout: float = 30.0,
+    known: Sequence[NodeInfo] | None = None,
 ) -> Evidence:
     """The evidence for diagnose. A reader that is a `Recording` (a support bundle) says what
-    only it knows, e.g. which probes it simply does not contain; `_from_recording` applies it."""
-    ev = collect_api(kube, only)
+    only it knows, e.g. which probes it simply does not contain; `_from_recording` applies it.
+    `known`: the cluster's nodes, when the caller has just listed them (no second list call)."""
+    ev = collect_api(kube, only, known)
     names = list(only) or [n.name for n in ev.nodes]
     if nodes is None:
         ev.gaps.append("no node access: findings that need node probes were not checked")

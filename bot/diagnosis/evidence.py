@@ -6,9 +6,12 @@ a node that did not answer) are recorded in `gaps` and lower what can be conclud
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.ports.cluster import (
     ConfigMapInfo,
@@ -19,20 +22,15 @@ from bot.ports.cluster import (
     Rbac,
     ServiceInfo,
 )
+from bot.ports.probes import ProbeOutput
+
+if TYPE_CHECKING:
+    from bot.diagnosis.node_facts import Fact
+
+T = TypeVar("T")
 
 FLANNEL_NAMESPACES = ("kube-flannel", "kube-system")
 FLANNEL_SELECTORS = ("app=flannel", "k8s-app=flannel")
-
-
-@dataclass(frozen=True)
-class ProbeOutput:
-    exit_code: int
-    stdout: str
-    stderr: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 @dataclass
@@ -102,6 +100,58 @@ class Evidence:
     def probe(self, node: str, probe_id: str) -> ProbeOutput | None:
         return self.probes.get(node, {}).get(probe_id)
 
+    def probed(self) -> list[str]:
+        """The nodes whose probes answered, in name order."""
+        return sorted(self.probes)
+
+    def fact(self, node: str, fact: Fact[T]) -> T | None:
+        """A node fact parsed from its probe (once); None when the node was not probed for it."""
+        out = self.probe(node, fact.probe.id)
+        if out is None:
+            return None
+        cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_facts", {})
+        key = (node, fact.probe.argv, fact.parse)
+        if key not in cache:
+            cache[key] = fact.parse(out)
+        value: T = cache[key]
+        return value
+
+    def flannel_pods_by_node(self) -> dict[str, PodInfo]:
+        return {p.node: p for p in self.flannel_pods() if p.node}
+
+    def flannel_logs(self) -> Iterator[tuple[PodInfo, str, str]]:
+        """(pod, source, text) for each flannel pod with a log to quote."""
+        for pod in self.flannel_pods():
+            source, text = self.log(pod)
+            if text:
+                yield pod, source, text
+
+    def stuck_pod_events(self, text: str) -> list[EventInfo]:
+        """Events saying `text` about pods that are still waiting for a sandbox: an event
+        outlives its cause by an hour, a stuck pod does not."""
+        pending = {(p.namespace, p.name) for p in self.pods if p.phase == "Pending"}
+        return [
+            e
+            for e in self.events
+            if text in e.message and (e.involved_namespace, e.involved_name) in pending
+        ]
+
+    def network(self) -> ipaddress.IPv4Network | None:
+        """flannel's Network from net-conf.json, when it is there and valid."""
+        conf = self.net_conf()
+        try:
+            return ipaddress.IPv4Network(str(conf["Network"])) if conf else None
+        except (KeyError, ValueError):
+            return None
+
+    def api_service_ip(self) -> str:
+        svc = self.services.get(("default", "kubernetes"))
+        return svc.cluster_ip if svc and svc.cluster_ip else "10.96.0.1"
+
+    def flannel_namespace(self) -> str:
+        ds = self.flannel_daemonsets()
+        return ds[0].namespace if ds else "kube-flannel"
+
     def node(self, name: str) -> NodeInfo | None:
         index = self.__dict__.get("_node_index")
         if index is None or len(index) != len(self.nodes):
@@ -114,3 +164,9 @@ def json_or_none(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+def matching_lines(text: str, pattern: str, limit: int = 3) -> list[str]:
+    """The last `limit` lines of a log matching a regular expression, stripped."""
+    rx = re.compile(pattern)
+    return [line.strip() for line in text.splitlines() if rx.search(line)][-limit:]

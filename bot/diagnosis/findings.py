@@ -1,4 +1,6 @@
-"""What diagnose concludes: findings with evidence, mechanism, fix, and a root-cause ranking."""
+"""What diagnose concludes: findings with quoted evidence, the mechanism, and the fix.
+
+How findings rank (root cause first) is declared on each rule (`bot.diagnosis.rule`)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.ports.probes import BY_ID
+
 
 @dataclass(frozen=True)
 class EvidenceLine:
     source: str
     text: str
+
+    @classmethod
+    def probe(cls, node: str, probe_id: str, text: str) -> EvidenceLine:
+        """A line of a probe's output, quoted with the command that printed it on the node."""
+        argv = " ".join(BY_ID[probe_id].argv) if probe_id in BY_ID else probe_id
+        return cls(f"{node}: {argv}", text.strip()[:500])
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,15 @@ class Fix:
     manual: str
     runbook: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def restart(cls, namespace: str, nodes: Iterable[str], manual: str) -> Fix:
+        """Restart flannel on the nodes (the runbook that does it rolling, one node at a time)."""
+        return cls(
+            manual,
+            "flannel.restart-pods",
+            {"nodes": ",".join(sorted(set(nodes))), "namespace": namespace},
+        )
 
     def command(self) -> str | None:
         if self.runbook is None:
@@ -58,77 +77,3 @@ class Finding:
             },
             "explained_by": self.explained_by,
         }
-
-
-# Root causes first: a finding earlier in this list explains later ones on the same nodes
-# (flannel crash-looping on br_netfilter explains subnet.env missing, which explains pods stuck
-# in ContainerCreating).
-ORDER: tuple[str, ...] = (
-    "node-unreachable",
-    "flannel-not-deployed",
-    "flannel-rbac-missing",
-    "kube-proxy-config-invalid",
-    "ipvs-local-route",
-    "apiserver-unreachable",
-    "podcidr-not-assigned",
-    "subnet-lease-exhausted",
-    "network-cidr-mismatch",
-    "subnet-overlap",
-    "br-netfilter-missing",
-    "vxlan-unsupported",
-    "stale-interface-address",
-    "wrong-interface",
-    "iptables-backend-mismatch",
-    "forward-drop",
-    "ip-forward-disabled",
-    "vxlan-blocked",
-    "vxlan-peer-missing",
-    "hostgw-not-l2",
-    "mtu-mismatch",
-    "cni-plugin-missing",
-    "cni-config-conflict",
-    "cni-config-invalid",
-    "flannel-oomkilled",
-    "flannel-not-scheduled",
-    "flannel-crashloop",
-    "subnet-env-missing",
-    "ipam-exhausted",
-    "vxlan-checksum-offload",
-)
-# which symptoms a cause accounts for when both are seen on a node
-EXPLAINS: Mapping[str, frozenset[str]] = {
-    "br-netfilter-missing": frozenset(
-        {"flannel-crashloop", "subnet-env-missing", "ip-forward-disabled"}
-    ),
-    "flannel-rbac-missing": frozenset({"flannel-crashloop", "subnet-env-missing"}),
-    "kube-proxy-config-invalid": frozenset(
-        {"apiserver-unreachable", "flannel-crashloop", "subnet-env-missing"}
-    ),
-    "ipvs-local-route": frozenset(
-        {"apiserver-unreachable", "flannel-crashloop", "subnet-env-missing"}
-    ),
-    "apiserver-unreachable": frozenset({"flannel-crashloop", "subnet-env-missing"}),
-    "podcidr-not-assigned": frozenset({"flannel-crashloop", "subnet-env-missing"}),
-    "stale-interface-address": frozenset({"flannel-crashloop", "subnet-env-missing"}),
-    "flannel-not-deployed": frozenset({"cni-config-invalid", "subnet-env-missing"}),
-    "flannel-crashloop": frozenset({"subnet-env-missing"}),
-    "flannel-oomkilled": frozenset({"flannel-crashloop"}),
-    "node-unreachable": frozenset(),
-}
-
-
-def rank(findings: Iterable[Finding]) -> list[Finding]:
-    """Root causes first (ORDER), informational last; note which findings explain which."""
-    order = {fid: i for i, fid in enumerate(ORDER)}
-    ranked = sorted(
-        findings, key=lambda f: (f.severity == "info", order.get(f.id, len(order)), f.nodes)
-    )
-    for i, cause in enumerate(ranked):
-        for effect in ranked[i + 1 :]:
-            if (
-                effect.id in EXPLAINS.get(cause.id, ())
-                and cause.id not in effect.explained_by
-                and (set(effect.nodes) & set(cause.nodes) or not cause.nodes)
-            ):
-                effect.explained_by.append(cause.id)
-    return ranked

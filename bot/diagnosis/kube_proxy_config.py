@@ -10,6 +10,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
 _CONNECTION = {"acceptContentTypes", "burst", "contentType", "kubeconfig", "qps"}
 _SYNC = {"minSyncPeriod", "syncPeriod"}
 SCHEMA: Mapping[str, Any] = {
@@ -84,3 +86,15 @@ def suggestion(path: str) -> str | None:
         return None
     match = difflib.get_close_matches(leaf, sorted(allowed), n=1, cutoff=0.7)
     return f"{parent}.{match[0]}" if match and parent else (match[0] if match else None)
+
+
+def configured_mode(text: str) -> str | None:
+    """kube-proxy's `mode` as its config.conf writes it ("" when unset: iptables, the default),
+    or None when the text is not a readable YAML mapping."""
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if config is None:
+        return ""
+    return str(config.get("mode") or "") if isinstance(config, dict) else None

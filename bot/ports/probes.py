@@ -1,12 +1,19 @@
-"""The documented, read-only probe set run on every node during `diagnose`.
+"""The documented probe set: every way the bot may read a node, by id and argv.
 
-Each probe is an argv with a stable id. Support bundles store one file per probe
+`PROBES` run on every node during `diagnose`. Support bundles store one file per probe
 (`probes/<node>/<id>.txt`), and each can be produced by hand on a node with the command shown by
 `flannel-bot diagnose --probes`, so a bundle can be assembled without the bot.
+
+Runbooks read nodes through the same set, plus a few reads that take a parameter (a file under
+the directories flannel and the kubelet use, a TCP connect, an IPVS service, the runtime's
+sandboxes). `recognise` is the one judge of whether an argv is a read: the engine refuses any
+other argv in a read, and rates a `RunOnNode` that is not one as a change.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 
 
@@ -15,6 +22,17 @@ class Probe:
     id: str
     argv: tuple[str, ...]
     why: str
+
+
+@dataclass(frozen=True)
+class ProbeOutput:
+    exit_code: int
+    stdout: str
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
 
 
 PROBES: tuple[Probe, ...] = (
@@ -122,3 +140,123 @@ PROBES: tuple[Probe, ...] = (
     ),
 )
 BY_ID = {p.id: p for p in PROBES}
+
+
+# -- reads with a parameter (runbooks) ---------------------------------------------------------
+
+# What a file read may open: the kernel's network settings and what flannel, the CNI plugins and
+# the module loader keep. Nothing else on a node is the bot's to read (keys, shadow, ...).
+READABLE_ROOTS = (
+    "/proc/sys/net/",
+    "/etc/cni/",
+    "/etc/modules-load.d/",
+    "/etc/sysctl.d/",
+    "/run/flannel/",
+    "/var/lib/cni/",
+    "/opt/cni/bin/",
+)
+_PLAIN_PATH = re.compile(r"(/[A-Za-z0-9._-]+)+")
+_SUFFIX = re.compile(r"\.[a-z]{1,10}")
+CNI_NETWORKS = "/var/lib/cni/networks"
+
+
+def _readable(path: str) -> str:
+    if not _PLAIN_PATH.fullmatch(path) or "/../" in f"{path}/" or "/./" in f"{path}/":
+        raise ValueError(f"{path!r} is not a plain absolute path")
+    if not any(f"{path}/".startswith(root) for root in READABLE_ROOTS):
+        raise ValueError(f"{path} is outside what the bot reads ({', '.join(READABLE_ROOTS)})")
+    return path
+
+
+def file_probe(path: str) -> Probe:
+    """One file's content (`cat -- PATH`); exit 1 with "No such file" when it is absent."""
+    return Probe("file", ("cat", "--", _readable(path)), f"the content of {path}")
+
+
+def conf_dir_probe(directory: str, suffix: str) -> Probe:
+    """Every `*SUFFIX` file directly in a directory, each after a NUL and `==> PATH` line."""
+    if not _SUFFIX.fullmatch(suffix):
+        raise ValueError(f"{suffix!r} is not a file suffix like .conf")
+    argv = ("find", _readable(directory), "-maxdepth", "1", "-type", "f", "-name", f"*{suffix}")
+    return Probe(
+        "conf-dir",
+        (*argv, "-printf", "\\0==> %p\\n", "-exec", "cat", "{}", ";"),
+        f"the {suffix} files in {directory}",
+    )
+
+
+def _address(ip: str) -> str:
+    return str(ipaddress.IPv4Address(ip))
+
+
+def _port(port: int | str) -> int:
+    value = int(port)
+    if not 0 < value < 65536 or str(port) != str(value):
+        raise ValueError(f"{port!r} is not a TCP port")
+    return value
+
+
+def tcp_connect_probe(ip: str, port: int) -> Probe:
+    """Whether a TCP connect from the node to IP:PORT answers within 3 s (exit 0 if it does)."""
+    target = f"{_address(ip)}/{_port(port)}"
+    return Probe(
+        "tcp-connect",
+        ("timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{target}"),
+        f"a TCP connect to {ip}:{port}",
+    )
+
+
+def ipvs_service_probe(ip: str, port: int) -> Probe:
+    """IPVS's real servers for a TCP service (`ipvsadm -L -n -t IP:PORT`)."""
+    return Probe(
+        "ipvs-service",
+        ("ipvsadm", "-L", "-n", "-t", f"{_address(ip)}:{_port(port)}"),
+        f"IPVS's real servers for {ip}:{port}",
+    )
+
+
+SANDBOXES = Probe(
+    "sandboxes",
+    ("crictl", "pods", "--quiet", "--no-trunc"),
+    "the pod sandboxes the container runtime knows (exit 127 without crictl)",
+)
+ADDRESSES = Probe(
+    "addresses",
+    ("ip", "-j", "addr", "show"),
+    "every interface's addresses (ip-addr without VXLAN details)",
+)
+IPAM_RESERVATIONS = Probe(
+    "ipam-reservations",
+    ("find", CNI_NETWORKS, "-type", "f", "-printf", "\\0==> %p\\n", "-exec", "cat", "{}", ";"),
+    "host-local IPAM reservations, each after a NUL and `==> PATH` line",
+)
+FIXED_READS: tuple[Probe, ...] = (*PROBES, SANDBOXES, ADDRESSES, IPAM_RESERVATIONS)
+_BY_ARGV = {p.argv: p for p in FIXED_READS}
+
+
+def recognise(argv: tuple[str, ...] | list[str]) -> Probe | None:
+    """The probe this argv is, or None when it is not a read of the probe set."""
+    argv = tuple(argv)
+    if argv in _BY_ARGV:
+        return _BY_ARGV[argv]
+    try:
+        candidate = _candidate(argv)
+    except (ValueError, IndexError):
+        return None
+    return candidate if candidate is not None and candidate.argv == argv else None
+
+
+def _candidate(argv: tuple[str, ...]) -> Probe | None:
+    """Rebuild a parameterised probe from the argv's parameters (checked as when built)."""
+    match argv:
+        case ("cat", "--", path):
+            return file_probe(path)
+        case ("find", directory, "-maxdepth", "1", "-type", "f", "-name", pattern, *_):
+            return conf_dir_probe(directory, pattern.removeprefix("*"))
+        case ("timeout", "3", "bash", "-c", script):
+            ip, _, port = script.removeprefix("exec 3<>/dev/tcp/").partition("/")
+            return tcp_connect_probe(ip, int(port))
+        case ("ipvsadm", "-L", "-n", "-t", service):
+            ip, _, port = service.partition(":")
+            return ipvs_service_probe(ip, int(port))
+    return None

@@ -15,7 +15,7 @@ import pytest
 
 from bot.diagnosis.collect import collect
 from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.diagnosis.findings import rank
+from bot.diagnosis.rule import rank
 from bot.diagnosis.rules import diagnose
 from bot.errors import ExecutorError, NodeUnreachable, NotFound, UserError
 from bot.executors import bundle as bundle_module

@@ -11,11 +11,14 @@ import jinja2
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot.diagnosis.findings import ORDER, SEVERITIES, EvidenceLine, Finding, Fix, rank
+from bot.diagnosis.findings import SEVERITIES, EvidenceLine, Finding, Fix
+from bot.diagnosis.rule import rank
+from bot.diagnosis.rules import RULES
 from bot.render import Renderer
 from bot.service.handler import Reply
 from bot.settings import REPO_ROOT
 from bot.slack import blocks as sb
+from bot.slack.messages import Messages
 
 TEMPLATES = REPO_ROOT / "templates"
 NODES = [
@@ -52,7 +55,7 @@ FLANNEL_LOG = (
 
 @pytest.fixture
 def renderer() -> Renderer:
-    return Renderer(TEMPLATES)
+    return Messages(TEMPLATES).renderer  # the shell and the Slack templates
 
 
 def shell(renderer: Renderer, data: dict[str, Any]) -> str:
@@ -375,7 +378,7 @@ def many_findings(count: int) -> list[Finding]:
         )
         findings.append(
             Finding(
-                f"{ORDER[i % len(ORDER)]}-{i:02d}",
+                f"{RULES[i % len(RULES)].id}-{i:02d}",
                 SEVERITIES[i % 3],
                 (node,),
                 f"finding {i} on {node}",
@@ -544,4 +547,4 @@ def test_render_needs_the_registered_filters() -> None:
     )
     with pytest.raises(jinja2.TemplateAssertionError, match="mrkdwn"):
         sb.render_diagnose_slack(bare, reply_data([]))
-    assert sb.render_diagnose_slack(Renderer(TEMPLATES).env, reply_data([]))["blocks"]
+    assert sb.render_diagnose_slack(Messages(TEMPLATES).renderer.env, reply_data([]))["blocks"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.diagnosis.rules import diagnose
+from bot.diagnosis.rule import RuleDefinitionError, ranks, rule
+from bot.diagnosis.rules import AREAS, RULES, diagnose
 from bot.executors.kube import parse_configmap, parse_daemonset, parse_node, parse_pod
 from bot.lab import objects
 from bot.lab.topology import LabSpec
@@ -415,3 +416,36 @@ def test_a_full_ipam_range_is_found_without_any_event() -> None:
     assert "253 of 253 addresses reserved, 252 by containers that no longer exist" in (
         first.evidence[0].text
     )
+
+
+# -- the rule registry --------------------------------------------------------------------------
+
+
+def test_rank_is_derived_from_the_rules_declarations() -> None:
+    """Every cause ranks before what it explains; otherwise the areas' order (cluster down to the
+    pod) decides, so a rule ranks where it is declared, never silently last."""
+    order = ranks()
+    assert set(order) == {r.id for r in RULES}
+    explains = {r.id: set(r.explains) for r in RULES}
+    changed = True
+    while changed:  # what each cause explains, directly or through another cause
+        changed = False
+        for effects in explains.values():
+            more = set().union(*(explains[e] for e in effects)) - effects
+            if more:
+                effects |= more
+                changed = True
+    area = {r.id: AREAS.index(r.check.__module__.rsplit(".", 1)[1]) for r in RULES}
+    for a in RULES:
+        for effect in a.explains:
+            assert order[a.id] < order[effect], f"{a.id} explains {effect} but ranks after it"
+        for b in RULES:
+            if area[a.id] < area[b.id] and a.id not in explains[b.id]:
+                assert order[a.id] < order[b.id], f"{a.id} ({AREAS[area[a.id]]}) after {b.id}"
+
+
+def test_a_finding_declared_twice_is_refused() -> None:
+    with pytest.raises(RuleDefinitionError, match="two rules declare the finding forward-drop"):
+        rule("forward-drop", "critical")
+    with pytest.raises(RuleDefinitionError, match="severity must be one of"):
+        rule("new-finding", "fatal")

@@ -1,0 +1,348 @@
+"""Node facts: each one probe of the documented set and the one parser that reads its output.
+
+Diagnose's rules and runbooks read a node fact the same way, through a `Fact` here, so a fact is
+read and understood in one place: a runbook planner asks `facts.read(node, ADDRESSES)`, a rule
+asks `ev.fact(node, LINKS)`. Parsers are total: output that does not parse reads as "nothing
+there" (an empty table), never an exception, because a node's output is evidence, not code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from bot.ports.probes import (
+    ADDRESSES as ADDRESSES_PROBE,
+)
+from bot.ports.probes import (
+    BY_ID,
+    CNI_NETWORKS,
+    IPAM_RESERVATIONS,
+    SANDBOXES,
+    Probe,
+    ProbeOutput,
+    conf_dir_probe,
+    file_probe,
+    ipvs_service_probe,
+    tcp_connect_probe,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fact(Generic[T]):
+    """A node fact: the probe that reads it and the one parser of that probe's output."""
+
+    probe: Probe
+    parse: Callable[[ProbeOutput], T]
+
+
+def in_cidr(address: str, cidr: str) -> bool:
+    """Whether an address (with or without /prefix) lies in a CIDR; False if either is junk."""
+    try:
+        return ipaddress.ip_interface(address).ip in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def _json_list(out: ProbeOutput) -> list[dict[str, Any]]:
+    """The objects of an `ip -j`/`bridge -j` array; [] when the command failed or printed junk."""
+    if not out.ok:
+        return []
+    try:
+        value = json.loads(out.stdout or "[]")
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+# -- interfaces ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    """One interface of `ip -j addr show`: its IPv4 addresses as `a.b.c.d/len`."""
+
+    name: str
+    mtu: int = 0
+    inet: tuple[str, ...] = ()
+    parent: str = ""  # a VXLAN device's underlay interface (linkinfo.info_data.link), if shown
+
+    def has_ip(self, ip: str) -> bool:
+        return any(a.split("/")[0] == ip for a in self.inet)
+
+
+def parse_links(out: ProbeOutput) -> dict[str, Link]:
+    links = {}
+    for raw in _json_list(out):
+        info = (raw.get("linkinfo") or {}).get("info_data") or {}
+        name = str(raw.get("ifname"))
+        links[name] = Link(
+            name=name,
+            mtu=int(raw.get("mtu", 0) or 0),
+            inet=tuple(
+                f"{a['local']}/{a['prefixlen']}"
+                for a in raw.get("addr_info", [])
+                if a.get("family") == "inet"
+            ),
+            parent=str(info.get("link") or "") if isinstance(info, dict) else "",
+        )
+    return links
+
+
+LINKS = Fact(BY_ID["ip-addr"], parse_links)
+"""Interfaces with MTUs and VXLAN details (the diagnose probe `ip -d -j addr show`)."""
+ADDRESSES = Fact(ADDRESSES_PROBE, parse_links)
+"""Interfaces and their addresses (`ip -j addr show`, what runbooks read)."""
+
+
+# -- routes, neighbours, forwarding entries -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str
+    dev: str = ""
+    type: str = ""
+    scope: str = ""
+    protocol: str = ""
+
+
+def parse_routes(out: ProbeOutput) -> list[Route]:
+    return [
+        Route(
+            dst=str(r.get("dst") or ""),
+            dev=str(r.get("dev") or ""),
+            type=str(r.get("type") or ""),
+            scope=str(r.get("scope") or ""),
+            protocol=str(r.get("protocol") or ""),
+        )
+        for r in _json_list(out)
+    ]
+
+
+ROUTES = Fact(BY_ID["ip-route"], parse_routes)
+LOCAL_ROUTES = Fact(BY_ID["ip-route-local"], parse_routes)
+
+
+def parse_neighbours(out: ProbeOutput) -> set[tuple[str, str]]:
+    """(address, MAC in lower case) of flannel.1's neighbour entries."""
+    return {(str(n.get("dst")), str(n.get("lladdr", "")).lower()) for n in _json_list(out)}
+
+
+def parse_fdb(out: ProbeOutput) -> set[tuple[str, str]]:
+    """(MAC in lower case, underlay destination) of flannel.1's forwarding entries."""
+    return {(str(f.get("mac", "")).lower(), str(f.get("dst", ""))) for f in _json_list(out)}
+
+
+NEIGHBOURS = Fact(BY_ID["ip-neigh"], parse_neighbours)
+FDB = Fact(BY_ID["fdb"], parse_fdb)
+
+
+# -- iptables -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleTable:
+    """One table of `iptables-save`: chain policies and the `-A` rules, in order."""
+
+    policies: Mapping[str, str] = field(default_factory=dict)
+    rules: tuple[str, ...] = ()
+
+    def accepts(self, network: str, flag: str) -> bool:
+        """Whether FORWARD (or flannel's FLANNEL-FWD) accepts `flag` (-s or -d) `network`."""
+        net = re.escape(network)
+        pattern = re.compile(rf"^-A (FORWARD|FLANNEL-FWD) .*{flag} {net}( |.* )-j ACCEPT")
+        return any(pattern.search(rule) for rule in self.rules)
+
+    def matching(self, pattern: str, limit: int = 3) -> list[str]:
+        """The last `limit` rules matching a regular expression."""
+        rx = re.compile(pattern)
+        return [rule for rule in self.rules if rx.search(rule)][-limit:]
+
+
+def parse_rule_table(out: ProbeOutput) -> RuleTable:
+    if not out.ok:
+        return RuleTable()
+    policies, rules = {}, []
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if line.startswith(":"):
+            chain, _, rest = line[1:].partition(" ")
+            policies[chain] = rest.split(" ")[0]
+        elif line.startswith("-A "):
+            rules.append(line)
+    return RuleTable(policies, tuple(rules))
+
+
+FILTER_TABLE = Fact(BY_ID["iptables-filter"], parse_rule_table)
+LEGACY_RULES = Fact(BY_ID["iptables-legacy"], parse_rule_table)
+
+
+# -- files flannel and the CNI plugins keep -----------------------------------------------------
+
+
+def parse_env(out: ProbeOutput) -> dict[str, str] | None:
+    """KEY=value lines (subnet.env); None when the file could not be read."""
+    if not out.ok:
+        return None
+    pairs = (line.strip().partition("=") for line in out.stdout.splitlines())
+    return {k: v for k, sep, v in pairs if sep and k}
+
+
+SUBNET_ENV = Fact(BY_ID["subnet-env"], parse_env)
+
+
+@dataclass(frozen=True)
+class ConfFile:
+    path: str
+    size: int
+    content: str
+
+
+def parse_cni_files(out: ProbeOutput) -> list[ConfFile]:
+    """The cni-config probe's `==> PATH SIZE` blocks, in sort order (the kubelet's order)."""
+    files = []
+    for block in re.split(r"^==> ", out.stdout, flags=re.M)[1:]:
+        header, _, body = block.partition("\n")
+        path, _, size = header.rpartition(" ")
+        files.append(ConfFile(path, int(size) if size.isdigit() else len(body), body))
+    return sorted(files, key=lambda f: (f.path, f.size, f.content))
+
+
+CNI_CONFIG = Fact(BY_ID["cni-config"], parse_cni_files)
+
+
+def is_flannel_conf(content: str) -> bool:
+    """Whether a CNI config (a .conf or a .conflist) is valid JSON with a flannel plugin."""
+    try:
+        conf = json.loads(content)
+    except ValueError:
+        return False
+    plugins = conf.get("plugins", [conf]) if isinstance(conf, dict) else []
+    return any(isinstance(p, dict) and p.get("type") == "flannel" for p in plugins)
+
+
+def parse_names(out: ProbeOutput) -> set[str]:
+    """Whitespace-separated names (`ls -1`); empty when the listing failed."""
+    return set(out.stdout.split()) if out.ok else set()
+
+
+CNI_PLUGINS = Fact(BY_ID["cni-bin"], parse_names)
+
+_RESERVATION = re.compile(rf"^{CNI_NETWORKS}/[A-Za-z0-9_.-]+/(\d{{1,3}}(\.\d{{1,3}}){{3}})$")
+
+
+def parse_reservations(out: ProbeOutput) -> dict[str, str]:
+    """host-local reservation file -> the sandbox id it holds. Both shapes of the listing are
+    read: host-local's files end without a newline, so a `==> ` header may follow text."""
+    text = out.stdout.replace("\0", "").replace("==> ", "\n==> ")
+    found = {}
+    for block in re.split(r"^==> ", text, flags=re.M)[1:]:
+        path, _, body = block.partition("\n")
+        match = _RESERVATION.match(path.strip())
+        if match and _is_ipv4(match.group(1)):
+            found[path.strip()] = body.splitlines()[0].strip() if body.strip() else ""
+    return found
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def reserved_address(path: str) -> str:
+    """The address a reservation file is named for."""
+    return path.rsplit("/", 1)[1]
+
+
+IPAM = Fact(BY_ID["ipam"], parse_reservations)
+IPAM_FILES = Fact(IPAM_RESERVATIONS, parse_reservations)
+
+
+def parse_text(out: ProbeOutput) -> str | None:
+    """A file's text; None when it does not exist (other failures read as None too)."""
+    return out.stdout if out.ok else None
+
+
+def parse_value(out: ProbeOutput) -> str | None:
+    """A one-line value (a sysctl); None when the file does not exist."""
+    return out.stdout.strip() if out.ok else None
+
+
+BRIDGE_NF_CALL_IPTABLES = Fact(BY_ID["bridge-nf-call-iptables"], parse_value)
+BRIDGE_NF_CALL_IP6TABLES = Fact(BY_ID["bridge-nf-call-ip6tables"], parse_value)
+IP_FORWARD = Fact(BY_ID["ip-forward"], parse_value)
+
+
+def file_text(path: str) -> Fact[str | None]:
+    """A file under the directories the bot reads (see `bot.ports.probes.READABLE_ROOTS`)."""
+    return Fact(file_probe(path), parse_text)
+
+
+def parse_conf_dir(out: ProbeOutput) -> dict[str, str]:
+    """PATH -> content of the files a `conf_dir_probe` listed, in sort order."""
+    files = {}
+    for block in out.stdout.split("\0==> ")[1:]:
+        path, _, body = block.partition("\n")
+        files[path] = body
+    return dict(sorted(files.items()))
+
+
+def conf_files(directory: str, suffix: str) -> Fact[dict[str, str]]:
+    """Every `*suffix` file directly in `directory` (systemd's drop-in directories)."""
+    return Fact(conf_dir_probe(directory, suffix), parse_conf_dir)
+
+
+def tcp_answers(ip: str, port: int) -> Fact[bool]:
+    """Whether a TCP connect from the node to ip:port succeeds within 3 seconds."""
+    return Fact(tcp_connect_probe(ip, port), lambda out: out.ok)
+
+
+def parse_sandboxes(out: ProbeOutput) -> set[str] | None:
+    """Sandbox ids the runtime knows; None when the node has no crictl to ask."""
+    if out.exit_code == 127 or "not found" in out.stderr:
+        return None
+    return set(out.stdout.split()) if out.ok else None
+
+
+SANDBOX_IDS = Fact(SANDBOXES, parse_sandboxes)
+
+
+def parse_ipvs_servers(out: ProbeOutput) -> list[str] | None:
+    """The real servers of an IPVS service; None when ipvsadm could not say."""
+    if not out.ok:
+        return None
+    servers = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("->")]
+    return servers[1:]  # the first `->` line is the column header
+
+
+def ipvs_servers(ip: str, port: int) -> Fact[list[str] | None]:
+    return Fact(ipvs_service_probe(ip, port), parse_ipvs_servers)
+
+
+def parse_offload(out: ProbeOutput) -> dict[str, str]:
+    """ethtool -k's `feature: on|off` lines."""
+    if not out.ok:
+        return {}
+    pairs = (line.strip().partition(": ") for line in out.stdout.splitlines())
+    return {k: v.split(" ")[0] for k, sep, v in pairs if sep}
+
+
+OFFLOAD = Fact(BY_ID["offload"], parse_offload)
+
+
+def parse_modules(out: ProbeOutput) -> set[str]:
+    """Which of the modules asked about exist under /sys/module (loaded or built in)."""
+    return {line.strip().rsplit("/", 1)[-1] for line in out.stdout.splitlines() if line.strip()}
+
+
+KERNEL_MODULES = Fact(BY_ID["kernel-modules"], parse_modules)

@@ -1,0 +1,125 @@
+"""The rule API: a rule is a function from evidence to what it found, registered with its finding.
+
+`@rule("br-netfilter-missing", "critical", explains=(...))` declares the finding id, its severity
+and the symptoms it accounts for on the same nodes; the function yields `Found`s (nodes, summary,
+mechanism, quoted evidence, fix). The root-cause rank is derived from those declarations: a
+cause ranks before everything it explains, and otherwise rules rank in the order they are
+declared (`bot.diagnosis.rules` imports its area modules from the cluster down to the pod), so a
+new rule is ranked where it is written, never silently last.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from bot.diagnosis.evidence import Evidence
+from bot.diagnosis.findings import SEVERITIES, EvidenceLine, Finding, Fix
+
+
+@dataclass
+class Found:
+    """One finding of a rule, before the rule's id and severity are stamped on it."""
+
+    nodes: tuple[str, ...]
+    summary: str
+    mechanism: str
+    evidence: list[EvidenceLine]
+    fix: Fix
+
+
+Check = Callable[[Evidence], Iterable[Found]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str
+    explains: frozenset[str]
+    check: Check = field(compare=False)
+
+    def findings(self, ev: Evidence) -> Iterator[Finding]:
+        for found in self.check(ev):
+            yield Finding(
+                self.id,
+                self.severity,
+                found.nodes,
+                found.summary,
+                found.mechanism,
+                found.evidence,
+                found.fix,
+            )
+
+
+RULES: list[Rule] = []
+
+
+class RuleDefinitionError(TypeError):
+    """A rule declaration is wrong (a duplicate id, an unknown severity); a bug in that rule."""
+
+
+def rule(finding: str, severity: str, *, explains: Iterable[str] = ()) -> Callable[[Check], Check]:
+    """Register a rule for `finding`. `explains`: findings this cause accounts for when both are
+    seen on the same nodes (a crash-looping flanneld explains a missing subnet.env)."""
+    if severity not in SEVERITIES:
+        raise RuleDefinitionError(f"{finding}: severity must be one of {', '.join(SEVERITIES)}")
+    if any(r.id == finding for r in RULES):
+        raise RuleDefinitionError(f"two rules declare the finding {finding}")
+
+    def register(check: Check) -> Check:
+        RULES.append(Rule(finding, severity, frozenset(explains), check))
+        _RANKS.clear()
+        return check
+
+    return register
+
+
+_RANKS: dict[str, int] = {}
+
+
+def ranks() -> dict[str, int]:
+    """Finding id -> rank: causes before what they explain, else in declaration order."""
+    if not _RANKS:
+        position = {r.id: i for i, r in enumerate(RULES)}
+        waiting = {r.id: 0 for r in RULES}
+        for r in RULES:
+            for effect in r.explains & waiting.keys():
+                waiting[effect] += 1
+        ready = [(position[fid], fid) for fid, n in waiting.items() if n == 0]
+        heapq.heapify(ready)
+        by_id = {r.id: r for r in RULES}
+        while ready:
+            _, fid = heapq.heappop(ready)
+            _RANKS[fid] = len(_RANKS)
+            for effect in by_id[fid].explains & waiting.keys():
+                waiting[effect] -= 1
+                if waiting[effect] == 0:
+                    heapq.heappush(ready, (position[effect], effect))
+        if len(_RANKS) != len(RULES):
+            loop = sorted(set(by_id) - _RANKS.keys())
+            _RANKS.clear()
+            raise RuleDefinitionError(f"these findings explain each other in a circle: {loop}")
+    return _RANKS
+
+
+def explains(cause: str) -> frozenset[str]:
+    return next((r.explains for r in RULES if r.id == cause), frozenset())
+
+
+def rank(findings: Iterable[Finding]) -> list[Finding]:
+    """Root causes first, informational last; note which findings explain which."""
+    order = ranks()
+    ranked = sorted(
+        findings, key=lambda f: (f.severity == "info", order.get(f.id, len(order)), f.nodes)
+    )
+    for i, cause in enumerate(ranked):
+        accounts = explains(cause.id)
+        for effect in ranked[i + 1 :]:
+            if (
+                effect.id in accounts
+                and cause.id not in effect.explained_by
+                and (set(effect.nodes) & set(cause.nodes) or not cause.nodes)
+            ):
+                effect.explained_by.append(cause.id)
+    return ranked

@@ -1,0 +1,185 @@
+"""Rules about pods: flannel's own pods (killed, unscheduled, crash-looping) and what new pods'
+sandboxes fail on (no subnet.env, host-local out of addresses)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from bot.diagnosis.evidence import Evidence, matching_lines
+from bot.diagnosis.findings import EvidenceLine, Fix
+from bot.diagnosis.node_facts import IPAM, reserved_address
+from bot.diagnosis.rule import Found, rule
+
+
+@rule("flannel-oomkilled", "warning", explains=("flannel-crashloop",))
+def flannel_oomkilled(ev: Evidence) -> Iterator[Found]:
+    for pod in ev.flannel_pods():
+        oom = [c for c in pod.containers if "OOMKilled" in (c.last_reason, c.reason)]
+        if oom:
+            yield Found(
+                (pod.node,),
+                f"{pod.name} on {pod.node} was OOMKilled",
+                "flanneld was killed for exceeding its memory limit (large clusters, many "
+                "events); raise the limit in the DaemonSet.",
+                [
+                    EvidenceLine(
+                        f"API: pod {pod.namespace}/{pod.name}",
+                        f"{oom[0].name} last terminated: OOMKilled",
+                    )
+                ],
+                Fix("raise the kube-flannel container's memory limit in the DaemonSet"),
+            )
+
+
+@rule("flannel-not-scheduled", "critical")
+def flannel_not_scheduled(ev: Evidence) -> Iterator[Found]:
+    if not ev.flannel_daemonsets():
+        return
+    have = ev.flannel_pods_by_node()
+    missing = [n for n in ev.nodes if n.name not in have]
+    if not missing:
+        return
+    lines = [
+        EvidenceLine(
+            f"API: node {n.name}",
+            "taints: " + (", ".join(f"{t.key}={t.value}:{t.effect}" for t in n.taints) or "none"),
+        )
+        for n in missing[:5]
+    ]
+    ds = ev.flannel_daemonsets()[0]
+    lines.append(
+        EvidenceLine(
+            f"API: daemonset {ds.namespace}/{ds.name}",
+            f"desired {ds.desired}, current {ds.current}, ready {ds.ready}",
+        )
+    )
+    yield Found(
+        tuple(n.name for n in missing),
+        f"no flannel pod on {', '.join(n.name for n in missing)}",
+        "The DaemonSet does not place a pod on these nodes (a taint it does not tolerate, a "
+        "nodeSelector or affinity that excludes them), so they never get pod networking.",
+        lines,
+        Fix(
+            "add a toleration for the node's taints (or fix the nodeSelector) in the "
+            "flannel DaemonSet"
+        ),
+    )
+
+
+@rule("flannel-crashloop", "critical", explains=("subnet-env-missing",))
+def flannel_crashloop(ev: Evidence) -> Iterator[Found]:
+    for pod in ev.flannel_pods():
+        if any("OOMKilled" in (c.last_reason, c.reason) for c in pod.containers):
+            continue  # flannel-oomkilled says why
+        main = [c for c in pod.containers if not c.init]
+        crashing = [
+            c
+            for c in main
+            if c.reason == "CrashLoopBackOff" or (not c.ready and c.restart_count > 0)
+        ]
+        if crashing:
+            c = crashing[0]
+            state = (
+                f"{c.name}: {c.reason or c.state}, restarts {c.restart_count}, "
+                f"last exit {c.last_exit_code}"
+            )
+            restarts = c.restart_count
+        elif not main and not pod.ready and pod.restarts:
+            # a recording without container details: the pod's own counters still tell
+            state, restarts = f"{pod.phase}, not Ready, restarts {pod.restarts}", pod.restarts
+        else:
+            continue
+        source, text = ev.log(pod)
+        excerpt = matching_lines(text, r"^[EF]\d{4}", 2) or text.strip().splitlines()[-2:]
+        yield Found(
+            (pod.node,),
+            f"{pod.name} on {pod.node} is crash-looping ({restarts} restarts)",
+            "flanneld exits on start-up; its log says why. Until it runs, the node has no "
+            "lease, no subnet.env and no routes to peers.",
+            [
+                EvidenceLine(f"API: pod {pod.namespace}/{pod.name}", state),
+                *[EvidenceLine(source, line) for line in excerpt],
+            ],
+            Fix.restart(
+                ev.flannel_namespace(), [pod.node], "fix what the log names, then restart the pod"
+            ),
+        )
+
+
+@rule("subnet-env-missing", "critical")
+def subnet_env_missing(ev: Evidence) -> Iterator[Found]:
+    pods = {p.name: p.node for p in ev.pods}
+    lines: dict[str, list[EvidenceLine]] = {}
+    for n in ev.probed():
+        out = ev.probe(n, "subnet-env")
+        if out is not None and not out.ok:
+            lines[n] = [EvidenceLine.probe(n, "subnet-env", out.stderr or "missing")]
+    nodes = set(lines)
+    for e in ev.stuck_pod_events("loadFlannelSubnetEnv failed"):
+        node = e.source_host or pods.get(e.involved_name, "")
+        if node:
+            nodes.add(node)
+            lines.setdefault(node, []).append(
+                EvidenceLine(f"API: event {e.reason} on {e.involved_name}", e.message[-240:])
+            )
+    for node in sorted(nodes):
+        yield Found(
+            (node,),
+            f"/run/flannel/subnet.env missing on {node}",
+            "flanneld writes subnet.env once it holds a lease; the flannel CNI plugin reads it "
+            "for every new pod, so without it pods stay in ContainerCreating. It is missing "
+            "when flanneld is not running (or crashed) on the node.",
+            lines[node][:3],
+            Fix.restart(
+                ev.flannel_namespace(),
+                [node],
+                "restart flannel on the node; if it keeps failing, fix what its log says first",
+            ),
+        )
+
+
+@rule("ipam-exhausted", "critical")
+def ipam_exhausted(ev: Evidence) -> Iterator[Found]:
+    used: dict[str, set[str]] = {}
+    for pod in ev.pods:
+        if pod.node and pod.pod_ip and not pod.host_network:
+            used.setdefault(pod.node, set()).add(pod.pod_ip)
+    ipam_events = ev.stuck_pod_events("no IP addresses available")
+    for node in ev.probed():
+        info = ev.node(node)
+        out = ev.probe(node, "ipam")
+        if info is None or not info.pod_cidr or out is None or not out.ok:
+            continue
+        reserved = [reserved_address(path) for path in ev.fact(node, IPAM) or {}]
+        net = ipaddress.ip_network(info.pod_cidr, strict=False)
+        capacity = net.num_addresses - 3
+        leaked = [ip for ip in reserved if ip not in used.get(node, set())]
+        events = [e for e in ipam_events if e.source_host == node]
+        if len(reserved) >= capacity or events:
+            lines = [
+                EvidenceLine.probe(
+                    node,
+                    "ipam",
+                    f"{len(reserved)} of {capacity} addresses reserved, "
+                    f"{len(leaked)} by containers that no longer exist",
+                )
+            ]
+            lines += [
+                EvidenceLine(f"API: event {e.reason} on {e.involved_name}", e.message[-200:])
+                for e in events[:2]
+            ]
+            yield Found(
+                (node,),
+                f"host-local IPAM on {node} is out of addresses ({len(leaked)} leaked)",
+                "host-local keeps one file per address under /var/lib/cni/networks; when the "
+                "runtime does not call CNI DEL (crashes, forced deletes) the files stay and the "
+                "range fills up: new pods fail with `no IP addresses available`.",
+                lines,
+                Fix(
+                    "remove the reservation files whose container no longer exists, then "
+                    "delete the pods stuck in ContainerCreating",
+                    "node.release-leaked-ips",
+                    {"node": node},
+                ),
+            )
