@@ -3,7 +3,7 @@
 Every event flannel-bot records is one transaction on a WAL-mode SQLite file with
 `synchronous=FULL` (each commit waits for fsync), so a crash never loses a committed event. This
 appends N events (default 2,000) the way the engine does — `Store.transaction()` with one
-`append_event` (hash chain, redaction) — and, beside it, the same with `synchronous=NORMAL`
+`record` (hash chain, redaction) — and, beside it, the same with `synchronous=NORMAL`
 (WAL's default: a power cut may lose the last commits) and with FULL but 100 events per
 transaction. Prints events/s and the ratios. Run: `.venv/bin/python bench/audit_insert.py`.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.ports.clock import SystemClock
-from bot.store import Store
+from bot.store import SqliteStore
 
 DATA = {
     "render": "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)",
@@ -27,13 +27,13 @@ DATA = {
 
 
 def run(path: Path, n: int, per_tx: int, synchronous: str) -> float:
-    store = Store(path, SystemClock())
+    store = SqliteStore(path, SystemClock())
     store.db.execute(f"PRAGMA synchronous={synchronous}")
     started = time.perf_counter()
     for start in range(0, n, per_tx):
         with store.transaction() as tx:
             for _ in range(min(per_tx, n - start)):
-                tx.append_event(
+                tx.record(
                     "action_finished", actor=None, run_id=1, source={"adapter": "bench"}, data=DATA
                 )
     elapsed = time.perf_counter() - started

@@ -35,10 +35,10 @@ run that is approved and verified, one that fails (with a refused self-approval 
 is denied, and node.check runs (18 probe outputs each). Those events and runs rows become
 templates: users, Slack channel/thread/user ids, run ids and times are placeholders, filled in for
 each of the threads spread over `--days` (several users, channels and threads at once, in time
-order). Every event then goes through exactly what `Tx.append_event` does (scrub, the store's JSON
+order). Every event then goes through exactly what `Tx.record` does (scrub, the store's JSON
 encoding, `event_hash` chained from GENESIS; scrub's result is memoised per JSON text, being a pure
 function of it) and is inserted with executemany, a transaction per 100,000 events, `chain_head`
-updated in each. The first 2,000 events are also appended through the real `Tx.append_event` into
+updated in each. The first 2,000 events are also appended through the real `Tx.record` into
 a scratch store and must be byte-identical, and `Store.verify()` must say OK, or the run fails.
 
 About 11 minutes at the default size on 2 shared cores (building the log 1.5 of them, the two full
@@ -80,14 +80,15 @@ from bot.lab.topology import LabSpec
 from bot.ports.clock import iso, parse_iso
 from bot.ports.nodes import CommandResult
 from bot.ports.probes import PROBES
+from bot.ports.store import Requester
 from bot.render import Renderer
-from bot.runs.engine import Engine, Requester
+from bot.runs.engine import Engine
 from bot.runs.policy import Policy
 from bot.runs.registry import Registry
 from bot.service import report as report_module
 from bot.service.clusters import Cluster, Clusters
 from bot.service.handler import Reply, Service
-from bot.store import Store
+from bot.store import SqliteStore
 from bot.store import redact as redact_module
 from bot.store.audit import GENESIS, event_hash
 from bot.store.database import _json  # the store's own encoding of `source` and `data`
@@ -125,7 +126,7 @@ USER_IDS = {
 CHANNELS = {"C04NETOPS7": 5, "C05INCID3NT": 4, "C06PLATF0RM": 2, "C07ONCALL2": 3, "C08K8SPR0D": 1}
 
 BATCH = 100_000  # events per transaction
-REPLAYED = 2000  # events also appended through Tx.append_event and compared
+REPLAYED = 2000  # events also appended through Tx.record and compared
 
 
 # -- the cluster the templates are played on ------------------------------------------------------
@@ -210,7 +211,7 @@ class Player:
         if not restarts:
             self.cluster.restart_seconds = None
         self.path = work / f"capture-{time.monotonic_ns()}.db"
-        self.store = Store(self.path, self.clock)
+        self.store = SqliteStore(self.path, self.clock)
         self.store.db.execute(  # so the thread's run gets RUN_ID
             "INSERT INTO runs (id, runbook, version, code_hash, params, requester, source, plan, "
             "plan_hash, status, approvals_required, created_at, updated_at) VALUES "
@@ -415,7 +416,7 @@ def build_log(path: Path, events: int, days: float, seed: int, work: Path) -> Bu
     templates = capture(work)
     end = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     threads = plan_threads(templates, events, days, end, rng)
-    store = Store(path, FakeClock(end))
+    store = SqliteStore(path, FakeClock(end))
     if store.last_event_id():
         raise SystemExit(f"{path} already holds events")
     # scrub() as it is, with redact() memoised: a pure function of one string, and most strings
@@ -437,7 +438,7 @@ Replayed = tuple[str, str, str | None, int | None, Any, Any]
 
 @functools.lru_cache(maxsize=1 << 16)
 def _stored(text: str) -> str:
-    """What Tx.append_event stores for a `source` or `data` value given as this JSON text:
+    """What Tx.record stores for a `source` or `data` value given as this JSON text:
     _json(scrub(value)), a pure function of the text, so the texts that recur (a node's probe
     outputs in every node.check run, a thread's source in each of its events) are done once."""
     return _json(scrub(json.loads(text)))
@@ -446,7 +447,7 @@ def _stored(text: str) -> str:
 def _append_events(
     conn: sqlite3.Connection, threads: list[Thread], events: int
 ) -> tuple[list[Replayed], Counter[str], int]:
-    """Every thread's events in time order, each made into the row Tx.append_event writes."""
+    """Every thread's events in time order, each made into the row Tx.record writes."""
     replay: list[Replayed] = []
     batch: list[tuple[Any, ...]] = []
     runs: list[dict[str, Any]] = []
@@ -483,7 +484,7 @@ def _append_events(
             data_text = data_text.replace(mark, th.values[mark])
         if tev.dated:
             data_text = CAPTURED_TIME.sub(th.moved, data_text)
-        # what Tx.append_event does with them
+        # what Tx.record does with them
         event_id += 1
         row: dict[str, Any] = {
             "id": event_id,
@@ -559,14 +560,14 @@ def _flush(
 
 
 def _check_replay(path: Path, replay: list[Replayed], work: Path) -> None:
-    """Append the first events through the real Tx.append_event; the rows must be identical."""
+    """Append the first events through the real Tx.record; the rows must be identical."""
     clock = FakeClock()
-    scratch = Store(work / "replay.db", clock)
+    scratch = SqliteStore(work / "replay.db", clock)
     scratch.db.execute("PRAGMA synchronous=OFF")  # a scratch file: no fsync per event
     for ts, kind, actor, run_id, source, data in replay:
         clock.moment = parse_iso(ts)
         with scratch.transaction() as tx:
-            tx.append_event(kind, actor=actor, run_id=run_id, data=data, source=source)
+            tx.record(kind, actor=actor, run_id=run_id, data=data, source=source)
     query = "SELECT * FROM events WHERE id <= ? ORDER BY id"
     theirs = scratch.db.conn.execute(query, [len(replay)]).fetchall()
     with sqlite3.connect(path) as conn:
@@ -576,7 +577,7 @@ def _check_replay(path: Path, replay: list[Replayed], work: Path) -> None:
     if ours != theirs:
         bad = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
         raise SystemExit(
-            f"event {bad + 1} differs from Tx.append_event's row:\n{ours[bad]}\n{theirs[bad]}"
+            f"event {bad + 1} differs from Tx.record's row:\n{ours[bad]}\n{theirs[bad]}"
         )
 
 
@@ -674,7 +675,7 @@ class Phases:
 
 def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     clock = FakeClock(parse_iso(spec["now"]))
-    store = Store(Path(spec["db"]), clock)
+    store = SqliteStore(Path(spec["db"]), clock)
     cluster = FakeCluster(clock)
     engine = Engine(
         store=store,
@@ -804,7 +805,7 @@ def main() -> None:
                 f"built {path}: {built.events:,} events, {built.runs:,} runs, "
                 f"{built.threads:,} Slack threads in {built.seconds:.0f} s "
                 f"({built.events / built.seconds:,.0f} events/s); the first {REPLAYED} events "
-                "are byte-identical to Tx.append_event's rows",
+                "are byte-identical to Tx.record's rows",
                 flush=True,
             )
             print(

@@ -4,7 +4,7 @@ Every audit report and every chain-head post verifies the whole chain, and re-ha
 was most of that (70% of a report over a million events). `event_hash` now builds the canonical
 JSON by hand for rows as SQLite returns them; `canonical_json` (json.dumps, sorted and compact) is
 still the definition, and a property test holds the two byte-identical. This builds a real log of
-N events (default 200,000, appended in batches through `Tx.append_event`, so hashing, redaction
+N events (default 200,000, appended in batches through `Tx.record`, so hashing, redaction
 and encoding are the store's own), then times `Store.verify()` both ways, best of `--repeat`, and
 prints events/s and the ratio. Both must say OK.
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bot.ports.clock import SystemClock
-from bot.store import Store, audit
+from bot.store import SqliteStore, audit
 
 DATA = {
     "render": "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)",
@@ -29,19 +29,19 @@ DATA = {
 SOURCE = {"adapter": "slack", "channel": "C0123", "thread_ts": "1763700000.000100", "user": "bob"}
 
 
-def build(path: Path, n: int) -> Store:
-    store = Store(path, SystemClock())
+def build(path: Path, n: int) -> SqliteStore:
+    store = SqliteStore(path, SystemClock())
     for start in range(0, n, 10_000):
         with store.transaction() as tx:
             for i in range(start, min(n, start + 10_000)):
-                tx.append_event(
+                tx.record(
                     "action_finished", actor="bob" if i % 3 else None, run_id=i // 20,
                     source=SOURCE, data=DATA,
                 )  # fmt: skip
     return store
 
 
-def best(store: Store, repeat: int) -> float:
+def best(store: SqliteStore, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from bot.runs.engine import Engine, Requester
+from bot.ports.store import Requester
+from bot.runs.engine import Engine
 from bot.runs.policy import Policy
 from bot.runs.registry import Registry
 from bot.service.clusters import Cluster, Clusters
 from bot.service.handler import Service
-from bot.store import Store
+from bot.store import SqliteStore
 from tests.fakes import FakeClock, FakeCluster
 
 # Lab address ranges (the underlays in 172.31.240.0/20, pod and service CIDRs): blackholed in the
@@ -67,8 +68,8 @@ def cluster(clock: FakeClock) -> FakeCluster:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Store:
-    return Store(tmp_path / "audit.db", clock)
+def store(tmp_path: Path, clock: FakeClock) -> SqliteStore:
+    return SqliteStore(tmp_path / "audit.db", clock)
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def registry() -> Registry:
 
 @pytest.fixture
 def make_engine(
-    store: Store, registry: Registry, cluster: FakeCluster, clock: FakeClock
+    store: SqliteStore, registry: Registry, cluster: FakeCluster, clock: FakeClock
 ) -> Callable[..., Engine]:
     def make(**overrides: Any) -> Engine:
         args: dict[str, Any] = {
@@ -105,5 +106,5 @@ def engine(make_engine: Callable[..., Engine]) -> Engine:
 
 
 @pytest.fixture
-def service(engine: Engine, store: Store) -> Service:
+def service(engine: Engine, store: SqliteStore) -> Service:
     return Service(Clusters.single(Cluster("default", engine, None)), store)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Mapping
 
 from bot.ports.clock import parse_iso
-from bot.store.database import Event
+from bot.ports.store import Event
 
 BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.ports.clock import iso, parse_iso
-from bot.store.database import Event, RunRecord
+from bot.ports.store import Event, RunRecord
 
 _SPAN = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -13,7 +13,7 @@ import threading
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.store import Store
+from bot.ports.store import Store
 
 log = logging.getLogger(__name__)
 

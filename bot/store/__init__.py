@@ -1,5 +1,9 @@
-"""The only code that imports sqlite_utils: audit log, runs, approvals, change locks, migrations."""
+"""The audit log and run state in one SQLite file: the `Store` port's implementation.
 
-from bot.store.database import Store, Tx
+The only code that imports sqlite3 and sqlite_utils: the hash chain, runs, approvals, change
+locks, deliveries and migrations, with secrets scrubbed before anything is written.
+"""
 
-__all__ = ["Store", "Tx"]
+from bot.store.database import SqliteStore, SqliteTx
+
+__all__ = ["SqliteStore", "SqliteTx"]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # what json.dumps uses
 from typing import Any
+
+from bot.ports.store import ChainReport
 
 GENESIS = "0" * 64
 
@@ -50,20 +51,6 @@ def _canonical_fast(row: Mapping[str, Any]) -> str | None:
 def event_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
     canonical = _canonical_fast(row) or canonical_json(row)
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    ok: bool
-    events: int
-    head_hash: str
-    event_id: int | None = None
-    problem: str = ""
-
-    def describe(self) -> str:
-        if self.ok:
-            return f"audit chain OK: {self.events} events, head {self.head_hash}"
-        return f"audit chain BROKEN at event {self.event_id}: {self.problem}"
 
 
 def verify_rows(

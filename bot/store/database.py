@@ -9,13 +9,13 @@ concurrent approvers, threads or processes, are serialised.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,99 +24,68 @@ import sqlite_utils
 
 from bot.errors import AuditLogUnwritable, TargetBusy, UnknownRun
 from bot.ports.clock import Clock, iso
-from bot.store.audit import GENESIS, ChainReport, event_hash, verify_rows
+from bot.ports.store import (
+    Approval,
+    ChainReport,
+    Event,
+    EventFilter,
+    EventKind,
+    RunRecord,
+    RunStatus,
+)
+from bot.store.audit import GENESIS, event_hash, verify_rows
 from bot.store.migrations import MIGRATIONS
 from bot.store.redact import scrub
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Event:
-    id: int
-    ts: str
-    kind: str
-    run_id: int | None
-    actor: str | None
-    source: dict[str, Any]
-    data: dict[str, Any]
-    hash: str
+def _where(f: EventFilter) -> tuple[str, list[object]]:
+    """The WHERE clause and its arguments; the json_extract expressions match the indexes of
+    migration 5 exactly, or SQLite would not use them."""
+    where: list[str] = ["1"]
+    args: list[object] = []
+    if f.start is not None:
+        where.append("ts >= ?")
+        args.append(f.start)
+    if f.end is not None:
+        where.append("ts <= ?")
+        args.append(f.end)
+    if f.run_ids is not None:
+        where.append(f"run_id IN ({','.join('?' * len(f.run_ids)) or 'NULL'})")
+        args.extend(f.run_ids)
+    if f.actor_or_runs is not None:
+        actor, runs = f.actor_or_runs
+        where.append(f"(actor = ? OR run_id IN ({','.join('?' * len(runs)) or 'NULL'}))")
+        args.extend([actor, *runs])
+    if f.channel is not None:
+        where.append("json_extract(source, '$.channel') = ?")
+        args.append(f.channel)
+    if f.thread is not None:
+        where.append("json_extract(source, '$.thread_ts') = ?")
+        args.append(f.thread)
+    return " AND ".join(where), args
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    id: int
-    runbook: str
-    version: str
-    code_hash: str
-    params: dict[str, Any]
-    requester: str
-    source: dict[str, Any]
-    plan: dict[str, Any]
-    plan_hash: str
-    approved_plan_hash: str | None
-    status: str
-    next_step: int
-    current_step: int | None
-    approvals_required: int
-    created_at: str
-    updated_at: str
-    expires_at: str | None
-    owner: str | None
-    cancel_requested: bool
-    error: str | None
-    cluster: str = "default"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.runbook}@{self.version}"
+_RUN_COLUMNS = {f.name for f in dataclasses.fields(RunRecord)} - {"id"}
 
 
-@dataclass(frozen=True)
-class Approval:
-    run_id: int
-    approver: str
-    plan_hash: str
-    decided_at: str
+def _rows(
+    db: sqlite_utils.Database, sql: str, args: Sequence[object] = ()
+) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, one statement each (sqlite_utils' `query` wraps every read in a savepoint)."""
+    cursor = db.execute(sql, list(args))
+    names = [c[0] for c in cursor.description]
+    for row in cursor:
+        yield dict(zip(names, row, strict=True))
 
 
-@dataclass(frozen=True)
-class EventFilter:
-    """Which events a report reads, as SQL can narrow them. Times are ISO strings, which sort as
-    the times they name; `actor_or_runs` is events by that actor or of those runs."""
-
-    start: str | None = None
-    end: str | None = None
-    run_ids: Sequence[int] | None = None
-    actor_or_runs: tuple[str, Sequence[int]] | None = None
-    channel: str | None = None
-    thread: str | None = None
-
-    def sql(self) -> tuple[str, list[object]]:
-        """The WHERE clause and its arguments; the json_extract expressions match the indexes
-        of migration 5 exactly, or SQLite would not use them."""
-        where: list[str] = ["1"]
-        args: list[object] = []
-        if self.start is not None:
-            where.append("ts >= ?")
-            args.append(self.start)
-        if self.end is not None:
-            where.append("ts <= ?")
-            args.append(self.end)
-        if self.run_ids is not None:
-            where.append(f"run_id IN ({','.join('?' * len(self.run_ids)) or 'NULL'})")
-            args.extend(self.run_ids)
-        if self.actor_or_runs is not None:
-            actor, runs = self.actor_or_runs
-            where.append(f"(actor = ? OR run_id IN ({','.join('?' * len(runs)) or 'NULL'}))")
-            args.extend([actor, *runs])
-        if self.channel is not None:
-            where.append("json_extract(source, '$.channel') = ?")
-            args.append(self.channel)
-        if self.thread is not None:
-            where.append("json_extract(source, '$.thread_ts') = ?")
-            args.append(self.thread)
-        return " AND ".join(where), args
+def _insert(db: sqlite_utils.Database, table: str, row: Mapping[str, Any]) -> int:
+    """One INSERT of a row whose keys are the table's columns; the new row's id."""
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    cursor = db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(row.values()))  # noqa: S608 - our own table and column names
+    return int(cursor.lastrowid or 0)
 
 
 def _json(value: Any) -> str:
@@ -140,51 +109,59 @@ def _to_run(row: dict[str, Any]) -> RunRecord:
     )
 
 
-class Tx:
-    """The writes available inside one transaction."""
+class SqliteTx:
+    """The reads and writes of one transaction (the `Tx` port over SQLite)."""
 
     def __init__(self, db: sqlite_utils.Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
         self.events: list[Event] = []
+        self._head: tuple[int, str] | None = None  # read once per transaction, then kept
 
     def now(self) -> str:
         return iso(self.clock.now())
 
-    def append_event(
+    def record(
         self,
-        kind: str,
+        kind: EventKind | str,
         *,
         actor: str | None,
         run_id: int | None = None,
-        data: dict[str, Any] | None = None,
-        source: dict[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
     ) -> Event:
-        head = self.db.execute("SELECT last_event_id, last_hash FROM chain_head").fetchone()
-        last_id, prev_hash = head if head else (0, GENESIS)
-        event_id, ts = int(last_id) + 1, self.now()
-        source_text, data_text = _json(scrub(source or {})), _json(scrub(data or {}))
-        row: dict[str, Any] = {
+        if self._head is None:
+            row = self.db.execute("SELECT last_event_id, last_hash FROM chain_head").fetchone()
+            self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+        last_id, prev_hash = self._head
+        event_id, ts = last_id + 1, self.now()
+        source_text, data_text = _json(scrub(dict(source or {}))), _json(scrub(dict(data or {})))
+        row_in: dict[str, Any] = {
             "id": event_id,
             "ts": ts,
-            "kind": kind,
+            "kind": str(kind),
             "run_id": run_id,
             "actor": actor,
             "source": source_text,
             "data": data_text,
         }
-        digest = event_hash(prev_hash, row)
-        self.db.table("events").insert({**row, "prev_hash": prev_hash, "hash": digest})
+        digest = event_hash(prev_hash, row_in)
+        self.db.execute(
+            "INSERT INTO events (id, ts, kind, run_id, actor, source, data, prev_hash, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [*row_in.values(), prev_hash, digest],
+        )
         self.db.execute(
             "INSERT INTO chain_head (id, last_event_id, last_hash) VALUES (1, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET last_event_id = excluded.last_event_id, "
             "last_hash = excluded.last_hash",
             [event_id, digest],
         )
+        self._head = (event_id, digest)
         event = Event(
             event_id,
             ts,
-            kind,
+            str(kind),
             run_id,
             actor,
             json.loads(source_text),
@@ -193,6 +170,35 @@ class Tx:
         )
         self.events.append(event)
         return event
+
+    def transition(
+        self,
+        run_id: int,
+        status: RunStatus | None,
+        kind: EventKind,
+        *,
+        actor: str | None = None,
+        source: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> RunRecord:
+        """The run's row and the event saying why, together; an ended run lets go of its
+        change locks and its status goes into the event."""
+        if status is not None:
+            fields["status"] = str(status)
+        run = self.update_run(run_id, **fields)
+        payload = dict(data or {})
+        if status is not None and status.ended:
+            self.release_targets(run_id)
+            payload = {"status": str(status), **payload}
+        self.record(
+            kind,
+            actor=actor,
+            run_id=run_id,
+            source=run.source if source is None else source,
+            data=payload,
+        )
+        return run
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -206,12 +212,10 @@ class Tx:
             "created_at": now,
             "updated_at": now,
         }
-        pk = self.db.table("runs").insert(row).last_pk
-        assert pk is not None
-        return int(pk)
+        return _insert(self.db, "runs", row)
 
     def get_run(self, run_id: int) -> RunRecord:
-        rows = list(self.db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+        rows = list(_rows(self.db, "SELECT * FROM runs WHERE id = ?", [run_id]))
         if not rows:
             raise UnknownRun(f"there is no run {run_id}; `status` lists recent runs")
         return _to_run(rows[0])
@@ -222,14 +226,26 @@ class Tx:
                 fields[key] = _json(fields[key])
         if "cancel_requested" in fields:
             fields["cancel_requested"] = int(fields["cancel_requested"])
-        self.db.table("runs").update(run_id, {**fields, "updated_at": self.now()})
-        return self.get_run(run_id)
+        fields["updated_at"] = self.now()
+        unknown = set(fields) - _RUN_COLUMNS
+        if unknown:
+            raise TypeError(f"runs has no column {', '.join(sorted(unknown))}")
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        cursor = self.db.execute(
+            f"UPDATE runs SET {assignments} WHERE id = ? RETURNING *",  # noqa: S608 - column names checked
+            [*fields.values(), run_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise UnknownRun(f"there is no run {run_id}; `status` lists recent runs")
+        return _to_run(dict(zip([c[0] for c in cursor.description], row, strict=True)))
 
     def runs_with_status(self, *statuses: str) -> list[RunRecord]:
         marks = ",".join("?" for _ in statuses)
         return [
             _to_run(r)
-            for r in self.db.query(
+            for r in _rows(
+                self.db,
                 f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY id",  # noqa: S608
                 list(statuses),
             )
@@ -240,13 +256,15 @@ class Tx:
     def add_approval(self, run_id: int, approver: str, plan_hash: str) -> bool:
         """Record an approval; False if this person already approved this plan."""
         try:
-            self.db.table("approvals").insert(
+            _insert(
+                self.db,
+                "approvals",
                 {
                     "run_id": run_id,
                     "approver": approver,
                     "plan_hash": plan_hash,
                     "decided_at": self.now(),
-                }
+                },
             )
         except sqlite3.IntegrityError:
             return False
@@ -255,7 +273,8 @@ class Tx:
     def approvals(self, run_id: int, plan_hash: str) -> list[Approval]:
         return [
             Approval(**r)
-            for r in self.db.query(
+            for r in _rows(
+                self.db,
                 "SELECT run_id, approver, plan_hash, decided_at FROM approvals "
                 "WHERE run_id = ? AND plan_hash = ? ORDER BY id",
                 [run_id, plan_hash],
@@ -268,8 +287,8 @@ class Tx:
         """Record that the request `key` arrived; False when it had arrived before (a retry,
         a redelivery or a double click), so the caller does nothing the second time."""
         try:
-            self.db.table("deliveries").insert(
-                {"key": key, "source": source, "received_at": self.now()}
+            _insert(
+                self.db, "deliveries", {"key": key, "source": source, "received_at": self.now()}
             )
         except sqlite3.IntegrityError:
             return False
@@ -280,8 +299,8 @@ class Tx:
     def lock_targets(self, targets: Sequence[str], run_id: int, requester: str) -> None:
         for target in targets:
             holder = list(
-                self.db.query(
-                    "SELECT run_id, requester FROM target_locks WHERE target = ?", [target]
+                _rows(
+                    self.db, "SELECT run_id, requester FROM target_locks WHERE target = ?", [target]
                 )
             )
             if holder and holder[0]["run_id"] != run_id:
@@ -293,20 +312,22 @@ class Tx:
                     f"(requested by @{holder[0]['requester']}); wait for it to finish or cancel it"
                 )
             if not holder:
-                self.db.table("target_locks").insert(
+                _insert(
+                    self.db,
+                    "target_locks",
                     {
                         "target": target,
                         "run_id": run_id,
                         "requester": requester,
                         "acquired_at": self.now(),
-                    }
+                    },
                 )
 
     def release_targets(self, run_id: int) -> None:
         self.db.execute("DELETE FROM target_locks WHERE run_id = ?", [run_id])
 
 
-class Store:
+class SqliteStore:
     """Opens the database per thread, migrates it, and hands out transactions."""
 
     def __init__(self, path: Path, clock: Clock) -> None:
@@ -353,13 +374,13 @@ class Store:
             self._local.db = None
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self) -> Iterator[SqliteTx]:
         """One atomic write. A disk that cannot take it (full, read-only) ends the caller's work
         with AuditLogUnwritable before anything the write was to record is applied."""
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
-            tx = Tx(db, self.clock)
+            tx = SqliteTx(db, self.clock)
             try:
                 yield tx
             except BaseException:
@@ -403,16 +424,51 @@ class Store:
             raise
         db.execute("COMMIT")
 
+    def record(
+        self,
+        kind: EventKind,
+        *,
+        actor: str | None,
+        run_id: int | None = None,
+        data: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """One audit event in a transaction of its own."""
+        with self.transaction() as tx:
+            return tx.record(kind, actor=actor, run_id=run_id, data=data, source=source)
+
+    def transition(
+        self,
+        run_id: int,
+        status: RunStatus | None,
+        kind: EventKind,
+        *,
+        actor: str | None = None,
+        source: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> RunRecord:
+        """One state change of a run in a transaction of its own (see `Tx.transition`)."""
+        with self.transaction() as tx:
+            return tx.transition(
+                run_id, status, kind, actor=actor, source=source, data=data, **fields
+            )
+
     # -- reads ----------------------------------------------------------------------------------
 
+    def approvals_of(self, run: RunRecord) -> list[Approval]:
+        """The approvals given to the run's current plan."""
+        return SqliteTx(self.db, self.clock).approvals(run.id, run.plan_hash)
+
     def run(self, run_id: int) -> RunRecord:
-        return Tx(self.db, self.clock).get_run(run_id)
+        return SqliteTx(self.db, self.clock).get_run(run_id)
 
     def recent_runs(self, limit: int = 20, cluster: str | None = None) -> list[RunRecord]:
         where, args = ("WHERE cluster = ?", [cluster]) if cluster else ("", [])
         return [
             _to_run(r)
-            for r in self.db.query(
+            for r in _rows(
+                self.db,
                 f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
                 [*args, limit],
             )
@@ -441,7 +497,7 @@ class Store:
             where.append("instr(plan, ?) > 0")
             args.append(plan_mentions)
         query = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
-        return {r["id"]: _to_run(r) for r in self.db.query(query, args)}
+        return {r["id"]: _to_run(r) for r in _rows(self.db, query, args)}
 
     def head_hash(self) -> str:
         """The chain head's hash (cheap: one row); `verify` proves it."""
@@ -458,18 +514,18 @@ class Store:
             where += " AND run_id = ?"
             args.append(run_id)
         query = f"SELECT * FROM events WHERE {where} ORDER BY id"  # noqa: S608
-        return [_to_event(r) for r in self.db.query(query, args)]
+        return [_to_event(r) for r in _rows(self.db, query, args)]
 
     def events_matching(self, where: EventFilter) -> list[Event]:
         """Events narrowed in SQL (a superset of what a report selects; `report.select` decides),
         so a report over one incident does not load a million events."""
-        sql, args = where.sql()
+        sql, args = _where(where)
         query = f"SELECT * FROM events WHERE {sql} ORDER BY id"  # noqa: S608
-        return [_to_event(r) for r in self.db.query(query, args)]
+        return [_to_event(r) for r in _rows(self.db, query, args)]
 
     def count_matching(self, where: EventFilter) -> int:
         """How many events `events_matching` would load, without loading them."""
-        sql, args = where.sql()
+        sql, args = _where(where)
         row = self.db.execute(f"SELECT COUNT(*) FROM events WHERE {sql}", args).fetchone()  # noqa: S608
         return int(row[0])
 
@@ -483,8 +539,8 @@ class Store:
         return sorted(r[0] for r in rows)
 
     def verify(self) -> ChainReport:
-        head = list(self.db.query("SELECT last_event_id, last_hash FROM chain_head"))
-        rows = self.db.query("SELECT * FROM events ORDER BY id")
+        head = list(_rows(self.db, "SELECT last_event_id, last_hash FROM chain_head"))
+        rows = _rows(self.db, "SELECT * FROM events ORDER BY id")
         checkpoint = self.checkpoint()
         start = (checkpoint["pruned_through"], checkpoint["last_hash"]) if checkpoint else None
         if start is None:
@@ -493,7 +549,7 @@ class Store:
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The newest prune checkpoint: the chain starts after the event it names."""
-        rows = list(self.db.query("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1"))
+        rows = list(_rows(self.db, "SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1"))
         return rows[0] if rows else None
 
     def prune(self, before: datetime) -> dict[str, Any]:
@@ -525,7 +581,7 @@ class Store:
                 "before": iso(before),
             }
             db.table("checkpoints").insert({**result, "pruned_at": iso(self.clock.now())})
-            tx.append_event("audit_pruned", actor=None, data=result)
+            tx.record(EventKind.AUDIT_PRUNED, actor=None, data=result)
         return result
 
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.ports.store import EventFilter
 from bot.runs.engine import Engine
-from bot.store import Store, audit
+from bot.store import SqliteStore, audit
 from bot.store.audit import event_hash
-from bot.store.database import EventFilter
 from bot.store.migrations import MIGRATIONS
 from tests.conftest import who
 from tests.fakes import FakeClock
@@ -36,14 +36,14 @@ def tamper(path: Path, sql: str, args: tuple[object, ...] = ()) -> None:
     conn.close()
 
 
-def test_untouched_chain_verifies(engine: Engine, store: Store) -> None:
+def test_untouched_chain_verifies(engine: Engine, store: SqliteStore) -> None:
     n = busy_log(engine)
     report = store.verify()
     assert report.ok and report.events == n
     assert report.head_hash == store.events()[-1].hash
 
 
-def test_events_are_append_only_in_sqlite(engine: Engine, store: Store) -> None:
+def test_events_are_append_only_in_sqlite(engine: Engine, store: SqliteStore) -> None:
     busy_log(engine)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         store.db.execute("UPDATE events SET actor = 'mallory' WHERE id = 1")
@@ -51,7 +51,7 @@ def test_events_are_append_only_in_sqlite(engine: Engine, store: Store) -> None:
         store.db.execute("DELETE FROM events WHERE id = 1")
 
 
-def test_every_edited_row_is_named(engine: Engine, store: Store) -> None:
+def test_every_edited_row_is_named(engine: Engine, store: SqliteStore) -> None:
     n = busy_log(engine)
     path = store.path
     for event_id in range(1, n + 1):
@@ -65,7 +65,7 @@ def test_every_edited_row_is_named(engine: Engine, store: Store) -> None:
 
 
 def test_every_deleted_row_is_named(
-    tmp_path: Path, make_engine: object, engine: Engine, store: Store
+    tmp_path: Path, make_engine: object, engine: Engine, store: SqliteStore
 ) -> None:
     n = busy_log(engine)
     for event_id in range(1, n + 1):
@@ -76,12 +76,12 @@ def test_every_deleted_row_is_named(
         src.close()
         dst.close()
         tamper(copy, "DELETE FROM events WHERE id = ?", (event_id,))
-        report = Store(copy, FakeClock()).verify()
+        report = SqliteStore(copy, FakeClock()).verify()
         assert not report.ok and report.event_id == event_id, (event_id, report)
         assert "deleted" in report.problem
 
 
-def test_inserted_row_is_named_even_with_a_valid_hash(engine: Engine, store: Store) -> None:
+def test_inserted_row_is_named_even_with_a_valid_hash(engine: Engine, store: SqliteStore) -> None:
     busy_log(engine)
     last = store.events()[-1]
     row = {
@@ -103,7 +103,7 @@ def test_inserted_row_is_named_even_with_a_valid_hash(engine: Engine, store: Sto
     assert not report.ok and report.event_id == last.id + 1 and "inserted" in report.problem
 
 
-def test_inserted_row_in_the_middle_is_named(engine: Engine, store: Store) -> None:
+def test_inserted_row_in_the_middle_is_named(engine: Engine, store: SqliteStore) -> None:
     busy_log(engine)
     # shift the tail up by one and slip a forged event in at id 3
     tamper(store.path, "UPDATE events SET id = id + 1000 WHERE id >= 3")
@@ -117,14 +117,14 @@ def test_inserted_row_in_the_middle_is_named(engine: Engine, store: Store) -> No
     assert not report.ok and report.event_id == 3 and "inserted" in report.problem
 
 
-def test_outputs_are_redacted_and_capped(store: Store) -> None:
+def test_outputs_are_redacted_and_capped(store: SqliteStore) -> None:
     secret_output = (
         "token: xoxb-1234567890-abcdefghij\nAuthorization: Bearer abc.def.ghijklmnop\n"
         "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
         "mysql --password=hunter2\n" + "x" * 40000
     )
     with store.transaction() as tx:
-        tx.append_event(
+        tx.record(
             "action_finished",
             actor=None,
             data={"stdout": secret_output, "argv": ["curl", "-H", "token=s3cr3t"]},
@@ -137,12 +137,12 @@ def test_outputs_are_redacted_and_capped(store: Store) -> None:
 
 
 def test_durability_settings_and_migrations(tmp_path: Path, clock: FakeClock) -> None:
-    store = Store(tmp_path / "a.db", clock)
+    store = SqliteStore(tmp_path / "a.db", clock)
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with store.transaction() as tx:
-        tx.append_event("command", actor="alice", data={"text": "help"})
-    again = Store(tmp_path / "a.db", clock)  # re-opening does not re-apply migrations
+        tx.record("command", actor="alice", data={"text": "help"})
+    again = SqliteStore(tmp_path / "a.db", clock)  # re-opening does not re-apply migrations
     versions = [r[0] for r in again.db.execute("SELECT version FROM schema_migrations")]
     assert versions == list(range(1, len(MIGRATIONS) + 1))
     assert again.verify().ok and again.verify().events == 1
@@ -151,7 +151,7 @@ def test_durability_settings_and_migrations(tmp_path: Path, clock: FakeClock) ->
 def test_a_delivery_is_first_exactly_once_across_threads(tmp_path: Path, clock: FakeClock) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    store = Store(tmp_path / "d.db", clock)
+    store = SqliteStore(tmp_path / "d.db", clock)
 
     def arrive(_: int) -> bool:
         with store.transaction() as tx:
@@ -162,15 +162,15 @@ def test_a_delivery_is_first_exactly_once_across_threads(tmp_path: Path, clock: 
     assert firsts.count(True) == 1
 
 
-def _events(store: Store, clock: FakeClock, count: int, every: float = 3600) -> None:
+def _events(store: SqliteStore, clock: FakeClock, count: int, every: float = 3600) -> None:
     for i in range(count):
         with store.transaction() as tx:
-            tx.append_event("command", actor="alice", data={"text": f"diagnose w{i}"})
+            tx.record("command", actor="alice", data={"text": f"diagnose w{i}"})
         clock.advance(every)
 
 
 def test_pruning_keeps_the_chain_verifiable(tmp_path: Path, clock: FakeClock) -> None:
-    store = Store(tmp_path / "p.db", clock)
+    store = SqliteStore(tmp_path / "p.db", clock)
     _events(store, clock, 10)  # one an hour
     cutoff = clock.now() - timedelta(hours=5, minutes=30)  # the first five are older
     result = store.prune(cutoff)
@@ -187,17 +187,17 @@ def test_pruning_keeps_the_chain_verifiable(tmp_path: Path, clock: FakeClock) ->
 
 
 def test_after_pruning_tampering_is_still_named(tmp_path: Path, clock: FakeClock) -> None:
-    store = Store(tmp_path / "p.db", clock)
+    store = SqliteStore(tmp_path / "p.db", clock)
     _events(store, clock, 6)
     store.prune(clock.now() - timedelta(hours=3, minutes=30))
     store.close()
     tamper(tmp_path / "p.db", "DELETE FROM events WHERE id = 4")  # the oldest kept event
-    report = Store(tmp_path / "p.db", clock).verify()
+    report = SqliteStore(tmp_path / "p.db", clock).verify()
     assert not report.ok and report.event_id == 4 and "deleted" in report.problem
 
 
 def test_events_cannot_be_deleted_outside_pruning(tmp_path: Path, clock: FakeClock) -> None:
-    store = Store(tmp_path / "p.db", clock)
+    store = SqliteStore(tmp_path / "p.db", clock)
     _events(store, clock, 3)
     store.prune(clock.now() - timedelta(hours=2, minutes=30))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -207,7 +207,7 @@ def test_events_cannot_be_deleted_outside_pruning(tmp_path: Path, clock: FakeClo
 
 
 def test_events_of_a_run_still_waiting_are_never_pruned(
-    engine: Engine, store: Store, clock: FakeClock
+    engine: Engine, store: SqliteStore, clock: FakeClock
 ) -> None:
     run = engine.start("flannel.restart-pods@1.1.0", {"nodes": "w2"}, who("alice"))
     assert run.status == "awaiting_approval"
@@ -253,12 +253,12 @@ def test_unexpected_shapes_take_the_reference_path() -> None:
     [("channel", "C2", "events_channel"), ("thread", "3.4", "events_thread")],
 )
 def test_reports_by_channel_or_thread_read_by_index(
-    store: Store, key: str, value: str, index: str
+    store: SqliteStore, key: str, value: str, index: str
 ) -> None:
     """The query `events_matching` runs uses the expression index rather than scanning the log."""
     with store.transaction() as tx:
-        tx.append_event("command", actor="a", source={"channel": "C1", "thread_ts": "1.2"})
-        tx.append_event("command", actor="a", source={"channel": "C2", "thread_ts": "3.4"})
+        tx.record("command", actor="a", source={"channel": "C1", "thread_ts": "1.2"})
+        tx.record("command", actor="a", source={"channel": "C2", "thread_ts": "3.4"})
     ran: list[str] = []
     store.db.conn.set_trace_callback(ran.append)
     try:
@@ -271,7 +271,9 @@ def test_reports_by_channel_or_thread_read_by_index(
     assert any(f"USING INDEX {index}" in str(row) for row in plan), (query, plan)
 
 
-def test_an_event_altered_and_re_hashed_is_the_one_named(engine: Engine, store: Store) -> None:
+def test_an_event_altered_and_re_hashed_is_the_one_named(
+    engine: Engine, store: SqliteStore
+) -> None:
     """Rewriting an event's hash to match its new content moves the break to the link after
     it; the verifier still names the event that was changed, not its neighbour."""
     n = busy_log(engine)
