@@ -63,6 +63,16 @@ class TargetBusy(UserError):
     """Another run holds the change lock on a target."""
 
 
+class PlanRefused(UserError):
+    """A runbook's plan breaks a safety rule (an action riskier than its step declares, a node
+    read outside the probe set, an action the engine cannot apply): nothing of it runs. The
+    message names the runbook, step and action; it is a defect of that runbook version."""
+
+
+class ReadRefused(BotError):
+    """A runbook asked to run an argv on a node that is not a read of the probe set."""
+
+
 class ExecutorError(BotError):
     """An executor could not do what was asked; the message names the node or API call."""
 

@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.ports.probes import recognise
+
 
 class Risk(enum.Enum):
     READ = "read"
@@ -33,10 +35,14 @@ class Risk(enum.Enum):
 
 
 class Action(Protocol):
-    """Something the engine does on a step's behalf. `target` is what a change lock covers."""
+    """Something the engine does on a step's behalf. `target` is what a change lock covers;
+    `least_risk` is the least a step that returns it must declare."""
 
     @property
     def target(self) -> str: ...
+
+    @property
+    def least_risk(self) -> Risk: ...
 
     def render(self) -> str: ...
 
@@ -52,6 +58,10 @@ class ListPods:
     @property
     def target(self) -> str:
         return f"node/{self.node}" if self.node else f"namespace/{self.namespace}"
+
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.READ
 
     def render(self) -> str:
         query = f"labelSelector={self.label_selector}"
@@ -82,6 +92,11 @@ class RunOnNode:
     def target(self) -> str:
         return f"node/{self.node}"
 
+    @property
+    def least_risk(self) -> Risk:
+        """A read when the argv is one of the probe set's reads; anything else changes the node."""
+        return Risk.READ if recognise(self.argv) is not None else Risk.CHANGE
+
     def render(self) -> str:
         line = f"ssh {self.node} -- {shlex.join(('sudo', *self.argv) if self.sudo else self.argv)}"
         return f"{line}  (a failure is recorded, not fatal)" if self.may_fail else line
@@ -108,6 +123,10 @@ class DeletePod:
     def target(self) -> str:
         return f"node/{self.node}"
 
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.DESTRUCTIVE
+
     def render(self) -> str:
         return f"DELETE /api/v1/namespaces/{self.namespace}/pods/{self.name}  (on {self.node})"
 
@@ -132,6 +151,10 @@ class PatchConfigMap:
     @property
     def target(self) -> str:
         return f"configmap/{self.namespace}/{self.name}"
+
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.CHANGE
 
     def render(self) -> str:
         keys = ", ".join(k for k, _ in self.data)
@@ -163,6 +186,10 @@ class WaitForPod:
     @property
     def target(self) -> str:
         return f"node/{self.node}"
+
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.READ
 
     def render(self) -> str:
         instead = f" (replacing {', '.join(self.replacing)})" if self.replacing else ""
@@ -206,6 +233,10 @@ class WriteFile:
         return f"node/{self.node}"
 
     @property
+    def least_risk(self) -> Risk:
+        return Risk.CHANGE
+
+    @property
     def argv(self) -> tuple[str, ...]:
         script = (
             'set -e; dir=$(dirname "$1"); mkdir -p "$dir"; '
@@ -239,6 +270,10 @@ class Disruption:
     @property
     def target(self) -> str:
         return f"node/{self.node}"
+
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.DESTRUCTIVE
 
     def render(self) -> str:
         return f"DISRUPTS {self.node}: {self.what}"
@@ -276,6 +311,10 @@ class CreateObject:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind.lower()}/{where}{self.name}"
 
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.CHANGE
+
     def render(self) -> str:
         where = f" in {self.namespace}" if self.namespace else ""
         return f"CREATE {self.obj.get('apiVersion')} {self.kind} {self.name}{where}"
@@ -299,6 +338,10 @@ class PatchDaemonSet:
     @property
     def target(self) -> str:
         return f"daemonset/{self.namespace}/{self.name}"
+
+    @property
+    def least_risk(self) -> Risk:
+        return Risk.CHANGE
 
     def render(self) -> str:
         return (

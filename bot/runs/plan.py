@@ -1,8 +1,10 @@
 """A plan: every step of a runbook rendered for given parameters, and the hash approvals bind to.
 
-Planning only reads. The hash covers runbook id, version, code hash, parameters, targets and
-every rendered action, so an approval cannot be carried over to anything but the exact plan
-it was given for.
+Planning only reads, and refuses a plan that breaks a safety rule: a step whose actions are
+riskier than the step declares (a `read` step returning a pod delete), an action no applier
+carries out, a node read outside the probe set. The hash covers runbook id, version, code hash,
+parameters, targets and every rendered action, so an approval cannot be carried over to anything
+but the exact plan it was given for.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bot.errors import PlanRefused, ReadRefused
 from bot.runs.actions import Action, Risk
+from bot.runs.appliers import applier_for
 from bot.runs.params import params_to_json
 from bot.runs.runbook import Facts, Runbook, Step
+
+NO_CHANGE = "already in the desired state"
 
 
 @dataclass(frozen=True)
@@ -22,13 +28,19 @@ class PlannedStep:
     index: int
     step: Step
     actions: tuple[Action, ...]
+    no_change: str = ""  # what the planner checked and found right, when it plans nothing
 
     @property
     def risk(self) -> Risk:
         return self.step.risk
 
+    @property
+    def outcome_if_idle(self) -> str:
+        """How a step with nothing to do reports itself."""
+        return f"no change: {self.no_change or NO_CHANGE}"
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "index": self.index,
             "name": self.step.name,
             "title": self.step.title,
@@ -39,6 +51,9 @@ class PlannedStep:
                 {"render": a.render(), "target": a.target, **a.to_json()} for a in self.actions
             ],
         }
+        if self.no_change:
+            out["no_change"] = self.no_change
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,8 +101,27 @@ def build_plan(runbook: Runbook, params: Any, facts: Facts, cluster: str = "defa
         cluster=cluster,
         runbook=runbook,
         params=params,
-        steps=tuple(
-            PlannedStep(index=i, step=s, actions=s.plan(facts, params))
-            for i, s in enumerate(runbook.steps)
-        ),
+        steps=tuple(plan_step(runbook, i, s, facts, params) for i, s in enumerate(runbook.steps)),
     )
+
+
+def plan_step(runbook: Runbook, index: int, step: Step, facts: Facts, params: Any) -> PlannedStep:
+    where = f"runbook {runbook.ref}, step {index + 1} `{step.name}`"
+    try:
+        planned = step.planner(facts, params)
+    except ReadRefused as exc:
+        raise PlanRefused(f"{where} was refused: {exc}") from None
+    actions = tuple(planned)
+    for action in actions:
+        kind = type(action).__name__
+        if applier_for(action) is None:
+            raise PlanRefused(f"{where} returns a {kind}, which the engine has no applier for")
+        if action.least_risk.rank > step.risk.rank:
+            raise PlanRefused(
+                f"{where} is declared {step.risk.value} but returns a {kind} "
+                f"(`{action.render().splitlines()[0]}`), which is at least "
+                f"{action.least_risk.value}; nothing was planned or run. The runbook must "
+                f"declare the step {action.least_risk.value} (a defect of {runbook.ref})"
+            )
+    reason = str(getattr(planned, "reason", "")) if not actions else ""
+    return PlannedStep(index=index, step=step, actions=actions, no_change=reason)

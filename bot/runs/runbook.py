@@ -11,9 +11,10 @@ import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NewType, Protocol
+from typing import Any, NewType, Protocol, TypeVar
 
 from bot.diagnosis.findings import Finding
+from bot.diagnosis.node_facts import Fact
 from bot.ports.cluster import ClusterReader
 from bot.ports.nodes import CommandResult
 from bot.runs.actions import Action, Risk
@@ -29,16 +30,23 @@ INTERFACE_NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,15}$")
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
 RUNBOOK_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$")
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------------ facts
 
 
 class Facts(Protocol):
-    """Read-only view of the cluster given to step planners and post-checks."""
+    """Read-only view of the cluster given to step planners and post-checks.
+
+    Nodes are read through the probe set only: `read(node, fact)` runs the fact's probe and
+    returns what its one parser makes of it. `run` remains for runbook versions written before
+    `read`, and takes only an argv `bot.ports.probes.recognise` knows as a read."""
 
     @property
     def kube(self) -> ClusterReader: ...
+
+    def read(self, node: str, fact: Fact[T], timeout: float = 10.0) -> T: ...
 
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult: ...
 
@@ -51,6 +59,18 @@ class Facts(Protocol):
 class CheckResult:
     ok: bool
     detail: str
+
+
+class NoChange(tuple[Action, ...]):
+    """What a step plans when nothing needs doing: no actions, and what was checked and found
+    already right (`NoChange("br_netfilter is loaded on w1")`), shown in the plan and the run."""
+
+    reason: str
+
+    def __new__(cls, reason: str) -> NoChange:
+        planned = super().__new__(cls, ())
+        planned.reason = reason
+        return planned
 
 
 Planner = Callable[[Facts, Any], Sequence[Action]]

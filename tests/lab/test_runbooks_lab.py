@@ -24,7 +24,7 @@ from bot.lab import faults
 from bot.lab.lab import Lab
 from bot.lab.network import in_netns
 from bot.lab.nodes import write_ipam
-from bot.runs.engine import Requester
+from bot.ports.store import Requester
 from bot.settings import load_settings
 from bot.wiring import App, build_app
 

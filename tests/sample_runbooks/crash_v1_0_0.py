@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.runs.actions import Action, Risk, RunOnNode
-from bot.runs.runbook import CheckResult, Facts, NodeName, step
+from bot.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
 
 ID = "test.crash"
 VERSION = "1.0.0"

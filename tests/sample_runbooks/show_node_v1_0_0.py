@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.runs.actions import Action, Risk, RunOnNode
-from bot.runs.runbook import Facts, NodeName, step
+from bot.runbook import Action, Facts, NodeName, Risk, RunOnNode, step
 
 ID = "test.show-node"
 VERSION = "1.0.0"

@@ -19,7 +19,7 @@ from bot.errors import (
 from bot.runs.engine import Engine
 from bot.runs.policy import Policy, RunbookRule
 from bot.runs.registry import Registry, load_runbook
-from bot.store import Store
+from bot.store import SqliteStore
 from tests.conftest import POLICY, who
 from tests.fakes import FakeClock, FakeCluster
 
@@ -31,7 +31,7 @@ def deletes(cluster: FakeCluster) -> list[tuple[str, ...]]:
     return [c for c in cluster.calls if c[0] == "delete_pod"]
 
 
-def kinds(store: Store, run_id: int) -> list[str]:
+def kinds(store: SqliteStore, run_id: int) -> list[str]:
     return [e.kind for e in store.events(run_id=run_id)]
 
 
@@ -59,7 +59,7 @@ def test_older_version_can_be_pinned(engine: Engine) -> None:
 
 
 def test_run_pauses_before_destructive_step(
-    engine: Engine, cluster: FakeCluster, store: Store
+    engine: Engine, cluster: FakeCluster, store: SqliteStore
 ) -> None:
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     assert run.status == "awaiting_approval"
@@ -69,7 +69,7 @@ def test_run_pauses_before_destructive_step(
 
 
 def test_valid_approval_applies_and_proves_the_fix(
-    engine: Engine, cluster: FakeCluster, store: Store
+    engine: Engine, cluster: FakeCluster, store: SqliteStore
 ) -> None:
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     done = engine.approve(run.id, who("bob"), plan_hash=run.plan_hash[7:19])
@@ -96,7 +96,7 @@ def test_non_approver_is_refused_naming_the_role(engine: Engine) -> None:
 
 
 def test_expired_approval_is_refused(
-    engine: Engine, clock: FakeClock, cluster: FakeCluster, store: Store
+    engine: Engine, clock: FakeClock, cluster: FakeCluster, store: SqliteStore
 ) -> None:
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     clock.advance(31 * 60)
@@ -116,7 +116,7 @@ def test_approval_of_a_stale_plan_hash_is_refused(engine: Engine, cluster: FakeC
 
 
 def test_approval_is_refused_when_the_cluster_changed_the_plan(
-    engine: Engine, cluster: FakeCluster, store: Store
+    engine: Engine, cluster: FakeCluster, store: SqliteStore
 ) -> None:
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     # flannel's pod on w2 was replaced by someone else meanwhile: the approved DELETE is stale
@@ -166,7 +166,7 @@ def test_runbook_can_demand_more_approvals(engine: Engine, cluster: FakeCluster)
 
 
 def test_approver_who_lost_the_role_does_not_count(
-    make_engine: Callable[..., Engine], cluster: FakeCluster, store: Store
+    make_engine: Callable[..., Engine], cluster: FakeCluster, store: SqliteStore
 ) -> None:
     policy = dataclasses.replace(POLICY, rules={REF: RunbookRule(approvals=2)})
     run = make_engine(policy=policy).start(PINNED, {"nodes": "w2"}, who("alice"))
@@ -179,7 +179,7 @@ def test_approver_who_lost_the_role_does_not_count(
 
 
 def test_deny_ends_the_run_and_frees_the_node(
-    engine: Engine, cluster: FakeCluster, store: Store
+    engine: Engine, cluster: FakeCluster, store: SqliteStore
 ) -> None:
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     denied = engine.deny(run.id, who("bob"), "not during the release")
@@ -233,7 +233,7 @@ def test_shell_metacharacters_in_node_names_are_rejected(engine: Engine, value: 
 
 
 def test_post_check_that_never_passes_fails_the_run(
-    engine: Engine, cluster: FakeCluster, store: Store
+    engine: Engine, cluster: FakeCluster, store: SqliteStore
 ) -> None:
     cluster.restart_seconds = None
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
@@ -272,7 +272,7 @@ def test_change_steps_can_be_gated_by_policy(
 
 
 def test_a_bug_in_a_step_is_recorded_with_its_traceback(
-    make_engine: Callable[..., Engine], store: Store
+    make_engine: Callable[..., Engine], store: SqliteStore
 ) -> None:
     engine = make_engine()
     run = engine.start("test.crash", {"node": "w1"}, who("alice"))
@@ -286,7 +286,7 @@ def test_a_bug_in_a_step_is_recorded_with_its_traceback(
 
 
 def test_dead_owner_makes_a_running_run_interrupted(
-    make_engine: Callable[..., Engine], store: Store, cluster: FakeCluster
+    make_engine: Callable[..., Engine], store: SqliteStore, cluster: FakeCluster
 ) -> None:
     engine = make_engine()
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
@@ -303,7 +303,7 @@ def test_dead_owner_makes_a_running_run_interrupted(
     assert engine.start(PINNED, {"nodes": "w2"}, who("alice")).status == "awaiting_approval"
 
 
-def test_live_owner_keeps_its_run(make_engine: Callable[..., Engine], store: Store) -> None:
+def test_live_owner_keeps_its_run(make_engine: Callable[..., Engine], store: SqliteStore) -> None:
     engine = make_engine()
     run = engine.start(PINNED, {"nodes": "w2"}, who("alice"))
     with store.transaction() as tx:
@@ -315,10 +315,10 @@ def test_concurrent_approvals_apply_once(
     tmp_path: Path, registry: Registry, clock: FakeClock, cluster: FakeCluster
 ) -> None:
     """Nine approvers click at once, each on its own connection: the pod is deleted once."""
-    setup = Store(tmp_path / "race.db", clock)
+    setup = SqliteStore(tmp_path / "race.db", clock)
 
     def make() -> Engine:
-        store = Store(tmp_path / "race.db", clock)
+        store = SqliteStore(tmp_path / "race.db", clock)
         return Engine(
             store, registry, POLICY, cluster, cluster, clock, "test-owner", lambda o: True
         )
@@ -359,7 +359,7 @@ def test_change_step_without_check_is_rejected_at_load_time() -> None:
     module.__doc__ = "Bad."
     exec(
         "from dataclasses import dataclass\n"
-        "from bot.runs.runbook import Risk, step\n"
+        "from bot.runbook import Risk, step\n"
         "ID = 'test.bad'\nVERSION = '1.0.0'\n"
         "@dataclass(frozen=True)\nclass Params:\n    pass\n"
         "@step('x', risk=Risk.DESTRUCTIVE)\ndef x(f, p):\n    return []\n",
@@ -380,7 +380,7 @@ def test_policy_file_rule_by_runbook_id(make_engine: Callable[..., Engine]) -> N
 
 
 def test_a_broken_notifier_does_not_break_a_run(
-    engine: Engine, store: Store, cluster: FakeCluster
+    engine: Engine, store: SqliteStore, cluster: FakeCluster
 ) -> None:
     def broken(event: object) -> None:
         raise KeyError("template bug")
