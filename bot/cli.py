@@ -22,13 +22,13 @@ from bot.errors import BotError, UserError
 from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
 from bot.ports.clock import SystemClock
+from bot.ports.store import Event, Requester
 from bot.process.leader import LeaderElector
 from bot.process.logs import configure as configure_logs
-from bot.runs.engine import Requester
+from bot.render import Renderer
 from bot.runs.registry import Registry, lock_path, read_lock, write_lock
 from bot.service.handler import Reply
 from bot.settings import ConfigError, Settings, load_settings
-from bot.store.database import Event
 from bot.wiring import App, build_app, build_executors
 
 GLOBAL_HELP = """\
@@ -100,12 +100,14 @@ def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
             + "\n"
         )
     else:
-        out.write(app.renderer.reply(reply) + "\n")
+        out.write(Renderer(app.settings.templates_dir).reply(reply) + "\n")
 
 
 def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:
+    renderer = Renderer(app.settings.templates_dir)
+
     def show(event: Event) -> None:
-        line = app.renderer.event(event)
+        line = renderer.event(event)
         if line:
             out.write(line + "\n")
             out.flush()
@@ -160,6 +162,7 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
     show up here too, as they would in a Slack thread.
     """
     source = {"adapter": "shell", "user": user}
+    renderer = Renderer(app.settings.templates_dir)
     seen = {"last": app.store.last_event_id()}
     lock = threading.Lock()
     stop = threading.Event()
@@ -169,7 +172,7 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
             if event.id <= seen["last"]:
                 return
             seen["last"] = event.id
-            line = app.renderer.event(event) if event.run_id is not None else ""
+            line = renderer.event(event) if event.run_id is not None else ""
             if line:
                 out.write(line + "\n")
                 out.flush()
@@ -193,7 +196,7 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
             if line.strip():
                 reply = app.service.handle(line, Requester(user, source))
                 with lock:
-                    out.write(app.renderer.reply(reply) + "\n")
+                    out.write(renderer.reply(reply) + "\n")
     finally:
         stop.set()
         watcher.join(timeout=2)

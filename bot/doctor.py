@@ -10,12 +10,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-
 from bot.errors import BotError
 from bot.executors.kube import KubeClient
 from bot.settings import Settings
+from bot.slack.health import WebClient, slack_health
 from bot.wiring import App
 
 # (verb, resource, namespace, API group, name): what diagnose and the runbooks call
@@ -124,20 +122,8 @@ def _cluster_checks(app: App, name: str, label: str) -> list[Check]:
 
 
 def _slack(settings: Settings, client: WebClient | None) -> Check:
-    s = settings.slack
-    if not s.bot_token:
-        return Check("slack", "WARN", "not configured: set SLACK_BOT_TOKEN (and see README: Slack)")
-    problems = s.problems()
-    if problems:
-        return Check("slack", "FAIL", "; ".join(problems))
-    client = client or WebClient(token=s.bot_token, base_url=s.api_url, timeout=10)
-    try:
-        who = client.auth_test()
-    except SlackApiError as exc:
-        return Check("slack", "FAIL", f"Slack refused the bot token: {exc.response.get('error')}")
-    except OSError as exc:
-        return Check("slack", "FAIL", f"cannot reach Slack at {s.api_url}: {exc}")
-    return Check("slack", "OK", f"bot {who.get('user')} in team {who.get('team')} ({s.mode} mode)")
+    state, detail = slack_health(settings.slack, client)
+    return Check("slack", state, detail)
 
 
 def doctor(app: App, settings: Settings) -> int:

@@ -14,9 +14,8 @@ from typing import Any
 
 import jinja2
 
+from bot.ports.store import Event
 from bot.service.handler import Reply
-from bot.slack import blocks as slack_blocks
-from bot.store.database import Event
 
 MARKERS = {"read": "[read]", "change": "[CHANGE]", "destructive": "[DESTRUCTIVE]"}
 
@@ -40,7 +39,6 @@ class Renderer:
         )
         self.env.globals["markers"] = MARKERS
         self.env.filters["csv_row"] = csv_row
-        slack_blocks.register(self.env)
 
     def reply(self, reply: Reply, medium: str = "shell") -> str:
         if reply.kind == "audit_report":

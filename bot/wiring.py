@@ -18,22 +18,20 @@ from bot.ports.cluster import KubeExecutor
 from bot.ports.nodes import FanOutExecutor
 from bot.process.metrics import REGISTRY
 from bot.process.owner import owner_alive, this_process
-from bot.render import Renderer
 from bot.runs.engine import Engine
 from bot.runs.registry import Registry
 from bot.service.clusters import Cluster, Clusters
 from bot.service.handler import Service
 from bot.settings import ClusterSettings, ConfigError, Settings
-from bot.store import Store
+from bot.store import SqliteStore
 
 
 @dataclass(frozen=True)
 class App:
     settings: Settings
-    store: Store
+    store: SqliteStore
     clusters: Clusters
     service: Service
-    renderer: Renderer
 
     @property
     def engine(self) -> Engine:
@@ -96,7 +94,7 @@ def evidence_from_bundle(
     return collect(reader, reader, only, deep=deep)
 
 
-def build_cluster(settings: Settings, store: Store, name: str, clock: Clock) -> Cluster:
+def build_cluster(settings: Settings, store: SqliteStore, name: str, clock: Clock) -> Cluster:
     """One cluster's executors and engine; a configuration error names the cluster."""
     cs = settings.cluster(name)
     try:
@@ -125,7 +123,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     """The clusters are built on first use; the default one is built here, so a broken
     default configuration fails at start-up rather than on the first command."""
     clock = clock or SystemClock()
-    store = Store(settings.db_path, clock)
+    store = SqliteStore(settings.db_path, clock)
     clusters = Clusters(
         [c.name for c in settings.clusters],
         settings.default_cluster,
@@ -133,4 +131,4 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     )
     clusters.get()
     service = Service(clusters, store, settings.max_report_events)
-    return App(settings, store, clusters, service, Renderer(settings.templates_dir))
+    return App(settings, store, clusters, service)

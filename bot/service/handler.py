@@ -9,12 +9,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from bot.diagnosis.collect import collect
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.rules import diagnose, node_rows
 from bot.errors import (
     BotError,
     CommandSyntaxError,
@@ -25,15 +22,13 @@ from bot.errors import (
     UserError,
 )
 from bot.ports.clock import iso
-from bot.runs.engine import Engine, Requester
+from bot.ports.store import EventFilter, EventKind, Requester, RunRecord, Store
+from bot.runs.engine import Engine
 from bot.runs.params import describe_params
-from bot.runs.plan import Plan
-from bot.runs.registry import Registry
 from bot.service import commands as c
 from bot.service import report
 from bot.service.clusters import Cluster, Clusters
-from bot.store import Store
-from bot.store.database import EventFilter, RunRecord
+from bot.service.views import diagnosis_view, plan_view, run_view, selection
 
 
 @dataclass(frozen=True)
@@ -45,77 +40,9 @@ class Reply:
     ok: bool = True
 
 
-def diagnosis_view(
-    ev: Evidence,
-    registry: Registry,
-    only: Sequence[str] = (),
-    cluster: str = "default",
-    name_cluster: bool = False,
-) -> dict[str, Any]:
-    """The diagnose reply: findings as JSON, runbooks offered only where one is installed.
-    With `name_cluster` (a bot serving several), each fix names the cluster it is for."""
-    findings = [f.to_json() for f in diagnose(ev)]
-    known = {rb.id for rb in registry.all()}
-    for f in findings:
-        if f["fix"]["runbook"] not in known:
-            f["fix"].update(runbook=None, command=None)
-        elif name_cluster and f["fix"]["command"]:
-            f["fix"]["command"] += f" --cluster {cluster}"
-        f["fix"]["cluster"] = cluster if name_cluster else None
-    if only:
-        findings = [f for f in findings if not f["nodes"] or set(f["nodes"]) & set(only)]
-    counts = {
-        s: sum(1 for f in findings if f["severity"] == s) for s in ("critical", "warning", "info")
-    }
-    return {
-        "cluster": cluster,
-        "source": ev.source,
-        "nodes": [r for r in node_rows(ev) if not only or r["name"] in only],
-        "findings": findings,
-        "gaps": ev.gaps,
-        "summary": {**counts, "nodes": len(ev.nodes), "probed": len(ev.probes)},
-    }
-
-
-def plan_view(plan: Plan) -> dict[str, Any]:
-    return {
-        **plan.to_json(),
-        "ref": plan.runbook.ref,
-        "plan_hash": plan.hash,
-        "short_hash": plan.short_hash,
-        "summary": plan.runbook.summary,
-    }
-
-
-def run_view(run: RunRecord) -> dict[str, Any]:
-    return {
-        **dataclasses.asdict(run),
-        "ref": run.ref,
-        "short_hash": run.plan_hash.removeprefix("sha256:")[:12],
-    }
-
-
-def selection(asked: Mapping[str, str]) -> report.Selection:
-    """A report selection from `audit report`'s checked key=value pairs."""
-
-    def moment(text: str) -> datetime:
-        value = datetime.fromisoformat(text.replace(" ", "T").removesuffix("Z"))
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-    run = asked.get("run")
-    return report.Selection(
-        since=report.parse_span(asked["since"]) if "since" in asked else None,
-        start=moment(asked["from"]) if "from" in asked else None,
-        end=moment(asked["to"]) if "to" in asked else None,
-        run_id=int(run.lstrip("#")) if run else None,
-        cluster=asked.get("cluster"),
-        node=asked.get("node"),
-        runbook=asked.get("runbook"),
-        user=asked.get("user"),
-        channel=asked.get("channel"),
-        thread=asked.get("thread"),
-        fields=dict(asked),
-    )
+# commands whose answer depends on runs being current: runs whose process died are marked
+# interrupted, and approval windows that closed are expired, before they are read or changed
+RUN_STATE_COMMANDS = (c.RunRunbook, c.Approve, c.Deny, c.Cancel, c.Status, c.Audit, c.AuditReport)
 
 
 class Service:
@@ -143,37 +70,43 @@ class Service:
             )
         return self.clusters.get(run.cluster).engine
 
-    def handle(self, text: str | Sequence[str], who: Requester) -> Reply:
-        """Parse and execute one `/flannel` command. User errors, and an API or node that does
-        not answer, become an `error` reply.
+    def handle(
+        self, text: str | Sequence[str], who: Requester, command: c.Command | None = None
+    ) -> Reply:
+        """Parse and execute one `/flannel` command (`command`: already parsed from `text` by
+        the adapter). User errors, and an API or node that does not answer, become an `error`
+        reply.
 
         The command is recorded before it is acted on, with the cluster it is for when it is
         about one (parsing and naming the cluster touch nothing)."""
         line = text if isinstance(text, str) else " ".join(text)
         data: dict[str, Any] = {"text": line}
         try:
-            command = c.parse(c.split_words(text) if isinstance(text, str) else list(text))
+            if command is None:
+                command = c.parse(c.split_words(text) if isinstance(text, str) else list(text))
             if isinstance(command, c.Diagnose | c.PlanRunbook | c.RunRunbook):
                 data["cluster"] = self.clusters.name(command.cluster)
         except UserError as exc:
-            self._record("command", who, data)
+            self._record(EventKind.COMMAND, who, data)
             return self._error(exc, who, line)
-        self._record("command", who, data)
+        self._record(EventKind.COMMAND, who, data)
         try:
-            self.engine.recover()
-            self.engine.expire_due()
+            if isinstance(command, RUN_STATE_COMMANDS):
+                self.engine.recover()
+                self.engine.expire_due()
             return self.dispatch(command, who)
         except (UserError, ExecutorError) as exc:
             return self._error(exc, who, line)
 
-    def _record(self, kind: str, who: Requester, data: dict[str, Any]) -> None:
-        with self.store.transaction() as tx:
-            tx.append_event(kind, actor=who.user, source=dict(who.source), data=data)
+    def _record(self, kind: EventKind, who: Requester, data: dict[str, Any]) -> None:
+        self.store.record(kind, actor=who.user, source=who.source, data=data)
 
     def _error(self, exc: BotError, who: Requester, line: str) -> Reply:
         """A refused command (`command_rejected`), or one the cluster could not answer
         (`command_failed`), recorded and told to the requester."""
-        kind = "command_rejected" if isinstance(exc, UserError) else "command_failed"
+        kind = (
+            EventKind.COMMAND_REJECTED if isinstance(exc, UserError) else EventKind.COMMAND_FAILED
+        )
         name = type(exc).__name__
         self._record(kind, who, {"text": line, "error": str(exc), "error_type": name})
         usage = exc.usage if isinstance(exc, CommandSyntaxError) else None
@@ -285,8 +218,7 @@ class Service:
         return Reply("run", view, ok=status_only or run.status not in ("failed", "interrupted"))
 
     def _approvals(self, run: RunRecord) -> list[Any]:
-        with self.store.transaction() as tx:
-            return tx.approvals(run.id, run.plan_hash)
+        return self.store.approvals_of(run)
 
     def report(self, asked: Mapping[str, str]) -> dict[str, Any]:
         """The audit report for a validated selection (see `commands.AuditReport`)."""
@@ -344,7 +276,8 @@ class Service:
         self, cluster: Cluster, only: Sequence[str], deep: bool, who: Requester
     ) -> dict[str, Any]:
         """Evidence from the API and the nodes, findings ranked root cause first."""
-        known = {n.name for n in cluster.engine.kube.list_nodes()}
+        listed = cluster.reader.list_nodes()
+        known = {n.name for n in listed}
         unknown = [n for n in only if n not in known]
         if unknown:
             where = f"cluster {cluster.name}" if self.clusters.many else "the cluster"
@@ -352,27 +285,26 @@ class Service:
                 f"node `{unknown[0]}` is not in {where}; known nodes: "
                 f"{', '.join(sorted(known)) or 'none'}"
             )
-        evidence = collect(cluster.reader, cluster.prober, only, deep)
+        evidence = collect(cluster.reader, cluster.prober, only, deep, known=listed)
         view = diagnosis_view(
             evidence, cluster.engine.registry, only, cluster.name, self.clusters.many
         )
         counts = view["summary"]
-        with self.store.transaction() as tx:  # what was seen, for the incident's record
-            tx.append_event(
-                "diagnosed",
-                actor=who.user,
-                source=dict(who.source),
-                data={
-                    "cluster": cluster.name,
-                    "summary": f"{counts['critical']} critical, {counts['warning']} warning, "
-                    f"{counts['info']} info on {counts['nodes']} nodes"
-                    + (f" (asked about {', '.join(only)})" if only else ""),
-                    "findings": [
-                        {k: f[k] for k in ("id", "severity", "nodes", "summary")}
-                        | {"fix": f["fix"]["command"] or f["fix"]["manual"]}
-                        for f in view["findings"]
-                    ],
-                    "gaps": view["gaps"],
-                },
-            )
+        self.store.record(  # what was seen, for the incident's record
+            EventKind.DIAGNOSED,
+            actor=who.user,
+            source=who.source,
+            data={
+                "cluster": cluster.name,
+                "summary": f"{counts['critical']} critical, {counts['warning']} warning, "
+                f"{counts['info']} info on {counts['nodes']} nodes"
+                + (f" (asked about {', '.join(only)})" if only else ""),
+                "findings": [
+                    {k: f[k] for k in ("id", "severity", "nodes", "summary")}
+                    | {"fix": f["fix"]["command"] or f["fix"]["manual"]}
+                    for f in view["findings"]
+                ],
+                "gaps": view["gaps"],
+            },
+        )
         return view

@@ -9,6 +9,7 @@ the command, mentioning the requester; errors go to the requester alone (ephemer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -27,7 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.errors import UserError
-from bot.runs.engine import Requester
+from bot.ports.store import Requester
 from bot.service import commands as c
 from bot.service.handler import Reply
 from bot.settings import SlackSettings
@@ -62,7 +63,7 @@ class SlackAdapter:
         self.settings = settings
         self.client = client or make_client(settings)
         self.identity = Identity(settings, self.client)
-        self.messages = Messages(app.renderer)
+        self.messages = Messages(app.settings.templates_dir)
         self.progress = Progress(
             app.store, self.client, self.messages, app.engine.clock, settings.progress_interval
         )
@@ -171,12 +172,13 @@ class SlackAdapter:
             return
         if isinstance(parsed, c.AuditReport) and not set(parsed.selection) & SCOPES:
             text += f" channel={channel}"  # in Slack a report covers this channel by default
+            parsed = dataclasses.replace(parsed, selection={**parsed.selection, "channel": channel})
         root = self.client.chat_postMessage(
             channel=channel, text=f"<@{user_id}> asked: `/flannel {text}`"
         )
         thread_ts = str(root["ts"])
         source["thread_ts"] = thread_ts
-        reply = self.app.service.handle(text, Requester(name, source))
+        reply = self.app.service.handle(text, Requester(name, source), parsed)
         if reply.kind == "error":
             self._quietly(lambda: self.client.chat_delete(channel=channel, ts=thread_ts))
             self._ephemeral(channel, user_id, reply)
@@ -224,7 +226,7 @@ class SlackAdapter:
                 lambda: self.client.files_upload_v2(
                     channel=channel,
                     thread_ts=thread_ts,
-                    content=self.app.renderer.reply(reply),
+                    content=self.messages.renderer.reply(reply),
                     filename="flannel-diagnose.txt",
                     title="flannel diagnose: every finding with its evidence",
                 )
@@ -246,7 +248,7 @@ class SlackAdapter:
         self.client.files_upload_v2(
             channel=channel,
             thread_ts=thread_ts,
-            content=self.app.renderer.reply(reply),
+            content=self.messages.renderer.reply(reply),
             filename=f"flannel-audit-report.{fmt}",
             title=f"flannel-bot audit report ({data['selection']})",
             initial_comment=summary,

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from bot.render import Renderer
 from bot.service.handler import Reply
-from bot.slack.blocks import check_limits, mrkdwn, render_diagnose_slack, truncate
+from bot.slack.blocks import check_limits, mrkdwn, register, render_diagnose_slack, truncate
 
 log = logging.getLogger(__name__)
 OWN_LAYOUT = {"diagnose", "plan"}
 
 
 class Messages:
-    def __init__(self, renderer: Renderer) -> None:
-        self.renderer = renderer
+    def __init__(self, templates: Path) -> None:
+        """The renderer of `templates`, with the filters and globals Slack's templates use."""
+        self.renderer = Renderer(templates)
+        register(self.renderer.env)
 
     def _render(self, template: str, **data: Any) -> dict[str, Any]:
         payload = json.loads(self.renderer.render(f"slack/{template}.json.j2", **data))

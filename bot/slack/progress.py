@@ -21,12 +21,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.ports.clock import Clock, parse_iso
-from bot.runs.engine import TERMINAL
-from bot.service.handler import run_view
+from bot.ports.store import TERMINAL, Event, RunRecord, Store
+from bot.service.views import run_view
 from bot.slack.blocks import mrkdwn_escape
 from bot.slack.messages import Messages
-from bot.store import Store
-from bot.store.database import Event, RunRecord
 
 log = logging.getLogger(__name__)
 APPROVAL_EVENTS = {

@@ -202,7 +202,7 @@ def test_a_429_is_retried_after_retry_after(bot: SlackBot) -> None:
 
 
 def test_approving_in_the_shell_updates_the_slack_thread(bot: SlackBot) -> None:
-    from bot.runs.engine import Requester
+    from bot.ports.store import Requester
 
     start_run(bot)
     engine = bot.adapter.app.engine

@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 
 from bot.diagnosis.findings import Finding, Fix
-from bot.render import Renderer
 from bot.service.handler import Reply
 from bot.settings import REPO_ROOT
 from bot.slack.blocks import check_limits
 from bot.slack.messages import Messages
 
-MESSAGES = Messages(Renderer(REPO_ROOT / "templates"))
+MESSAGES = Messages(REPO_ROOT / "templates")
 NASTY = "<!channel> `x```y` & <@U1> " + "é" * 50
 
 

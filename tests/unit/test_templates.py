@@ -7,7 +7,7 @@ from pathlib import Path
 from bot.render import Renderer
 from bot.service.handler import Service
 from bot.settings import REPO_ROOT
-from bot.store import Store
+from bot.store import SqliteStore
 from tests.conftest import who
 from tests.fakes import FakeCluster
 
@@ -26,7 +26,7 @@ REPLY_KINDS = {
 
 
 def test_every_reply_and_event_renders(
-    service: Service, store: Store, cluster: FakeCluster
+    service: Service, store: SqliteStore, cluster: FakeCluster
 ) -> None:
     renderer = Renderer(TEMPLATES)
     cluster.pods = [p for p in cluster.pods if p.node != "w3"]

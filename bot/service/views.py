@@ -1,0 +1,118 @@
+"""The replies' data: plain JSON views of evidence, findings, plans and runs for the templates."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.diagnosis.evidence import Evidence
+from bot.diagnosis.rules import diagnose
+from bot.ports.store import RunRecord
+from bot.runs.plan import Plan
+from bot.runs.registry import Registry
+from bot.service import report
+
+
+def diagnosis_view(
+    ev: Evidence,
+    registry: Registry,
+    only: Sequence[str] = (),
+    cluster: str = "default",
+    name_cluster: bool = False,
+) -> dict[str, Any]:
+    """The diagnose reply: findings as JSON, runbooks offered only where one is installed.
+    With `name_cluster` (a bot serving several), each fix names the cluster it is for."""
+    findings = [f.to_json() for f in diagnose(ev)]
+    known = {rb.id for rb in registry.all()}
+    for f in findings:
+        if f["fix"]["runbook"] not in known:
+            f["fix"].update(runbook=None, command=None)
+        elif name_cluster and f["fix"]["command"]:
+            f["fix"]["command"] += f" --cluster {cluster}"
+        f["fix"]["cluster"] = cluster if name_cluster else None
+    if only:
+        findings = [f for f in findings if not f["nodes"] or set(f["nodes"]) & set(only)]
+    counts = {
+        s: sum(1 for f in findings if f["severity"] == s) for s in ("critical", "warning", "info")
+    }
+    return {
+        "cluster": cluster,
+        "source": ev.source,
+        "nodes": [r for r in node_rows(ev) if not only or r["name"] in only],
+        "findings": findings,
+        "gaps": ev.gaps,
+        "summary": {**counts, "nodes": len(ev.nodes), "probed": len(ev.probes)},
+    }
+
+
+def plan_view(plan: Plan) -> dict[str, Any]:
+    return {
+        **plan.to_json(),
+        "ref": plan.runbook.ref,
+        "plan_hash": plan.hash,
+        "short_hash": plan.short_hash,
+        "summary": plan.runbook.summary,
+    }
+
+
+def run_view(run: RunRecord) -> dict[str, Any]:
+    return {
+        **dataclasses.asdict(run),
+        "ref": run.ref,
+        "short_hash": run.plan_hash.removeprefix("sha256:")[:12],
+    }
+
+
+def selection(asked: Mapping[str, str]) -> report.Selection:
+    """A report selection from `audit report`'s checked key=value pairs."""
+
+    def moment(text: str) -> datetime:
+        value = datetime.fromisoformat(text.replace(" ", "T").removesuffix("Z"))
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    run = asked.get("run")
+    return report.Selection(
+        since=report.parse_span(asked["since"]) if "since" in asked else None,
+        start=moment(asked["from"]) if "from" in asked else None,
+        end=moment(asked["to"]) if "to" in asked else None,
+        run_id=int(run.lstrip("#")) if run else None,
+        cluster=asked.get("cluster"),
+        node=asked.get("node"),
+        runbook=asked.get("runbook"),
+        user=asked.get("user"),
+        channel=asked.get("channel"),
+        thread=asked.get("thread"),
+        fields=dict(asked),
+    )
+
+
+def node_rows(ev: Evidence) -> list[dict[str, Any]]:
+    """One row per node for the diagnose reply: readiness, podCIDR, flannel's pod state."""
+    pods = ev.flannel_pods_by_node()
+    rows = []
+    for node in ev.nodes:
+        pod = pods.get(node.name)
+        state = "none"
+        if pod is not None:
+            c = next((c for c in pod.containers if not c.init), None)
+            state = (
+                "Ready"
+                if c and c.ready
+                else (
+                    f"{(c.reason or c.state) if c else pod.phase} ({c.restart_count if c else 0} "
+                    "restarts)"
+                )
+            )
+        rows.append(
+            {
+                "name": node.name,
+                "ready": node.ready,
+                "pod_cidr": node.pod_cidr,
+                "flannel": state,
+                "probed": node.name in ev.probes,
+                "internal_ip": node.internal_ip,
+            }
+        )
+    return rows
