@@ -46,7 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.executors.ssh import SshExecutor, SshSettings
+from bot.executors.ssh import SshExecutor
+from bot.executors.ssh_settings import SshSettings
 from bot.lab.lab import Lab
 from bot.lab.nodes import ClientFiles
 from bot.lab.topology import LabSpec

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import UnknownCluster, UserError
-from bot.executors.ssh import SshSettings
+from bot.executors.ssh_settings import SshSettings
 from bot.runs.policy import Policy, RunbookRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,8 @@ from bot.errors import (
     NodeUnreachable,
     NodeUnresolved,
 )
-from bot.executors.ssh import SshExecutor, SshSettings, remote_command_line
+from bot.executors.ssh import SshExecutor, remote_command_line
+from bot.executors.ssh_settings import SshSettings
 from bot.ports.nodes import NodeExecutor
 from bot.process.metrics import REGISTRY
 from bot.wiring import count_ssh_error

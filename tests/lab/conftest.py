@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.executors.ssh import SshExecutor, SshSettings
+from bot.executors.ssh import SshExecutor
+from bot.executors.ssh_settings import SshSettings
 from bot.lab.lab import Lab
 from bot.lab.topology import LabSpec
 
