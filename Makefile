@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: setup demo lint typecheck test check clean
+.PHONY: setup demo lint imports typecheck test check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +20,16 @@ lint: setup
 	$(BIN)/ruff check bot runbooks tests bench
 	$(BIN)/ruff format --check bot runbooks tests bench
 
+imports: setup  # the import contracts in pyproject.toml ([tool.importlinter])
+	$(BIN)/lint-imports --no-cache
+
 typecheck: setup
 	$(BIN)/mypy --strict bot runbooks
 
 test: setup
 	$(BIN)/pytest
 
-check: lint typecheck test
+check: lint imports typecheck test
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
