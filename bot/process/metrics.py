@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Mapping
 
 from bot.ports.clock import parse_iso
-from bot.ports.store import Event
+from bot.ports.store import Event, EventKind
 
 BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -78,18 +78,18 @@ class EventMetrics:
 
     def __call__(self, event: Event) -> None:
         kind, data, reg = event.kind, event.data, self.registry
-        if kind == "command":
+        if kind == EventKind.COMMAND:
             verb = (str(data.get("text", "")).split() or ["help"])[0][:20]
             reg.inc("flannel_bot_commands_total", "commands received, by verb", verb=verb)
-        elif kind == "command_rejected":
+        elif kind == EventKind.COMMAND_REJECTED:
             reg.inc("flannel_bot_commands_rejected_total", "commands refused with an error")
-        elif kind in ("approved", "denied"):
+        elif kind in (EventKind.APPROVED, EventKind.DENIED):
             reg.inc("flannel_bot_approvals_total", "approval decisions", decision=kind)
-        elif kind.startswith("run_") and kind != "run_started":
+        elif kind.startswith("run_") and kind != EventKind.RUN_STARTED:
             reg.inc("flannel_bot_runs_finished_total", "runs that ended", status=kind[4:])
-        elif kind == "step_started":
+        elif kind == EventKind.STEP_STARTED:
             self._started[(event.run_id or 0, int(data.get("step", 0)))] = event.ts
-        elif kind == "step_finished":
+        elif kind == EventKind.STEP_FINISHED:
             began = self._started.pop((event.run_id or 0, int(data.get("step", 0))), None)
             if began:
                 seconds = (parse_iso(event.ts) - parse_iso(began)).total_seconds()

@@ -15,26 +15,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.ports.clock import iso, parse_iso
-from bot.ports.store import Event, RunRecord
+from bot.ports.store import Event, EventKind, RunRecord
 
 _SPAN = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 OUTPUT_LINES = 12
 END_KINDS = frozenset(
     {
-        "run_succeeded",
-        "run_failed",
-        "run_crashed",
-        "run_cancelled",
-        "run_expired",
-        "run_interrupted",
-        "denied",
+        EventKind.RUN_SUCCEEDED,
+        EventKind.RUN_FAILED,
+        EventKind.RUN_CRASHED,
+        EventKind.RUN_CANCELLED,
+        EventKind.RUN_EXPIRED,
+        EventKind.RUN_INTERRUPTED,
+        EventKind.DENIED,
     }
 )
 
 
 def parse_span(text: str) -> timedelta:
-    match = _SPAN.match(text)
+    match = _SPAN.fullmatch(text)
     if match is None:
         raise ValueError(f"`{text}` is not a time span like 30m, 24h or 7d")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
@@ -135,52 +135,53 @@ def _first_line(text: Any, width: int = 160) -> str:
 def describe(e: Event) -> str:
     """One line a person reads in the timeline."""
     d, who = e.data, e.actor or "flannel-bot"
-    text: Callable[[], str] | None = {
-        "command": lambda: f"{who}: /flannel {d.get('text', '')}",
-        "command_rejected": lambda: f"{who}: refused: {d.get('error', '')}",
-        "diagnosed": lambda: (
+    texts: dict[str, Callable[[], str]] = {
+        EventKind.COMMAND: lambda: f"{who}: /flannel {d.get('text', '')}",
+        EventKind.COMMAND_REJECTED: lambda: f"{who}: refused: {d.get('error', '')}",
+        EventKind.DIAGNOSED: lambda: (
             f"diagnose{' on cluster ' + d['cluster'] if d.get('cluster') else ''}: "
             f"{d.get('summary', '')}"
         ),
-        "plan": lambda: (
+        EventKind.PLAN: lambda: (
             f"{who} planned {d.get('plan', {}).get('runbook', '')} "
             f"(plan {str(d.get('plan_hash', ''))[7:19]})"
         ),
-        "run_started": lambda: (
+        EventKind.RUN_STARTED: lambda: (
             f"{who} started {d.get('runbook', '')} (plan {str(d.get('plan_hash', ''))[7:19]})"
         ),
-        "approval_requested": lambda: (
+        EventKind.APPROVAL_REQUESTED: lambda: (
             f"waiting for approval before step {d.get('step', 0) + 1} "
             f"({d.get('step_title', '')}) until {d.get('expires_at', '')}"
         ),
-        "approved": lambda: f"approved by {who} ({d.get('approvals')}/{d.get('required')})",
-        "denied": lambda: f"denied by {who}: {d.get('reason', '')}".rstrip(": "),
-        "plan_changed": lambda: "the plan changed; earlier approvals no longer count",
-        "step_started": lambda: (
+        EventKind.APPROVED: lambda: f"approved by {who} ({d.get('approvals')}/{d.get('required')})",
+        EventKind.DENIED: lambda: f"denied by {who}: {d.get('reason', '')}".rstrip(": "),
+        EventKind.PLAN_CHANGED: lambda: "the plan changed; earlier approvals no longer count",
+        EventKind.STEP_STARTED: lambda: (
             f"step {d.get('step', 0) + 1}/{d.get('of', '?')} "
             f"[{d.get('risk', '')}] {d.get('title', '')}"
         ),
-        "action_started": lambda: f"$ {_first_line(d.get('render'))}",
-        "action_finished": lambda: (
+        EventKind.ACTION_STARTED: lambda: f"$ {_first_line(d.get('render'))}",
+        EventKind.ACTION_FINISHED: lambda: (
             f"exit {d.get('exit_code')}: {_first_line(d.get('stderr') or d.get('stdout'))}"
         ),
-        "check": lambda: (
+        EventKind.CHECK: lambda: (
             f"check {d.get('check', '')}: {'passed' if d.get('ok') else 'FAILED'}: "
             f"{d.get('detail', '')}"
         ),
-        "verify": lambda: (
+        EventKind.VERIFY: lambda: (
             f"diagnose after the run: {'passed' if d.get('ok') else 'FAILED'}: "
             f"{d.get('detail', '')}"
         ),
-        "step_finished": lambda: f"step {d.get('step', 0) + 1} {d.get('outcome', '')}",
-        "audit_pruned": lambda: (
+        EventKind.STEP_FINISHED: lambda: f"step {d.get('step', 0) + 1} {d.get('outcome', '')}",
+        EventKind.AUDIT_PRUNED: lambda: (
             f"{d.get('events')} events before {d.get('before')} pruned "
             f"(checkpoint hash {str(d.get('last_hash', ''))[:12]})"
         ),
-    }.get(e.kind)
+    }
+    text = texts.get(e.kind)
     if text is not None:
         return text()
-    if e.kind.startswith("run_") or e.kind == "denied":
+    if e.kind.startswith("run_") or e.kind == EventKind.DENIED:
         return f"run {str(d.get('status', e.kind[4:])).upper()}" + (
             f": {d.get('error')}" if d.get("error") else ""
         )
@@ -188,15 +189,21 @@ def describe(e: Event) -> str:
 
 
 def level(e: Event) -> str:
-    if e.kind in ("run_failed", "run_crashed", "run_interrupted", "command_rejected", "denied"):
+    if e.kind in (
+        EventKind.RUN_FAILED,
+        EventKind.RUN_CRASHED,
+        EventKind.RUN_INTERRUPTED,
+        EventKind.COMMAND_REJECTED,
+        EventKind.DENIED,
+    ):
         return "bad"
-    if e.kind in ("check", "verify") and not e.data.get("ok"):
+    if e.kind in (EventKind.CHECK, EventKind.VERIFY) and not e.data.get("ok"):
         return "bad"
-    if e.kind == "action_finished" and e.data.get("exit_code"):
+    if e.kind == EventKind.ACTION_FINISHED and e.data.get("exit_code"):
         return "bad"
-    if e.kind in ("run_succeeded", "approved"):
+    if e.kind in (EventKind.RUN_SUCCEEDED, EventKind.APPROVED):
         return "good"
-    if e.kind in ("approval_requested", "run_expired", "plan_changed"):
+    if e.kind in (EventKind.APPROVAL_REQUESTED, EventKind.RUN_EXPIRED, EventKind.PLAN_CHANGED):
         return "wait"
     return ""
 
@@ -211,18 +218,18 @@ def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
     approvals, outputs = [], []
     for e in events:
         d = e.data
-        if e.kind == "step_started":
+        if e.kind == EventKind.STEP_STARTED:
             current = steps.setdefault(
                 int(d["step"]),
                 {"index": d["step"], "title": d.get("title", ""), "risk": d.get("risk", "")},
             )
             current.update(started=e.ts, actions=[], outcome="did not finish")
-        elif e.kind == "action_started" and current is not None:
+        elif e.kind == EventKind.ACTION_STARTED and current is not None:
             action = d.get("action", {})
             current["actions"].append(
                 {"render": d.get("render", ""), "node": action.get("node", ""), "started": e.ts}
             )
-        elif e.kind == "action_finished" and current is not None and current["actions"]:
+        elif e.kind == EventKind.ACTION_FINISHED and current is not None and current["actions"]:
             out = str(d.get("stdout") or "") + ("\n" + str(d["stderr"]) if d.get("stderr") else "")
             lines = out.strip().splitlines()
             a = current["actions"][-1]
@@ -237,17 +244,17 @@ def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
                 duration_s=_seconds(a["started"], e.ts),
             )
             outputs.append(a)
-        elif e.kind == "check" and int(d.get("step", -1)) in steps:
+        elif e.kind == EventKind.CHECK and int(d.get("step", -1)) in steps:
             steps[int(d["step"])]["check"] = {"ok": d.get("ok"), "detail": d.get("detail", "")}
-        elif e.kind == "step_finished" and int(d.get("step", -1)) in steps:
+        elif e.kind == EventKind.STEP_FINISHED and int(d.get("step", -1)) in steps:
             s = steps[int(d["step"])]
             s.update(outcome=d.get("outcome", ""), finished=e.ts)
             s["duration_s"] = _seconds(s["started"], e.ts)
-        elif e.kind in ("approved", "denied"):
+        elif e.kind in (EventKind.APPROVED, EventKind.DENIED):
             approvals.append(
                 {"who": e.actor, "at": e.ts, "decision": e.kind, "reason": d.get("reason", "")}
             )
-    verify = next((e.data for e in reversed(events) if e.kind == "verify"), None)
+    verify = next((e.data for e in reversed(events) if e.kind == EventKind.VERIFY), None)
     ended = next((e.ts for e in reversed(events) if e.kind in END_KINDS), None)
     started = events[0].ts if events else run.created_at
     return {
@@ -320,9 +327,9 @@ def build(
             "span_s": round(span, 3) if events else 0,
             "runs": len(run_records),
             "by_status": {s: statuses.count(s) for s in sorted(set(statuses))},
-            "commands": sum(1 for e in events if e.kind == "command"),
-            "rejected": sum(1 for e in events if e.kind == "command_rejected"),
-            "approvals": sum(1 for e in events if e.kind == "approved"),
+            "commands": sum(1 for e in events if e.kind == EventKind.COMMAND),
+            "rejected": sum(1 for e in events if e.kind == EventKind.COMMAND_REJECTED),
+            "approvals": sum(1 for e in events if e.kind == EventKind.APPROVED),
             "people": sorted({e.actor for e in events if e.actor}),
         },
         "timeline": [

@@ -21,24 +21,24 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.ports.clock import Clock, parse_iso
-from bot.ports.store import TERMINAL, Event, RunRecord, Store
+from bot.ports.store import TERMINAL, Event, EventKind, RunRecord, Store
 from bot.service.views import run_view
 from bot.slack.blocks import mrkdwn_escape
 from bot.slack.messages import Messages
 
 log = logging.getLogger(__name__)
 APPROVAL_EVENTS = {
-    "approval_requested",
-    "approved",
-    "approval_revoked",
-    "denied",
-    "plan_changed",
-    "run_expired",
-    "run_succeeded",
-    "run_failed",
-    "run_crashed",
-    "run_cancelled",
-    "run_interrupted",
+    EventKind.APPROVAL_REQUESTED,
+    EventKind.APPROVED,
+    EventKind.APPROVAL_REVOKED,
+    EventKind.DENIED,
+    EventKind.PLAN_CHANGED,
+    EventKind.RUN_EXPIRED,
+    EventKind.RUN_SUCCEEDED,
+    EventKind.RUN_FAILED,
+    EventKind.RUN_CRASHED,
+    EventKind.RUN_CANCELLED,
+    EventKind.RUN_INTERRUPTED,
 }
 
 
@@ -130,26 +130,26 @@ class Progress:
         thread.last_event = event.id
         thread.dirty.add("progress")
         data = event.data
-        if event.kind == "action_started":
+        if event.kind == EventKind.ACTION_STARTED:
             thread.detail = f"`{str(data.get('render', '')).splitlines()[0][:200]}`"
             node = data.get("action", {}).get("node")
             thread.node = str(node) if node else thread.node
-        elif event.kind in ("check", "verify"):
+        elif event.kind in (EventKind.CHECK, EventKind.VERIFY):
             thread.detail = ("check passed: " if data.get("ok") else "check FAILED: ") + str(
                 data.get("detail", "")
             )[:800]
-        elif event.kind in ("run_failed", "run_crashed"):
+        elif event.kind in (EventKind.RUN_FAILED, EventKind.RUN_CRASHED):
             thread.detail = str(data.get("error") or data.get("status", ""))[:1200]
-        elif event.kind == "run_succeeded":
+        elif event.kind == EventKind.RUN_SUCCEEDED:
             thread.detail = (
                 "no change: already in the desired state"
                 if data.get("changed") is False
                 else str(data.get("verified") or "done")
             )
-        elif event.kind == "approval_requested":
+        elif event.kind == EventKind.APPROVAL_REQUESTED:
             thread.detail = "waiting for approval"
         if event.kind in APPROVAL_EVENTS and (
-            event.kind == "approval_requested" or thread.approval_ts is not None
+            event.kind == EventKind.APPROVAL_REQUESTED or thread.approval_ts is not None
         ):
             thread.dirty.add("approval")
 
@@ -219,13 +219,13 @@ class Progress:
         for event in self.store.events(run_id=run_id):
             who = mention(event.source, event.actor or "")
             at = event.ts[11:19] + " UTC"
-            if event.kind == "approved":
+            if event.kind == EventKind.APPROVED:
                 decisions.append(f"Approved by {who} at {at}")
-            elif event.kind == "denied":
+            elif event.kind == EventKind.DENIED:
                 reason = event.data.get("reason") or ""
                 why = f": {mrkdwn_escape(str(reason))}" if reason else ""
                 decisions.append(f"Denied by {who} at {at}{why}")
-            elif event.kind == "plan_changed":
+            elif event.kind == EventKind.PLAN_CHANGED:
                 decisions.append(f"The plan changed at {at}; earlier approvals no longer count")
         payload = self.messages.approval(
             view, mention(run.source, run.requester), "\n".join(decisions[-5:])
