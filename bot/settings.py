@@ -315,7 +315,7 @@ def parse_clusters(
     out = []
     for name, table in raw.items():
         where = f"[clusters.{name}]"
-        if not CLUSTER_NAME.match(name):
+        if not CLUSTER_NAME.fullmatch(name):
             raise ConfigError(
                 f"{where}: a cluster name is lowercase letters, digits and dashes (DNS-1123 "
                 "label), such as prod-eu"

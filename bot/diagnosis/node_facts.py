@@ -245,7 +245,7 @@ def parse_reservations(out: ProbeOutput) -> dict[str, str]:
     found = {}
     for block in re.split(r"^==> ", text, flags=re.M)[1:]:
         path, _, body = block.partition("\n")
-        match = _RESERVATION.match(path.strip())
+        match = _RESERVATION.fullmatch(path.strip())
         if match and _is_ipv4(match.group(1)):
             found[path.strip()] = body.splitlines()[0].strip() if body.strip() else ""
     return found

@@ -223,9 +223,9 @@ class WriteFile:
     mode: str = "0644"
 
     def __post_init__(self) -> None:
-        if not ABSOLUTE_PATH.match(self.path) or "/../" in f"{self.path}/":
+        if not ABSOLUTE_PATH.fullmatch(self.path) or "/../" in f"{self.path}/":
             raise ValueError(f"refusing to write to {self.path!r}: not a plain absolute path")
-        if not FILE_MODE.match(self.mode):
+        if not FILE_MODE.fullmatch(self.mode):
             raise ValueError(f"file mode {self.mode!r} is not octal like 0644")
 
     @property

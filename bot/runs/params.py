@@ -82,7 +82,7 @@ def check_params_class(cls: type) -> None:
 
 
 def validate_node_name(value: str, key: str) -> NodeName:
-    if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+    if len(value) > 253 or not DNS1123_SUBDOMAIN.fullmatch(value):
         raise ParameterError(
             f"`{key}={shown(value)}` is not a valid node name: node names are lowercase "
             "letters, digits, '-' and '.' (DNS-1123), at most 253 characters"
@@ -102,7 +102,7 @@ def _convert(key: str, raw: str, kind: Any) -> Any:
             raise ParameterError(f"`{key}={shown(raw)}` names a node twice")
         return nodes
     if kind is InterfaceName:
-        if not INTERFACE_NAME.match(raw):
+        if not INTERFACE_NAME.fullmatch(raw):
             raise ParameterError(
                 f"`{key}={shown(raw)}` is not a network interface name: 1 to 15 letters, digits, "
                 "'_', '.' or '-'"

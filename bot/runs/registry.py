@@ -61,7 +61,7 @@ def _private_imports(name: str, source: bytes) -> list[str]:
 def load_runbook(module: ModuleType) -> Runbook:
     name = module.__name__
     rid = getattr(module, "ID", None)
-    if not isinstance(rid, str) or not RUNBOOK_ID.match(rid):
+    if not isinstance(rid, str) or not RUNBOOK_ID.fullmatch(rid):
         raise RunbookDefinitionError(f"{name}: ID must look like `flannel.restart-pods`")
     try:
         version = Version.parse(getattr(module, "VERSION", ""))

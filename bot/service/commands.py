@@ -171,7 +171,7 @@ def parse_text(text: str) -> Command:
 def _run_id(word: str | None, verb: str) -> int:
     if word is None:
         raise _fail(f"`{verb}` needs a run number", verb)
-    match = _RUN.match(word)
+    match = _RUN.fullmatch(word)
     if match is None:
         raise _fail(f"`{shown(word)}` is not a run number", verb)
     return int(match.group(1))
@@ -181,7 +181,7 @@ def _params(words: Sequence[str], verb: str) -> dict[str, str]:
     params: dict[str, str] = {}
     for word in words:
         key, sep, value = word.partition("=")
-        if not sep or not _KEY.match(key):
+        if not sep or not _KEY.fullmatch(key):
             raise _fail(f"`{shown(word)}` is not a key=value parameter", verb)
         if key in params:
             raise _fail(f"parameter `{shown(key)}` is given twice", verb)
@@ -209,7 +209,7 @@ def _take_cluster(args: list[str], verb: str) -> str | None:
         value = args.pop(at[0])
     else:
         raise _fail("--cluster needs a cluster name", verb)
-    if not CLUSTER.match(value):
+    if not CLUSTER.fullmatch(value):
         raise _fail(
             f"`{shown(value)}` is not a cluster name (lowercase letters, digits and dashes)", verb
         )
@@ -237,7 +237,7 @@ def parse(words: Sequence[str]) -> Command:
         deep = "--deep" in args
         names = [a for a in args if a != "--deep"]
         for name in names:
-            if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+            if len(name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(name):
                 raise _fail(f"`{shown(name)}` is not a valid node name (DNS-1123)", verb)
         return Diagnose(tuple(dict.fromkeys(names)), deep, cluster)
     if verb == "runbooks":
@@ -247,7 +247,7 @@ def parse(words: Sequence[str]) -> Command:
     if verb in ("plan", "run"):
         if not args:
             raise _fail(f"`{verb}` needs a runbook name; `runbooks` lists them", verb)
-        if not _REF.match(args[0]):
+        if not _REF.fullmatch(args[0]):
             raise _fail(
                 f"`{shown(args[0])}` is not a runbook name like flannel.restart-pods@1.0.0", verb
             )
@@ -305,7 +305,7 @@ def _audit_report(args: Sequence[str], verb: str) -> AuditReport:
             raise _fail(
                 f"`audit report` has no `{key}`; it takes {', '.join(_REPORT_VALUES)}", verb
             )
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise _fail(f"`{key}={shown(value)}` is not a valid {key}", verb)
     if "since" in params and "from" in params:
         raise _fail("give --since or --from, not both", verb)

@@ -10,6 +10,7 @@ import re
 import shlex
 import typing
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,15 @@ from bot.service.handler import Service
 from tests.conftest import who
 
 REGISTRY = Registry.from_package("runbooks")
+# every character str.splitlines() breaks a line at: a pattern anchored with `$` lets the first
+# one through at the end of a value, so each must be refused after a valid token
+LINE_ENDS = ("\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 NASTY = st.one_of(
+    st.builds(
+        lambda token, end: token + end,
+        st.sampled_from(["w2", "eth0", "md", "1", "true", "kube-flannel", "w1,w2"]),
+        st.sampled_from(LINE_ENDS),
+    ),
     st.text(
         alphabet=st.sampled_from(
             [
@@ -64,8 +73,8 @@ def allowed(kind: typing.Any, value: typing.Any) -> bool:
     if isinstance(value, enum.Enum | bool | int):
         return True
     if isinstance(value, tuple):
-        return all(DNS1123_SUBDOMAIN.match(v) for v in value)
-    return bool(DNS1123_SUBDOMAIN.match(value) or INTERFACE_NAME.match(value))
+        return all(DNS1123_SUBDOMAIN.fullmatch(v) for v in value)
+    return bool(DNS1123_SUBDOMAIN.fullmatch(value) or INTERFACE_NAME.fullmatch(value))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,3 +114,12 @@ def test_the_service_answers_hostile_commands_with_a_reply(service: Service, val
         assert reply.kind in ("error", "run", "diagnose", "audit_report")
         if reply.kind == "error":
             assert reply.data["message"] and not re.search(r"Traceback", reply.data["message"])
+
+
+@pytest.mark.parametrize("end", LINE_ENDS)
+def test_a_valid_token_with_a_line_end_is_refused_by_every_parameter(end: str) -> None:
+    for rb, name in FIELDS:
+        field = next(f for f in dataclasses.fields(rb.params) if f.name == name)  # type: ignore[arg-type]
+        token = "true" if field.type in (bool, "bool") else "w2"
+        with pytest.raises(UserError):
+            parse_params(rb.params, {name: token + end}, rb.ref)

@@ -174,7 +174,7 @@ class BundleReader:
         return sorted(
             d.name
             for d in self.path.iterdir()
-            if d.is_dir() and d.name != PROBES_DIR and SAFE_NAME.match(d.name)
+            if d.is_dir() and d.name != PROBES_DIR and SAFE_NAME.fullmatch(d.name)
         )
 
     def _namespaced(self, kind: str, namespace: str | None, what: str) -> list[Json]:
@@ -185,7 +185,7 @@ class BundleReader:
                 for ns in self.namespaces()
                 for item in self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns)
             ]
-        if not SAFE_NAME.match(namespace):
+        if not SAFE_NAME.fullmatch(namespace):
             return []
         if not (self.path / namespace).is_dir():
             self._namespace_missing(namespace, what)
@@ -247,7 +247,7 @@ class BundleReader:
 
     def _get(self, kind: str, namespace: str, name: str, what: str) -> Json:
         rel = f"{namespace}/{kind}.json"
-        if not SAFE_NAME.match(namespace) or not (self.path / namespace).is_dir():
+        if not SAFE_NAME.fullmatch(namespace) or not (self.path / namespace).is_dir():
             if namespace in FLANNEL_NAMESPACES or kind == "services":
                 self._namespace_missing(namespace, what)
             raise NotFound(f"bundle {self.path}: namespace {namespace} is not in the bundle")
@@ -280,12 +280,12 @@ class BundleReader:
         previous: bool = False,
         tail_lines: int | None = None,
     ) -> str:
-        if not (SAFE_NAME.match(namespace) and SAFE_NAME.match(pod)):
+        if not (SAFE_NAME.fullmatch(namespace) and SAFE_NAME.fullmatch(pod)):
             raise NotFound(f"bundle {self.path}: no pod {namespace}/{pod}")
         blocks = self._log_blocks(namespace, pod)
         if container is None:
             container = self._default_container(namespace, pod, blocks)
-        if not SAFE_NAME.match(container):
+        if not SAFE_NAME.fullmatch(container):
             raise NotFound(f"bundle {self.path}: no container {container!r} in {namespace}/{pod}")
         if previous:
             text = self._previous_log(namespace, pod, container)
@@ -471,7 +471,7 @@ class BundleReader:
         return results
 
     def _node_dir(self, node: str) -> Path | None:
-        return self.path / PROBES_DIR / node if SAFE_NAME.match(node) else None
+        return self.path / PROBES_DIR / node if SAFE_NAME.fullmatch(node) else None
 
     def _has_probes(self, node: str) -> bool:
         if not (self.path / PROBES_DIR).is_dir():

@@ -48,7 +48,7 @@ class _Writer:
         target.write_bytes(text.encode("utf-8"))
 
     def safe(self, what: str, name: str) -> bool:
-        if SAFE_NAME.match(name):
+        if SAFE_NAME.fullmatch(name):
             return True
         self.errors.append(f"skipped {what} {name!r}: not usable as a file name")
         return False
