@@ -16,7 +16,7 @@ from bot.executors.ssh import SshExecutor
 from bot.ports.clock import Clock, SystemClock
 from bot.ports.cluster import KubeExecutor
 from bot.ports.nodes import FanOutExecutor
-from bot.process.metrics import REGISTRY
+from bot.process.metrics import METRICS
 from bot.process.owner import owner_alive, this_process
 from bot.runs.engine import Engine
 from bot.runs.registry import Registry
@@ -79,7 +79,7 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
 
 def count_ssh_error(kind: str) -> None:
     """`/metrics`: SSH failures by kind, as the SSH executor reports them."""
-    REGISTRY.inc(
+    METRICS.inc(
         "flannel_bot_ssh_errors_total",
         "SSH failures by kind (unreachable, host key, auth, timeout)",
         kind=kind,

@@ -25,7 +25,7 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     return "{" + text + "}" if text else ""
 
 
-class Registry:
+class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counters: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]] = {}
@@ -66,13 +66,13 @@ class Registry:
         return "\n".join(out) + "\n"
 
 
-REGISTRY = Registry()
+METRICS = Metrics()
 
 
 class EventMetrics:
-    """Feeds REGISTRY from committed audit events (a `Store.subscribe` listener)."""
+    """Feeds METRICS from committed audit events (a `Store.subscribe` listener)."""
 
-    def __init__(self, registry: Registry = REGISTRY) -> None:
+    def __init__(self, registry: Metrics = METRICS) -> None:
         self.registry = registry
         self._started: dict[tuple[int, int], str] = {}
 

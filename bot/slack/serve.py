@@ -25,7 +25,7 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.process.leader import LeaderElector
-from bot.process.metrics import REGISTRY, EventMetrics
+from bot.process.metrics import METRICS, EventMetrics
 from bot.settings import ConfigError, SlackSettings
 from bot.slack.app import SlackAdapter
 from bot.wiring import App
@@ -73,7 +73,7 @@ def metrics_text(app: App) -> str:
     runs = dict(
         app.store.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
     )
-    return REGISTRY.render({"flannel_bot_runs": ("runs by state, from the database", runs)})
+    return METRICS.render({"flannel_bot_runs": ("runs by state, from the database", runs)})
 
 
 def http_server(

@@ -34,7 +34,7 @@ from bot.errors import (
 from bot.executors.ssh import SshExecutor, remote_command_line
 from bot.executors.ssh_settings import SshSettings
 from bot.ports.nodes import NodeExecutor
-from bot.process.metrics import REGISTRY
+from bot.process.metrics import METRICS
 from bot.wiring import count_ssh_error
 
 pytestmark = pytest.mark.integration
@@ -518,7 +518,7 @@ def test_every_failure_is_told_to_on_error_by_kind(lab: Lab) -> None:
 def test_wiring_counts_ssh_failures_for_metrics(lab: Lab) -> None:
     def count(kind: str) -> float:
         prefix = f'flannel_bot_ssh_errors_total{{kind="{kind}"}} '
-        lines = [x for x in REGISTRY.render().splitlines() if x.startswith(prefix)]
+        lines = [x for x in METRICS.render().splitlines() if x.startswith(prefix)]
         return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
     before = count("NodeUnresolved")
@@ -529,7 +529,7 @@ def test_wiring_counts_ssh_failures_for_metrics(lab: Lab) -> None:
         executor.run("ghost", ["true"], 5)
     assert count("NodeUnresolved") == before + 1
     help_line = "# HELP flannel_bot_ssh_errors_total SSH failures by kind (unreachable, host key, "
-    assert help_line + "auth, timeout)" in REGISTRY.render()
+    assert help_line + "auth, timeout)" in METRICS.render()
 
 
 def test_addresses_from_ssh_config_and_resolver(
