@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from bot.ports.probes import recognise
 
@@ -55,13 +55,11 @@ class ListPods:
     label_selector: str
     node: str = ""
 
+    least_risk: ClassVar[Risk] = Risk.READ
+
     @property
     def target(self) -> str:
         return f"node/{self.node}" if self.node else f"namespace/{self.namespace}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.READ
 
     def render(self) -> str:
         query = f"labelSelector={self.label_selector}"
@@ -119,13 +117,11 @@ class DeletePod:
     name: str
     node: str
 
+    least_risk: ClassVar[Risk] = Risk.DESTRUCTIVE
+
     @property
     def target(self) -> str:
         return f"node/{self.node}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.DESTRUCTIVE
 
     def render(self) -> str:
         return f"DELETE /api/v1/namespaces/{self.namespace}/pods/{self.name}  (on {self.node})"
@@ -148,13 +144,11 @@ class PatchConfigMap:
     data: tuple[tuple[str, str], ...]
     diff: str = ""
 
+    least_risk: ClassVar[Risk] = Risk.CHANGE
+
     @property
     def target(self) -> str:
         return f"configmap/{self.namespace}/{self.name}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.CHANGE
 
     def render(self) -> str:
         keys = ", ".join(k for k, _ in self.data)
@@ -183,13 +177,11 @@ class WaitForPod:
     node: str
     replacing: tuple[str, ...] = ()
 
+    least_risk: ClassVar[Risk] = Risk.READ
+
     @property
     def target(self) -> str:
         return f"node/{self.node}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.READ
 
     def render(self) -> str:
         instead = f" (replacing {', '.join(self.replacing)})" if self.replacing else ""
@@ -228,13 +220,11 @@ class WriteFile:
         if not FILE_MODE.fullmatch(self.mode):
             raise ValueError(f"file mode {self.mode!r} is not octal like 0644")
 
+    least_risk: ClassVar[Risk] = Risk.CHANGE
+
     @property
     def target(self) -> str:
         return f"node/{self.node}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.CHANGE
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -267,13 +257,11 @@ class Disruption:
     node: str
     what: str
 
+    least_risk: ClassVar[Risk] = Risk.DESTRUCTIVE
+
     @property
     def target(self) -> str:
         return f"node/{self.node}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.DESTRUCTIVE
 
     def render(self) -> str:
         return f"DISRUPTS {self.node}: {self.what}"
@@ -306,14 +294,12 @@ class CreateObject:
     def namespace(self) -> str:
         return str(self.obj.get("metadata", {}).get("namespace", ""))
 
+    least_risk: ClassVar[Risk] = Risk.CHANGE
+
     @property
     def target(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind.lower()}/{where}{self.name}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.CHANGE
 
     def render(self) -> str:
         where = f" in {self.namespace}" if self.namespace else ""
@@ -335,13 +321,11 @@ class PatchDaemonSet:
     name: str
     patch: str
 
+    least_risk: ClassVar[Risk] = Risk.CHANGE
+
     @property
     def target(self) -> str:
         return f"daemonset/{self.namespace}/{self.name}"
-
-    @property
-    def least_risk(self) -> Risk:
-        return Risk.CHANGE
 
     def render(self) -> str:
         return (
