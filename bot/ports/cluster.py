@@ -25,6 +25,8 @@ class NodeInfo:
     conditions: tuple[NodeCondition, ...] = ()
     taints: tuple[Taint, ...] = ()
     pod_cidrs: tuple[str, ...] = ()
+    kubelet_version: str = ""  # status.nodeInfo.kubeletVersion: v1.30.2, v1.29.4+k3s1, +rke2r1
+    container_runtime: str = ""  # status.nodeInfo.containerRuntimeVersion: containerd://1.7.13
 
 
 @dataclass(frozen=True)

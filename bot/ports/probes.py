@@ -35,6 +35,10 @@ class ProbeOutput:
         return self.exit_code == 0
 
 
+# journals are read for the last hour, at most 300 lines, without colour or paging
+JOURNAL_WINDOW = ("--since", "-1h", "--lines", "300", "--no-pager", "--output", "short-iso")
+EMBEDDED_UNITS = ("k3s", "k3s-agent", "rke2-server", "rke2-agent")
+
 PROBES: tuple[Probe, ...] = (
     Probe(
         "bridge-nf-call-iptables",
@@ -137,6 +141,54 @@ PROBES: tuple[Probe, ...] = (
         "offload",
         ("ethtool", "-k", "flannel.1"),
         "checksum offload on the VXLAN device (broken on some kernels/NICs)",
+    ),
+    Probe(
+        "kubelet-journal",
+        ("journalctl", "-u", "kubelet", "-u", "containerd", "-u", "crio", *JOURNAL_WINDOW),
+        "kubelet's and the runtime's last hour (CNI and sandbox errors; kubeadm-style installs)",
+    ),
+    Probe(
+        "k3s-journal",
+        (
+            "journalctl",
+            *(arg for unit in EMBEDDED_UNITS for arg in ("-u", unit)),
+            *JOURNAL_WINDOW,
+        ),
+        "k3s's or RKE2's last hour: their embedded flannel and kubelet log here",
+    ),
+    Probe(
+        "kernel-log",
+        ("journalctl", "-k", *JOURNAL_WINDOW),
+        "the kernel's last hour (`UDP: bad checksum`, conntrack or neighbour tables full)",
+    ),
+    Probe(
+        "k3s-cni-config",
+        (
+            "find",
+            "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+            "-maxdepth",
+            "1",
+            "-type",
+            "f",
+            "-printf",
+            "==> %p %s\\n",
+            "-exec",
+            "cat",
+            "{}",
+            ";",
+        ),
+        "k3s's CNI config (its containerd reads it there, not from /etc/cni/net.d)",
+    ),
+    Probe(
+        "k3s-cni-bin",
+        ("ls", "-1", "/var/lib/rancher/k3s/data/current/bin"),
+        "the CNI plugins k3s ships (data/current links to the running release's binaries)",
+    ),
+    Probe(
+        "k3s-flannel-conf",
+        ("cat", "/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json"),
+        "the net-conf.json k3s generates for its embedded flannel (from --cluster-cidr and "
+        "--flannel-backend, or --flannel-conf)",
     ),
 )
 BY_ID = {p.id: p for p in PROBES}

@@ -24,6 +24,7 @@ from bot.lab import faults
 from bot.lab.lab import Lab
 from bot.lab.network import in_netns
 from bot.lab.nodes import write_ipam
+from bot.ports.probes import PROBES
 from bot.ports.store import Requester
 from bot.settings import load_settings
 from bot.wiring import App, build_app
@@ -350,7 +351,7 @@ def test_node_check_reports_without_changing_anything(flannel_lab: Lab, app: App
         assert run.status == "succeeded" and lab_state(flannel_lab, "w3") == before
         events = app.store.events(run_id=run.id)
         outputs = [e for e in events if e.kind == "action_finished"]
-        assert len(outputs) == 18  # every probe ran, failing ones recorded
+        assert len(outputs) == len(PROBES)  # every probe ran, failing ones recorded
         report = [e for e in events if e.kind == "check"][-1].data["detail"]
         assert "CRITICAL ipvs-local-route" in report
         assert "run node.fix-ipvs-local-route node=w3" in report

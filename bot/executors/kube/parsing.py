@@ -61,6 +61,8 @@ def parse_node(obj: Json) -> NodeInfo:
             for t in map(_dict, _list(spec.get("taints")))
         ),
         pod_cidrs=cidrs,
+        kubelet_version=_str(_dict(status.get("nodeInfo")).get("kubeletVersion")),
+        container_runtime=_str(_dict(status.get("nodeInfo")).get("containerRuntimeVersion")),
     )
 
 
