@@ -1,0 +1,110 @@
+"""A catalogued message, where it can be read, and a sighting of one in the evidence."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+# where a line can be read, and the name evidence gives each text it scans
+FLANNEL_LOG = "flannel log"
+KUBE_PROXY_LOG = "kube-proxy log"
+EVENT = "event"
+NODE_CONDITION = "node condition"
+KUBELET_JOURNAL = "kubelet journal"
+K3S_JOURNAL = "k3s journal"
+KERNEL_LOG = "kernel log"
+DNS_LOG = "coredns log"  # the cluster DNS pods: the first pods to show a broken pod network
+WHERE = (
+    DNS_LOG,
+    FLANNEL_LOG,
+    KUBE_PROXY_LOG,
+    EVENT,
+    NODE_CONDITION,
+    KUBELET_JOURNAL,
+    K3S_JOURNAL,
+    KERNEL_LOG,
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One error a producer prints, and what it establishes."""
+
+    finding: str
+    pattern: str  # Python regex, searched in one line; anchored on the producer's fixed words
+    producer: str
+    source: str  # owner/repo:path[:function] it is printed from
+    versions: str  # the releases that print it
+    example: str  # one literal line as printed (the tests feed it back)
+    where: tuple[str, ...]
+    meaning: str = ""
+    establishes: bool = True  # False: a line that only corroborates (informational, transient)
+    restart_helps: bool = False  # would restarting flannel cure what it says?
+    url: str = ""  # a public thread where it was seen
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile(self.pattern)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A catalogued line found in the evidence: on which node, in which text, quoted."""
+
+    message: Message
+    node: str  # "" when the text cannot be tied to a node
+    source: str  # where it was read, as a finding quotes it
+    line: str
+    count: int = 1  # how many times it was seen there
+
+    @property
+    def finding(self) -> str:
+        return self.message.finding
+
+
+@dataclass
+class Catalogue:
+    messages: tuple[Message, ...]
+    _by_where: dict[str, tuple[re.Pattern[str], tuple[Message, ...]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def for_where(self, where: str) -> tuple[re.Pattern[str], tuple[Message, ...]]:
+        """One combined pattern for everything readable in `where` (one search per line), and
+        the messages it stands for."""
+        if where not in self._by_where:
+            chosen = tuple(m for m in self.messages if where in m.where)
+            combined = "|".join(_scoped(m.pattern) for m in chosen) or r"(?!x)x"
+            self._by_where[where] = (re.compile(combined), chosen)
+        return self._by_where[where]
+
+    def scan(self, where: str, text: str, node: str, source: str) -> Iterator[Sighting]:
+        """The catalogued lines in `text`, the last of each message with how often it came."""
+        combined, chosen = self.for_where(where)
+        found: dict[Message, tuple[str, int]] = {}
+        for line in text.splitlines():
+            if not combined.search(line):
+                continue
+            for message in chosen:
+                if message.regex.search(line):
+                    seen = found.get(message, ("", 0))[1]
+                    found[message] = (line.strip()[:500], seen + 1)
+        for message, (line, count) in found.items():
+            yield Sighting(message, node, source, line, count)
+
+
+_LEADING_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
+
+
+def _scoped(pattern: str) -> str:
+    """A pattern as one alternative of many: its leading `(?i)` becomes `(?i:...)`."""
+    flags = _LEADING_FLAGS.match(pattern)
+    if flags:
+        return f"(?{flags.group(1)}:{pattern[flags.end() :]})"
+    return f"(?:{pattern})"
+
+
+def build(messages: Iterable[Message]) -> Catalogue:
+    return Catalogue(tuple(messages))
