@@ -2,9 +2,8 @@
 
 Every read has a deadline and a failure is recorded, not raised: a node that does not answer is
 itself evidence (`node-unreachable`), a 403 on events becomes a gap, and the rest still reports.
-Logs are read only where they can explain something (flannel and kube-proxy pods that are not
-Ready or have restarted, and the pods on the nodes asked about), so a big cluster costs a few
-list calls, not one call per pod.
+Every flannel and kube-proxy pod's recent log is read, bounded to its last lines, whether the pod
+looks healthy or not; a previous container's log only where one restarted.
 """
 
 from __future__ import annotations
@@ -13,18 +12,14 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.diagnosis.evidence import FLANNEL_NAMESPACES, Evidence
+from bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
 from bot.errors import BotError, ExecutorError
 from bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
 from bot.ports.nodes import NodeExecutor
 from bot.ports.probes import PROBES, ProbeOutput
 
 LOG_TAIL = 300
-CONFIGMAPS = (
-    ("kube-flannel", "kube-flannel-cfg"),
-    ("kube-system", "kube-flannel-cfg"),
-    ("kube-system", "kube-proxy"),
-)
+CONFIGMAPS = (*FLANNEL_CONFIGMAPS, ("kube-system", "kube-proxy"))
 
 
 def _note(ev: Evidence, what: str, exc: Exception) -> None:
@@ -32,7 +27,10 @@ def _note(ev: Evidence, what: str, exc: Exception) -> None:
 
 
 def collect_api(
-    kube: ClusterReader, only: Sequence[str] = (), known: Sequence[NodeInfo] | None = None
+    kube: ClusterReader,
+    only: Sequence[str] = (),
+    known: Sequence[NodeInfo] | None = None,
+    log_lines: int = LOG_TAIL,
 ) -> Evidence:
     """The API's part of the evidence; `known`: the nodes, when the caller has just listed them."""
     ev = Evidence()
@@ -68,38 +66,51 @@ def collect_api(
     except ExecutorError as exc:
         _note(ev, "RBAC", exc)
         ev.rbac = type(ev.rbac)(readable=False)
-    for pod in _pods_worth_a_log(ev, only):
-        for container in _log_containers(pod):
-            for previous in (False, True):
-                try:
-                    text = kube.read_pod_log(pod.namespace, pod.name, container, previous, LOG_TAIL)
-                except ExecutorError:
-                    continue  # no previous container, or the log is gone: nothing to quote
-                if text:
-                    ev.logs[(pod.namespace, pod.name, container, previous)] = text
+    _read_logs(kube, ev, log_lines)
     return ev
 
 
-def _pods_worth_a_log(ev: Evidence, only: Sequence[str]) -> list[PodInfo]:
-    wanted = []
-    system = [
-        p
-        for p in ev.pods
-        if p.namespace in FLANNEL_NAMESPACES
-        and (
-            p.labels.get("app") == "flannel" or p.labels.get("k8s-app") in ("flannel", "kube-proxy")
-        )
+def _read_logs(kube: ClusterReader, ev: Evidence, log_lines: int) -> None:
+    """The last `log_lines` of every flannel and kube-proxy container, healthy-looking or not
+    (an older flanneld retries without exiting: Running, with the cause in its log), and the
+    previous container's where one restarted; eight reads at a time."""
+    wanted = [
+        (pod, c, previous)
+        for pod in [*ev.flannel_pods(), *ev.kube_proxy_pods(), *ev.dns_pods()]
+        for c, restarted in _log_containers(pod)
+        for previous in ((False, True) if restarted else (False,))
     ]
-    for pod in system:
-        troubled = any(not c.ready or c.restart_count for c in pod.containers if not c.init)
-        if troubled or pod.node in only or not pod.containers:
-            wanted.append(pod)
-    return wanted
+
+    def read(job: tuple[PodInfo, str, bool]) -> tuple[tuple[str, str, str, bool], str]:
+        pod, container, previous = job
+        key = (pod.namespace, pod.name, container, previous)
+        try:
+            return key, kube.read_pod_log(pod.namespace, pod.name, container, previous, log_lines)
+        except ExecutorError:
+            return key, ""  # no previous container, or the log is gone: nothing to quote
+
+    with ThreadPoolExecutor(8) as pool:
+        for key, text in pool.map(read, wanted):
+            if text:
+                ev.logs[key] = text
 
 
-def _log_containers(pod: PodInfo) -> list[str]:
-    names = [c.name for c in pod.containers if not c.init]
-    return names or (["kube-flannel"] if pod.labels.get("app") == "flannel" else ["kube-proxy"])
+def _log_containers(pod: PodInfo) -> list[tuple[str, bool]]:
+    """(container, whether it restarted) for each main container; a pod recorded without its
+    containers is read as its component's usual container, previous log included."""
+    named = [(c.name, c.restart_count > 0) for c in pod.containers if not c.init]
+    # an init container that did not complete (install-cni's `cp` refused) says why in its log
+    named += [
+        (c.name, c.restart_count > 0)
+        for c in pod.containers
+        if c.init and (c.state == "waiting" or c.exit_code or c.restart_count)
+    ]
+    if named:
+        return named
+    usual = {"kube-proxy": "kube-proxy", "kube-dns": "coredns"}.get(
+        pod.labels.get("k8s-app", ""), "kube-flannel"
+    )
+    return [(usual, True)]
 
 
 def probe_nodes(
@@ -168,11 +179,12 @@ def collect(
     deep: bool = False,
     timeout: float = 30.0,
     known: Sequence[NodeInfo] | None = None,
+    log_lines: int = LOG_TAIL,
 ) -> Evidence:
     """The evidence for diagnose. A reader that is a `Recording` (a support bundle) says what
     only it knows, e.g. which probes it simply does not contain; `_from_recording` applies it.
     `known`: the cluster's nodes, when the caller has just listed them (no second list call)."""
-    ev = collect_api(kube, only, known)
+    ev = collect_api(kube, only, known, log_lines)
     names = list(only) or [n.name for n in ev.nodes]
     if nodes is None:
         ev.gaps.append("no node access: findings that need node probes were not checked")

@@ -13,6 +13,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bot.diagnosis.catalogue import (
+    CATALOGUE,
+    DNS_LOG,
+    EVENT,
+    FLANNEL_LOG,
+    K3S_JOURNAL,
+    KERNEL_LOG,
+    KUBE_PROXY_LOG,
+    KUBELET_JOURNAL,
+    NODE_CONDITION,
+    Sighting,
+)
+from bot.diagnosis.net_conf import NetConf, parse_net_conf
 from bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
@@ -22,7 +35,7 @@ from bot.ports.cluster import (
     Rbac,
     ServiceInfo,
 )
-from bot.ports.probes import ProbeOutput
+from bot.ports.probes import BY_ID, ProbeOutput
 
 if TYPE_CHECKING:
     from bot.diagnosis.node_facts import Fact
@@ -31,6 +44,22 @@ T = TypeVar("T")
 
 FLANNEL_NAMESPACES = ("kube-flannel", "kube-system")
 FLANNEL_SELECTORS = ("app=flannel", "k8s-app=flannel")
+FLANNEL_CONFIGMAPS = (
+    ("kube-flannel", "kube-flannel-cfg"),
+    ("kube-system", "kube-flannel-cfg"),
+    ("kube-system", "rke2-canal-config"),
+    ("kube-system", "canal-config"),
+)
+# the labels other network plugins' node agents carry (canal is not here: it runs flannel)
+OTHER_CNIS = {
+    "calico": ("calico-node",),
+    "cilium": ("cilium",),
+    "weave": ("weave-net",),
+    "kube-router": ("kube-router",),
+    "antrea": ("antrea",),
+    "kube-ovn": ("kube-ovn-cni",),
+}
+_EMPTY = ProbeOutput(0, "")
 
 
 @dataclass
@@ -52,11 +81,27 @@ class Evidence:
     # -- views the rules share ------------------------------------------------------------------
 
     def flannel_pods(self) -> list[PodInfo]:
+        """flanneld's pods: flannel's own DaemonSet (either namespace, any release) or canal's
+        (RKE2's default: flannel runs beside calico as the `kube-flannel` container)."""
         return [
             p
             for p in self.pods
             if p.namespace in FLANNEL_NAMESPACES
-            and (p.labels.get("app") == "flannel" or p.labels.get("k8s-app") == "flannel")
+            and (
+                p.labels.get("app") == "flannel" or p.labels.get("k8s-app") in ("flannel", "canal")
+            )
+        ]
+
+    def kube_proxy_pods(self) -> list[PodInfo]:
+        return [p for p in self.pods if p.labels.get("k8s-app") == "kube-proxy"]
+
+    def dns_pods(self) -> list[PodInfo]:
+        """The cluster DNS pods: ordinary pods on the pod network, so their log shows what any
+        pod meets (the API Service unreachable, a firewall rejecting pod traffic)."""
+        return [
+            p
+            for p in self.pods
+            if p.namespace == "kube-system" and p.labels.get("k8s-app") == "kube-dns"
         ]
 
     def flannel_daemonsets(self) -> list[DaemonSetInfo]:
@@ -67,16 +112,26 @@ class Evidence:
             and (
                 "flannel" in d.name
                 or d.labels.get("app") == "flannel"
-                or d.labels.get("k8s-app") == "flannel"
+                or d.labels.get("k8s-app") in ("flannel", "canal")
             )
         ]
 
     def flannel_configmap(self) -> ConfigMapInfo | None:
-        for ns in FLANNEL_NAMESPACES:
-            cm = self.configmaps.get((ns, "kube-flannel-cfg"))
+        """flannel's ConfigMap: kube-flannel-cfg (either namespace), or canal's."""
+        for key in FLANNEL_CONFIGMAPS:
+            cm = self.configmaps.get(key)
             if cm is not None:
                 return cm
         return None
+
+    def flannel_net_conf(self) -> NetConf | None:
+        """net-conf.json as flanneld reads it, with what it would refuse; None if not read."""
+        cm = self.flannel_configmap()
+        if cm is None:
+            return None
+        if "net-conf.json" not in cm.data:
+            return NetConf(problems=(f"{cm.namespace}/{cm.name} has no net-conf.json",))
+        return parse_net_conf(cm.data["net-conf.json"])
 
     def net_conf(self) -> dict[str, Any] | None:
         cm = self.flannel_configmap()
@@ -99,6 +154,56 @@ class Evidence:
 
     def probe(self, node: str, probe_id: str) -> ProbeOutput | None:
         return self.probes.get(node, {}).get(probe_id)
+
+    def sightings(self) -> list[Sighting]:
+        """Every catalogued line in the logs, events, node conditions and node journals, once."""
+        cached: list[Sighting] | None = self.__dict__.get("_sightings")
+        if cached is None:
+            cached = self.__dict__["_sightings"] = list(_scan(self))
+        return cached
+
+    def sighted(
+        self, finding: str, node: str | None = None, corroborating: bool = False
+    ) -> list[Sighting]:
+        """Sightings of lines that establish `finding` (on `node`, when given); with
+        `corroborating`, also the lines that only support it (informational, transient)."""
+        return [
+            s
+            for s in self.sightings()
+            if s.finding == finding
+            and (node is None or s.node == node)
+            and (corroborating or s.message.establishes)
+        ]
+
+    def distribution(self) -> str:
+        """ "k3s" or "rke2" when the kubelets say so (v1.30.2+k3s1, +rke2r1), else "" (kubeadm
+        and the other installers that run flannel as a DaemonSet)."""
+        versions = [n.kubelet_version for n in self.nodes]
+        for name in ("k3s", "rke2"):
+            if any(f"+{name}" in v for v in versions):
+                return name
+        journals = " ".join(
+            o["k3s-journal"].stdout for o in self.probes.values() if "k3s-journal" in o
+        )
+        if "level=" in journals and "msg=" in journals:  # k3s/RKE2 log with logrus fields
+            return "rke2" if "rke2" in journals else "k3s"
+        return ""
+
+    def flannel_embedded(self) -> bool:
+        """flannel running inside k3s (its default): no flannel pods or DaemonSet, and no other
+        network plugin's node agent."""
+        if self.distribution() != "k3s" or self.flannel_pods() or self.flannel_daemonsets():
+            return False
+        return not self.other_cni()
+
+    def other_cni(self) -> str:
+        """The network plugin this cluster runs instead of flannel, when its pods show one."""
+        for pod in self.pods:
+            app = pod.labels.get("k8s-app") or pod.labels.get("app") or pod.labels.get("name", "")
+            for cni, marks in OTHER_CNIS.items():
+                if app in marks:
+                    return cni
+        return ""
 
     def probed(self) -> list[str]:
         """The nodes whose probes answered, in name order."""
@@ -170,3 +275,46 @@ def matching_lines(text: str, pattern: str, limit: int = 3) -> list[str]:
     """The last `limit` lines of a log matching a regular expression, stripped."""
     rx = re.compile(pattern)
     return [line.strip() for line in text.splitlines() if rx.search(line)][-limit:]
+
+
+def _scan(ev: Evidence) -> Iterator[Sighting]:
+    """What the catalogue finds in every text the evidence holds, tied to a node where it can be."""
+    scan = CATALOGUE.scan
+    logged = {(p.namespace, p.name): (p, FLANNEL_LOG) for p in ev.flannel_pods()}
+    logged.update({(p.namespace, p.name): (p, KUBE_PROXY_LOG) for p in ev.kube_proxy_pods()})
+    logged.update({(p.namespace, p.name): (p, DNS_LOG) for p in ev.dns_pods()})
+    for (ns, name, container, previous), text in ev.logs.items():
+        pod, where = logged.get((ns, name), (None, ""))
+        if pod is not None:
+            which = "previous" if previous else "current"
+            label = f"API: logs of {ns}/{name} ({container}, {which})"
+            yield from scan(where, text, pod.node, label)
+    pod_nodes = {(p.namespace, p.name): p.node for p in ev.pods}
+    waiting = {(p.namespace, p.name) for p in ev.pods if p.phase == "Pending"}
+    for e in ev.events:
+        if e.involved_kind == "Pod" and (e.involved_namespace, e.involved_name) not in waiting:
+            continue  # an event outlives its cause by an hour; a pod still waiting does not
+        if e.involved_kind == "Node":
+            node = e.involved_name
+        else:
+            node = e.source_host or pod_nodes.get((e.involved_namespace, e.involved_name), "")
+        label = f"API: event {e.reason} on {e.involved_name}"
+        yield from scan(EVENT, e.message, node, label)
+    for n in ev.nodes:
+        for c in n.conditions:
+            if c.message:
+                label = f"API: node {n.name} condition {c.type}={c.status}"
+                yield from scan(NODE_CONDITION, c.message, n.name, label)
+    for node, outputs in ev.probes.items():
+        for probe_id, where in JOURNALS.items():
+            out = outputs.get(probe_id)
+            if out is not None and out.stdout:
+                label = f"{node}: {' '.join(BY_ID[probe_id].argv)}"
+                yield from scan(where, out.stdout, node, label)
+
+
+JOURNALS = {
+    "kubelet-journal": KUBELET_JOURNAL,
+    "k3s-journal": K3S_JOURNAL,
+    "kernel-log": KERNEL_LOG,
+}

@@ -48,6 +48,7 @@ class Fix:
 
 
 SEVERITIES = ("critical", "warning", "info")
+CONFIRMED, INFERRED = "confirmed", "inferred"
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Finding:
     evidence: list[EvidenceLine]
     fix: Fix
     explained_by: list[str] = field(default_factory=list)
+    certainty: str = "confirmed"  # or "inferred": from a log line or event alone (quoted)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,4 +78,5 @@ class Finding:
                 "manual": self.fix.manual,
             },
             "explained_by": self.explained_by,
+            "certainty": self.certainty,
         }

@@ -72,12 +72,15 @@ class Link:
     mtu: int = 0
     inet: tuple[str, ...] = ()
     parent: str = ""  # a VXLAN device's underlay interface (linkinfo.info_data.link), if shown
+    mac: str = ""  # the link-layer address, in lower case
 
     def has_ip(self, ip: str) -> bool:
         return any(a.split("/")[0] == ip for a in self.inet)
 
 
 def parse_links(out: ProbeOutput) -> dict[str, Link]:
+    if out.ok and not out.stdout.lstrip().startswith("["):
+        return _links_from_text(out.stdout)
     links = {}
     for raw in _json_list(out):
         info = (raw.get("linkinfo") or {}).get("info_data") or {}
@@ -91,6 +94,7 @@ def parse_links(out: ProbeOutput) -> dict[str, Link]:
                 if a.get("family") == "inet"
             ),
             parent=str(info.get("link") or "") if isinstance(info, dict) else "",
+            mac=str(raw.get("address") or "").lower(),
         )
     return links
 
@@ -114,6 +118,8 @@ class Route:
 
 
 def parse_routes(out: ProbeOutput) -> list[Route]:
+    if out.ok and not out.stdout.lstrip().startswith("["):
+        return _routes_from_text(out.stdout)
     return [
         Route(
             dst=str(r.get("dst") or ""),
@@ -132,6 +138,8 @@ LOCAL_ROUTES = Fact(BY_ID["ip-route-local"], parse_routes)
 
 def parse_neighbours(out: ProbeOutput) -> set[tuple[str, str]]:
     """(address, MAC in lower case) of flannel.1's neighbour entries."""
+    if out.ok and not out.stdout.lstrip().startswith("["):
+        return _neighbours_from_text(out.stdout)
     return {(str(n.get("dst")), str(n.get("lladdr", "")).lower()) for n in _json_list(out)}
 
 
@@ -169,6 +177,8 @@ class RuleTable:
 def parse_rule_table(out: ProbeOutput) -> RuleTable:
     if not out.ok:
         return RuleTable()
+    if re.search(r"^Chain \S+ \(", out.stdout, re.M):
+        return _table_from_listing(out.stdout)
     policies, rules = {}, []
     for line in out.stdout.splitlines():
         line = line.strip()
@@ -346,3 +356,170 @@ def parse_modules(out: ProbeOutput) -> set[str]:
 
 
 KERNEL_MODULES = Fact(BY_ID["kernel-modules"], parse_modules)
+
+
+# -- the plain-text forms people paste into hand-made bundles --------------------------------------
+# `ip addr`, `ifconfig`, `ip route`, `ip neigh`, `arp -n` and `iptables -L -n -v` print the same
+# facts as the probes' JSON and iptables-save; a bundle assembled by hand from a ticket often has
+# only those, so each parser reads them too.
+
+_IP_LINK = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:\s+<[^>]*>(.*)$")
+_IFCONFIG = re.compile(r"^([^\s:]+):?\s+(?:flags=\S+|Link encap)(.*)$")
+
+
+def _links_from_text(text: str) -> dict[str, Link]:
+    links: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        head = _IP_LINK.match(line) or _IFCONFIG.match(line)
+        if head:
+            current = links.setdefault(
+                head.group(1), {"inet": [], "mtu": 0, "mac": "", "parent": ""}
+            )
+            mtu = re.search(r"\bmtu (\d+)", head.group(2), re.I)
+            current["mtu"] = int(mtu.group(1)) if mtu else 0
+            hwaddr = re.search(r"\bHWaddr (\S+)", head.group(2))  # net-tools 1.60
+            current["mac"] = hwaddr.group(1).lower() if hwaddr else ""
+            continue
+        if current is None:
+            continue
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("link/ether", "ether") and len(words) > 1:
+            current["mac"] = words[1].lower()
+        elif words[0] == "inet" and len(words) > 1 and words[1].startswith("addr:"):
+            # net-tools 1.60 ifconfig: inet addr:A  Bcast:B  Mask:M
+            mask = next((w[5:] for w in words if w.startswith("Mask:")), "255.255.255.255")
+            try:
+                prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+            except ValueError:
+                prefix = 32
+            current["inet"].append(f"{words[1][5:]}/{prefix}")
+        elif words[0] == "inet" and len(words) > 1:
+            if "/" in words[1]:
+                current["inet"].append(words[1])
+            elif "netmask" in words:  # ifconfig: inet A  netmask M
+                mask = words[words.index("netmask") + 1]
+                try:
+                    prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+                except ValueError:
+                    prefix = 32
+                current["inet"].append(f"{words[1]}/{prefix}")
+        elif words[0] == "vxlan" and "dev" in words:
+            current["parent"] = words[words.index("dev") + 1]
+        mtu = re.search(r"\bMTU:(\d+)", line)
+        if mtu:
+            current["mtu"] = int(mtu.group(1))
+    return {
+        name: Link(name, v["mtu"], tuple(v["inet"]), v["parent"], v["mac"])
+        for name, v in links.items()
+    }
+
+
+def _routes_from_text(text: str) -> list[Route]:
+    routes = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].endswith(":") or words[0].startswith(("[", "#", "$")):
+            continue
+        kind = ""
+        if words[0] in ("local", "broadcast", "unreachable", "blackhole", "prohibit"):
+            kind = words.pop(0)
+        if not words:
+            continue
+        value = {
+            k: words[i + 1] for i, k in enumerate(words[:-1]) if k in ("dev", "scope", "proto")
+        }
+        routes.append(
+            Route(
+                dst=words[0],
+                dev=value.get("dev", ""),
+                type=kind or "unicast",
+                scope=value.get("scope", ""),
+                protocol=value.get("proto", ""),
+            )
+        )
+    return routes
+
+
+_ARP = re.compile(r"\((?P<dst>[\d.a-f:]+)\) at (?P<mac>[0-9a-f:]{17}) .* on (?P<dev>\S+)", re.I)
+
+
+def _neighbours_from_text(text: str, dev: str = "flannel.1") -> set[tuple[str, str]]:
+    found = set()
+    for line in text.splitlines():
+        arp = _ARP.search(line)
+        if arp:
+            if arp["dev"] == dev:
+                found.add((arp["dst"], arp["mac"].lower()))
+            continue
+        words = line.split()
+        if "lladdr" in words and (f"{dev}" in words or "dev" not in words):
+            found.add((words[0], words[words.index("lladdr") + 1].lower()))
+    return found
+
+
+_CHAIN = re.compile(r"^Chain (\S+) \(policy (\w+)")
+
+
+def _table_from_listing(text: str) -> RuleTable:
+    """`iptables -L -n -v` (with or without counters and line numbers) as iptables-save rules."""
+    policies: dict[str, str] = {}
+    rules: list[str] = []
+    chain = ""
+    header: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        head = _CHAIN.match(line) or re.match(r"^Chain (\S+) \(\d+ references\)", line)
+        if head:
+            chain = head.group(1)
+            if head.re is _CHAIN:
+                policies[chain] = head.group(2)
+            continue
+        words = line.split()
+        if not words or not chain:
+            continue
+        if "target" in words and "source" in words:
+            header = words
+            continue
+        if not header:
+            continue
+        skip = 0
+        if header[0] == "num":
+            skip += 1
+        if "pkts" in header:
+            skip += 2
+        cols = words[skip:]
+        if len(cols) < 3:
+            continue
+        target, prot = cols[0], cols[1]
+        rest = cols[2:]
+        # opt, [in, out], source, destination, then the match text
+        if "in" in header and len(rest) >= 5:
+            _opt, dev_in, dev_out, src, dst, *extra = rest
+        elif len(rest) >= 3:
+            _opt, src, dst, *extra = rest
+            dev_in = dev_out = "*"
+        else:
+            continue
+        parts = [f"-A {chain}"]
+        if src not in ("0.0.0.0/0", "::/0"):
+            parts.append(f"-s {src}")
+        if dst not in ("0.0.0.0/0", "::/0"):
+            parts.append(f"-d {dst}")
+        if dev_in not in ("*", "any"):
+            parts.append(f"-i {dev_in}")
+        if dev_out not in ("*", "any"):
+            parts.append(f"-o {dev_out}")
+        if prot not in ("all", "0"):
+            parts.append(f"-p {prot}")
+        text_extra = " ".join(extra)
+        if text_extra:
+            parts.append(
+                f"-m comment --comment {text_extra!r}" if "/*" in text_extra else text_extra
+            )
+        parts.append(f"-j {target}")
+        rules.append(" ".join(parts))
+    return RuleTable(policies, tuple(rules))

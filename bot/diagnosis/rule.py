@@ -14,8 +14,9 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from bot.diagnosis.catalogue import Sighting
 from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import SEVERITIES, EvidenceLine, Finding, Fix
+from bot.diagnosis.findings import CONFIRMED, INFERRED, SEVERITIES, EvidenceLine, Finding, Fix
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Found:
     mechanism: str
     evidence: list[EvidenceLine]
     fix: Fix
+    certainty: str = CONFIRMED
+    severity: str = ""  # the rule's, unless the evidence makes this one graver or milder
 
 
 Check = Callable[[Evidence], Iterable[Found]]
@@ -43,12 +46,13 @@ class Rule:
         for found in self.check(ev):
             yield Finding(
                 self.id,
-                self.severity,
+                found.severity or self.severity,
                 found.nodes,
                 found.summary,
                 found.mechanism,
                 found.evidence,
                 found.fix,
+                certainty=found.certainty,
             )
 
 
@@ -123,3 +127,43 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
             ):
                 effect.explained_by.append(cause.id)
     return ranked
+
+
+def quote(s: Sighting) -> EvidenceLine:
+    """A sighting as a finding quotes it: where it was read, and the line."""
+    more = f" (seen {s.count} times)" if s.count > 1 else ""
+    return EvidenceLine(s.source + more, s.line)
+
+
+def sighted_by_node(
+    ev: Evidence, finding: str, besides: Iterable[str] = ()
+) -> dict[str, list[Sighting]]:
+    """Node -> the sightings establishing `finding` there, leaving out `besides` (nodes a
+    stronger path already reported); "" collects lines that name no node."""
+    skip = set(besides)
+    out: dict[str, list[Sighting]] = {}
+    for s in ev.sighted(finding):
+        if s.node not in skip:
+            out.setdefault(s.node, []).append(s)
+    return out
+
+
+def inferred(
+    ev: Evidence,
+    finding: str,
+    summary: Callable[[str], str],
+    mechanism: str,
+    fix: Callable[[str], Fix],
+    besides: Iterable[str] = (),
+) -> Iterator[Found]:
+    """The findings a rule can establish from log lines and events alone: one per node (or one
+    for lines that name none), quoting what was read, marked inferred."""
+    for node, seen in sorted(sighted_by_node(ev, finding, besides).items()):
+        yield Found(
+            (node,) if node else (),
+            summary(node),
+            mechanism,
+            [quote(s) for s in seen[:3]],
+            fix(node),
+            certainty=INFERRED,
+        )

@@ -10,6 +10,7 @@ from typing import Any
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.rules import diagnose
 from bot.ports.store import RunRecord
+from bot.runs.actions import Risk
 from bot.runs.plan import Plan
 from bot.runs.registry import Registry
 from bot.service import report
@@ -27,10 +28,18 @@ def diagnosis_view(
     findings = [f.to_json() for f in diagnose(ev)]
     known = {rb.id for rb in registry.all()}
     for f in findings:
+        f["fix"]["then"] = None
         if f["fix"]["runbook"] not in known:
             f["fix"].update(runbook=None, command=None)
-        elif name_cluster and f["fix"]["command"]:
-            f["fix"]["command"] += f" --cluster {cluster}"
+        elif (
+            f["certainty"] == "inferred"
+            and registry.get(f["fix"]["runbook"]).risk is Risk.DESTRUCTIVE
+        ):
+            confirm_first(f, "node.check" in known)
+        if name_cluster:
+            for key in ("command", "then"):
+                if f["fix"][key]:
+                    f["fix"][key] += f" --cluster {cluster}"
         f["fix"]["cluster"] = cluster if name_cluster else None
     if only:
         findings = [f for f in findings if not f["nodes"] or set(f["nodes"]) & set(only)]
@@ -45,6 +54,24 @@ def diagnosis_view(
         "gaps": ev.gaps,
         "summary": {**counts, "nodes": len(ev.nodes), "probed": len(ev.probes)},
     }
+
+
+def confirm_first(finding: dict[str, Any], can_check: bool) -> None:
+    """Never a destructive fix first for a cause only inferred from a log line or an event:
+    offer the read-only check of the node (node.check), and the fix for after it confirms."""
+    fix = finding["fix"]
+    nodes = finding["nodes"]
+    fix["then"] = fix["command"]
+    if can_check and len(nodes) == 1:
+        fix.update(
+            runbook="node.check",
+            params={"node": nodes[0]},
+            command=f"run node.check node={nodes[0]}",
+        )
+    else:
+        fix.update(runbook=None, params={}, command=None)
+        fix["manual"] = f"{fix['manual']} (confirm on the node first, then: /flannel {fix['then']})"
+        fix["then"] = None
 
 
 def plan_view(plan: Plan) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from bot.diagnosis.rule import RULES, rank
 # the areas, from the cluster down to the pod: rules rank in this order unless `explains` decides
 AREAS = (
     "cluster",
+    "config",
     "kube_proxy",
     "subnets",
     "kernel",

@@ -2,19 +2,50 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import CNI_CONFIG, CNI_PLUGINS, ConfFile, is_flannel_conf
-from bot.diagnosis.rule import Found, rule
+from bot.diagnosis.findings import INFERRED, EvidenceLine, Fix
+from bot.diagnosis.node_facts import (
+    CNI_CONFIG,
+    CNI_PLUGINS,
+    SUBNET_ENV,
+    ConfFile,
+    in_cidr,
+    is_flannel_conf,
+)
+from bot.diagnosis.rule import Found, inferred, rule
+from bot.ports.cluster import NodeInfo, PodInfo
 
 REQUIRED_PLUGINS = ("bridge", "flannel", "host-local", "portmap")
+PLUGIN_MECHANISM = (
+    "The flannel CNI plugin delegates to bridge and host-local (and portmap for hostPorts); "
+    "without the binaries in /opt/cni/bin every pod sandbox fails."
+)
+PLUGIN_FIX = (
+    "install the CNI plugins (containernetworking-plugins) into /opt/cni/bin; flannel's "
+    "install-cni-plugin init container installs `flannel`"
+)
 CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
+CONFIG_MECHANISM = (
+    "The kubelet uses the first CNI config in /etc/cni/net.d; flannel's init container copies "
+    "it there from kube-flannel-cfg. Missing, empty or broken, the node reports "
+    "NetworkPluginNotReady and pods stay in ContainerCreating."
+)
 
 
 @rule("cni-plugin-missing", "critical")
 def cni_plugin_missing(ev: Evidence) -> Iterator[Found]:
+    probed = [n for n in ev.probed() if ev.probe(n, "cni-bin") is not None]
+    yield from inferred(
+        ev,
+        "cni-plugin-missing",
+        lambda node: f"a CNI plugin binary is missing on {node or 'a node'}",
+        PLUGIN_MECHANISM,
+        lambda node: Fix(PLUGIN_FIX),
+        besides=probed,
+    )
     for node in ev.probed():
         out = ev.probe(node, "cni-bin")
         if out is None:
@@ -25,13 +56,9 @@ def cni_plugin_missing(ev: Evidence) -> Iterator[Found]:
             yield Found(
                 (node,),
                 f"CNI plugins missing on {node}: {', '.join(missing)}",
-                "The flannel CNI plugin delegates to bridge and host-local (and portmap for "
-                "hostPorts); without the binaries in /opt/cni/bin every pod sandbox fails.",
+                PLUGIN_MECHANISM,
                 [EvidenceLine.probe(node, "cni-bin", out.stdout or out.stderr or "empty")],
-                Fix(
-                    "install the CNI plugins (containernetworking-plugins) into /opt/cni/bin; "
-                    "flannel's install-cni-plugin init container installs `flannel`"
-                ),
+                Fix(PLUGIN_FIX),
             )
 
 
@@ -57,24 +84,114 @@ def _cni_configs(ev: Evidence, node: str) -> tuple[list[ConfFile], list[ConfFile
 
 @rule("cni-config-conflict", "critical")
 def cni_config_conflict(ev: Evidence) -> Iterator[Found]:
+    reported: set[str] = set()
     for node in ev.probed():
         state = _cni_configs(ev, node)
         if state is None:
             continue
         files, flannel, problem = state
         if not problem and files and files[0] not in flannel:
+            reported.add(node)
             yield Found(
                 (node,),
                 f"{files[0].path} sorts before flannel's config on {node}",
-                "The kubelet uses the first config file in sort order; another CNI's leftover "
-                "config shadows flannel's, so pods get networking flannel does not route.",
+                CONFLICT_MECHANISM,
                 [EvidenceLine.probe(node, "cni-config", " ".join(f.path for f in files))],
                 Fix(f"remove {files[0].path} (left by another CNI) and recreate affected pods"),
             )
+    if ev.other_cni():
+        return  # that CNI is the cluster's own: flannel-not-in-use says so
+    yield from inferred(
+        ev,
+        "cni-config-conflict",
+        lambda node: f"pod sandboxes on {node or 'a node'} run another CNI's plugin, not flannel",
+        CONFLICT_MECHANISM,
+        lambda node: CONFLICT_FIX,
+        besides=reported,
+    )
+    for node, pods, subnet, read_from in _pods_outside_subnet(ev):
+        if node in reported:
+            continue
+        yield Found(
+            (node,),
+            f"pods on {node} have addresses outside its flannel subnet {subnet}",
+            CONFLICT_MECHANISM,
+            [EvidenceLine(f"API: pod {p.namespace}/{p.name}", f"IP {p.pod_ip}") for p in pods[:3]]
+            + [EvidenceLine(read_from, f"subnet {subnet}")],
+            CONFLICT_FIX,
+            certainty=INFERRED,
+        )
+
+
+CONFLICT_MECHANISM = (
+    "The runtime uses the first config in /etc/cni/net.d (in name order); a leftover of "
+    "another CNI (a previous Calico/Cilium/Antrea, containerd's 10-containerd-net.conflist) "
+    "sorting before flannel's shadows it, so pods get addresses flannel does not route, or "
+    "none at all. `kubeadm reset` does not clean /etc/cni/net.d."
+)
+CONFLICT_FIX = Fix(
+    "list /etc/cni/net.d on the node (node.check reads it), remove every config but "
+    "flannel's, and recreate the pods that got a wrong address"
+)
+
+
+def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str, str]]:
+    """(node, running pod-network pods whose address is outside the node's flannel subnet, the
+    subnet, where it was read) -- addresses that came from a CNI config that is not flannel's."""
+    ported = {n.internal_ip for n in ev.nodes if n.internal_ip}
+    for info in ev.nodes:
+        subnet, read_from = _flannel_subnet(ev, info)
+        if not subnet:
+            continue
+        outside = [
+            p
+            for p in ev.pods
+            if p.node == info.name
+            and p.phase == "Running"
+            and not p.host_network
+            and p.pod_ip
+            and p.pod_ip not in ported | {p.host_ip}
+            and ":" not in p.pod_ip
+            and not in_cidr(p.pod_ip, subnet)
+        ]
+        if outside:
+            yield info.name, outside, subnet, read_from
+
+
+def _flannel_subnet(ev: Evidence, info: NodeInfo) -> tuple[str, str]:
+    """The IPv4 subnet flannel leased to a node, from its subnet.env (any subnet manager) or,
+    where flannel uses the Kubernetes subnet manager, its podCIDR."""
+    env = (ev.fact(info.name, SUBNET_ENV) or {}).get("FLANNEL_SUBNET", "")
+    if env:
+        try:
+            return str(ipaddress.ip_interface(env).network), f"{info.name}: /run/flannel/subnet.env"
+        except ValueError:
+            return "", ""
+    if (
+        info.pod_cidr
+        and ":" not in info.pod_cidr
+        and (ev.flannel_configmap() is not None or ev.flannel_embedded())
+    ):
+        return info.pod_cidr, f"API: node {info.name} podCIDR"
+    return "", ""
 
 
 @rule("cni-config-invalid", "critical")
 def cni_config_invalid(ev: Evidence) -> Iterator[Found]:
+    probed = [n for n in ev.probed() if ev.probe(n, "cni-config") is not None]
+    yield from inferred(
+        ev,
+        "cni-config-invalid",
+        lambda node: f"the container runtime finds no usable CNI config on {node or 'a node'}",
+        CONFIG_MECHANISM,
+        lambda node: Fix(
+            "write /etc/cni/net.d/10-flannel.conflist from ConfigMap kube-flannel-cfg "
+            "(cni-conf.json), or restart flannel so install-cni copies it",
+            "node.restore-cni-config" if node else None,
+            {"node": node} if node else {},
+        ),
+        besides=probed,
+    )
     for node in ev.probed():
         state = _cni_configs(ev, node)
         if state is None or not state[2]:
@@ -83,9 +200,7 @@ def cni_config_invalid(ev: Evidence) -> Iterator[Found]:
         yield Found(
             (node,),
             f"{problem} on {node}",
-            "The kubelet uses the first CNI config in /etc/cni/net.d; flannel's init "
-            "container copies it there from kube-flannel-cfg. Missing, empty or broken, "
-            "the node reports NetworkPluginNotReady and pods stay in ContainerCreating.",
+            CONFIG_MECHANISM,
             [EvidenceLine.probe(node, "cni-config", problem)],
             Fix(
                 "write /etc/cni/net.d/10-flannel.conflist from ConfigMap kube-flannel-cfg "
@@ -94,3 +209,59 @@ def cni_config_invalid(ev: Evidence) -> Iterator[Found]:
                 {"node": node},
             ),
         )
+
+
+@rule("cni-version-mismatch", "critical")
+def cni_version_mismatch(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "cni-version-mismatch",
+        lambda node: f"the CNI config's version is not one the plugins speak on {node or 'a node'}",
+        "The cniVersion of the config must be one every plugin in the chain and the runtime "
+        "support; an old plugin binary (or runtime) with a new config, or the reverse, fails "
+        "every sandbox.",
+        lambda node: Fix(
+            "set cniVersion in cni-conf.json to one the installed plugins support (0.3.1 is "
+            "understood by all), or upgrade the plugins in /opt/cni/bin"
+        ),
+    )
+
+
+@rule("cni-cache-corrupt", "warning")
+def cni_cache_corrupt(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "cni-cache-corrupt",
+        lambda node: f"a corrupt CNI cache file blocks pod deletion on {node or 'a node'}",
+        "The flannel CNI plugin keeps each sandbox's config under /var/lib/cni/flannel; an "
+        "empty or truncated file (a crash, a full disk) makes every delete of that sandbox "
+        "fail, so its pod stays Terminating and its address is never released.",
+        lambda node: Fix(
+            "remove the empty files under /var/lib/cni/flannel/ (and /var/lib/cni/results/) "
+            "for the sandboxes named, then let kubelet retry; upgrade the flannel CNI plugin"
+        ),
+    )
+
+
+@rule("cni-bridge-race", "warning")
+def cni_bridge_race(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "cni-bridge-race",
+        lambda node: f"the bridge plugin raced itself creating cni0 on {node or 'a node'}",
+        "bridge plugin releases v0.6.0-v0.7.5 and v0.8.0-v0.8.1 set cni0's address without a "
+        "lock; sandboxes created at the same time fail with `file exists` until one wins.",
+        lambda node: Fix("upgrade the CNI plugins in /opt/cni/bin (v0.8.2 or later)"),
+    )
+
+
+@rule("portmap-teardown-failed", "info")
+def portmap_teardown_failed(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "portmap-teardown-failed",
+        lambda node: f"portmap could not remove a sandbox's rules on {node or 'a node'}",
+        "Concurrent deletes race on portmap's iptables chains; the delete is retried and "
+        "usually succeeds, so this explains noise in the events, not an outage.",
+        lambda node: Fix("nothing, unless pods stay Terminating; then upgrade the CNI plugins"),
+    )

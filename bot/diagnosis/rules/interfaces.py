@@ -2,73 +2,243 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence, matching_lines
+from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import LINKS, in_cidr
-from bot.diagnosis.rule import Found, rule
+from bot.diagnosis.node_facts import LINKS, NEIGHBOURS, SUBNET_ENV, in_cidr
+from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
 @rule("stale-interface-address", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def stale_interface_address(ev: Evidence) -> Iterator[Found]:
-    logs = {
-        p.node: (s, matching_lines(t, r"incompatible addresses", 1))
-        for p, s, t in ev.flannel_logs()
-    }
-    bridge_events = ev.stuck_pod_events("already has an IP address different")
+    seen = sighted_by_node(ev, "stale-interface-address")
+    reported: set[str] = set()
     for node in ev.probed():
-        info = ev.node(node)
-        if info is None or not info.pod_cidr:
-            continue
-        lines = []
         links = ev.fact(node, LINKS) or {}
-        for dev in ("cni0", "flannel.1"):
+        lease, read_from = _lease(ev, node)
+        devices = ("cni0", "flannel.1") if read_from != "flannel.1" else ("cni0",)
+        lines = []
+        for dev in devices:
             link = links.get(dev)
-            if link is None:
+            if link is None or not lease:
                 continue
-            if any(not in_cidr(a, info.pod_cidr) for a in link.inet):
+            if read_from == "flannel.1":
+                stale = any(not _holds(a, lease) for a in link.inet)
+            else:
+                stale = any(not in_cidr(a, lease) for a in link.inet)
+            if stale:
                 lines.append(EvidenceLine.probe(node, "ip-addr", f"{dev}: {' '.join(link.inet)}"))
-        source, hit = logs.get(node, ("", []))
-        if hit:
-            lines.append(EvidenceLine(source, hit[0]))
-        for e in bridge_events:
-            if e.source_host == node:
-                lines.append(EvidenceLine(f"API: event on {e.involved_name}", e.message[-200:]))
-                break
         if lines:
+            reported.add(node)
+            if read_from == "flannel.1":
+                summary = f"cni0 on {node} keeps another subnet than flannel.1's lease {lease}"
+                lines.append(EvidenceLine.probe(node, "ip-addr", f"flannel.1: {lease}"))
+            else:
+                summary = (
+                    f"cni0/flannel.1 on {node} carry addresses outside its {read_from} {lease}"
+                )
             yield Found(
                 (node,),
-                f"cni0/flannel.1 on {node} carry addresses outside its podCIDR {info.pod_cidr}",
-                "`kubeadm reset` leaves cni0 and flannel.1 behind; after re-joining, the node "
-                "gets a new podCIDR but the devices keep the old addresses, so flanneld refuses "
-                "flannel.1 (incompatible addresses) and the bridge plugin refuses cni0.",
-                lines,
-                Fix(
-                    "ip link delete cni0; ip link delete flannel.1; restart flannel (it "
-                    "recreates both)",
-                    "node.clean-interfaces",
-                    {"node": node},
+                summary,
+                STALE_MECHANISM,
+                lines + [quote(s) for s in seen.get(node, [])[:2]],
+                stale_fix(node),
+            )
+    yield from inferred(
+        ev,
+        "stale-interface-address",
+        lambda node: f"cni0/flannel.1 on {node or 'a node'} keep addresses of an old subnet",
+        STALE_MECHANISM,
+        stale_fix,
+        besides=reported,
+    )
+
+
+STALE_MECHANISM = (
+    "`kubeadm reset` leaves cni0 and flannel.1 behind; after re-joining, the node gets a new "
+    "podCIDR but the devices keep the old addresses, so flanneld refuses flannel.1 "
+    "(incompatible addresses) and the bridge plugin refuses cni0."
+)
+
+
+def _lease(ev: Evidence, node: str) -> tuple[str, str]:
+    """The node's flannel subnet and what it was read from: its podCIDR, else subnet.env's
+    FLANNEL_SUBNET (the etcd subnet manager), else flannel.1's own address (flanneld recreates
+    flannel.1 with the current lease's network address; cni0 is what keeps an old one)."""
+    info = ev.node(node)
+    if info is not None and info.pod_cidr:
+        return info.pod_cidr, "podCIDR"
+    subnet = (ev.fact(node, SUBNET_ENV) or {}).get("FLANNEL_SUBNET", "")
+    if subnet:
+        try:
+            return str(ipaddress.ip_interface(subnet).network), "subnet.env"
+        except ValueError:
+            pass
+    vtep = (ev.fact(node, LINKS) or {}).get("flannel.1")
+    if vtep is not None and vtep.inet:
+        return vtep.inet[0].split("/")[0], "flannel.1"
+    return "", ""
+
+
+def _holds(address: str, ip: str) -> bool:
+    """Whether the network of an interface address (10.244.1.1/24) holds `ip`."""
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_interface(address).network
+    except ValueError:
+        return True  # junk is not evidence of staleness
+
+
+def stale_fix(node: str) -> Fix:
+    return Fix(
+        "ip link delete cni0; ip link delete flannel.1; restart flannel (it recreates both)",
+        "node.clean-interfaces" if node else None,
+        {"node": node} if node else {},
+    )
+
+
+@rule("interface-not-found", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
+def interface_not_found(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "interface-not-found",
+        lambda node: f"flanneld finds no interface to use on {node or 'a node'}",
+        "flanneld needs one external interface with an IPv4 address: the one --iface, "
+        "--iface-regex or --iface-can-reach names (k3s: --flannel-iface), or the default "
+        "route's. A name that differs per node, a typo, an interface not up yet at start, or "
+        "no default route leaves it none and it exits.",
+        lambda node: Fix(
+            "point --iface (or --iface-regex / --iface-can-reach; k3s --flannel-iface) at an "
+            "interface every node has with an IPv4 address, or give the node a default route; "
+            "start flannel only once the network is online"
+        ),
+    )
+
+
+@rule("vxlan-port-conflict", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
+def vxlan_port_conflict(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "vxlan-port-conflict",
+        lambda node: f"another VXLAN device is in flannel's way on {node or 'a node'}",
+        "A leftover VXLAN device of another CNI (cilium_vxlan, vxlan.calico) or of an older "
+        "flannel holds the UDP port or VNI, so flanneld cannot create or bring up its own.",
+        lambda node: Fix(
+            "remove the other VXLAN device (`ip -d link show type vxlan` lists them) and the "
+            "CNI it belongs to, then restart flannel"
+        ),
+    )
+
+
+@rule("vtep-mac-mismatch", "critical")
+def vtep_mac_mismatch(ev: Evidence) -> Iterator[Found]:
+    """flannel.1's MAC changed after flanneld published it (udev's MACAddressPolicy=persistent
+    rewrites it on systemd 242+): peers send to the published MAC and the node drops it."""
+    reported: set[str] = set()
+    for node in ev.probed():
+        info = ev.node(node)
+        link = (ev.fact(node, LINKS) or {}).get("flannel.1")
+        if info is None or link is None or not link.mac:
+            continue
+        published = vtep_mac(info.annotations.get("flannel.alpha.coreos.com/backend-data", ""))
+        if published and published != link.mac:
+            reported.add(node)
+            yield Found(
+                (node,),
+                f"flannel.1 on {node} has MAC {link.mac}, peers were told {published}",
+                "flanneld publishes flannel.1's MAC in the node's backend-data annotation and "
+                "peers program it into their neighbour and FDB tables; when udev or "
+                "NetworkManager changes the MAC afterwards, every packet peers send to this "
+                "node's pods is addressed to a MAC it no longer has.",
+                [
+                    EvidenceLine.probe(node, "ip-addr", f"flannel.1 link/ether {link.mac}"),
+                    EvidenceLine(
+                        f"API: node {node}",
+                        f"flannel.alpha.coreos.com/backend-data VtepMAC {published}",
+                    ),
+                ],
+                Fix.restart(
+                    ev.flannel_namespace(),
+                    [node],
+                    "stop udev renaming it (a .link file with MACAddressPolicy=none for "
+                    "flannel*), then restart flannel on the node so it republishes the MAC",
                 ),
             )
+    yield from stale_peer_entries(ev, reported)
+
+
+def stale_peer_entries(ev: Evidence, reported: set[str]) -> Iterator[Found]:
+    """Another node's neighbour entry for this node's VTEP names a MAC flannel.1 no longer has."""
+    devices = {
+        node: link
+        for node in ev.probed()
+        if (link := (ev.fact(node, LINKS) or {}).get("flannel.1")) is not None and link.mac
+    }
+    for node, link in sorted(devices.items()):
+        if node in reported:
+            continue
+        vtep = {a.split("/")[0] for a in link.inet}
+        for other in ev.probed():
+            if other == node:
+                continue
+            stale = sorted(
+                mac
+                for ip, mac in ev.fact(other, NEIGHBOURS) or set()
+                if ip in vtep and mac != link.mac
+            )
+            if stale:
+                yield Found(
+                    (node,),
+                    f"{other} sends to {node}'s VTEP at MAC {stale[0]}; flannel.1 on {node} "
+                    f"has {link.mac}",
+                    "flannel.1's MAC changed after flanneld published it (udev's "
+                    "MACAddressPolicy=persistent on systemd 242+, or NetworkManager), so peers "
+                    "address the encapsulated frames to a MAC the node drops.",
+                    [
+                        EvidenceLine.probe(node, "ip-addr", f"flannel.1 link/ether {link.mac}"),
+                        EvidenceLine.probe(
+                            other, "ip-neigh", f"{sorted(vtep)[0]} lladdr {stale[0]}"
+                        ),
+                    ],
+                    Fix.restart(
+                        ev.flannel_namespace(),
+                        [node],
+                        "stop udev renaming it (a .link file with MACAddressPolicy=none for "
+                        "flannel*), then restart flannel on the node so it republishes the MAC",
+                    ),
+                )
+                break
+
+
+def vtep_mac(backend_data: str) -> str:
+    try:
+        value = json.loads(backend_data) if backend_data else {}
+    except ValueError:
+        return ""
+    return str(value.get("VtepMAC", "")).lower() if isinstance(value, dict) else ""
 
 
 @rule("wrong-interface", "critical")
 def wrong_interface(ev: Evidence) -> Iterator[Found]:
+    reported: set[str] = set()
     for node in ev.nodes:
         public = node.annotations.get("flannel.alpha.coreos.com/public-ip", "")
-        if public and node.internal_ip and public != node.internal_ip:
+        if (
+            public
+            and node.internal_ip
+            and public != node.internal_ip
+            and not node.annotations.get("flannel.alpha.coreos.com/public-ip-overwrite")
+        ):
             lines = [
                 EvidenceLine(
                     f"API: node {node.name}",
                     f"flannel.alpha.coreos.com/public-ip: {public}, InternalIP: {node.internal_ip}",
                 )
             ]
-            pod = ev.flannel_pods_by_node().get(node.name)
-            if pod is not None:
-                source, text = ev.log(pod)
-                for line in matching_lines(text, r"Using interface with name", 1):
-                    lines.append(EvidenceLine(source, line))
+            lines += [quote(s) for s in ev.sighted("wrong-interface", node.name, True)[:1]]
             device = next(
                 (
                     link.name
@@ -77,18 +247,99 @@ def wrong_interface(ev: Evidence) -> Iterator[Found]:
                 ),
                 "",
             )
+            reported.add(node.name)
             yield Found(
                 (node.name,),
                 f"flannel on {node.name} uses {public}, not the node's InternalIP "
                 f"{node.internal_ip}",
-                "On multi-NIC nodes flanneld picks the default-route interface (often a NAT "
-                "NIC with the same address on every node); peers then send VXLAN to an address "
-                "that does not reach this node.",
+                WRONG_MECHANISM,
                 lines,
                 Fix(
                     f"add --iface={device or '<the InternalIP interface>'} (or "
                     "--iface-can-reach) to flanneld's args in the DaemonSet, then restart flannel",
                     "flannel.repair" if device else None,
                     {"iface": device} if device else {},
+                ),
+            )
+    yield from shared_address(ev, reported)
+
+
+WRONG_MECHANISM = (
+    "On multi-NIC nodes flanneld picks the default-route interface (often a NAT NIC with the "
+    "same address on every node); peers then send VXLAN to an address that does not reach "
+    "this node."
+)
+# VirtualBox's NAT network gives every VM 10.0.2.15 (Vagrant boxes' first NIC)
+NAT_ADDRESSES = frozenset({"10.0.2.15"})
+USING = re.compile(r"Using interface with name (\S+) and address (\S+)")
+
+
+def shared_address(ev: Evidence, reported: set[str]) -> Iterator[Found]:
+    """flannel on several nodes using one address (each node's NAT NIC), or VirtualBox's NAT
+    address: the address is not the node's own, so peers cannot reach it."""
+    used: dict[str, list[tuple[str, str, EvidenceLine]]] = {}
+    for s in [*ev.sighted("wrong-interface", corroborating=True)]:
+        found = USING.search(s.line)
+        if found and s.node and s.node not in reported:
+            used.setdefault(found.group(2), []).append((s.node, found.group(1), quote(s)))
+    for pod in ev.flannel_pods():  # flannel runs on the host network: its pod IP is the node's
+        if pod.pod_ip and pod.node not in reported:
+            line = EvidenceLine(
+                f"API: pod {pod.namespace}/{pod.name}", f"podIP {pod.pod_ip} on {pod.node}"
+            )
+            used.setdefault(pod.pod_ip, []).append((pod.node, "", line))
+    for address, uses in sorted(used.items()):
+        nodes = sorted({n for n, _, _ in uses})
+        if len(nodes) < 2 and address not in NAT_ADDRESSES:
+            continue
+        device = next((d for _, d, _ in uses if d), "")
+        why = (
+            f"VirtualBox's NAT address {address}"
+            if address in NAT_ADDRESSES
+            else f"the same address {address} on {', '.join(nodes)}"
+        )
+        yield Found(
+            tuple(nodes),
+            f"flannel uses {why}" + (f" ({device})" if device else ""),
+            WRONG_MECHANISM,
+            [line for _, _, line in uses[:3]],
+            Fix(
+                "add --iface=<the interface on the nodes' shared network> (or --iface-can-reach="
+                "<another node's address>) to flanneld's args, then restart flannel",
+            ),
+            certainty="inferred",
+        )
+
+
+@rule("flannel-public-ip-unreachable", "warning")
+def flannel_public_ip_unreachable(ev: Evidence) -> Iterator[Found]:
+    """k3s told the node's external address (--node-external-ip) while flannel advertises its
+    internal one: peers in another network cannot reach it."""
+    for node in ev.nodes:
+        args = node.annotations.get("k3s.io/node-args", "")
+        external = re.search(r'"--node-external-ip","([^"]+)"', args)
+        public = node.annotations.get("flannel.alpha.coreos.com/public-ip", "")
+        overwrite = node.annotations.get("flannel.alpha.coreos.com/public-ip-overwrite", "")
+        if external and public and public != external.group(1) and not overwrite:
+            yield Found(
+                (node.name,),
+                f"flannel on {node.name} advertises {public}, not its external address "
+                f"{external.group(1)}",
+                "flannel tells peers to send encapsulated traffic to the node's public-ip; "
+                "an internal address behind NAT is unreachable from nodes in another network, "
+                "so pods there cannot reach this node's pods.",
+                [
+                    EvidenceLine(
+                        f"API: node {node.name}", f"flannel.alpha.coreos.com/public-ip: {public}"
+                    ),
+                    EvidenceLine(
+                        f"API: node {node.name}",
+                        f"k3s.io/node-args: --node-external-ip {external.group(1)}",
+                    ),
+                ],
+                Fix(
+                    "start k3s with --flannel-external-ip (servers) so flannel uses the nodes' "
+                    "external addresses, or set the flannel.alpha.coreos.com/public-ip-overwrite "
+                    "annotation"
                 ),
             )

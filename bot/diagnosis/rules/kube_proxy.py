@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import yaml
 
-from bot.diagnosis.evidence import Evidence, matching_lines
+from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
 from bot.diagnosis.kube_proxy_config import configured_mode, suggestion, unknown_fields
 from bot.diagnosis.node_facts import LOCAL_ROUTES
-from bot.diagnosis.rule import Found, rule
+from bot.diagnosis.rule import Found, inferred, quote, rule
 
 
 @rule(
@@ -21,6 +21,18 @@ from bot.diagnosis.rule import Found, rule
 def kube_proxy_config_invalid(ev: Evidence) -> Iterator[Found]:
     cm = ev.configmaps.get(("kube-system", "kube-proxy"))
     if cm is None or "config.conf" not in cm.data:
+        yield from inferred(
+            ev,
+            "kube-proxy-config-invalid",
+            lambda node: "kube-proxy refuses its configuration",
+            "kube-proxy stops at start-up on a config it cannot decode or validate, so it "
+            "programs no Service rules and the `kubernetes` Service stops answering on the "
+            "nodes; flanneld, which reaches the API through it, then fails.",
+            lambda node: Fix(
+                "correct kube-proxy's configuration (ConfigMap kube-system/kube-proxy, or its "
+                "file on systemd installs), restart kube-proxy, then flannel"
+            ),
+        )
         return
     try:
         config = yaml.safe_load(cm.data["config.conf"])
@@ -38,12 +50,8 @@ def kube_proxy_config_invalid(ev: Evidence) -> Iterator[Found]:
         )
         for f in bad
     ]
-    proxies = [p for p in ev.pods if p.labels.get("k8s-app") == "kube-proxy"]
-    for pod in proxies:
-        source, text = ev.log(pod, "kube-proxy")
-        for line in matching_lines(text, r"unknown field|strict decoding", 1):
-            lines.append(EvidenceLine(source, line))
-            break
+    proxies = ev.kube_proxy_pods()
+    lines += [quote(s) for s in ev.sighted("kube-proxy-config-invalid")[:2]]
     nodes = sorted({p.node for p in proxies} or {n.name for n in ev.nodes})
     yield Found(
         tuple(nodes),
@@ -103,23 +111,31 @@ def ipvs_local_route(ev: Evidence) -> Iterator[Found]:
 
 @rule("apiserver-unreachable", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def apiserver_unreachable(ev: Evidence) -> Iterator[Found]:
-    for pod, source, text in ev.flannel_logs():
-        hits = matching_lines(
-            text,
-            r"dial tcp [0-9.]+:443: (i/o timeout|connect: connection "
-            r"refused)",
-            1,
-        )
-        if hits:
-            yield Found(
-                (pod.node,),
-                f"flannel on {pod.node} cannot reach the API server",
-                "flanneld talks to the API through the `kubernetes` Service; when that ClusterIP "
-                "does not answer from the node (kube-proxy down or misconfigured, a stale local "
-                "route, a firewall) it cannot fetch its pod or lease and exits.",
-                [EvidenceLine(source, hits[0])],
-                Fix(
-                    f"check kube-proxy on {pod.node} and that {ev.api_service_ip()}:443 answers "
-                    "from the node, then restart flannel"
-                ),
-            )
+    yield from inferred(
+        ev,
+        "apiserver-unreachable",
+        lambda node: f"flannel on {node or 'a node'} cannot reach the API server",
+        "flanneld talks to the API through the `kubernetes` Service; when that ClusterIP "
+        "does not answer from the node (kube-proxy down or misconfigured, a stale local "
+        "route, a firewall) it cannot fetch its pod or lease and exits.",
+        lambda node: Fix(
+            f"check kube-proxy on {node or 'the node'} and that {ev.api_service_ip()}:443 "
+            "answers from the node, then restart flannel"
+        ),
+    )
+
+
+@rule("proxy-mode-unsupported", "critical", explains=("apiserver-unreachable",))
+def proxy_mode_unsupported(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "proxy-mode-unsupported",
+        lambda node: f"kube-proxy cannot run in its configured mode on {node or 'a node'}",
+        "kube-proxy's mode (ipvs, nftables, iptables) needs kernel modules and tools on the "
+        "node; without them older kube-proxy falls back to iptables, newer stops, and either "
+        "way Services may not work as configured.",
+        lambda node: Fix(
+            "load the mode's kernel modules (ip_vs, ip_vs_rr, ... for ipvs; a 5.13+ kernel for "
+            "nftables) or set kube-proxy's mode to one the node supports"
+        ),
+    )

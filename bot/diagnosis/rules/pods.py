@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from bot.diagnosis.evidence import Evidence, matching_lines
 from bot.diagnosis.findings import EvidenceLine, Fix
 from bot.diagnosis.node_facts import IPAM, reserved_address
-from bot.diagnosis.rule import Found, rule
+from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
 @rule("flannel-oomkilled", "warning", explains=("flannel-crashloop",))
@@ -101,29 +101,64 @@ def flannel_crashloop(ev: Evidence) -> Iterator[Found]:
                 EvidenceLine(f"API: pod {pod.namespace}/{pod.name}", state),
                 *[EvidenceLine(source, line) for line in excerpt],
             ],
-            Fix.restart(
-                ev.flannel_namespace(), [pod.node], "fix what the log names, then restart the pod"
-            ),
+            crash_fix(ev, pod.node),
         )
+    reported = {p.node for p in ev.flannel_pods()}
+    yield from inferred(
+        ev,
+        "flannel-crashloop",
+        lambda node: f"flannel keeps exiting on {node or 'a node'}",
+        "The embedded flannel exits and takes k3s with it; systemd restarts the service and "
+        "flannel fails the same way. The line after `flannel exited:` says why.",
+        lambda node: crash_fix(ev, node),
+        besides=reported,
+    )
+
+
+def crash_fix(ev: Evidence, node: str) -> Fix:
+    """A restart only where nothing in the evidence names a cause a restart cannot cure."""
+    causes = sorted(
+        {
+            s.finding
+            for s in ev.sightings()
+            if s.node == node
+            and s.message.establishes
+            and not s.message.restart_helps
+            and s.finding not in SYMPTOMS
+        }
+    )
+    if causes:
+        return Fix(
+            f"a restart will not help: the log names {', '.join(causes)}; fix that first "
+            "(its finding says how), and flannel starts on its own"
+        )
+    if ev.flannel_embedded():
+        return Fix(
+            "read the line after `flannel exited:` in `journalctl -u k3s` (or k3s-agent); "
+            "systemd already restarts k3s, so a restart alone changes nothing"
+        )
+    return Fix.restart(
+        ev.flannel_namespace(), [node], "fix what the log names, then restart the pod"
+    )
+
+
+SYMPTOMS = frozenset({"flannel-crashloop", "subnet-env-missing"})
 
 
 @rule("subnet-env-missing", "critical")
 def subnet_env_missing(ev: Evidence) -> Iterator[Found]:
-    pods = {p.name: p.node for p in ev.pods}
     lines: dict[str, list[EvidenceLine]] = {}
     for n in ev.probed():
         out = ev.probe(n, "subnet-env")
         if out is not None and not out.ok:
             lines[n] = [EvidenceLine.probe(n, "subnet-env", out.stderr or "missing")]
-    nodes = set(lines)
-    for e in ev.stuck_pod_events("loadFlannelSubnetEnv failed"):
-        node = e.source_host or pods.get(e.involved_name, "")
-        if node:
-            nodes.add(node)
-            lines.setdefault(node, []).append(
-                EvidenceLine(f"API: event {e.reason} on {e.involved_name}", e.message[-240:])
-            )
-    for node in sorted(nodes):
+    confirmed = set(lines)
+    for node, seen in sighted_by_node(ev, "subnet-env-missing").items():
+        if node and node not in ev.probed():
+            lines.setdefault(node, []).extend(quote(s) for s in seen)
+        elif node in lines:
+            lines[node].extend(quote(s) for s in seen)
+    for node in sorted(n for n in lines if n):
         yield Found(
             (node,),
             f"/run/flannel/subnet.env missing on {node}",
@@ -136,6 +171,7 @@ def subnet_env_missing(ev: Evidence) -> Iterator[Found]:
                 [node],
                 "restart flannel on the node; if it keeps failing, fix what its log says first",
             ),
+            certainty="confirmed" if node in confirmed else "inferred",
         )
 
 
@@ -145,18 +181,19 @@ def ipam_exhausted(ev: Evidence) -> Iterator[Found]:
     for pod in ev.pods:
         if pod.node and pod.pod_ip and not pod.host_network:
             used.setdefault(pod.node, set()).add(pod.pod_ip)
-    ipam_events = ev.stuck_pod_events("no IP addresses available")
+    seen = sighted_by_node(ev, "ipam-exhausted")
+    counted: set[str] = set()
     for node in ev.probed():
         info = ev.node(node)
         out = ev.probe(node, "ipam")
         if info is None or not info.pod_cidr or out is None or not out.ok:
             continue
+        counted.add(node)
         reserved = [reserved_address(path) for path in ev.fact(node, IPAM) or {}]
         net = ipaddress.ip_network(info.pod_cidr, strict=False)
         capacity = net.num_addresses - 3
         leaked = [ip for ip in reserved if ip not in used.get(node, set())]
-        events = [e for e in ipam_events if e.source_host == node]
-        if len(reserved) >= capacity or events:
+        if len(reserved) >= capacity or seen.get(node):
             lines = [
                 EvidenceLine.probe(
                     node,
@@ -165,21 +202,49 @@ def ipam_exhausted(ev: Evidence) -> Iterator[Found]:
                     f"{len(leaked)} by containers that no longer exist",
                 )
             ]
-            lines += [
-                EvidenceLine(f"API: event {e.reason} on {e.involved_name}", e.message[-200:])
-                for e in events[:2]
-            ]
+            lines += [quote(s) for s in seen.get(node, [])[:2]]
             yield Found(
                 (node,),
                 f"host-local IPAM on {node} is out of addresses ({len(leaked)} leaked)",
-                "host-local keeps one file per address under /var/lib/cni/networks; when the "
-                "runtime does not call CNI DEL (crashes, forced deletes) the files stay and the "
-                "range fills up: new pods fail with `no IP addresses available`.",
+                IPAM_MECHANISM,
                 lines,
-                Fix(
-                    "remove the reservation files whose container no longer exists, then "
-                    "delete the pods stuck in ContainerCreating",
-                    "node.release-leaked-ips",
-                    {"node": node},
-                ),
+                ipam_fix(node),
             )
+    yield from inferred(
+        ev,
+        "ipam-exhausted",
+        lambda node: f"host-local IPAM on {node or 'a node'} is out of addresses",
+        IPAM_MECHANISM,
+        ipam_fix,
+        besides=counted,
+    )
+
+
+IPAM_MECHANISM = (
+    "host-local keeps one file per address under /var/lib/cni/networks; when the runtime does "
+    "not call CNI DEL (crashes, forced deletes) the files stay and the range fills up: new "
+    "pods fail with `no IP addresses available`."
+)
+
+
+def ipam_fix(node: str) -> Fix:
+    return Fix(
+        "remove the reservation files whose container no longer exists, then delete the pods "
+        "stuck in ContainerCreating",
+        "node.release-leaked-ips" if node else None,
+        {"node": node} if node else {},
+    )
+
+
+@rule("healthz-port-conflict", "critical", explains=("flannel-crashloop",))
+def healthz_port_conflict(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "healthz-port-conflict",
+        lambda node: f"flanneld's health port is taken on {node or 'a node'}",
+        "flanneld serves /healthz on the host network (--healthz-port, 8081 in recent "
+        "manifests); another process on that port makes it panic at start-up.",
+        lambda node: Fix(
+            "free the port on the node or give flanneld another --healthz-port in the DaemonSet"
+        ),
+    )

@@ -5,42 +5,56 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence, matching_lines
+from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import in_cidr
-from bot.diagnosis.rule import Found, rule
+from bot.diagnosis.node_facts import ROUTES, SUBNET_ENV, in_cidr
+from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
 @rule("podcidr-not-assigned", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def podcidr_not_assigned(ev: Evidence) -> Iterator[Found]:
-    logs = {
-        p.node: (s, matching_lines(t, r"pod cidr not assigned", 1)) for p, s, t in ev.flannel_logs()
-    }
+    seen = sighted_by_node(ev, "podcidr-not-assigned")
+    net = ev.network()
+    known = {n.name for n in ev.nodes}
+    yield from inferred(
+        ev,
+        "podcidr-not-assigned",
+        lambda node: f"node {node or 'a node'} has no podCIDR",
+        PODCIDR_MECHANISM,
+        lambda node: podcidr_fix(net),
+        besides=known,
+    )
     for node in ev.nodes:
-        source, hit = logs.get(node.name, ("", []))
-        if node.pod_cidr and not hit:
+        hits = seen.get(node.name, [])
+        if node.pod_cidr and not hits:
             continue
         lines = [EvidenceLine(f"API: node {node.name}", "spec.podCIDR is empty")]
-        if hit:
-            lines.append(EvidenceLine(source, hit[0]))
-        net = ev.network()
+        if node.pod_cidr:
+            lines = [EvidenceLine(f"API: node {node.name}", f"spec.podCIDR: {node.pod_cidr}")]
+        lines += [quote(s) for s in hits[:2]]
         yield Found(
             (node.name,),
             f"node {node.name} has no podCIDR",
-            "With the kube subnet manager flanneld takes the node's subnet from spec.podCIDR, "
-            "which kube-controller-manager assigns only with --allocate-node-cidrs and "
-            "--cluster-cidr; without it flanneld cannot acquire a lease and exits.",
+            PODCIDR_MECHANISM,
             lines,
-            Fix(
-                "run kube-controller-manager with --allocate-node-cidrs=true "
-                f"--cluster-cidr={net or '10.244.0.0/16'} (kubeadm: "
-                "--pod-network-cidr), or set the node's spec.podCIDR once"
-            ),
+            podcidr_fix(net),
+            certainty="confirmed" if not node.pod_cidr else "inferred",
         )
 
 
-@rule("subnet-lease-exhausted", "critical")
+@rule("subnet-lease-exhausted", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def subnet_lease_exhausted(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "subnet-lease-exhausted",
+        lambda node: f"flannel finds no free subnet for {node or 'a node'}",
+        "Every node-sized subnet of flannel's Network is leased (etcd) or assigned (the "
+        "cluster CIDR), so a new node gets none and flannel cannot start there.",
+        lambda node: Fix(
+            "enlarge the Network (and the cluster CIDR) or reduce --node-cidr-mask-size; "
+            "remove leases and Node objects of nodes that are gone"
+        ),
+    )
     for e in ev.events:
         if e.reason == "CIDRNotAvailable":
             yield Found(
@@ -56,10 +70,41 @@ def subnet_lease_exhausted(ev: Evidence) -> Iterator[Found]:
             )
 
 
-@rule("network-cidr-mismatch", "critical")
+@rule("network-cidr-mismatch", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
+    for node in ev.probed():
+        env = ev.fact(node, SUBNET_ENV) or {}
+        network, subnet = env.get("FLANNEL_NETWORK", ""), env.get("FLANNEL_SUBNET", "")
+        if network and subnet and not in_cidr(subnet, network):
+            yield Found(
+                (node,),
+                f"{node}'s flannel subnet {subnet} is outside flannel's Network {network}",
+                "flanneld leased the node a subnet outside the Network it routes and "
+                "masquerades for (the node's podCIDR comes from another cluster CIDR), so "
+                "traffic of its pods is neither routed as pod traffic nor NATed as it should.",
+                [
+                    EvidenceLine.probe(
+                        node, "subnet-env", f"FLANNEL_NETWORK={network} FLANNEL_SUBNET={subnet}"
+                    )
+                ],
+                Fix(
+                    "make flannel's Network equal the cluster CIDR that assigns the podCIDRs "
+                    "(kubeadm --pod-network-cidr), then restart flannel"
+                ),
+            )
+            return
     net = ev.network()
     if net is None:
+        yield from inferred(
+            ev,
+            "network-cidr-mismatch",
+            lambda node: f"flannel's Network does not contain {node or 'the node'}'s podCIDR",
+            "flanneld refuses a lease for a podCIDR outside its configured Network.",
+            lambda node: Fix(
+                "make flannel's Network equal the cluster CIDR (kubeadm --pod-network-cidr, "
+                "k3s/RKE2 --cluster-cidr), then restart flannel"
+            ),
+        )
         return
     wrong = [
         n
@@ -78,6 +123,7 @@ def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
                     EvidenceLine(f"API: node {n.name}", f"spec.podCIDR: {n.pod_cidr}")
                     for n in wrong[:4]
                 ],
+                *[quote(s) for s in ev.sighted("network-cidr-mismatch")[:1]],
             ],
             Fix(
                 "make net-conf.json Network equal the cluster CIDR (kubeadm "
@@ -88,6 +134,32 @@ def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
 
 @rule("subnet-overlap", "critical")
 def subnet_overlap(ev: Evidence) -> Iterator[Found]:
+    for name in ev.probed():
+        routes = ev.fact(name, ROUTES) or []
+        flannel = [r.dst for r in routes if r.dev.startswith("flannel") and "/" in r.dst]
+        for r in routes:
+            if r.dev.startswith(("flannel", "cni0")) or "/" not in r.dst or r.scope != "link":
+                continue
+            shadowed = [d for d in flannel if in_cidr(d.split("/")[0], r.dst)]
+            if shadowed:
+                yield Found(
+                    (name,),
+                    f"{r.dev}'s network {r.dst} on {name} overlaps flannel's pod subnets",
+                    "A local network (docker0, a VPN, the host's LAN) that contains pod "
+                    "subnets makes the node send part of the pod traffic to the wrong device.",
+                    [
+                        EvidenceLine.probe(
+                            name,
+                            "ip-route",
+                            f"{r.dst} dev {r.dev}; flannel: {', '.join(shadowed[:3])}",
+                        )
+                    ],
+                    Fix(
+                        f"move {r.dev}'s network out of the pod network (docker: --bip), or "
+                        "choose a flannel Network that overlaps nothing on the hosts"
+                    ),
+                )
+                break
     net = ev.network()
     seen: dict[str, str] = {}
     for node in ev.nodes:
@@ -116,3 +188,36 @@ def subnet_overlap(ev: Evidence) -> Iterator[Found]:
                     Fix("delete and re-join one of the nodes so it gets a fresh podCIDR"),
                 )
             seen[node.pod_cidr] = node.name
+
+
+@rule("subnet-lease-lost", "critical", explains=("flannel-crashloop",))
+def subnet_lease_lost(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "subnet-lease-lost",
+        lambda node: f"flanneld lost its subnet lease on {node or 'a node'}",
+        "With the etcd subnet manager a lease that expires or is revoked (etcd restored, the "
+        "node away past its TTL) makes flanneld shut down; on restart it may get another "
+        "subnet, and pods keep addresses of the old one until recreated.",
+        lambda node: Fix.restart(
+            ev.flannel_namespace(),
+            [node] if node else [],
+            "restart flannel to acquire a lease, then recreate the node's pods if its subnet "
+            "changed; find why renewals failed (etcd health)",
+        ),
+    )
+
+
+PODCIDR_MECHANISM = (
+    "With the kube subnet manager flanneld takes the node's subnet from spec.podCIDR, which "
+    "kube-controller-manager assigns only with --allocate-node-cidrs and --cluster-cidr; "
+    "without it flanneld cannot acquire a lease and exits."
+)
+
+
+def podcidr_fix(net: object) -> Fix:
+    return Fix(
+        "run kube-controller-manager with --allocate-node-cidrs=true "
+        f"--cluster-cidr={net or '10.244.0.0/16'} (kubeadm: --pod-network-cidr; k3s: "
+        "--cluster-cidr), or set the node's spec.podCIDR once"
+    )

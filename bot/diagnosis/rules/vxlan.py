@@ -18,7 +18,7 @@ from bot.diagnosis.node_facts import (
     SUBNET_ENV,
     in_cidr,
 )
-from bot.diagnosis.rule import Found, rule
+from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 VXLAN_PORT = "8472"
 
@@ -186,14 +186,42 @@ def mtu_mismatch(ev: Evidence) -> Iterator[Found]:
 
 @rule("vxlan-checksum-offload", "info")
 def vxlan_checksum_offload(ev: Evidence) -> Iterator[Found]:
-    for node in ev.probed():
-        if (ev.fact(node, OFFLOAD) or {}).get("tx-checksum-ip-generic") == "on":
-            yield Found(
-                (node,),
-                f"checksum offload is on for flannel.1 on {node}",
-                "Some kernels and NICs corrupt checksums of VXLAN packets with offload on "
-                "(symptom: cross-node TCP hangs, 63-second delays to Services); flannel turns it "
-                "off on newer versions.",
-                [EvidenceLine.probe(node, "offload", "tx-checksum-ip-generic: on")],
-                Fix("ethtool -K flannel.1 tx-checksum-ip-generic off (and upgrade flannel)"),
-            )
+    seen = sighted_by_node(ev, "vxlan-checksum-offload")
+    for node in sorted(set(ev.probed()) | set(seen)):
+        on = (ev.fact(node, OFFLOAD) or {}).get("tx-checksum-ip-generic") == "on" if node else False
+        bad = seen.get(node, [])
+        if not on and not bad:
+            continue
+        lines = [EvidenceLine.probe(node, "offload", "tx-checksum-ip-generic: on")] if on else []
+        lines += [quote(s) for s in bad[:2]]
+        yield Found(
+            (node,) if node else (),
+            f"VXLAN packets leave {node or 'a node'} with bad UDP checksums"
+            if bad
+            else f"checksum offload is on for flannel.1 on {node}",
+            "Some kernels and NICs corrupt checksums of VXLAN packets with offload on "
+            "(symptom: cross-node TCP hangs, 63-second delays to Services, `UDP: bad checksum` "
+            "in the receiver's kernel log); flannel turns it off on newer versions.",
+            lines,
+            Fix("ethtool -K flannel.1 tx-checksum-ip-generic off (and upgrade flannel)"),
+            # the kernel saying it drops them makes this a cause, not a hint
+            severity="critical" if bad else "",
+            certainty="confirmed" if on or bad else "inferred",
+        )
+
+
+@rule("peer-setup-failed", "critical")
+def peer_setup_failed(ev: Evidence) -> Iterator[Found]:
+    yield from inferred(
+        ev,
+        "peer-setup-failed",
+        lambda node: f"flanneld cannot set up its peers on {node or 'a node'}",
+        "With the wireguard or ipsec backend flanneld programs a peer, a route and (ipsec) "
+        "xfrm policies per node; one it cannot program leaves that peer's pods unreachable.",
+        lambda node: Fix.restart(
+            ev.flannel_namespace(),
+            [node] if node else [],
+            "check the peer's backend annotations (public key, public-ip) and that the peers "
+            "reach each other on the backend's port, then restart flannel",
+        ),
+    )
