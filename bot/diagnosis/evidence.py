@@ -25,7 +25,7 @@ from bot.diagnosis.catalogue import (
     NODE_CONDITION,
     Sighting,
 )
-from bot.diagnosis.net_conf import NetConf, parse_net_conf
+from bot.diagnosis.net_conf import Backend, NetConf, backend_of, parse_net_conf
 from bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 FLANNEL_NAMESPACES = ("kube-flannel", "kube-system")
 FLANNEL_SELECTORS = ("app=flannel", "k8s-app=flannel")
+BACKEND_TYPE = "flannel.alpha.coreos.com/backend-type"
 FLANNEL_CONFIGMAPS = (
     ("kube-flannel", "kube-flannel-cfg"),
     ("kube-system", "kube-flannel-cfg"),
@@ -125,13 +126,27 @@ class Evidence:
         return None
 
     def flannel_net_conf(self) -> NetConf | None:
-        """net-conf.json as flanneld reads it, with what it would refuse; None if not read."""
+        """net-conf.json as flanneld reads it, with what it would refuse: flannel's ConfigMap,
+        or the file k3s/RKE2 generates on a node; None if neither was read."""
         cm = self.flannel_configmap()
         if cm is None:
+            for outputs in self.probes.values():
+                out = outputs.get("k3s-flannel-conf")
+                if out is not None and out.ok and out.stdout.strip():
+                    return parse_net_conf(out.stdout)
             return None
         if "net-conf.json" not in cm.data:
             return NetConf(problems=(f"{cm.namespace}/{cm.name} has no net-conf.json",))
         return parse_net_conf(cm.data["net-conf.json"])
+
+    def backend(self) -> Backend:
+        """flannel's backend: from net-conf.json, else the backend-type flanneld annotates
+        every node with, else vxlan (the default of every manifest and of k3s)."""
+        conf = self.flannel_net_conf()
+        if conf is not None and not conf.problems:
+            return backend_of(conf)
+        kinds = {n.annotations.get(BACKEND_TYPE, "") for n in self.nodes} - {""}
+        return backend_of(NetConf(backend=kinds.pop() if len(kinds) == 1 else "vxlan"))
 
     def net_conf(self) -> dict[str, Any] | None:
         cm = self.flannel_configmap()
@@ -215,7 +230,7 @@ class Evidence:
         if out is None:
             return None
         cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_facts", {})
-        key = (node, fact.probe.argv, fact.parse)
+        key = (node, fact.probe.argv, fact.parse, out)  # a replaced output is parsed anew
         if key not in cache:
             cache[key] = fact.parse(out)
         value: T = cache[key]

@@ -31,8 +31,6 @@ BACKENDS = frozenset(
         "gce",
     }
 )
-# the UDP port each overlay backend uses between nodes, by default
-BACKEND_PORTS = {"vxlan": 8472, "udp": 8285, "wireguard": 51820, "ipsec": 4500}
 
 
 @dataclass(frozen=True)
@@ -47,16 +45,6 @@ class NetConf:
     backend: str = "vxlan"
     backend_conf: dict[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
-
-    @property
-    def vxlan_device(self) -> str:
-        """flannel.<VNI>: flannel.1 by default, flannel.4096 as RKE2's chart sets it."""
-        return f"flannel.{self.backend_conf.get('VNI', 1)}"
-
-    @property
-    def port(self) -> int | None:
-        port = self.backend_conf.get("Port")
-        return int(port) if isinstance(port, int) else BACKEND_PORTS.get(self.backend)
 
 
 def parse_net_conf(text: str) -> NetConf:
@@ -119,3 +107,52 @@ def _network(
     except ValueError:
         problems.append(f"{key} {value!r} is not a valid {kind.__name__[:4]} CIDR")
         return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a backend puts on the node and between nodes, as flanneld's pkg/backend/* sets it
+    up: its devices, the encapsulation overhead it takes off the interface MTU, and the traffic
+    the nodes must let through to each other."""
+
+    type: str
+    device: str = ""  # the IPv4 device ("" for host-gw and ipsec: routes/xfrm only)
+    device_v6: str = ""
+    overhead: int = 0  # bytes; flanneld sets the device (and FLANNEL_MTU) to iface MTU - this
+    ports: tuple[tuple[str, int], ...] = ()  # (protocol, port) nodes send each other
+    protocols: tuple[str, ...] = ()  # IP protocols without ports (ESP, IP-in-IP)
+
+    def traffic(self) -> str:
+        """The traffic nodes exchange, as a person writes a firewall rule for it."""
+        parts = [f"{proto.upper()} {port}" for proto, port in self.ports]
+        parts += [p.upper() if p != "ipencap" else "IP-in-IP (protocol 4)" for p in self.protocols]
+        return ", ".join(parts) or "the pod subnets' traffic, unencapsulated"
+
+
+def backend_of(conf: NetConf) -> Backend:
+    """The backend a net-conf.json configures, with flanneld's defaults filled in."""
+    kind, c = conf.backend, conf.backend_conf
+
+    def number(key: str, default: int) -> int:
+        value = c.get(key)
+        return value if isinstance(value, int) and value > 0 else default
+
+    if kind == "vxlan":
+        vni = number("VNI", 1)
+        return Backend(
+            kind, f"flannel.{vni}", f"flannel-v6.{vni}", 50, (("udp", number("Port", 8472)),)
+        )
+    if kind == "wireguard":
+        ports: tuple[tuple[str, int], ...] = (("udp", number("ListenPort", 51820)),)
+        if conf.enable_ipv6:
+            ports += (("udp", number("ListenPortV6", 51821)),)
+        return Backend(kind, "flannel-wg", "flannel-wg-v6", 80, ports)
+    if kind == "udp":
+        return Backend(kind, "flannel0", "", 28, (("udp", number("Port", 8285)),))
+    if kind == "ipip":
+        return Backend(kind, "flannel.ipip", "", 20, (), ("ipencap",))
+    if kind == "ipsec":
+        if c.get("UDPEncap") is True:
+            return Backend(kind, "", "", 85, (("udp", 500), ("udp", 4500)))
+        return Backend(kind, "", "", 77, (("udp", 500), ("udp", 4500)), ("esp",))
+    return Backend(kind)

@@ -115,6 +115,7 @@ class Route:
     type: str = ""
     scope: str = ""
     protocol: str = ""
+    gateway: str = ""  # the next hop (`via`): a peer's address for host-gw and ipip
 
 
 def parse_routes(out: ProbeOutput) -> list[Route]:
@@ -127,6 +128,7 @@ def parse_routes(out: ProbeOutput) -> list[Route]:
             type=str(r.get("type") or ""),
             scope=str(r.get("scope") or ""),
             protocol=str(r.get("protocol") or ""),
+            gateway=str(r.get("gateway") or ""),
         )
         for r in _json_list(out)
     ]
@@ -430,7 +432,9 @@ def _routes_from_text(text: str) -> list[Route]:
         if not words:
             continue
         value = {
-            k: words[i + 1] for i, k in enumerate(words[:-1]) if k in ("dev", "scope", "proto")
+            k: words[i + 1]
+            for i, k in enumerate(words[:-1])
+            if k in ("dev", "scope", "proto", "via")
         }
         routes.append(
             Route(
@@ -439,6 +443,7 @@ def _routes_from_text(text: str) -> list[Route]:
                 type=kind or "unicast",
                 scope=value.get("scope", ""),
                 protocol=value.get("proto", ""),
+                gateway=value.get("via", ""),
             )
         )
     return routes

@@ -1,4 +1,5 @@
-"""Rules about the overlay between nodes: UDP 8472, peer entries, host-gw's L2, MTU, offload."""
+"""Rules about the overlay between nodes, per backend: the traffic it needs let through, peer
+routes and VXLAN entries, host-gw's L2, MTU, offload, wireguard/ipsec peers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
+from bot.diagnosis.net_conf import Backend
 from bot.diagnosis.node_facts import (
     FDB,
     FILTER_TABLE,
@@ -16,15 +18,36 @@ from bot.diagnosis.node_facts import (
     OFFLOAD,
     ROUTES,
     SUBNET_ENV,
+    Link,
     in_cidr,
 )
 from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
-VXLAN_PORT = "8472"
+PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
+# how iptables-save may name an IP protocol without ports
+PROTOCOL_NAMES = {"esp": ("esp", "50"), "ipencap": ("ipencap", "ipip", "4")}
 
 
 @rule("vxlan-blocked", "critical")
 def vxlan_blocked(ev: Evidence) -> Iterator[Found]:
+    backend = ev.backend()
+    if backend.type == "vxlan":
+        yield from _blocked(ev, backend)
+
+
+@rule("backend-traffic-blocked", "critical")
+def backend_traffic_blocked(ev: Evidence) -> Iterator[Found]:
+    """The same as vxlan-blocked for the other overlay backends: wireguard's UDP 51820, udp's
+    8285, ipsec's IKE/ESP, ipip's IP protocol 4."""
+    backend = ev.backend()
+    if backend.type != "vxlan" and (backend.ports or backend.protocols):
+        yield from _blocked(ev, backend)
+
+
+def _blocked(ev: Evidence, backend: Backend) -> Iterator[Found]:
+    wanted = [
+        re.compile(rf"-p {proto}\b.*--[ds]port {port}\b") for proto, port in backend.ports
+    ] + [re.compile(rf"-p ({'|'.join(PROTOCOL_NAMES[p])})\b") for p in backend.protocols]
     for node in ev.probed():
         table = ev.fact(node, FILTER_TABLE)
         if table is None:
@@ -32,18 +55,17 @@ def vxlan_blocked(ev: Evidence) -> Iterator[Found]:
         drops = [
             line
             for line in table.rules
-            if "udp" in line
-            and (f"--dport {VXLAN_PORT}" in line or f"--sport {VXLAN_PORT}" in line)
-            and re.search(r"-j (DROP|REJECT)", line)
+            if re.search(r"-j (DROP|REJECT)", line) and any(w.search(line) for w in wanted)
         ]
         failed = [p for p, ok in ev.deep.get(node, {}).items() if not ok]
         if drops:
+            traffic = backend.traffic()
             yield Found(
                 (node,),
-                f"UDP {VXLAN_PORT} (VXLAN) is dropped on {node}",
-                "Flannel's VXLAN backend carries all cross-node pod traffic in UDP 8472; a "
-                "firewall rule or security group dropping it cuts this node's pods off from "
-                "other nodes while local traffic keeps working.",
+                f"{traffic} ({backend.type}) is dropped on {node}",
+                f"Flannel's {backend.type} backend carries all cross-node pod traffic in "
+                f"{traffic}; a firewall rule or security group dropping it cuts this node's "
+                "pods off from other nodes while local traffic keeps working.",
                 [EvidenceLine.probe(node, "iptables-filter", line) for line in drops[:3]]
                 + (
                     [EvidenceLine(f"{node}: deep check", "no reply from " + ", ".join(failed))]
@@ -51,8 +73,8 @@ def vxlan_blocked(ev: Evidence) -> Iterator[Found]:
                     else []
                 ),
                 Fix(
-                    f"allow UDP {VXLAN_PORT} between all nodes (iptables, firewalld, cloud "
-                    "security groups)"
+                    f"allow {traffic} between all nodes (iptables, firewalld, cloud security "
+                    "groups)"
                 ),
             )
 
@@ -75,6 +97,8 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
             routes_want[peer.pod_cidr] = peer.name
             neigh_want[(peer.pod_cidr.split("/")[0], mac)] = peer.name
             fdb_want[(mac, public)] = peer.name
+    if ev.backend().device != "flannel.1":
+        return  # the neighbour and FDB probes read flannel.1, VXLAN's default device
     for node in ev.probed():
         if "flannel.1" not in (ev.fact(node, LINKS) or {}):
             continue
@@ -108,8 +132,7 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
 
 @rule("hostgw-not-l2", "critical")
 def hostgw_not_l2(ev: Evidence) -> Iterator[Found]:
-    conf = ev.net_conf() or {}
-    if str((conf.get("Backend") or {}).get("Type", "")).lower() != "host-gw":
+    if ev.backend().type != "host-gw":
         return
     for node in ev.probed():
         connected = [
@@ -136,52 +159,123 @@ def hostgw_not_l2(ev: Evidence) -> Iterator[Found]:
             )
 
 
+@rule("peer-route-missing", "critical")
+def peer_route_missing(ev: Evidence) -> Iterator[Found]:
+    """host-gw and ipip route each peer's subnet via the peer's address, wireguard through
+    flannel-wg: a missing route loses that peer's pods (VXLAN's own check is vxlan-peer-missing)."""
+    backend = ev.backend()
+    if backend.type not in ("host-gw", "ipip", "wireguard"):
+        return
+    peers = {
+        p.pod_cidr: (p.name, p.annotations.get(PUBLIC_IP, p.internal_ip))
+        for p in ev.nodes
+        if p.pod_cidr and ":" not in p.pod_cidr
+    }
+    for node in ev.probed():
+        routes = ev.fact(node, ROUTES)
+        if routes is None:
+            continue
+        have = {r.dst: r for r in routes}
+        gaps = []
+        for cidr, (peer, address) in sorted(peers.items()):
+            if peer == node:
+                continue
+            route = have.get(cidr)
+            if backend.type == "wireguard":
+                ok = route is not None and route.dev == backend.device
+                want = f"{cidr} dev {backend.device}"
+            else:
+                ok = route is not None and route.gateway == address
+                want = f"{cidr} via {address}"
+            if not ok:
+                found = f" (found {route.dst} via {route.gateway or route.dev})" if route else ""
+                gaps.append(f"{peer}: missing route {want}{found}")
+        if gaps:
+            yield Found(
+                (node,),
+                f"{node} lacks {backend.type} routes to {len(gaps)} peer(s)",
+                f"With the {backend.type} backend flanneld adds a route to every peer's "
+                "subnet (via the peer's address, or through the WireGuard device); without "
+                "it traffic to that peer's pods follows the default route and is lost.",
+                [EvidenceLine.probe(node, "ip-route", gap) for gap in gaps[:4]],
+                Fix.restart(
+                    ev.flannel_namespace(),
+                    [node],
+                    "restart flannel on the node (it re-adds every peer's route); if the route "
+                    "comes back wrong, check the peer's public-ip annotation",
+                ),
+            )
+
+
 @rule("mtu-mismatch", "warning")
 def mtu_mismatch(ev: Evidence) -> Iterator[Found]:
+    backend = ev.backend()
     for node in ev.probed():
         devs = ev.fact(node, LINKS) or {}
-        vxlan = devs.get("flannel.1")
-        if vxlan is None:
-            continue
+        device = devs.get(backend.device) if backend.device else None
+        if device is None and backend.device:
+            continue  # no overlay device: other rules say why
         env = ev.fact(node, SUBNET_ENV) or {}
         env_mtu = int(env["FLANNEL_MTU"]) if env.get("FLANNEL_MTU", "").isdigit() else None
+        pod_mtu = device.mtu if device is not None else env_mtu
+        uplink = _uplink(ev, node, devs, device)
         problems = []
-        if env_mtu is not None and env_mtu != vxlan.mtu:
+        if device is not None and env_mtu is not None and env_mtu != device.mtu:
             problems.append(
                 EvidenceLine.probe(
-                    node, "subnet-env", f"FLANNEL_MTU={env_mtu} but flannel.1 mtu {vxlan.mtu}"
+                    node,
+                    "subnet-env",
+                    f"FLANNEL_MTU={env_mtu} but {device.name} mtu {device.mtu}",
                 )
             )
         bridge = devs.get("cni0")
-        if bridge is not None and bridge.mtu > vxlan.mtu:
-            problems.append(
-                EvidenceLine.probe(
-                    node, "ip-addr", f"cni0 mtu {bridge.mtu} > flannel.1 mtu {vxlan.mtu}"
-                )
-            )
-        parent = devs.get(vxlan.parent or "eth0")
-        if parent is not None and vxlan.mtu > parent.mtu - 50:
+        if bridge is not None and pod_mtu is not None and bridge.mtu > pod_mtu:
             problems.append(
                 EvidenceLine.probe(
                     node,
                     "ip-addr",
-                    f"flannel.1 mtu {vxlan.mtu} > {parent.name} mtu {parent.mtu} - 50",
+                    f"cni0 mtu {bridge.mtu} > {device.name if device else 'FLANNEL_MTU'} {pod_mtu}",
                 )
             )
+        for dev in (device, devs.get(backend.device_v6) if backend.device_v6 else None):
+            if dev is not None and uplink is not None and dev.mtu > uplink.mtu - backend.overhead:
+                problems.append(
+                    EvidenceLine.probe(
+                        node,
+                        "ip-addr",
+                        f"{dev.name} mtu {dev.mtu} > {uplink.name} mtu {uplink.mtu} - "
+                        f"{backend.overhead}",
+                    )
+                )
         if problems:
             yield Found(
                 (node,),
                 f"MTU mismatch on {node}",
-                "VXLAN adds 50 bytes; pods must use the flannel.1 MTU (underlay MTU - 50). A "
-                "larger pod or bridge MTU makes big packets vanish while pings and small "
-                "requests work (TLS handshakes and large responses hang).",
+                f"The {backend.type} backend adds {backend.overhead} bytes; pods must use the "
+                f"overlay MTU (underlay MTU - {backend.overhead}). A larger pod or bridge MTU "
+                "makes big packets vanish while pings and small requests work (TLS "
+                "handshakes and large responses hang).",
                 problems,
                 Fix.restart(
                     ev.flannel_namespace(),
                     [node],
-                    "set FLANNEL_MTU / the pods' MTU to the flannel.1 MTU and recreate the pods",
+                    "set FLANNEL_MTU / the pods' MTU to the overlay device's MTU and recreate "
+                    "the pods",
                 ),
             )
+
+
+def _uplink(ev: Evidence, node: str, devs: dict[str, Link], device: Link | None) -> Link | None:
+    """The interface flannel sends on: the VXLAN device's parent, else the one holding the
+    node's public-ip (or InternalIP), else eth0."""
+    if device is not None and device.parent in devs:
+        return devs[device.parent]
+    info = ev.node(node)
+    address = info.annotations.get(PUBLIC_IP, info.internal_ip) if info else ""
+    for link in devs.values():
+        if address and any(a.split("/")[0] == address for a in link.inet):
+            return link
+    return devs.get("eth0")
 
 
 @rule("vxlan-checksum-offload", "info")
