@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -61,6 +61,16 @@ OTHER_CNIS = {
     "kube-ovn": ("kube-ovn-cni",),
 }
 _EMPTY = ProbeOutput(0, "")
+
+
+def distribution_of(nodes: Iterable[NodeInfo]) -> str:
+    """ "k3s" or "rke2" when a kubelet's version says so (v1.30.2+k3s1, v1.29.4+rke2r1), else
+    ""; the distributions that run flannel their own way."""
+    versions = [n.kubelet_version for n in nodes]
+    for name in ("k3s", "rke2"):
+        if any(f"+{name}" in v for v in versions):
+            return name
+    return ""
 
 
 @dataclass
@@ -193,10 +203,9 @@ class Evidence:
     def distribution(self) -> str:
         """ "k3s" or "rke2" when the kubelets say so (v1.30.2+k3s1, +rke2r1), else "" (kubeadm
         and the other installers that run flannel as a DaemonSet)."""
-        versions = [n.kubelet_version for n in self.nodes]
-        for name in ("k3s", "rke2"):
-            if any(f"+{name}" in v for v in versions):
-                return name
+        named = distribution_of(self.nodes)
+        if named:
+            return named
         journals = " ".join(
             o["k3s-journal"].stdout for o in self.probes.values() if "k3s-journal" in o
         )

@@ -246,6 +246,9 @@ def parse_names(out: ProbeOutput) -> set[str]:
 
 
 CNI_PLUGINS = Fact(BY_ID["cni-bin"], parse_names)
+# k3s's own places for the same (RKE2 uses /etc/cni/net.d and /opt/cni/bin like kubeadm)
+K3S_CNI_CONFIG = Fact(BY_ID["k3s-cni-config"], parse_cni_files)
+K3S_CNI_PLUGINS = Fact(BY_ID["k3s-cni-bin"], parse_names)
 
 _RESERVATION = re.compile(rf"^{CNI_NETWORKS}/[A-Za-z0-9_.-]+/(\d{{1,3}}(\.\d{{1,3}}){{3}})$")
 

@@ -14,9 +14,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bot.diagnosis.evidence import distribution_of
 from bot.errors import PlanRefused, ReadRefused
 from bot.runs.actions import Action, Risk
 from bot.runs.appliers import applier_for
+from bot.runs.distributions import wrong_on
 from bot.runs.params import params_to_json
 from bot.runs.runbook import Facts, Runbook, Step
 
@@ -97,6 +99,7 @@ class Plan:
 
 def build_plan(runbook: Runbook, params: Any, facts: Facts, cluster: str = "default") -> Plan:
     """Render every step against the current cluster state, without changing anything."""
+    refuse_on_distribution(runbook, facts)
     return Plan(
         cluster=cluster,
         runbook=runbook,
@@ -125,3 +128,15 @@ def plan_step(runbook: Runbook, index: int, step: Step, facts: Facts, params: An
             )
     reason = str(getattr(planned, "reason", "")) if not actions else ""
     return PlannedStep(index=index, step=step, actions=actions, no_change=reason)
+
+
+def refuse_on_distribution(runbook: Runbook, facts: Facts) -> None:
+    """Refuse a runbook the cluster's distribution makes wrong (bot.runs.distributions),
+    naming what to do by hand instead."""
+    distribution = distribution_of(facts.kube.list_nodes())
+    manual = wrong_on(runbook.id, distribution)
+    if manual:
+        raise PlanRefused(
+            f"{runbook.ref} is not for {distribution} clusters, where it would change the "
+            f"wrong thing; nothing was planned or run. Instead: {manual}"
+        )

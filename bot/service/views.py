@@ -11,6 +11,7 @@ from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.rules import diagnose
 from bot.ports.store import RunRecord
 from bot.runs.actions import Risk
+from bot.runs.distributions import wrong_on
 from bot.runs.plan import Plan
 from bot.runs.registry import Registry
 from bot.service import report
@@ -27,9 +28,15 @@ def diagnosis_view(
     With `name_cluster` (a bot serving several), each fix names the cluster it is for."""
     findings = [f.to_json() for f in diagnose(ev)]
     known = {rb.id for rb in registry.all()}
+    distribution = ev.distribution()
     for f in findings:
         f["fix"]["then"] = None
-        if f["fix"]["runbook"] not in known:
+        manual = wrong_on(f["fix"]["runbook"] or "", distribution)
+        if manual:  # the runbook would refuse here: offer what to do by hand instead
+            said = f["fix"]["manual"]
+            manual = f"{said}. On {distribution}: {manual}" if said else manual
+            f["fix"].update(runbook=None, params={}, command=None, manual=manual)
+        elif f["fix"]["runbook"] not in known:
             f["fix"].update(runbook=None, command=None)
         elif (
             f["certainty"] == "inferred"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import INFERRED, EvidenceLine, Fix
 from bot.diagnosis.node_facts import (
     CNI_CONFIG,
     CNI_PLUGINS,
+    K3S_CNI_CONFIG,
+    K3S_CNI_PLUGINS,
     SUBNET_ENV,
     ConfFile,
+    Fact,
     in_cidr,
     is_flannel_conf,
 )
@@ -35,46 +39,101 @@ CONFIG_MECHANISM = (
 )
 
 
+@dataclass(frozen=True)
+class CniPlaces:
+    """Where the runtime finds CNI configs and plugins on this distribution, and who puts
+    them there (flannel's init containers, or k3s itself)."""
+
+    config: Fact[list[ConfFile]]
+    plugins: Fact[set[str]]
+    config_dir: str
+    plugin_dir: str
+    config_fix: Fix
+    plugin_fix: Fix
+
+    @property
+    def config_probe(self) -> str:
+        return self.config.probe.id
+
+    @property
+    def plugin_probe(self) -> str:
+        return self.plugins.probe.id
+
+
+def places(ev: Evidence, node: str = "") -> CniPlaces:
+    if ev.distribution() == "k3s":
+        return CniPlaces(
+            K3S_CNI_CONFIG,
+            K3S_CNI_PLUGINS,
+            "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+            "/var/lib/rancher/k3s/data/current/bin",
+            Fix(
+                "restart k3s (or k3s-agent) on the node: it writes its CNI config at start "
+                "(from --flannel-backend / --flannel-conf); never copy flannel's manifest config"
+            ),
+            Fix(
+                "k3s ships its CNI plugins in /var/lib/rancher/k3s/data/<release>/bin: reinstall "
+                "the same k3s release (INSTALL_K3S_VERSION) on the node, or pass "
+                "--flannel-backend=none if another CNI provides them"
+            ),
+        )
+    return CniPlaces(
+        CNI_CONFIG,
+        CNI_PLUGINS,
+        "/etc/cni/net.d",
+        "/opt/cni/bin",
+        Fix(
+            "write /etc/cni/net.d/10-flannel.conflist from ConfigMap kube-flannel-cfg "
+            "(cni-conf.json), or restart flannel so install-cni copies it",
+            "node.restore-cni-config" if node else None,
+            {"node": node} if node else {},
+        ),
+        Fix(PLUGIN_FIX),
+    )
+
+
 @rule("cni-plugin-missing", "critical")
 def cni_plugin_missing(ev: Evidence) -> Iterator[Found]:
-    probed = [n for n in ev.probed() if ev.probe(n, "cni-bin") is not None]
+    where = places(ev)
+    probed = [n for n in ev.probed() if ev.probe(n, where.plugin_probe) is not None]
     yield from inferred(
         ev,
         "cni-plugin-missing",
         lambda node: f"a CNI plugin binary is missing on {node or 'a node'}",
         PLUGIN_MECHANISM,
-        lambda node: Fix(PLUGIN_FIX),
+        lambda node: where.plugin_fix,
         besides=probed,
     )
     for node in ev.probed():
-        out = ev.probe(node, "cni-bin")
+        out = ev.probe(node, where.plugin_probe)
         if out is None:
             continue
-        have = ev.fact(node, CNI_PLUGINS) or set()
+        have = ev.fact(node, where.plugins) or set()
         missing = [p for p in REQUIRED_PLUGINS if p not in have]
         if missing:
             yield Found(
                 (node,),
                 f"CNI plugins missing on {node}: {', '.join(missing)}",
                 PLUGIN_MECHANISM,
-                [EvidenceLine.probe(node, "cni-bin", out.stdout or out.stderr or "empty")],
-                Fix(PLUGIN_FIX),
+                [EvidenceLine.probe(node, where.plugin_probe, out.stdout or out.stderr or "empty")],
+                where.plugin_fix,
             )
 
 
 def _cni_configs(ev: Evidence, node: str) -> tuple[list[ConfFile], list[ConfFile], str] | None:
-    """(config files in the kubelet's order, flannel's among them, what is wrong with flannel's
+    """(config files in the runtime's order, flannel's among them, what is wrong with flannel's
     or ""); None when the node's CNI config was not probed."""
-    out = ev.probe(node, "cni-config")
+    where = places(ev, node)
+    out = ev.probe(node, where.config_probe)
     if out is None:
         return None
-    files = [f for f in ev.fact(node, CNI_CONFIG) or [] if f.path.endswith(CONFIG_SUFFIXES)]
+    files = [f for f in ev.fact(node, where.config) or [] if f.path.endswith(CONFIG_SUFFIXES)]
     flannel = [f for f in files if "flannel" in f.path or is_flannel_conf(f.content)]
     problem = ""
     if not out.ok and not files:
-        problem = out.stderr.strip() or "/etc/cni/net.d is missing"
+        problem = out.stderr.strip() or f"{where.config_dir} is missing"
     elif not flannel:
-        problem = "no flannel CNI config in /etc/cni/net.d"
+        problem = f"no flannel CNI config in {where.config_dir}"
     elif flannel[0].size == 0 or not flannel[0].content.strip():
         problem = f"{flannel[0].path} is empty"
     elif not is_flannel_conf(flannel[0].content):
@@ -96,7 +155,11 @@ def cni_config_conflict(ev: Evidence) -> Iterator[Found]:
                 (node,),
                 f"{files[0].path} sorts before flannel's config on {node}",
                 CONFLICT_MECHANISM,
-                [EvidenceLine.probe(node, "cni-config", " ".join(f.path for f in files))],
+                [
+                    EvidenceLine.probe(
+                        node, places(ev).config_probe, " ".join(f.path for f in files)
+                    )
+                ],
                 Fix(f"remove {files[0].path} (left by another CNI) and recreate affected pods"),
             )
     if ev.other_cni():
@@ -178,18 +241,13 @@ def _flannel_subnet(ev: Evidence, info: NodeInfo) -> tuple[str, str]:
 
 @rule("cni-config-invalid", "critical")
 def cni_config_invalid(ev: Evidence) -> Iterator[Found]:
-    probed = [n for n in ev.probed() if ev.probe(n, "cni-config") is not None]
+    probed = [n for n in ev.probed() if ev.probe(n, places(ev).config_probe) is not None]
     yield from inferred(
         ev,
         "cni-config-invalid",
         lambda node: f"the container runtime finds no usable CNI config on {node or 'a node'}",
         CONFIG_MECHANISM,
-        lambda node: Fix(
-            "write /etc/cni/net.d/10-flannel.conflist from ConfigMap kube-flannel-cfg "
-            "(cni-conf.json), or restart flannel so install-cni copies it",
-            "node.restore-cni-config" if node else None,
-            {"node": node} if node else {},
-        ),
+        lambda node: places(ev, node).config_fix,
         besides=probed,
     )
     for node in ev.probed():
@@ -197,17 +255,13 @@ def cni_config_invalid(ev: Evidence) -> Iterator[Found]:
         if state is None or not state[2]:
             continue
         problem = state[2]
+        where = places(ev, node)
         yield Found(
             (node,),
             f"{problem} on {node}",
             CONFIG_MECHANISM,
-            [EvidenceLine.probe(node, "cni-config", problem)],
-            Fix(
-                "write /etc/cni/net.d/10-flannel.conflist from ConfigMap kube-flannel-cfg "
-                "(cni-conf.json), or restart flannel so install-cni copies it",
-                "node.restore-cni-config",
-                {"node": node},
-            ),
+            [EvidenceLine.probe(node, where.config_probe, problem)],
+            where.config_fix,
         )
 
 
