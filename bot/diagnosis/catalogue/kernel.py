@@ -15,6 +15,18 @@ from bot.diagnosis.catalogue.message import (
 
 MESSAGES: tuple[Message, ...] = (
     Message(
+        finding="flannel-oomkilled",
+        pattern="Memory cgroup out of memory: Kill(?:ed)? process \\d+ \\(flanneld\\)",
+        producer="kernel",
+        source="torvalds/linux:mm/oom_kill.c:__oom_kill_process ('Killed process', 5.0+) / oom_kill_process ('Kill process ... or sacrifice child', before 5.0)",
+        versions="all kernels; 'Memory cgroup out of memory:' prefix when a cgroup limit (the container's) is hit",
+        example="[337533.314412] Memory cgroup out of memory: Killed process 23793 (flanneld) total-vm:1623712kB, anon-rss:51200kB, file-rss:1268kB, shmem-rss:0kB",
+        where=(KERNEL_LOG,),
+        meaning="flanneld hit its container's memory limit and the kernel killed it (the pod shows Last State: OOMKilled, exit 137); kube-flannel.yml's 50Mi limit is too small for large clusters or busy nodes.",
+        restart_helps=False,
+        url="https://github.com/flannel-io/flannel/issues/963",
+    ),
+    Message(
         finding="vxlan-checksum-offload",
         pattern="UDP(?:Lite|-Lite)?: bad checksum\\. From [0-9.]+:\\d+ to [0-9.]+:\\d+ ulen \\d+",
         producer="kernel",

@@ -14,22 +14,39 @@ from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 @rule("flannel-oomkilled", "warning", explains=("flannel-crashloop",))
 def flannel_oomkilled(ev: Evidence) -> Iterator[Found]:
+    reported: set[str] = set()
     for pod in ev.flannel_pods():
         oom = [c for c in pod.containers if "OOMKilled" in (c.last_reason, c.reason)]
         if oom:
+            reported.add(pod.node)
             yield Found(
                 (pod.node,),
                 f"{pod.name} on {pod.node} was OOMKilled",
-                "flanneld was killed for exceeding its memory limit (large clusters, many "
-                "events); raise the limit in the DaemonSet.",
+                OOM_MECHANISM,
                 [
                     EvidenceLine(
                         f"API: pod {pod.namespace}/{pod.name}",
                         f"{oom[0].name} last terminated: OOMKilled",
-                    )
+                    ),
+                    *[quote(s) for s in ev.sighted("flannel-oomkilled", pod.node)[:1]],
                 ],
-                Fix("raise the kube-flannel container's memory limit in the DaemonSet"),
+                OOM_FIX,
             )
+    yield from inferred(
+        ev,
+        "flannel-oomkilled",
+        lambda node: f"the kernel killed flanneld for its memory limit on {node or 'a node'}",
+        OOM_MECHANISM,
+        lambda node: OOM_FIX,
+        besides=reported,
+    )
+
+
+OOM_MECHANISM = (
+    "flanneld was killed for exceeding its memory limit (large clusters, many events); it "
+    "restarts and is killed again, and the node's routes go stale in between."
+)
+OOM_FIX = Fix("raise the kube-flannel container's memory limit in the DaemonSet (e.g. 256Mi)")
 
 
 @rule("flannel-not-scheduled", "critical")
