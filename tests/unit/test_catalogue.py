@@ -23,20 +23,6 @@ HEALTHY_FLANNELD = [
     if line.strip()
 ]
 
-# Entries whose `source` is a description, not owner/repo:path. Known, kept failing on purpose:
-# each is a catalogue fix to make (the test runs unchanged once the source is cited).
-SOURCE_NOT_CITED = {
-    "netfilter iptables (xtables)": "iptables' own message: cite netfilter/iptables:<file>",
-    "netfilter iptables (legacy)": "iptables' own message: cite netfilter/iptables:<file>",
-    "the Go runtime": "a Go panic: cite golang/go:src/runtime/<file>",
-    "the dynamic loader": "ld.so's message: cite the glibc (or musl) source file",
-    "the install-cni": "busybox cp in kube-flannel.yml: cite flannel-io/flannel:<manifest path>",
-    "containerd/containerd sandbox_stop.go": "no `:` between repository and path",
-    "SELinux (the kernel's AVC log)": "cite the kernel's security/selinux/avc.c",
-    "netfilter's LOG target": "cite torvalds/linux:net/netfilter/<file>",
-    "kubernetes/client-go (": "no path: cite kubernetes/client-go:tools/cache/reflector.go",
-}
-
 
 def param_id(messages: tuple[Message, ...]) -> list[str]:
     """finding-N: the N-th message of that finding, in catalogue order."""
@@ -46,13 +32,6 @@ def param_id(messages: tuple[Message, ...]) -> list[str]:
         ids.append(f"{m.finding}-{seen.get(m.finding, 0)}")
         seen[m.finding] = seen.get(m.finding, 0) + 1
     return ids
-
-
-def cited(m: Message) -> pytest.MarkDecorator | tuple[()]:
-    for start, reason in SOURCE_NOT_CITED.items():
-        if m.source.startswith(start):
-            return pytest.mark.xfail(strict=True, reason=f"source {m.source[:50]!r}: {reason}")
-    return ()
 
 
 MESSAGES = CATALOGUE.messages
@@ -71,7 +50,7 @@ def test_example_is_recognised_in_every_place_it_is_read(message: Message) -> No
         assert mine[0].line in message.example.strip()
 
 
-@pytest.mark.parametrize("message", [pytest.param(m, marks=cited(m)) for m in MESSAGES], ids=IDS)
+@pytest.mark.parametrize("message", MESSAGES, ids=IDS)
 def test_message_cites_its_producer_source_and_releases(message: Message) -> None:
     assert message.producer.strip()
     assert message.versions.strip()

@@ -355,7 +355,7 @@ MESSAGES: tuple[Message, ...] = (
         finding="cni-config-invalid",
         pattern=': invalid version \\\\*"',
         producer="libcni",
-        source="containernetworking/cni:pkg/version/version.go:ParseVersion (called on the config's cniVersion for every ADD, DEL and CHECK)",
+        source="containernetworking/cni:pkg/version/plugin.go:ParseVersion (called on the config's cniVersion for every ADD, DEL and CHECK)",
         versions="containernetworking/cni v0.7.0 - HEAD (containerd, CRI-O, dockershim all vendor it)",
         example='Error while removing pod from CNI network "cbr0": invalid version "": the version is empty',
         where=(
@@ -435,5 +435,20 @@ MESSAGES: tuple[Message, ...] = (
         meaning="containerd's sample 10-containerd-net.conflist (from the cri-containerd-cni tarball) is in /etc/cni/net.d and sorts before 10-flannel.conflist: pods get 10.88.x addresses flannel does not route.",
         restart_helps=False,
         url="https://github.com/flannel-io/flannel/issues/1437",
+    ),
+    Message(
+        finding="cni-config-invalid",
+        pattern=': missing network name:?(?:$|[,\\]\\s"])',
+        producer="libcni",
+        source='containernetworking/cni:pkg/skel/skel.go:validateConfig + pkg/utils/utils.go:ValidateNetworkName (every plugin built on skel refuses a config without "name")',
+        versions="containernetworking/cni v0.7.0 - HEAD (every plugin built on it: loopback, bridge, flannel...)",
+        example='networkPlugin cni failed to set up pod "coredns-6d4b75cb6d-78ktc_kube-system" network: missing network name',
+        where=(
+            EVENT,
+            KUBELET_JOURNAL,
+        ),
+        meaning='A CNI config in the runtime\'s directory has no "name" (a hand-written or packaged 99-loopback.conf/200-loopback.conf, a truncated conflist); the plugin refuses every ADD and DEL, so no pod gets a network.',
+        restart_helps=False,
+        url="https://github.com/kubernetes/minikube/issues/14965",
     ),
 )

@@ -257,7 +257,7 @@ MESSAGES: tuple[Message, ...] = (
         finding="portmap-teardown-failed",
         pattern='failed to destroy network for sandbox \\\\*"[0-9a-f]*\\\\*": (?:plugin type=\\\\*"portmap\\\\*" failed \\(delete\\): )?could not teardown ipv[46] dnat: ',
         producer="containerd",
-        source="containerd/containerd sandbox_stop.go (see above) + containernetworking/plugins:plugins/meta/portmap/portmap.go:unforwardPorts",
+        source="containerd/containerd:internal/cri/server/sandbox_stop.go (pkg/cri/server/ before 2.0) + containernetworking/plugins:plugins/meta/portmap/portmap.go:unforwardPorts",
         versions="containerd 1.1 - 2.x; 'plugin type=\"portmap\" failed (delete):' from containerd 1.6",
         example='StopPodSandbox for "4474f785df637e833b3c4331e24888ba8d50a34cd798cdd041920e09c52bfa1e" failed error="failed to destroy network for sandbox \\"4474f785df637e833b3c4331e24888ba8d50a34cd798cdd041920e09c52bfa1e\\": could not teardown ipv4 dnat: running [/usr/sbin/iptables -t nat -X CNI-DN-2cbdc0366bc65971858cc --wait]: exit status 1: iptables: No chain/target/match by that name."',
         where=(
