@@ -314,10 +314,12 @@ def _scan(ev: Evidence) -> Iterator[Sighting]:
             label = f"API: logs of {ns}/{name} ({container}, {which})"
             yield from scan(where, text, pod.node, label)
     pod_nodes = {(p.namespace, p.name): p.node for p in ev.pods}
-    waiting = {(p.namespace, p.name) for p in ev.pods if p.phase == "Pending"}
+    # a pod still waiting to start, or stuck terminating, still has the problem its events
+    # name; an event outlives its cause by an hour
+    waiting = {(p.namespace, p.name) for p in ev.pods if p.phase == "Pending" or p.deletion}
     for e in ev.events:
         if e.involved_kind == "Pod" and (e.involved_namespace, e.involved_name) not in waiting:
-            continue  # an event outlives its cause by an hour; a pod still waiting does not
+            continue
         if e.involved_kind == "Node":
             node = e.involved_name
         else:

@@ -73,6 +73,7 @@ class Link:
     inet: tuple[str, ...] = ()
     parent: str = ""  # a VXLAN device's underlay interface (linkinfo.info_data.link), if shown
     mac: str = ""  # the link-layer address, in lower case
+    kind: str = ""  # linkinfo's info_kind with -d: vxlan, bridge, veth, wireguard, ipip...
 
     def has_ip(self, ip: str) -> bool:
         return any(a.split("/")[0] == ip for a in self.inet)
@@ -95,6 +96,7 @@ def parse_links(out: ProbeOutput) -> dict[str, Link]:
             ),
             parent=str(info.get("link") or "") if isinstance(info, dict) else "",
             mac=str(raw.get("address") or "").lower(),
+            kind=str((raw.get("linkinfo") or {}).get("info_kind") or ""),
         )
     return links
 
@@ -380,7 +382,7 @@ def _links_from_text(text: str) -> dict[str, Link]:
         head = _IP_LINK.match(line) or _IFCONFIG.match(line)
         if head:
             current = links.setdefault(
-                head.group(1), {"inet": [], "mtu": 0, "mac": "", "parent": ""}
+                head.group(1), {"inet": [], "mtu": 0, "mac": "", "parent": "", "kind": ""}
             )
             mtu = re.search(r"\bmtu (\d+)", head.group(2), re.I)
             current["mtu"] = int(mtu.group(1)) if mtu else 0
@@ -412,13 +414,15 @@ def _links_from_text(text: str) -> dict[str, Link]:
                 except ValueError:
                     prefix = 32
                 current["inet"].append(f"{words[1]}/{prefix}")
-        elif words[0] == "vxlan" and "dev" in words:
-            current["parent"] = words[words.index("dev") + 1]
+        elif words[0] in ("vxlan", "bridge", "veth", "wireguard", "ipip") and len(words) > 1:
+            current["kind"] = words[0]  # `ip -d link`'s details line names the kind first
+            if words[0] == "vxlan" and "dev" in words:
+                current["parent"] = words[words.index("dev") + 1]
         mtu = re.search(r"\bMTU:(\d+)", line)
         if mtu:
             current["mtu"] = int(mtu.group(1))
     return {
-        name: Link(name, v["mtu"], tuple(v["inet"]), v["parent"], v["mac"])
+        name: Link(name, v["mtu"], tuple(v["inet"]), v["parent"], v["mac"], v["kind"])
         for name, v in links.items()
     }
 

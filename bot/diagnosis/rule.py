@@ -142,8 +142,10 @@ def sighted_by_node(
     stronger path already reported); "" collects lines that name no node."""
     skip = set(besides)
     out: dict[str, list[Sighting]] = {}
+    quoted: set[tuple[str, str]] = set()
     for s in ev.sighted(finding):
-        if s.node not in skip:
+        if s.node not in skip and (s.source, s.line) not in quoted:
+            quoted.add((s.source, s.line))  # one line two messages know is quoted once
             out.setdefault(s.node, []).append(s)
     return out
 

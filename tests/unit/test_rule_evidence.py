@@ -685,6 +685,7 @@ NODE_ONLY_RULES = {
     "vxlan-checksum-offload": "ethtool's offload and the kernel's `UDP: bad checksum` are node's",
     "backend-traffic-blocked": "the backend's traffic is dropped in the node's iptables",
     "peer-route-missing": "the peer routes are in the node's routing table (ip-route)",
+    "service-route-conflict": "the route holding the Service address is in ip-route",
     "conntrack-table-full": "only the kernel log says so",
     "neighbor-table-overflow": "only the kernel log says so",
 }
@@ -867,59 +868,8 @@ CONFIRMATIONS: dict[str, Callable[[Evidence], None]] = {
 }
 
 # Where the bot falls short today: the case says what it should do, the reason what it does.
-API_SHORTFALLS = {
-    "kube-proxy-config-invalid/invalid-mode": (
-        'kube-proxy exits on `Invalid value: "ipvss"` and the ConfigMap says mode: "ipvss", '
-        "but a ConfigMap that parses with no unknown field ends the rule before it reads the "
-        "log: no findings"
-    ),
-    "subnet-lease-exhausted/event": (
-        "CIDRNotAvailable leaves w3 without a podCIDR, and podcidr-not-assigned (confirmed, fix "
-        "--allocate-node-cidrs) ranks before subnet-lease-exhausted (confirmed): the latter "
-        "does not declare that it explains podcidr-not-assigned"
-    ),
-    "wrong-interface/invalid-public-ip": (
-        "the catalogue says this line establishes wrong-interface, but the rule reads only the "
-        "public-ip annotation and `Using interface` lines: the bot returns interface-not-found "
-        "(inferred) and flannel-crashloop"
-    ),
-    "ip-forward-disabled": (
-        "the rule reads only the ip-forward probe, never the bridge plugin's catalogued event: "
-        "no findings"
-    ),
-    "vxlan-peer-missing": (
-        "the rule reads only the route, neighbour and fdb probes, never flanneld's catalogued "
-        "`AddFDB failed`: no findings"
-    ),
-    "hostgw-not-l2": (
-        "the rule reads only the ip-route probe, never flanneld's catalogued `Error adding "
-        "route ... network is unreachable`: no findings"
-    ),
-    "mtu-mismatch": (
-        "the rule reads only ip-addr and subnet.env, never flanneld's catalogued MTU error: "
-        "only flannel-crashloop (confirmed)"
-    ),
-    "cni-cache-corrupt": (
-        "the evidence scans events only of pods still Pending; a pod stuck Terminating "
-        "(deletionTimestamp set, phase Running) is skipped, so its FailedKillPod line is never "
-        "read: no findings"
-    ),
-    "portmap-teardown-failed": (
-        "the evidence scans events only of pods still Pending; a pod stuck Terminating "
-        "(deletionTimestamp set, phase Running) is skipped, so its FailedKillPod line is never "
-        "read: no findings"
-    ),
-}
-CONFIRMATION_SHORTFALLS = {
-    "interface-not-found": (
-        "ip-addr shows no bond0, the interface flanneld found no IPv4 address on, but the rule "
-        "reads only the log: interface-not-found stays inferred"
-    ),
-    "vxlan-port-conflict": (
-        "ip-addr shows cilium_vxlan holding UDP 8472 and no flannel.1, but the rule reads only "
-        "the log: vxlan-port-conflict stays inferred"
-    ),
-}
+API_SHORTFALLS: dict[str, str] = {}
+CONFIRMATION_SHORTFALLS: dict[str, str] = {}
 
 
 def cases(names: list[str], shortfalls: dict[str, str]) -> list[Any]:

@@ -71,7 +71,8 @@ def dualstack_config_invalid(ev: Evidence) -> Iterator[Found]:
                 "flannel's IPv4/IPv6 settings do not match the nodes' podCIDRs",
                 "With EnableIPv6 (or IPv4 left on) flanneld needs a podCIDR of that family on "
                 "every node; a node without one gets no lease and flanneld exits there.",
-                [EvidenceLine(f"API: node {n}", why) for n, why in wrong[:4]],
+                [EvidenceLine(f"API: node {n}", why) for n, why in wrong[:4]]
+                + [quote(s) for s in ev.sighted("dualstack-config-invalid")[:2]],
                 Fix(
                     "make net-conf.json's EnableIPv4/EnableIPv6 and IPv6Network match the "
                     "cluster's --cluster-cidr families (and kubeadm's podSubnet)"

@@ -7,9 +7,10 @@ import json
 import re
 from collections.abc import Iterator
 
+from bot.diagnosis.catalogue.message import Sighting
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import LINKS, NEIGHBOURS, SUBNET_ENV, in_cidr
+from bot.diagnosis.node_facts import LINKS, NEIGHBOURS, ROUTES, SUBNET_ENV, in_cidr
 from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
@@ -102,35 +103,109 @@ def stale_fix(node: str) -> Fix:
 
 @rule("interface-not-found", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def interface_not_found(ev: Evidence) -> Iterator[Found]:
+    confirmed: set[str] = set()
+    for node, seen in sorted(sighted_by_node(ev, "interface-not-found").items()):
+        shown = _interface_absent(ev, node, seen) if node else None
+        if shown is not None:
+            confirmed.add(node)
+            yield Found(
+                (node,),
+                f"flanneld finds no interface to use on {node}",
+                IFACE_MECHANISM,
+                [*[quote(s) for s in seen[:2]], shown],
+                IFACE_FIX,
+            )
     yield from inferred(
         ev,
         "interface-not-found",
         lambda node: f"flanneld finds no interface to use on {node or 'a node'}",
-        "flanneld needs one external interface with an IPv4 address: the one --iface, "
-        "--iface-regex or --iface-can-reach names (k3s: --flannel-iface), or the default "
-        "route's. A name that differs per node, a typo, an interface not up yet at start, or "
-        "no default route leaves it none and it exits.",
-        lambda node: Fix(
-            "point --iface (or --iface-regex / --iface-can-reach; k3s --flannel-iface) at an "
-            "interface every node has with an IPv4 address, or give the node a default route; "
-            "start flannel only once the network is online"
-        ),
+        IFACE_MECHANISM,
+        lambda node: IFACE_FIX,
+        besides=confirmed,
     )
+
+
+IFACE_MECHANISM = (
+    "flanneld needs one external interface with an IPv4 address: the one --iface, "
+    "--iface-regex or --iface-can-reach names (k3s: --flannel-iface), or the default route's. "
+    "A name that differs per node, a typo, an interface not up yet at start, or no default "
+    "route leaves it none and it exits."
+)
+IFACE_FIX = Fix(
+    "point --iface (or --iface-regex / --iface-can-reach; k3s --flannel-iface) at an "
+    "interface every node has with an IPv4 address, or give the node a default route; start "
+    "flannel only once the network is online"
+)
+# the interfaces a line names: `matching bond0`, `for interface bond0`, `interface eth1 not
+# found` (a lookahead, so `interface matching bond0` yields both words; stop words drop out)
+NAMED_IFACE = re.compile(r"(?=\b(?:matching|interface)\s+([A-Za-z][\w.-]*))")
+NOT_NAMES = frozenset({"to", "with", "that", "matching", "use", "and", "for"})
+
+
+def _interface_absent(ev: Evidence, node: str, seen: list[Sighting]) -> EvidenceLine | None:
+    """What the node's own probes show of the missing interface: the named interface absent
+    or without an IPv4 address, or no default route; None when they do not show it."""
+    links = ev.fact(node, LINKS)
+    for s in seen:
+        if "default route" in s.line:
+            routes = ev.fact(node, ROUTES)
+            if routes is not None and not any(r.dst == "default" for r in routes):
+                return EvidenceLine.probe(node, "ip-route", "no default route")
+            continue
+        names = [m.group(1) for m in NAMED_IFACE.finditer(s.line)]
+        names = [n for n in names if n not in NOT_NAMES]
+        if not names or links is None:
+            continue
+        name = names[0]
+        link = links.get(name)
+        if link is None:
+            return EvidenceLine.probe(node, "ip-addr", f"no interface {name} on the node")
+        if not any(":" not in a for a in link.inet):
+            return EvidenceLine.probe(node, "ip-addr", f"{name} has no IPv4 address")
+    return None
 
 
 @rule("vxlan-port-conflict", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def vxlan_port_conflict(ev: Evidence) -> Iterator[Found]:
+    confirmed: set[str] = set()
+    device = ev.backend().device
+    for node in sorted(sighted_by_node(ev, "vxlan-port-conflict")):
+        links = ev.fact(node, LINKS) if node else None
+        others = [
+            link.name
+            for link in (links or {}).values()
+            if link.kind == "vxlan" and link.name != device
+        ]
+        if others:
+            confirmed.add(node)
+            yield Found(
+                (node,),
+                f"another VXLAN device is in flannel's way on {node}",
+                PORT_MECHANISM,
+                [
+                    *[quote(s) for s in ev.sighted("vxlan-port-conflict", node)[:2]],
+                    EvidenceLine.probe(node, "ip-addr", "VXLAN devices: " + ", ".join(others)),
+                ],
+                PORT_FIX,
+            )
     yield from inferred(
         ev,
         "vxlan-port-conflict",
         lambda node: f"another VXLAN device is in flannel's way on {node or 'a node'}",
-        "A leftover VXLAN device of another CNI (cilium_vxlan, vxlan.calico) or of an older "
-        "flannel holds the UDP port or VNI, so flanneld cannot create or bring up its own.",
-        lambda node: Fix(
-            "remove the other VXLAN device (`ip -d link show type vxlan` lists them) and the "
-            "CNI it belongs to, then restart flannel"
-        ),
+        PORT_MECHANISM,
+        lambda node: PORT_FIX,
+        besides=confirmed,
     )
+
+
+PORT_MECHANISM = (
+    "A leftover VXLAN device of another CNI (cilium_vxlan, vxlan.calico) or of an older flannel "
+    "holds the UDP port or VNI, so flanneld cannot create or bring up its own."
+)
+PORT_FIX = Fix(
+    "remove the other VXLAN device (`ip -d link show type vxlan` lists them) and the CNI it "
+    "belongs to, then restart flannel"
+)
 
 
 @rule("vtep-mac-mismatch", "critical")
@@ -262,6 +337,18 @@ def wrong_interface(ev: Evidence) -> Iterator[Found]:
                 ),
             )
     yield from shared_address(ev, reported)
+    yield from inferred(
+        ev,
+        "wrong-interface",
+        lambda node: f"flannel cannot use the address it was given on {node or 'a node'}",
+        WRONG_MECHANISM,
+        lambda node: Fix(
+            "give flanneld an address the node really has and peers can reach: correct "
+            "--public-ip (k3s --node-external-ip) or the interface flags --iface / "
+            "--iface-can-reach"
+        ),
+        besides=reported,
+    )
 
 
 WRONG_MECHANISM = (

@@ -173,17 +173,37 @@ def iptables_rules_failed(ev: Evidence) -> Iterator[Found]:
 
 @rule("ip-forward-disabled", "critical")
 def ip_forward_disabled(ev: Evidence) -> Iterator[Found]:
+    reported: set[str] = set()
     for node in ev.probed():
         if ev.fact(node, IP_FORWARD) == "0":
+            reported.add(node)
             yield Found(
                 (node,),
                 f"IP forwarding is off on {node}",
-                "The node must route pod traffic between cni0 and flannel.1; with "
-                "net.ipv4.ip_forward=0 pods on this node cannot reach other nodes' pods.",
+                FORWARDING,
                 [EvidenceLine.probe(node, "ip-forward", "0")],
-                Fix(
-                    "sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d",
-                    "node.fix-br-netfilter",
-                    {"node": node},
-                ),
+                forwarding_fix(node),
             )
+    yield from inferred(
+        ev,
+        "ip-forward-disabled",
+        lambda node: f"IP forwarding cannot be turned on on {node or 'a node'}",
+        FORWARDING,
+        forwarding_fix,
+        besides=reported,
+    )
+
+
+FORWARDING = (
+    "The node must route pod traffic between cni0 and flannel.1; with net.ipv4.ip_forward=0 "
+    "(or a read-only /proc/sys the bridge plugin cannot turn it on in) pods on this node "
+    "cannot reach other nodes' pods."
+)
+
+
+def forwarding_fix(node: str) -> Fix:
+    return Fix(
+        "sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d",
+        "node.fix-br-netfilter" if node else None,
+        {"node": node} if node else {},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import yaml
@@ -9,7 +10,7 @@ import yaml
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
 from bot.diagnosis.kube_proxy_config import configured_mode, suggestion, unknown_fields
-from bot.diagnosis.node_facts import LOCAL_ROUTES
+from bot.diagnosis.node_facts import LOCAL_ROUTES, ROUTES, in_cidr
 from bot.diagnosis.rule import Found, inferred, quote, rule
 
 
@@ -20,7 +21,17 @@ from bot.diagnosis.rule import Found, inferred, quote, rule
 )
 def kube_proxy_config_invalid(ev: Evidence) -> Iterator[Found]:
     cm = ev.configmaps.get(("kube-system", "kube-proxy"))
-    if cm is None or "config.conf" not in cm.data:
+    bad: list[str] = []
+    if cm is not None and "config.conf" in cm.data:
+        try:
+            config = yaml.safe_load(cm.data["config.conf"])
+        except yaml.YAMLError as exc:
+            bad = [f"unparsable YAML: {exc}"]
+        else:
+            bad = unknown_fields(config) if isinstance(config, dict) else ["not a mapping"]
+    if not bad:
+        # the ConfigMap decodes (or was not read): kube-proxy's own log may still refuse a
+        # value (an unknown mode, a CIDR that does not parse) or a file on systemd installs
         yield from inferred(
             ev,
             "kube-proxy-config-invalid",
@@ -33,14 +44,6 @@ def kube_proxy_config_invalid(ev: Evidence) -> Iterator[Found]:
                 "file on systemd installs), restart kube-proxy, then flannel"
             ),
         )
-        return
-    try:
-        config = yaml.safe_load(cm.data["config.conf"])
-    except yaml.YAMLError as exc:
-        bad = [f"unparsable YAML: {exc}"]
-    else:
-        bad = unknown_fields(config) if isinstance(config, dict) else ["not a mapping"]
-    if not bad:
         return
     lines = [
         EvidenceLine(
@@ -107,6 +110,51 @@ def ipvs_local_route(ev: Evidence) -> Iterator[Found]:
                         {"node": node},
                     ),
                 )
+
+
+OWN_DEVICES = ("flannel", "cni0", "kube-ipvs0", "cali", "cilium", "vxlan")
+SERVICE_DIALED = re.compile(r"dial tcp (\d+\.\d+\.\d+\.\d+):443")
+
+
+@rule(
+    "service-route-conflict",
+    "critical",
+    explains=("apiserver-unreachable", "flannel-crashloop", "subnet-env-missing"),
+)
+def service_route_conflict(ev: Evidence) -> Iterator[Found]:
+    """A host network (a typo'd netmask, a VPN) whose connected route holds the API Service's
+    address: a host-network client (flanneld) picks that interface's source address for the
+    Service, kube-proxy's DNAT then sends it out another way, and no reply comes back."""
+    targets = {ev.api_service_ip()} | {
+        m.group(1)
+        for s in ev.sighted("apiserver-unreachable")
+        for m in [SERVICE_DIALED.search(s.line)]
+        if m
+    }
+    for name in ev.probed():
+        for r in ev.fact(name, ROUTES) or []:
+            if r.scope != "link" or "/" not in r.dst or r.dev.startswith(OWN_DEVICES):
+                continue
+            covered = sorted(t for t in targets if in_cidr(t, r.dst))
+            if covered:
+                yield Found(
+                    (name,),
+                    f"{r.dev}'s network {r.dst} on {name} holds the API Service address "
+                    f"{covered[0]}",
+                    "The node routes the Service network out of a host interface: a "
+                    "host-network client such as flanneld takes that interface's address as "
+                    "its source for the Service, kube-proxy's DNAT then sends the packet out "
+                    "another way, and the reply never comes back (i/o timeout).",
+                    [
+                        EvidenceLine.probe(name, "ip-route", f"{r.dst} dev {r.dev} scope link"),
+                        *[quote(s) for s in ev.sighted("apiserver-unreachable", name)[:1]],
+                    ],
+                    Fix(
+                        f"correct {r.dev}'s address/netmask so its network no longer holds the "
+                        "Service (and pod) ranges, or choose cluster ranges outside it"
+                    ),
+                )
+                break
 
 
 @rule("apiserver-unreachable", "critical", explains=("flannel-crashloop", "subnet-env-missing"))

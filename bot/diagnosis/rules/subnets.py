@@ -42,7 +42,11 @@ def podcidr_not_assigned(ev: Evidence) -> Iterator[Found]:
         )
 
 
-@rule("subnet-lease-exhausted", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
+@rule(
+    "subnet-lease-exhausted",
+    "critical",
+    explains=("flannel-crashloop", "subnet-env-missing", "podcidr-not-assigned"),
+)
 def subnet_lease_exhausted(ev: Evidence) -> Iterator[Found]:
     yield from inferred(
         ev,
@@ -72,10 +76,12 @@ def subnet_lease_exhausted(ev: Evidence) -> Iterator[Found]:
 
 @rule("network-cidr-mismatch", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
 def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
+    reported: set[str] = set()
     for node in ev.probed():
         env = ev.fact(node, SUBNET_ENV) or {}
         network, subnet = env.get("FLANNEL_NETWORK", ""), env.get("FLANNEL_SUBNET", "")
         if network and subnet and not in_cidr(subnet, network):
+            reported.add(node)
             yield Found(
                 (node,),
                 f"{node}'s flannel subnet {subnet} is outside flannel's Network {network}",
@@ -92,26 +98,18 @@ def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
                     "(kubeadm --pod-network-cidr), then restart flannel"
                 ),
             )
-            return
+            break
     net = ev.network()
-    if net is None:
-        yield from inferred(
-            ev,
-            "network-cidr-mismatch",
-            lambda node: f"flannel's Network does not contain {node or 'the node'}'s podCIDR",
-            "flanneld refuses a lease for a podCIDR outside its configured Network.",
-            lambda node: Fix(
-                "make flannel's Network equal the cluster CIDR (kubeadm --pod-network-cidr, "
-                "k3s/RKE2 --cluster-cidr), then restart flannel"
-            ),
-        )
-        return
     wrong = [
         n
         for n in ev.nodes
-        if n.pod_cidr and not ipaddress.IPv4Network(n.pod_cidr, strict=False).subnet_of(net)
+        if net is not None
+        and n.pod_cidr
+        and ":" not in n.pod_cidr
+        and not ipaddress.IPv4Network(n.pod_cidr, strict=False).subnet_of(net)
     ]
-    if wrong:
+    if wrong and not reported:
+        reported.update(n.name for n in wrong)
         yield Found(
             tuple(n.name for n in wrong),
             f"node podCIDRs outside flannel's Network {net}",
@@ -130,6 +128,18 @@ def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
                 "--pod-network-cidr), then restart flannel"
             ),
         )
+    if reported:
+        return
+    yield from inferred(
+        ev,
+        "network-cidr-mismatch",
+        lambda node: f"flannel's Network does not contain {node or 'the node'}'s podCIDR",
+        "flanneld refuses a lease for a podCIDR outside its configured Network.",
+        lambda node: Fix(
+            "make flannel's Network equal the cluster CIDR (kubeadm --pod-network-cidr, "
+            "k3s/RKE2 --cluster-cidr), then restart flannel"
+        ),
+    )
 
 
 @rule("subnet-overlap", "critical")

@@ -79,6 +79,13 @@ def _blocked(ev: Evidence, backend: Backend) -> Iterator[Found]:
             )
 
 
+PEER_MECHANISM = (
+    "For each peer flanneld installs a route to its subnet via flannel.1, a permanent "
+    "neighbour entry for its VTEP and an FDB entry that says where to send the encapsulated "
+    "packet; without them traffic to that peer's pods is lost."
+)
+
+
 @rule("vxlan-peer-missing", "critical")
 def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
     # Each node holds an entry per peer in three tables, so the data grows with nodes squared:
@@ -97,6 +104,18 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
             routes_want[peer.pod_cidr] = peer.name
             neigh_want[(peer.pod_cidr.split("/")[0], mac)] = peer.name
             fdb_want[(mac, public)] = peer.name
+    yield from inferred(
+        ev,
+        "vxlan-peer-missing",
+        lambda node: f"flanneld could not program its VXLAN peers on {node or 'a node'}",
+        PEER_MECHANISM,
+        lambda node: Fix.restart(
+            ev.flannel_namespace(),
+            [node] if node else [],
+            "restart flannel on the node (it re-adds every peer)",
+        ),
+        besides=[n for n in ev.probed() if ev.probe(n, "fdb") is not None],
+    )
     if ev.backend().device != "flannel.1":
         return  # the neighbour and FDB probes read flannel.1, VXLAN's default device
     for node in ev.probed():
@@ -118,10 +137,9 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
             yield Found(
                 (node,),
                 f"{node} lacks VXLAN entries for {len(missing)} peer(s)",
-                "For each peer flanneld installs a route to its subnet via flannel.1, a "
-                "permanent neighbour entry for its VTEP and an FDB entry that says where to send "
-                "the encapsulated packet; without them traffic to that peer's pods is lost.",
-                [EvidenceLine.probe(node, "fdb", m) for m in missing[:4]],
+                PEER_MECHANISM,
+                [EvidenceLine.probe(node, "fdb", m) for m in missing[:4]]
+                + [quote(s) for s in ev.sighted("vxlan-peer-missing", node)[:1]],
                 Fix.restart(
                     ev.flannel_namespace(),
                     [node],
@@ -134,6 +152,7 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
 def hostgw_not_l2(ev: Evidence) -> Iterator[Found]:
     if ev.backend().type != "host-gw":
         return
+    reported: set[str] = set()
     for node in ev.probed():
         connected = [
             r.dst
@@ -148,6 +167,7 @@ def hostgw_not_l2(ev: Evidence) -> Iterator[Found]:
             and not any(in_cidr(n.internal_ip, c) for c in connected if c and "/" in c)
         ]
         if far:
+            reported.add(node)
             yield Found(
                 (node,),
                 f"host-gw backend but {node} does not share an L2 network with "
@@ -157,6 +177,16 @@ def hostgw_not_l2(ev: Evidence) -> Iterator[Found]:
                 [EvidenceLine.probe(node, "ip-route", f"connected: {', '.join(connected)}")],
                 Fix("use the vxlan backend, or put all nodes on one L2 network"),
             )
+    yield from inferred(
+        ev,
+        "hostgw-not-l2",
+        lambda node: f"host-gw cannot route to a peer from {node or 'a node'}",
+        "host-gw routes pod subnets via the peer's address as a next hop, which only works "
+        "when all nodes are on one L2 segment: the kernel refuses a next hop it cannot reach "
+        "directly (network is unreachable).",
+        lambda node: Fix("use the vxlan backend, or put all nodes on one L2 network"),
+        besides=reported,
+    )
 
 
 @rule("peer-route-missing", "critical")
@@ -210,6 +240,7 @@ def peer_route_missing(ev: Evidence) -> Iterator[Found]:
 @rule("mtu-mismatch", "warning")
 def mtu_mismatch(ev: Evidence) -> Iterator[Found]:
     backend = ev.backend()
+    reported: set[str] = set()
     for node in ev.probed():
         devs = ev.fact(node, LINKS) or {}
         device = devs.get(backend.device) if backend.device else None
@@ -248,6 +279,7 @@ def mtu_mismatch(ev: Evidence) -> Iterator[Found]:
                     )
                 )
         if problems:
+            reported.add(node)
             yield Found(
                 (node,),
                 f"MTU mismatch on {node}",
@@ -263,6 +295,18 @@ def mtu_mismatch(ev: Evidence) -> Iterator[Found]:
                     "the pods",
                 ),
             )
+    yield from inferred(
+        ev,
+        "mtu-mismatch",
+        lambda node: f"the interface MTU leaves flannel's backend no room on {node or 'a node'}",
+        f"The {backend.type} backend takes {backend.overhead} bytes of the interface MTU for its "
+        "header; an interface too small for it (or an MTU flanneld cannot read) stops flanneld.",
+        lambda node: Fix(
+            "raise the uplink's MTU (or choose the interface with --iface), or use a backend "
+            "with less overhead"
+        ),
+        besides=reported,
+    )
 
 
 def _uplink(ev: Evidence, node: str, devs: dict[str, Link], device: Link | None) -> Link | None:
