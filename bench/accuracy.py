@@ -5,7 +5,7 @@
 Reads every incident under tests/incidents/ (each a support bundle assembled from what a
 public issue thread quotes, with the root cause the thread established), diagnoses the bundle
 as `flannel-bot diagnose --recording DIR` does, and prints:
-  top-1   the expected root cause is the first finding
+  top-1   the expected root cause is the first finding (known misses count as misses)
   top-3   it is among the first three (or the first three are the cause and its symptoms)
   unsafe  incidents where the first finding offers a destructive runbook while being wrong or
           only inferred (the reply's fix command for a destructive runbook, first)
@@ -51,6 +51,14 @@ def judge(case: dict, view: dict, registry: Registry) -> dict:
     }
 
 
+def collected(case: dict) -> str:
+    """Whether the rules were written knowing the case, or it was collected after them (a
+    held-out batch: its first measurement is the honest figure, kept in the README)."""
+    if not case.get("collected_after_the_rules"):
+        return "0: the rules were written with it"
+    return f"{case.get('batch', 1)}: held out, collected after the rules"
+
+
 def source_of(url: str) -> str:
     parts = url.split("/")
     return f"{parts[3]}/{parts[4]}" if len(parts) > 4 else url
@@ -91,6 +99,7 @@ def main() -> int:
     )
     print(f"({len(excluded)} more collected and set aside: their quotes do not show the cause)")
     for title, key in (
+        ("by when it was collected", collected),
         ("by expected finding", lambda c: c["expected_finding"]),
         ("by source", lambda c: source_of(c["url"])),
     ):

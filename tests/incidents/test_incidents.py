@@ -47,7 +47,15 @@ def test_the_committed_bundle_is_what_the_quotes_assemble_to(
     )
 
 
-@pytest.mark.parametrize("case_file", INCLUDED, ids=lambda c: c.stem)
+def known_miss(case_file: Path) -> list[pytest.MarkDecorator]:
+    """A case the bot gets wrong today, kept in the set and counted as a miss by the bench."""
+    reason = json.loads(case_file.read_text()).get("known_miss")
+    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+
+
+@pytest.mark.parametrize(
+    "case_file", [pytest.param(c, marks=known_miss(c), id=c.stem) for c in INCLUDED]
+)
 def test_the_root_cause_is_named_first(case_file: Path) -> None:
     case = json.loads(case_file.read_text())
     view = diagnosis_view(evidence_from_bundle(BUNDLES / case_file.stem), REGISTRY)
