@@ -39,6 +39,15 @@ class ProbeOutput:
 JOURNAL_WINDOW = ("--since", "-1h", "--lines", "300", "--no-pager", "--output", "short-iso")
 EMBEDDED_UNITS = ("k3s", "k3s-agent", "rke2-server", "rke2-agent")
 
+
+def config_files(directory: str) -> tuple[str, ...]:
+    """Every file directly in `directory`, each as `==> path size` and its content."""
+    return (
+        "find", directory, "-maxdepth", "1", "-type", "f",
+        "-printf", "==> %p %s\\n", "-exec", "cat", "{}", ";",
+    )  # fmt: skip
+
+
 PROBES: tuple[Probe, ...] = (
     Probe(
         "bridge-nf-call-iptables",
@@ -67,20 +76,7 @@ PROBES: tuple[Probe, ...] = (
     ),
     Probe(
         "cni-config",
-        (
-            "find",
-            "/etc/cni/net.d",
-            "-maxdepth",
-            "1",
-            "-type",
-            "f",
-            "-printf",
-            "==> %p %s\\n",
-            "-exec",
-            "cat",
-            "{}",
-            ";",
-        ),
+        config_files("/etc/cni/net.d"),
         "every CNI config file with its size and content; the first in sort order wins",
     ),
     Probe("cni-bin", ("ls", "-1", "/opt/cni/bin"), "the CNI plugin binaries"),
@@ -163,20 +159,7 @@ PROBES: tuple[Probe, ...] = (
     ),
     Probe(
         "k3s-cni-config",
-        (
-            "find",
-            "/var/lib/rancher/k3s/agent/etc/cni/net.d",
-            "-maxdepth",
-            "1",
-            "-type",
-            "f",
-            "-printf",
-            "==> %p %s\\n",
-            "-exec",
-            "cat",
-            "{}",
-            ";",
-        ),
+        config_files("/var/lib/rancher/k3s/agent/etc/cni/net.d"),
         "k3s's CNI config (its containerd reads it there, not from /etc/cni/net.d)",
     ),
     Probe(

@@ -339,25 +339,9 @@ class _Cluster:
             key = self.flannel_pod(node, pod.group(1) if pod else None, plain)
             self.log(key, _container(plain, "kube-flannel"), text)
         elif re.match(r"^kubectl .*logs", plain) and "coredns" in plain:
-            pod = re.search(r"(coredns-\S+)", plain)
-            key = self.pod(
-                "kube-system",
-                pod.group(1) if pod else "coredns-node1",
-                node,
-                {"k8s-app": "kube-dns"},
-                "coredns",
-            )
-            self.log(key, "coredns", text)
+            self.system_log(plain, node, "coredns", "kube-dns", text)
         elif re.match(r"^kubectl (-n \S+ )?logs", plain) and "kube-proxy" in plain:
-            pod = re.search(r"(kube-proxy-\S+)", plain)
-            key = self.pod(
-                "kube-system",
-                pod.group(1) if pod else "kube-proxy-node1",
-                node,
-                {"k8s-app": "kube-proxy"},
-                "kube-proxy",
-            )
-            self.log(key, "kube-proxy", text)
+            self.system_log(plain, node, "kube-proxy", "kube-proxy", text)
         elif re.search(r"kubectl .*get (node|no)\S* .*-o yaml", plain):
             self.node_yaml(node, text)
         elif re.search(r"kubectl .*get (nodes|node|no)\b", plain):
@@ -366,6 +350,14 @@ class _Cluster:
             self.pod_rows(text)
         elif re.search(r"kubectl .*get (cm|configmap)s? ", plain):
             self.configmap(plain, text)
+
+    def system_log(self, command: str, node: str, name: str, app: str, text: str) -> None:
+        """The log of a kube-system pod (CoreDNS, kube-proxy) `kubectl logs` printed."""
+        pod = re.search(rf"({name}-\S+)", command)
+        key = self.pod(
+            "kube-system", pod.group(1) if pod else f"{name}-node1", node, {"k8s-app": app}, name
+        )
+        self.log(key, name, text)
 
     def node_yaml(self, node: str, text: str) -> None:
         name = self.node(node or _yaml_value(text, "name") or "")
