@@ -12,17 +12,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bot.lab.faults import SCENARIOS
+from bot.lab.faults import K3S_SCENARIOS, SCENARIOS, Scenario
 from bot.lab.network import LabError, check_host, lab_netns, teardown
-from bot.lab.topology import LabSpec
+from bot.lab.topology import DISTRIBUTIONS, LabSpec
 
 DEFAULT_ROOT = Path("/run/flannel-bot-lab")
 
 
-def _parser() -> argparse.ArgumentParser:
-    scenarios = "\n".join(
+def _listing(scenarios: dict[str, Scenario]) -> str:
+    return "\n".join(
         f"  {s.name:20} {s.summary}" + (f"\n  {'':20} (lab: {s.note})" if s.note else "")
-        for s in SCENARIOS.values()
+        for s in scenarios.values()
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    scenarios = (
+        f"{_listing(SCENARIOS)}\n\non a k3s lab (`up --distribution k3s`):\n"
+        f"{_listing(K3S_SCENARIOS)}"
     )
     p = argparse.ArgumentParser(
         prog="flannel-bot lab",
@@ -37,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the lab and start its API server")
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--underlay", default="172.31.254.0/24", help="a private /24")
+    up.add_argument(
+        "--distribution",
+        choices=DISTRIBUTIONS,
+        default="kubeadm",
+        help="kubeadm (flannel as the kube-flannel DaemonSet, the default) or k3s (flannel "
+        "and kube-proxy embedded in k3s)",
+    )
     sub.add_parser("down", help="remove every namespace, process, link and file of the lab")
     sub.add_parser("status", help="nodes, addresses and cross-node pod reachability")
     for verb in ("break", "restore"):
@@ -46,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
             epilog=f"scenarios:\n{scenarios}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        b.add_argument("scenario", choices=sorted(SCENARIOS))
+        b.add_argument("scenario", choices=sorted({*SCENARIOS, *K3S_SCENARIOS}))
         b.add_argument("--node", default="w2")
     return p
 
@@ -88,7 +102,15 @@ def lab_up(spec: LabSpec) -> int:
     spec.root.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.lab.daemon", str(spec.dir), str(spec.nodes), spec.underlay],
+            [
+                sys.executable,
+                "-m",
+                "bot.lab.daemon",
+                str(spec.dir),
+                str(spec.nodes),
+                spec.underlay,
+                spec.distribution,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -104,7 +126,10 @@ def lab_up(spec: LabSpec) -> int:
             )
         time.sleep(0.05)
     state = _state(spec)
-    print(f"lab `{spec.name}` is up: {spec.nodes} nodes on {spec.underlay}, API {state['api']}")
+    kind = "" if spec.distribution == "kubeadm" else f" {spec.distribution}"
+    print(
+        f"lab `{spec.name}` is up: {spec.nodes}{kind} nodes on {spec.underlay}, API {state['api']}"
+    )
     print(f"point the bot at it:  export FLANNEL_BOT_CONFIG={state['bot_config']}")
     return 0
 
@@ -133,6 +158,7 @@ def main(argv: list[str]) -> int:
             nodes=getattr(args, "nodes", 3),
             underlay=getattr(args, "underlay", "172.31.254.0/24"),
             root=args.root,
+            distribution=getattr(args, "distribution", "kubeadm"),
         )
     except ValueError as exc:
         print(f"lab: {exc}", file=sys.stderr)

@@ -42,8 +42,7 @@ class _Control(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
             scenario, node = str(body["scenario"]), str(body["node"])
-            if scenario not in faults.SCENARIOS:
-                raise KeyError(scenario)
+            faults.scenario_for(self.lab, scenario)
             self.lab.spec.by_name(node)
         except (ValueError, KeyError) as exc:
             self._reply(400, {"error": f"bad request: {exc}"})
@@ -91,9 +90,19 @@ def serve(spec: LabSpec) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """argv: LAB_DIR NODES UNDERLAY (the lab directory names the lab: ROOT/NAME)."""
+    """argv: LAB_DIR NODES UNDERLAY [DISTRIBUTION] (the lab directory names the lab:
+    ROOT/NAME)."""
     lab_dir, nodes, underlay = Path(argv[0]), int(argv[1]), argv[2]
-    serve(LabSpec(name=lab_dir.name, nodes=nodes, underlay=underlay, root=lab_dir.parent))
+    distribution = argv[3] if len(argv) > 3 else "kubeadm"
+    serve(
+        LabSpec(
+            name=lab_dir.name,
+            nodes=nodes,
+            underlay=underlay,
+            root=lab_dir.parent,
+            distribution=distribution,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,17 +9,25 @@ the lab gets.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.lab import flannel, objects
+from bot.lab import flannel, k3s, objects
 from bot.lab.apiserver import StatusError
 from bot.lab.lab import Lab, flush_pod_route_cache
 from bot.lab.network import in_netns, ip_batch, node_exec, run, write_sysctl
 from bot.lab.nodes import sandbox_id, write_ipam
 from bot.lab.objects import FLANNEL_DS, FLANNEL_NS
-from bot.lab.topology import API_SERVICE_IP, VXLAN_MTU, VXLAN_PORT, NodeSpec
+from bot.lab.topology import (
+    API_SERVICE_IP,
+    K3S_CNI_BIN_DIR,
+    SERVICE_CIDR,
+    VXLAN_MTU,
+    VXLAN_PORT,
+    NodeSpec,
+)
 
 NAT_ADDRESS = "10.0.2.15"
 
@@ -378,7 +386,7 @@ def _mtu_match(lab: Lab, node: NodeSpec) -> None:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _pending_pod(lab: Lab, node: NodeSpec, reason: str, message: str) -> None:
+def _pending_pod(lab: Lab, node: NodeSpec, reason: str, message: str) -> str:
     """A new pod (fresh name, as a ReplicaSet would make) stuck waiting for its sandbox."""
     name = f"web-{node.name}-{objects.suffix(node.name, time.time_ns())}"
     pod = objects.workload_pod(node, 99)
@@ -392,6 +400,7 @@ def _pending_pod(lab: Lab, node: NodeSpec, reason: str, message: str) -> None:
     ]
     lab.api.create(pod)
     lab.api.create(objects.event("default", "Pod", name, reason, message, host=node.name))
+    return name
 
 
 def _delete_pending(lab: Lab, node: NodeSpec) -> None:
@@ -572,8 +581,171 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# -- k3s: the flannel embedded in k3s --------------------------------------------------------------
+
+RENAMED_NIC = "ens18"
+CUSTOM_CNI_CONF = "/etc/rancher/k3s/flannel-cni.conflist"
+
+
+def _rename_nic(lab: Lab, node: NodeSpec, old: str, new: str) -> None:
+    """Rename the node's uplink (its address stays; the route to the services comes back)."""
+    ip_batch(
+        [
+            f"link set {old} down",
+            f"link set {old} name {new}",
+            f"link set {new} up",
+            f"route replace {SERVICE_CIDR} via {lab.spec.svc_ip}",
+        ],
+        netns=node.netns,
+    )
+
+
+def _k3s_nic_renamed(lab: Lab, node: NodeSpec) -> None:
+    """After a reboot the uplink is ens18, not eth0 (a replaced NIC, predictable interface
+    names switched on); k3s still starts with --flannel-iface eth0. The reboot took what flannel
+    and the bridge plugin had made (subnet.env, flannel.1, cni0); k3s stops at looking up eth0,
+    so its kubelet and flannel never start."""
+    _rename_nic(lab, node, "eth0", RENAMED_NIC)
+    node.private("/run/flannel/subnet.env").unlink(missing_ok=True)
+    ip_batch(["link delete flannel.1", "link delete cni0"], netns=node.netns)
+    lab.restart_k3s(node)
+
+
+def _k3s_nic_named_back(lab: Lab, node: NodeSpec) -> None:
+    _rename_nic(lab, node, RENAMED_NIC, "eth0")
+    lab.restart_k3s(node)
+
+
+def _k3s_sandbox_fails(lab: Lab, node: NodeSpec, error: str) -> None:
+    """A new pod on the node whose sandbox fails with the runtime's `error`: the kubelet's
+    event, and its lines in the k3s journal (k3s runs the kubelet)."""
+    sandbox = sandbox_id(node, 99)
+    error = f'failed to setup network for sandbox "{sandbox}": {error}'
+    name = _pending_pod(
+        lab,
+        node,
+        "FailedCreatePodSandBox",
+        f"Failed to create pod sandbox: rpc error: code = Unknown desc = {error}",
+    )
+    k3s.kubelet_sandbox_failed(node, name, f"rpc error: code = Unknown desc = {error}", k3s.pid())
+
+
+def _k3s_stale_cni0(lab: Lab, node: NodeSpec) -> None:
+    """The node re-joined from another cluster without a reboot: cni0 keeps the old cluster's
+    gateway. k3s's own CNI config lets the bridge plugin replace it (forceAddress), so this node
+    runs k3s with --flannel-cni-conf pointing at a conflist copied from kube-flannel.yml, which
+    does not: every new pod fails on the old address."""
+    custom = node.private(CUSTOM_CNI_CONF)
+    custom.parent.mkdir(parents=True, exist_ok=True)
+    custom.write_text(json.dumps(flannel.CNI_CONF, indent=2) + "\n")
+    k3s.write_config(node, [*k3s.default_args(node), "--flannel-cni-conf", CUSTOM_CNI_CONF])
+    ip_batch(["addr flush dev cni0", f"addr add 10.245.{node.index}.1/24 dev cni0"], node.netns)
+    lab.restart_k3s(node)
+    _k3s_sandbox_fails(
+        lab,
+        node,
+        'plugin type="flannel" failed (add): failed to delegate add: failed to set bridge '
+        f'addr: "cni0" already has an IP address different from {node.gateway}/24',
+    )
+
+
+def _k3s_fresh_cni0(lab: Lab, node: NodeSpec) -> None:
+    """`ip link delete cni0` (the bridge plugin recreates it with the node's gateway) and k3s
+    back on its own CNI config."""
+    ip_batch(["addr flush dev cni0", f"addr add {node.gateway}/24 dev cni0"], node.netns)
+    node.private(CUSTOM_CNI_CONF).unlink(missing_ok=True)
+    k3s.write_config(node, k3s.default_args(node))
+    _delete_pending(lab, node)
+    lab.restart_k3s(node)
+
+
+def _k3s_remove_plugin(plugin: str, error: str) -> Callable[[Lab, NodeSpec], None]:
+    def remove(lab: Lab, node: NodeSpec) -> None:
+        (node.cni_bin / plugin).unlink(missing_ok=True)
+        _k3s_sandbox_fails(lab, node, error)
+
+    return remove
+
+
+def _k3s_restore_plugin(plugin: str) -> Callable[[Lab, NodeSpec], None]:
+    def restore(lab: Lab, node: NodeSpec) -> None:
+        k3s.restore_plugin(node, plugin)
+        _delete_pending(lab, node)
+
+    return restore
+
+
+K3S_SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "k3s-iface-missing",
+            f"the node came back from a reboot with its NIC named {RENAMED_NIC}; k3s runs with "
+            "--flannel-iface eth0 and stops at `unable to find interface eth0`: no kubelet, no "
+            "flannel, no subnet.env",
+            _k3s_nic_renamed,
+            _k3s_nic_named_back,
+            note="the NIC is renamed in place (its address stays, so SSH still reaches the node); "
+            "the reboot is played by removing subnet.env, flannel.1 and cni0",
+        ),
+        Scenario(
+            "k3s-stale-cni0",
+            "re-joined without a reboot: cni0 keeps 10.245.N.1/24 while the podCIDR is "
+            "10.244.N.0/24, and a --flannel-cni-conf copied from kube-flannel.yml (no "
+            "forceAddress) makes every new pod fail on it",
+            _k3s_stale_cni0,
+            _k3s_fresh_cni0,
+            note="with k3s's own CNI config the bridge plugin replaces the old address itself "
+            "(forceAddress); that is why the node runs a custom --flannel-cni-conf",
+        ),
+        Scenario(
+            "k3s-portmap-missing",
+            f"{K3S_CNI_BIN_DIR}/portmap is gone; new pods fail with `failed to find plugin "
+            '"portmap"`',
+            _k3s_remove_plugin(
+                "portmap",
+                'plugin type="portmap" failed (add): failed to find plugin "portmap" in path '
+                f"[{K3S_CNI_BIN_DIR}]",
+            ),
+            _k3s_restore_plugin("portmap"),
+        ),
+        Scenario(
+            "k3s-bridge-missing",
+            f"{K3S_CNI_BIN_DIR}/bridge is gone; new pods fail with `failed to find plugin "
+            '"bridge"` in the flannel plugin\'s delegate',
+            _k3s_remove_plugin(
+                "bridge",
+                'plugin type="flannel" failed (add): failed to delegate add: failed to find '
+                f'plugin "bridge" in path [{K3S_CNI_BIN_DIR}]',
+            ),
+            _k3s_restore_plugin("bridge"),
+        ),
+    ]
+}
+
+
+def scenarios_for(lab: Lab) -> dict[str, Scenario]:
+    """The scenarios a lab can play: the kubeadm ones, or on a k3s lab the k3s ones."""
+    return K3S_SCENARIOS if lab.is_k3s else SCENARIOS
+
+
+class UnknownScenario(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def scenario_for(lab: Lab, scenario: str) -> Scenario:
+    known = scenarios_for(lab)
+    if scenario not in known:
+        raise UnknownScenario(
+            f"{scenario} is not a scenario of a {lab.spec.distribution} lab; "
+            f"these are: {', '.join(sorted(known))}"
+        )
+    return known[scenario]
+
+
 def inject(lab: Lab, scenario: str, node: str) -> Scenario:
-    s = SCENARIOS[scenario]
+    s = scenario_for(lab, scenario)
     spec = lab.spec.by_name(node)
     s.inject(lab, spec)
     lab.faults.setdefault(scenario, set()).add(node)
@@ -581,10 +753,19 @@ def inject(lab: Lab, scenario: str, node: str) -> Scenario:
 
 
 def undo(lab: Lab, scenario: str, node: str) -> Scenario:
-    s = SCENARIOS[scenario]
+    s = scenario_for(lab, scenario)
     s.undo(lab, lab.spec.by_name(node))
     lab.faults.get(scenario, set()).discard(node)
     return s
 
 
-__all__ = ["NAT_ADDRESS", "SCENARIOS", "Scenario", "inject", "undo"]
+__all__ = [
+    "K3S_SCENARIOS",
+    "NAT_ADDRESS",
+    "SCENARIOS",
+    "Scenario",
+    "inject",
+    "scenario_for",
+    "scenarios_for",
+    "undo",
+]

@@ -6,6 +6,10 @@ runs the checks the real flanneld runs, against the node's real state (API reach
 over 10.96.0.1:443? RBAC? podCIDR? `/proc/sys/net/bridge`? flannel.1's addresses?) and either
 programs the node as flanneld would, or leaves the pod crash-looping with the log line flanneld
 prints for that failure.
+
+A k3s lab (`LabSpec(distribution="k3s")`) has no flannel pods to delete: `restart_k3s` plays
+`systemctl restart k3s` on a node instead, with k3s's own checks (the interface --flannel-iface
+names) and its lines in the node's k3s journal.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.lab import flannel, objects
+from bot.lab import flannel, k3s, objects
 from bot.lab.apiserver import ApiServer, StatusError
 from bot.lab.network import (
     LabError,
@@ -62,6 +66,7 @@ class Lab:
         self.faults: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._kubelet = threading.Thread(target=self._kubelet_loop, daemon=True)
+        self.kubelet_stopped: set[str] = set()  # k3s nodes whose k3s (and kubelet) is not up
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -127,6 +132,7 @@ class Lab:
         assert self.files is not None
         state = {
             "name": self.spec.name,
+            "distribution": self.spec.distribution,
             "nodes": self.spec.nodes,
             "underlay": self.spec.underlay,
             "api": self.api.url,
@@ -139,7 +145,14 @@ class Lab:
         }
         (self.spec.dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
+    @property
+    def is_k3s(self) -> bool:
+        return self.spec.distribution == "k3s"
+
     def _populate(self) -> None:
+        if self.is_k3s:
+            self._populate_k3s()
+            return
         spec, api = self.spec, self.api
         for ns in (FLANNEL_NS,):
             api.create(objects.namespace(ns))
@@ -157,6 +170,23 @@ class Lab:
             name = f"{FLANNEL_DS}-{objects.suffix(spec.name, node.name)}"
             api.create(objects.flannel_pod(spec, node, name))
             api.set_log(FLANNEL_NS, name, "kube-flannel", objects.flanneld_log(spec, node, name))
+            for pod in range(1, spec.pods_per_node + 1):
+                api.create(objects.workload_pod(node, pod))
+
+    def _populate_k3s(self) -> None:
+        """k3s registers its nodes and runs flannel and kube-proxy in its own process: no
+        kube-flannel namespace, DaemonSet, ConfigMap or RBAC, no kube-proxy pods or ConfigMap
+        (the nodes still carry kube-proxy's Service rules); each node's journal holds its k3s
+        and flannel start."""
+        spec, api = self.spec, self.api
+        for node in spec.all_nodes():
+            api.create(objects.k3s_node(spec, node))
+        for obj in objects.kubernetes_service(spec):
+            api.create(obj)
+        for node in spec.all_nodes():
+            process = k3s.pid()
+            k3s.starting(spec, node, process)
+            k3s.flannel_started(spec, node, "eth0", node.underlay_ip, process)
             for pod in range(1, spec.pods_per_node + 1):
                 api.create(objects.workload_pod(node, pod))
 
@@ -231,7 +261,7 @@ class Lab:
             return
         if "NetworkPluginNotReady" not in ready.get("message", ""):
             return
-        conf = node.dir / "etc-cni-net.d" / "10-flannel.conflist"
+        conf = node.cni_conf
         text = conf.read_text() if conf.is_file() else ""
         if not text.strip():
             return
@@ -249,10 +279,16 @@ class Lab:
     def _retry_sandboxes(self, node: NodeSpec) -> None:
         """The kubelet retrying a stuck pod's sandbox: it starts once the node's networking
         would let the CNI plugin through (subnet.env, cni0 and flannel.1 addresses, a free IP)."""
+        if node.name in self.kubelet_stopped:
+            return
         stuck = self.api.list(
             "pods", "default", field_selector=f"spec.nodeName={node.name},status.phase=Pending"
         )
-        if not stuck or not self._sandbox_would_start(node):
+        if not stuck:
+            return
+        if node.k3s:
+            self._bridge_force_address(node)
+        if not self._sandbox_would_start(node):
             return
         for pod in stuck:
             ip = node.pod_ip(99)
@@ -265,9 +301,21 @@ class Lab:
             name = pod["metadata"]["name"]
             self.api.patch("pods", name, {"status": status}, "default", "merge", "status")
 
+    def _bridge_force_address(self, node: NodeSpec) -> None:
+        """The bridge plugin with forceAddress (k3s's CNI config sets it) replaces a cni0
+        address that is not the node's gateway instead of failing the pod."""
+        conflist = node.cni_conf.read_text() if node.cni_conf.is_file() else ""
+        wrong = self._addresses(node, "cni0") not in ([], [f"{node.gateway}/24"])
+        if wrong and k3s.force_address(conflist):
+            ip_batch(["addr flush dev cni0", f"addr add {node.gateway}/24 dev cni0"], node.netns)
+
     def _sandbox_would_start(self, node: NodeSpec) -> bool:
         if not (node.dir / "run-flannel" / "subnet.env").is_file():
             return False
+        if node.k3s:
+            conflist = node.cni_conf.read_text() if node.cni_conf.is_file() else ""
+            if not conflist or k3s.plugins_missing(node, conflist):
+                return False
         if self._addresses(node, "cni0") != [f"{node.gateway}/24"]:
             return False
         if self._addresses(node, "flannel.1") != [f"{node.vtep_ip}/32"]:
@@ -294,7 +342,10 @@ class Lab:
         return pods[0] if pods else None
 
     def restart_flannel(self, node: NodeSpec) -> StartResult:
-        """What `kubectl delete pod` of that node's flannel pod leads to, synchronously."""
+        """What `kubectl delete pod` of that node's flannel pod leads to, synchronously (on k3s:
+        restarting k3s, which restarts its flannel)."""
+        if self.is_k3s:
+            return self.restart_k3s(node)
         pod = self.flannel_pod_on(node)
         if pod is None:
             raise LabError(f"no flannel pod on {node.name}")
@@ -570,6 +621,77 @@ class Lab:
         ok = bool(new and new[0]["status"]["containerStatuses"][0]["ready"])
         return StartResult(ok, "")
 
+    # -- k3s ------------------------------------------------------------------------------------
+
+    def k3s_args(self, node: NodeSpec) -> list[str]:
+        """The node's k3s command line, as its `k3s.io/node-args` annotation records it."""
+        ann = self.api.get("nodes", node.name)["metadata"].get("annotations") or {}
+        args = json.loads(ann.get("k3s.io/node-args") or "[]")
+        return [str(a) for a in args] if isinstance(args, list) else []
+
+    def set_k3s_args(self, node: NodeSpec, args: list[str]) -> None:
+        """k3s records its command line on the Node when it starts (with the changed flags)."""
+        self.api.patch(
+            "nodes",
+            node.name,
+            {"metadata": {"annotations": {"k3s.io/node-args": objects.compact(args)}}},
+            patch_type="merge",
+        )
+
+    def restart_k3s(self, node: NodeSpec) -> StartResult:
+        """What `systemctl restart k3s` (k3s-agent on agents) leads to on the node: k3s reads
+        its flags (config.yaml), looks up the interface --flannel-iface names, writes its CNI
+        config (--flannel-cni-conf's copy, or its own) and net-conf.json, starts its kubelet
+        and flannel and records its flags on the Node. The node's journal says how far it
+        got."""
+        with self._lock:
+            args = k3s.read_args(node)
+            process = k3s.pid()
+            text = k3s.starting(self.spec, node, process)
+            iface = flag(args, "--flannel-iface")
+            if iface and not self._link_exists(node, iface):
+                text += k3s.iface_missing(node, iface, process)
+                self.kubelet_stopped.add(node.name)
+                self._kubelet_gone(node)
+                return StartResult(False, text)
+            self.kubelet_stopped.discard(node.name)
+            if args != self.k3s_args(node):
+                self.set_k3s_args(node, args)
+            custom = flag(args, "--flannel-cni-conf")
+            conflist = node.private(custom).read_text() if custom else k3s.CNI_CONF
+            k3s.write_flannel_files(node, conflist)
+            addresses = self._addresses(node, iface or "eth0")
+            address = addresses[0].split("/")[0] if addresses else node.underlay_ip
+            self.program_node(node, address)
+            text += k3s.flannel_started(self.spec, node, iface or "eth0", address, process)
+            return StartResult(True, text)
+
+    def _link_exists(self, node: NodeSpec, dev: str) -> bool:
+        out = in_netns(node.netns, ["ip", "-o", "link", "show", "dev", dev], check=False)
+        return bool(out.strip())
+
+    def _kubelet_gone(self, node: NodeSpec) -> None:
+        """The node lifecycle controller's view of a node whose kubelet stopped posting."""
+        conds = objects.node_conditions(True, True)
+        conds[1].update(
+            status="Unknown",
+            reason="NodeStatusUnknown",
+            message="Kubelet stopped posting node status.",
+        )
+        self.api.patch(
+            "nodes",
+            node.name,
+            {"status": {"conditions": conds}},
+            patch_type="merge",
+            subresource="status",
+        )
+
+    def age_journals(self, seconds: float) -> None:
+        """Let `seconds` pass for the nodes' journals (k3s labs): their lines move into the past,
+        so a `journalctl --since` window no longer holds the older ones."""
+        for node in self.spec.all_nodes():
+            k3s.age(node, seconds)
+
     # -- status ---------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -591,6 +713,16 @@ class Lab:
             "pod_reachability": reach,
             "faults": {k: sorted(v) for k, v in self.faults.items()},
         }
+
+
+def flag(args: list[str], name: str) -> str:
+    """A flag's value in a k3s command line (`--flag value` or `--flag=value`), or ""."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return ""
 
 
 def flush_pod_route_cache(lab: Lab) -> None:

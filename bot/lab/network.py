@@ -21,10 +21,11 @@ from pathlib import Path
 from bot.lab.topology import (
     API_SERVICE_IP,
     CLUSTER_CIDR,
-    PRIVATE_PATHS,
+    K3S_ONLY_MOUNT_POINTS,
     SERVICE_CIDR,
     LabSpec,
     NodeSpec,
+    private_paths,
 )
 
 SSHD = "/usr/sbin/sshd"
@@ -159,7 +160,7 @@ def build_service_namespace(spec: LabSpec) -> None:
 
 def prepare_node_files(spec: LabSpec, node: NodeSpec, authorized_key: str) -> Path:
     """The node's private directories, its sshd config and host key. Returns the sshd config."""
-    for sub in PRIVATE_PATHS.values():
+    for sub in private_paths(node.distribution).values():
         (node.dir / sub).mkdir(parents=True, exist_ok=True)
     home = node.dir / "root"
     for dotfile in (".bashrc", ".profile"):
@@ -225,10 +226,11 @@ def start_sshd(node: NodeSpec, config: Path) -> int:
     `/proc/sys` is read-only inside except `/proc/sys/net`, which belongs to the node's network
     namespace, so a node command can change its own sysctls but never the machine's.
     """
-    mounts = [f"mount --bind {node.dir / sub} {path}" for path, sub in PRIVATE_PATHS.items()]
+    paths = private_paths(node.distribution)
+    mounts = [f"mount --bind {node.dir / sub} {path}" for path, sub in paths.items()]
     script = " && ".join(
         [
-            *(f"mkdir -p {path}" for path in PRIVATE_PATHS),
+            *(f"mkdir -p {path}" for path in paths),
             *mounts,
             "mount --bind /proc/sys /proc/sys",
             "mount -o remount,bind,ro /proc/sys",
@@ -371,6 +373,19 @@ def lab_links(spec: LabSpec) -> list[str]:
     return [n for n in names if n.startswith(spec.link_prefix)]
 
 
+def remove_unused_mount_points() -> None:
+    """The directories only k3s nodes mount over (/var/lib/rancher, /etc/rancher) had to be
+    made on the machine: remove them again when empty and no lab node has them mounted."""
+    in_use: set[str] = set()
+    for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
+        with contextlib.suppress(OSError, IndexError):
+            in_use.update(line.split()[4] for line in mountinfo.read_text().splitlines())
+    for path in K3S_ONLY_MOUNT_POINTS:
+        if path not in in_use:
+            with contextlib.suppress(OSError):
+                Path(path).rmdir()  # only if empty: never a real k3s's
+
+
 def teardown(spec: LabSpec) -> None:
     """Remove every process, namespace, link, route and file of the lab; safe to repeat."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -404,6 +419,7 @@ def teardown(spec: LabSpec) -> None:
             ],
             check=False,
         )
+    remove_unused_mount_points()
     if spec.dir.exists():
         shutil.rmtree(spec.dir, ignore_errors=True)
     (spec.root / f"{spec.name}.log").unlink(missing_ok=True)

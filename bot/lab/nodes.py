@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.lab import flannel
+from bot.lab import flannel, k3s
 from bot.lab.network import (
     add_pod,
     build_node,
@@ -77,7 +77,10 @@ def build_nodes(spec: LabSpec) -> ClientFiles:
         for node in nodes:
             configs[node.name] = prepare_node_files(spec, node, authorized)
             build_node(spec, node)
-            flannel.write_node_files(node)
+            if node.k3s:
+                k3s.write_node_files(node)
+            else:
+                flannel.write_node_files(node)
             flannel.build_data_plane(node)
             flannel.program_iptables(spec, node)
         for node in nodes:
@@ -85,6 +88,8 @@ def build_nodes(spec: LabSpec) -> ClientFiles:
             for pod in range(1, spec.pods_per_node + 1):
                 add_pod(node, pod, VXLAN_MTU)
             write_ipam(node, spec.pods_per_node)
+            if node.k3s:
+                k3s.kernel_ports(node, spec.pods_per_node)
             start_sshd(node, configs[node.name])
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(wait_for_sshd, nodes))

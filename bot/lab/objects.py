@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.lab.flannel import CNI_CONF, NET_CONF
-from bot.lab.topology import API_SERVICE_IP, LabSpec, NodeSpec
+from bot.lab.k3s import DATA_HASH, default_args
+from bot.lab.topology import API_SERVICE_IP, K3S_VERSION, LabSpec, NodeSpec
 
 FLANNEL_NS = "kube-flannel"
 FLANNEL_DS = "kube-flannel-ds"
@@ -120,6 +121,56 @@ def node(n: NodeSpec, ready: bool = True) -> dict[str, Any]:
             },
         },
     }
+
+
+K3S_DATA_DIR = f"/var/lib/rancher/k3s/data/{DATA_HASH}"
+
+
+def k3s_node(spec: LabSpec, n: NodeSpec, args: list[str] | None = None) -> dict[str, Any]:
+    """A Node as a k3s v1.30 server or agent registers it: k3s's versions, labels and
+    annotations, and flannel's annotations written by k3s's embedded flannel."""
+    obj = node(n)
+    m = obj["metadata"]
+    m["labels"].update(
+        {
+            "beta.kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/instance-type": "k3s",
+            "node.kubernetes.io/instance-type": "k3s",
+        }
+    )
+    if n.index == 1:
+        m["labels"]["node-role.kubernetes.io/control-plane"] = "true"
+        m["labels"]["node-role.kubernetes.io/master"] = "true"
+    env: dict[str, str] = {"K3S_DATA_DIR": K3S_DATA_DIR}
+    if n.index != 1:
+        env |= {"K3S_TOKEN": "********", "K3S_URL": f"https://{spec.node(1).underlay_ip}:6443"}
+    annotations = m["annotations"]
+    del annotations["kubeadm.alpha.kubernetes.io/cri-socket"]
+    annotations.update(
+        {
+            "alpha.kubernetes.io/provided-node-ip": n.underlay_ip,
+            "k3s.io/hostname": n.name,
+            "k3s.io/internal-ip": n.underlay_ip,
+            "k3s.io/node-args": compact(args if args is not None else default_args(n)),
+            "k3s.io/node-config-hash": suffix(n.name, "config", length=52).upper(),
+            "k3s.io/node-env": compact(env),
+            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+        }
+    )
+    info = obj["status"]["nodeInfo"]
+    info.update(
+        {
+            "containerRuntimeVersion": "containerd://1.7.20-k3s1",
+            "kubeProxyVersion": K3S_VERSION,
+            "kubeletVersion": K3S_VERSION,
+        }
+    )
+    return obj
+
+
+def compact(value: object) -> str:
+    """JSON as Go's encoding/json writes it (k3s's annotations): no spaces."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def node_conditions(ready: bool, network_ok: bool) -> list[dict[str, Any]]:
