@@ -334,9 +334,34 @@ def _scan(ev: Evidence) -> Iterator[Sighting]:
     for node, outputs in ev.probes.items():
         for probe_id, where in JOURNALS.items():
             out = outputs.get(probe_id)
-            if out is not None and out.stdout:
-                label = f"{node}: {' '.join(BY_ID[probe_id].argv)}"
+            if out is None or not out.stdout:
+                continue
+            label = f"{node}: {' '.join(BY_ID[probe_id].argv)}"
+            if where != K3S_JOURNAL:
                 yield from scan(where, out.stdout, node, label)
+                continue
+            text = since_flannel_came_up(out.stdout)
+            yield from scan(K3S_JOURNAL, text, node, label)
+            # k3s's kubelet and containerd log into the same journal
+            for seen in scan(KUBELET_JOURNAL, text, node, label):
+                if K3S_JOURNAL not in seen.message.where:
+                    yield seen
+
+
+K3S_STARTED = re.compile(r"Starting (?:k3s|rke2)\b")
+FLANNEL_UP = re.compile(r"Running flannel backend|Wrote (?:flannel )?subnet file")
+
+
+def since_flannel_came_up(journal: str) -> str:
+    """The k3s/RKE2 journal from the start of the last run in which flannel came up: what the
+    runs before it said is history. All of it when flannel never came up (a crash loop's
+    earlier runs still say why)."""
+    lines = journal.splitlines()
+    up = [i for i, line in enumerate(lines) if FLANNEL_UP.search(line)]
+    if not up:
+        return journal
+    starts = [i for i in range(up[-1] + 1) if K3S_STARTED.search(lines[i])]
+    return "\n".join(lines[starts[-1] if starts else 0 :])
 
 
 JOURNALS = {

@@ -240,12 +240,6 @@ def test_undo_brings_the_lab_back_to_healthy(scenario: str, k3s_lab: Lab, tmp_pa
     assert [x for x in seen(diagnose(k3s_lab, tmp_path)) if x[1] != "info"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bot reads the k3s journal's last hour and quotes lines from before k3s's last "
-    "start: right after the fix (k3s restarted, `Running flannel backend.`) it still reports "
-    "interface-not-found (inferred) from the `unable to find interface` lines of the broken start",
-)
 def test_right_after_the_fix_the_old_cause_is_not_reported(k3s_lab: Lab, tmp_path: Path) -> None:
     k3s_lab.age_journals(LATER)
     faults.inject(k3s_lab, "k3s-iface-missing", NODE)

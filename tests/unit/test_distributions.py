@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.diagnosis.evidence import Evidence, ProbeOutput
+from bot.diagnosis.evidence import Evidence, ProbeOutput, since_flannel_came_up
 from bot.diagnosis.rules import diagnose
 from bot.errors import PlanRefused
 from bot.ports.store import Store
@@ -128,3 +128,35 @@ def test_a_plugin_missing_from_k3s_s_bin_is_named_with_k3s_s_fix(registry: Regis
     )
     assert "reinstall the same k3s release" in first["fix"]["manual"]
     assert first["fix"]["runbook"] is None
+
+
+def journal(*lines: str) -> str:
+    return "".join(
+        f'time="2026-12-03T09:0{i}:00Z" level=info msg="{m}"\n' for i, m in enumerate(lines)
+    )
+
+
+BROKEN = (
+    "Waiting to retrieve agent configuration; server is not ready: unable to find interface "
+    "eth0: route ip+net: no such network interface"
+)
+
+
+def test_a_k3s_run_in_which_flannel_came_up_makes_the_runs_before_it_history() -> None:
+    recovered = journal(
+        "Starting k3s agent v1.30.4+k3s1 (98262b5d)",
+        BROKEN,
+        "Starting k3s agent v1.30.4+k3s1 (98262b5d)",
+        "Failed to set sysctl: open /proc/sys/net/bridge/bridge-nf-call-iptables: no such file "
+        "or directory",
+        "Running flannel backend.",
+    )
+    kept = since_flannel_came_up(recovered)
+    assert BROKEN not in kept
+    assert "bridge-nf-call-iptables" in kept  # the current run's own complaint stays
+    looping = journal(
+        "Starting k3s agent v1.30.4+k3s1 (98262b5d)",
+        BROKEN,
+        "Starting k3s agent v1.30.4+k3s1 (98262b5d)",
+    )
+    assert since_flannel_came_up(looping) == looping  # never came up: every run says why

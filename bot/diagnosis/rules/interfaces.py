@@ -39,8 +39,10 @@ def stale_interface_address(ev: Evidence) -> Iterator[Found]:
                 summary = f"cni0 on {node} keeps another subnet than flannel.1's lease {lease}"
                 lines.append(EvidenceLine.probe(node, "ip-addr", f"flannel.1: {lease}"))
             else:
+                stale_devices = " and ".join(line.text.split(":")[0] for line in lines)
+                verb = "carries" if len(lines) == 1 else "carry"
                 summary = (
-                    f"cni0/flannel.1 on {node} carry addresses outside its {read_from} {lease}"
+                    f"{stale_devices} on {node} {verb} addresses outside its {read_from} {lease}"
                 )
             yield Found(
                 (node,),
@@ -110,7 +112,7 @@ def interface_not_found(ev: Evidence) -> Iterator[Found]:
             confirmed.add(node)
             yield Found(
                 (node,),
-                f"flanneld finds no interface to use on {node}",
+                f"flannel finds no interface to use on {node}",
                 IFACE_MECHANISM,
                 [*[quote(s) for s in seen[:2]], shown],
                 IFACE_FIX,
@@ -118,7 +120,7 @@ def interface_not_found(ev: Evidence) -> Iterator[Found]:
     yield from inferred(
         ev,
         "interface-not-found",
-        lambda node: f"flanneld finds no interface to use on {node or 'a node'}",
+        lambda node: f"flannel finds no interface to use on {node or 'a node'}",
         IFACE_MECHANISM,
         lambda node: IFACE_FIX,
         besides=confirmed,
