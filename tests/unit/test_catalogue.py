@@ -9,6 +9,7 @@ import re
 import pytest
 
 from bot.diagnosis.catalogue import CATALOGUE, WHERE, Message
+from bot.diagnosis.catalogue.message import FLANNEL_LOG
 from bot.diagnosis.rules import RULES
 from bot.lab import objects
 from tests.unit.test_rules import SPEC
@@ -85,3 +86,12 @@ def test_healthy_flanneld_log_is_not_empty() -> None:
     """The quiet-on-healthy test above proves something only if it reads a real start-up."""
     assert len(HEALTHY_FLANNELD) > 20
     assert any("Wrote subnet file" in line for line in HEALTHY_FLANNELD)
+
+
+def test_a_line_retyped_with_fullwidth_punctuation_is_recognised_and_quoted_as_given() -> (
+    None
+):
+    line = "Error registering network\uff1afailed to acquire lease\uff1aout of subnets"
+    seen = list(CATALOGUE.scan(FLANNEL_LOG, line, "w1", "test"))
+    assert {s.finding for s in seen} == {"subnet-lease-exhausted"}
+    assert seen[0].line == line

@@ -535,7 +535,7 @@ API_CASES: dict[str, ApiCase] = {
         ),
         "EnableIPv6 is set but the node has no IPv6 podCIDR",
     ),
-    "etcd-unreachable": said("etcd-unreachable", CRASHED, "etcd cluster is unavailable"),
+    "etcd-unreachable": said("etcd-unreachable", CRASHED, "Couldn't fetch network config"),
     # kube-proxy
     "kube-proxy-config-invalid": said(
         "kube-proxy-config-invalid",

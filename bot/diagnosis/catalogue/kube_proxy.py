@@ -7,6 +7,8 @@ literal line the producer prints as its `example`.
 from __future__ import annotations
 
 from bot.diagnosis.catalogue.message import (
+    FLANNEL_LOG,
+    K3S_JOURNAL,
     KUBE_PROXY_LOG,
     Message,
 )
@@ -205,5 +207,36 @@ MESSAGES: tuple[Message, ...] = (
         where=(KUBE_PROXY_LOG,),
         meaning="kube-proxy cannot decode a field of its config (an older release's wording of a config error).",
         url="https://github.com/kubernetes/kubernetes/issues/60426",
+    ),
+    Message(
+        finding="proxy-mode-unsupported",
+        pattern='Failed to add IPVS service \\\\*"[^"\\\\]+\\\\*": no such file or directory',
+        producer="kube-proxy",
+        source="kubernetes/kubernetes:pkg/proxy/ipvs/proxier.go:syncService (netlink ENOENT from the kernel's IPVS)",
+        versions="kube-proxy v1.9 - HEAD in ipvs mode",
+        example='proxier.go:1909] Failed to add IPVS service "default/kubernetes:https": no such file or directory',
+        where=(
+            KUBE_PROXY_LOG,
+            K3S_JOURNAL,
+        ),
+        meaning="kube-proxy runs in ipvs mode but the kernel cannot create the virtual service: the ip_vs scheduler module (ip_vs_rr, ip_vs_wrr, ip_vs_sh) is not loaded or not built; no Service works, 10.96.0.1:443 included. Load the modules or use iptables mode.",
+        restart_helps=False,
+        url="https://github.com/kubernetes/kubernetes/issues/92033",
+    ),
+    Message(
+        finding="iptables-rules-failed",
+        pattern="Extension \\S+ revision 0 not supported",
+        producer="iptables",
+        source="git.netfilter.org/iptables:libxtables/xtables.c:xtables_check_revision ('Extension %s revision 0 not supported, missing kernel module?'), printed by kube-proxy's and flanneld's iptables-restore",
+        versions="iptables 1.4 - 1.8; seen with the xt_MARK IPv6 regression of Linux 6.11.4/6.6.57 and Ubuntu 6.8.0-57",
+        example="Warning: Extension MARK revision 0 not supported, missing kernel module?",
+        where=(
+            KUBE_PROXY_LOG,
+            FLANNEL_LOG,
+            K3S_JOURNAL,
+        ),
+        meaning="The kernel does not offer an iptables extension the rules use (a module not built or loaded, or a kernel regression such as the xt_MARK IPv6 typo fixed in 6.11.6/6.6.59): iptables-restore fails and the rules are not applied. Load the module or move to a fixed kernel.",
+        restart_helps=False,
+        url="https://github.com/k3s-io/k3s/issues/11175",
     ),
 )

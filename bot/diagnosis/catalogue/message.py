@@ -84,16 +84,30 @@ class Catalogue:
         """The catalogued lines in `text`, the last of each message with how often it came."""
         combined, chosen = self.for_where(where)
         found: dict[Message, tuple[str, int]] = {}
-        for line in text.splitlines():
+        for original in text.splitlines():
+            line = original.translate(FULLWIDTH)
             if not combined.search(line):
                 continue
             for message in chosen:
                 if message.regex.search(line):
                     seen = found.get(message, ("", 0))[1]
-                    found[message] = (line.strip()[:500], seen + 1)
+                    found[message] = (original.strip()[:500], seen + 1)
         for message, (line, count) in found.items():
             yield Sighting(message, node, source, line, count)
 
+
+# punctuation an input method types in place of ASCII when a log is retyped or pasted through
+# it (Chinese, Japanese): matched as the ASCII the producer printed
+FULLWIDTH = str.maketrans(
+    {
+        "\uff1a": ": ",  # fullwidth colon
+        "\uff0c": ", ",  # fullwidth comma
+        "\uff08": "(",
+        "\uff09": ")",
+        "\u201c": '"',  # curly quotes
+        "\u201d": '"',
+    }
+)
 
 _LEADING_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
 
