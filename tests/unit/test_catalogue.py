@@ -88,9 +88,7 @@ def test_healthy_flanneld_log_is_not_empty() -> None:
     assert any("Wrote subnet file" in line for line in HEALTHY_FLANNELD)
 
 
-def test_a_line_retyped_with_fullwidth_punctuation_is_recognised_and_quoted_as_given() -> (
-    None
-):
+def test_a_line_retyped_with_fullwidth_punctuation_is_recognised_and_quoted_as_given() -> None:
     line = "Error registering network\uff1afailed to acquire lease\uff1aout of subnets"
     seen = list(CATALOGUE.scan(FLANNEL_LOG, line, "w1", "test"))
     assert {s.finding for s in seen} == {"subnet-lease-exhausted"}
