@@ -381,12 +381,7 @@ class _Cluster:
         )
         if header is None:
             return
-        columns = (
-            lines[header]
-            .replace("NOMINATED NODE", "NOMINATED-NODE")
-            .replace("READINESS GATES", "READINESS-GATES")
-            .split()
-        )
+        columns = _columns(lines[header])
         for line in lines[header + 1 :]:
             words = line.split()
             if len(words) < 2 or words[0] == "NAME":
@@ -417,12 +412,7 @@ class _Cluster:
         )
         if header is None:
             return
-        columns = (
-            lines[header]
-            .replace("NOMINATED NODE", "NOMINATED-NODE")
-            .replace("READINESS GATES", "READINESS-GATES")
-            .split()
-        )
+        columns = _columns(lines[header])
         for line in lines[header + 1 :]:
             words = line.split()
             if len(words) < len(columns) - 2:
@@ -575,6 +565,15 @@ def _quoted_subnet(outputs: dict[str, str]) -> str:
         return f"{cni0.group(1)}.0/{cni0.group(2)}"
     vtep = re.search(r"flannel\.\d+.*?inet (\d+\.\d+\.\d+)\.0/32", addr, re.S)
     return f"{vtep.group(1)}.0/24" if vtep else ""
+
+
+def _columns(header: str) -> list[str]:
+    """A kubectl table's column names; the two-word ones (-o wide) kept whole."""
+    return (
+        header.replace("NOMINATED NODE", "NOMINATED-NODE")
+        .replace("READINESS GATES", "READINESS-GATES")
+        .split()
+    )
 
 
 def _quoted_network(probes: dict[str, dict[str, str]]) -> ipaddress.IPv4Network:
