@@ -267,11 +267,8 @@ class Evidence:
 
     def network(self) -> ipaddress.IPv4Network | None:
         """flannel's Network from net-conf.json, when it is there and valid."""
-        conf = self.net_conf()
-        try:
-            return ipaddress.IPv4Network(str(conf["Network"])) if conf else None
-        except (KeyError, ValueError):
-            return None
+        conf = self.flannel_net_conf()
+        return conf.network if conf is not None else None
 
     def api_service_ip(self) -> str:
         svc = self.services.get(("default", "kubernetes"))

@@ -40,6 +40,12 @@ class Fix:
             {"nodes": ",".join(sorted(set(nodes))), "namespace": namespace},
         )
 
+    @classmethod
+    def on_node(cls, manual: str, runbook: str, node: str) -> Fix:
+        """A node runbook for the node; only the manual step when the evidence names no node
+        (a line read where no node is known cannot say which one to change)."""
+        return cls(manual, runbook, {"node": node}) if node else cls(manual)
+
     def command(self) -> str | None:
         if self.runbook is None:
             return None

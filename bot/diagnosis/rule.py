@@ -11,12 +11,14 @@ new rule is ranked where it is written, never silently last.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bot.diagnosis.catalogue import Sighting
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import CONFIRMED, INFERRED, SEVERITIES, EvidenceLine, Finding, Fix
+from bot.diagnosis.node_facts import SUBNET_ENV
 
 
 @dataclass
@@ -169,3 +171,25 @@ def inferred(
             fix(node),
             certainty=INFERRED,
         )
+
+
+def leased_subnet(ev: Evidence, node: str) -> tuple[str, str]:
+    """The IPv4 subnet flannel leased a node and where it was read: subnet.env's FLANNEL_SUBNET
+    (any subnet manager), else the node's podCIDR where flannel runs in the cluster with the
+    Kubernetes subnet manager (its lease is the podCIDR; etcd's leases are not); ("", "")."""
+    subnet = (ev.fact(node, SUBNET_ENV) or {}).get("FLANNEL_SUBNET", "")
+    if subnet:
+        try:
+            return str(ipaddress.ip_interface(subnet).network), f"{node}: /run/flannel/subnet.env"
+        except ValueError:
+            return "", ""
+    info = ev.node(node)
+    in_cluster = (
+        ev.flannel_pods()
+        or ev.flannel_daemonsets()
+        or ev.flannel_configmap() is not None
+        or ev.flannel_embedded()
+    )
+    if info is not None and info.pod_cidr and ":" not in info.pod_cidr and in_cluster:
+        return info.pod_cidr, f"API: node {node} podCIDR"
+    return "", ""

@@ -48,3 +48,8 @@ WRONG_ON: Mapping[tuple[str, str], str] = {
 def wrong_on(runbook_id: str, distribution: str) -> str:
     """The step to take by hand when `runbook_id` is wrong on `distribution`, else ""."""
     return WRONG_ON.get((runbook_id, distribution), "")
+
+
+def refused_somewhere(runbook_id: str) -> bool:
+    """Whether any distribution makes `runbook_id` wrong."""
+    return any(rid == runbook_id for rid, _ in WRONG_ON)

@@ -18,7 +18,7 @@ from bot.diagnosis.evidence import distribution_of
 from bot.errors import PlanRefused, ReadRefused
 from bot.runs.actions import Action, Risk
 from bot.runs.appliers import applier_for
-from bot.runs.distributions import wrong_on
+from bot.runs.distributions import refused_somewhere, wrong_on
 from bot.runs.params import params_to_json
 from bot.runs.runbook import Facts, Runbook, Step
 
@@ -133,6 +133,8 @@ def plan_step(runbook: Runbook, index: int, step: Step, facts: Facts, params: An
 def refuse_on_distribution(runbook: Runbook, facts: Facts) -> None:
     """Refuse a runbook the cluster's distribution makes wrong (bot.runs.distributions),
     naming what to do by hand instead."""
+    if not refused_somewhere(runbook.id):
+        return  # no distribution makes it wrong: no need to ask the API which this is
     distribution = distribution_of(facts.kube.list_nodes())
     manual = wrong_on(runbook.id, distribution)
     if manual:

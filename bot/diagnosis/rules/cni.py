@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,14 +12,13 @@ from bot.diagnosis.node_facts import (
     CNI_PLUGINS,
     K3S_CNI_CONFIG,
     K3S_CNI_PLUGINS,
-    SUBNET_ENV,
     ConfFile,
     Fact,
     in_cidr,
     is_flannel_conf,
 )
-from bot.diagnosis.rule import Found, inferred, rule
-from bot.ports.cluster import NodeInfo, PodInfo
+from bot.diagnosis.rule import Found, inferred, leased_subnet, rule
+from bot.ports.cluster import PodInfo
 
 REQUIRED_PLUGINS = ("bridge", "flannel", "host-local", "portmap")
 PLUGIN_MECHANISM = (
@@ -82,11 +80,11 @@ def places(ev: Evidence, node: str = "") -> CniPlaces:
         CNI_PLUGINS,
         "/etc/cni/net.d",
         "/opt/cni/bin",
-        Fix(
+        Fix.on_node(
             "write /etc/cni/net.d/10-flannel.conflist from ConfigMap kube-flannel-cfg "
             "(cni-conf.json), or restart flannel so install-cni copies it",
-            "node.restore-cni-config" if node else None,
-            {"node": node} if node else {},
+            "node.restore-cni-config",
+            node,
         ),
         Fix(PLUGIN_FIX),
     )
@@ -201,9 +199,9 @@ CONFLICT_FIX = Fix(
 def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str, str]]:
     """(node, running pod-network pods whose address is outside the node's flannel subnet, the
     subnet, where it was read) -- addresses that came from a CNI config that is not flannel's."""
-    ported = {n.internal_ip for n in ev.nodes if n.internal_ip}
+    node_ips = {n.internal_ip for n in ev.nodes if n.internal_ip}
     for info in ev.nodes:
-        subnet, read_from = _flannel_subnet(ev, info)
+        subnet, read_from = leased_subnet(ev, info.name)
         if not subnet:
             continue
         outside = [
@@ -213,30 +211,13 @@ def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str
             and p.phase == "Running"
             and not p.host_network
             and p.pod_ip
-            and p.pod_ip not in ported | {p.host_ip}
             and ":" not in p.pod_ip
+            and p.pod_ip != p.host_ip
+            and p.pod_ip not in node_ips
             and not in_cidr(p.pod_ip, subnet)
         ]
         if outside:
             yield info.name, outside, subnet, read_from
-
-
-def _flannel_subnet(ev: Evidence, info: NodeInfo) -> tuple[str, str]:
-    """The IPv4 subnet flannel leased to a node, from its subnet.env (any subnet manager) or,
-    where flannel uses the Kubernetes subnet manager, its podCIDR."""
-    env = (ev.fact(info.name, SUBNET_ENV) or {}).get("FLANNEL_SUBNET", "")
-    if env:
-        try:
-            return str(ipaddress.ip_interface(env).network), f"{info.name}: /run/flannel/subnet.env"
-        except ValueError:
-            return "", ""
-    if (
-        info.pod_cidr
-        and ":" not in info.pod_cidr
-        and (ev.flannel_configmap() is not None or ev.flannel_embedded())
-    ):
-        return info.pod_cidr, f"API: node {info.name} podCIDR"
-    return "", ""
 
 
 @rule("cni-config-invalid", "critical")

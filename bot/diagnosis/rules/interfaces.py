@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from bot.diagnosis.catalogue.message import Sighting
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import LINKS, NEIGHBOURS, ROUTES, SUBNET_ENV, in_cidr
-from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
+from bot.diagnosis.node_facts import LINKS, NEIGHBOURS, ROUTES, in_cidr
+from bot.diagnosis.rule import Found, inferred, leased_subnet, quote, rule, sighted_by_node
 
 
 @rule("stale-interface-address", "critical", explains=("flannel-crashloop", "subnet-env-missing"))
@@ -41,9 +41,8 @@ def stale_interface_address(ev: Evidence) -> Iterator[Found]:
             else:
                 stale_devices = " and ".join(line.text.split(":")[0] for line in lines)
                 verb = "carries" if len(lines) == 1 else "carry"
-                summary = (
-                    f"{stale_devices} on {node} {verb} addresses outside its {read_from} {lease}"
-                )
+                summary = f"{stale_devices} on {node} {verb} addresses outside its lease {lease}"
+                lines.append(EvidenceLine(read_from, f"lease {lease}"))
             yield Found(
                 (node,),
                 summary,
@@ -69,18 +68,12 @@ STALE_MECHANISM = (
 
 
 def _lease(ev: Evidence, node: str) -> tuple[str, str]:
-    """The node's flannel subnet and what it was read from: its podCIDR, else subnet.env's
-    FLANNEL_SUBNET (the etcd subnet manager), else flannel.1's own address (flanneld recreates
-    flannel.1 with the current lease's network address; cni0 is what keeps an old one)."""
-    info = ev.node(node)
-    if info is not None and info.pod_cidr:
-        return info.pod_cidr, "podCIDR"
-    subnet = (ev.fact(node, SUBNET_ENV) or {}).get("FLANNEL_SUBNET", "")
-    if subnet:
-        try:
-            return str(ipaddress.ip_interface(subnet).network), "subnet.env"
-        except ValueError:
-            pass
+    """The node's flannel subnet and what it was read from (`leased_subnet`), else flannel.1's
+    own address (flanneld recreates flannel.1 with the current lease's network address; cni0 is
+    what keeps an old one)."""
+    lease, read_from = leased_subnet(ev, node)
+    if lease:
+        return lease, read_from
     vtep = (ev.fact(node, LINKS) or {}).get("flannel.1")
     if vtep is not None and vtep.inet:
         return vtep.inet[0].split("/")[0], "flannel.1"
@@ -96,10 +89,10 @@ def _holds(address: str, ip: str) -> bool:
 
 
 def stale_fix(node: str) -> Fix:
-    return Fix(
+    return Fix.on_node(
         "ip link delete cni0; ip link delete flannel.1; restart flannel (it recreates both)",
-        "node.clean-interfaces" if node else None,
-        {"node": node} if node else {},
+        "node.clean-interfaces",
+        node,
     )
 
 
@@ -162,7 +155,7 @@ def _interface_absent(ev: Evidence, node: str, seen: list[Sighting]) -> Evidence
         link = links.get(name)
         if link is None:
             return EvidenceLine.probe(node, "ip-addr", f"no interface {name} on the node")
-        if not any(":" not in a for a in link.inet):
+        if not link.inet:  # Link.inet holds the IPv4 addresses only
             return EvidenceLine.probe(node, "ip-addr", f"{name} has no IPv4 address")
     return None
 

@@ -202,8 +202,8 @@ FORWARDING = (
 
 
 def forwarding_fix(node: str) -> Fix:
-    return Fix(
+    return Fix.on_node(
         "sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d",
-        "node.fix-br-netfilter" if node else None,
-        {"node": node} if node else {},
+        "node.fix-br-netfilter",
+        node,
     )

@@ -245,11 +245,11 @@ IPAM_MECHANISM = (
 
 
 def ipam_fix(node: str) -> Fix:
-    return Fix(
+    return Fix.on_node(
         "remove the reservation files whose container no longer exists, then delete the pods "
         "stuck in ContainerCreating",
-        "node.release-leaked-ips" if node else None,
-        {"node": node} if node else {},
+        "node.release-leaked-ips",
+        node,
     )
 
 

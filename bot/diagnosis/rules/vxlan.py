@@ -317,7 +317,7 @@ def _uplink(ev: Evidence, node: str, devs: dict[str, Link], device: Link | None)
     info = ev.node(node)
     address = info.annotations.get(PUBLIC_IP, info.internal_ip) if info else ""
     for link in devs.values():
-        if address and any(a.split("/")[0] == address for a in link.inet):
+        if address and link.has_ip(address):
             return link
     return devs.get("eth0")
 
