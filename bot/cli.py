@@ -27,6 +27,7 @@ from bot.process.leader import LeaderElector
 from bot.process.logs import configure as configure_logs
 from bot.render import Renderer
 from bot.runs.registry import Registry, lock_path, read_lock, write_lock
+from bot.service.commands import SUMMARY, USAGE
 from bot.service.handler import Reply
 from bot.settings import ConfigError, Settings, load_settings
 from bot.wiring import App, build_app, build_executors
@@ -256,6 +257,28 @@ def prune(app: App, days: int) -> int:
     return 0
 
 
+def command_help(verb: str) -> int:
+    """`flannel-bot COMMAND --help`: the command's usage and what it does, from the same tables
+    the /flannel parser and the global help use."""
+    if verb in USAGE:
+        print(f"usage: flannel-bot {USAGE[verb]}\n\n{SUMMARY[verb]}")
+        return 0
+    lines, mine = [], False
+    for line in GLOBAL_HELP.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):  # an entry, not its continuation
+            mine = line.split()[0] == verb
+            line = f"usage: flannel-bot {line.strip()}" if mine else line
+        elif not line.strip():
+            mine = False
+        if mine:
+            lines.append(line.rstrip())
+    if not lines:
+        print(f"error: unknown command `{verb}`; `flannel-bot --help` lists them", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     try:
         inv = split_argv(sys.argv[1:] if argv is None else argv)
@@ -268,6 +291,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from bot.lab.command import main as lab_main
 
             return lab_main(inv.words[1:])
+        if {"-h", "--help"} & set(inv.words[1:]):
+            return command_help(inv.words[0])  # needs no config, cluster or audit log
         if inv.words[0] == "diagnose" and "--dump" in inv.words:
             inv.options["recording"] = _take_option(inv.words, "--dump")
         settings = load_settings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sysconfig
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,19 @@ from bot.executors.ssh_settings import SshSettings
 from bot.runs.policy import Policy, RunbookRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_templates() -> Path:
+    """The checkout's templates/, else where an installed wheel put them: share/flannel-bot/
+    templates under the environment's (or the user's) data directory."""
+    checkout = REPO_ROOT / "templates"
+    if (checkout / "shell").is_dir():
+        return checkout
+    for scheme in (sysconfig.get_default_scheme(), f"{os.name}_user"):
+        installed = Path(sysconfig.get_path("data", scheme)) / "share" / "flannel-bot" / "templates"
+        if installed.is_dir():
+            return installed
+    return checkout
 
 
 class ConfigError(UserError):
@@ -432,7 +446,7 @@ def load_settings(
     audit = parse_audit(raw.get("audit", {}))
     return Settings(
         db_path=path("db", "FLANNEL_BOT_DB") or _default_db(env),
-        templates_dir=path("templates", "FLANNEL_BOT_TEMPLATES") or REPO_ROOT / "templates",
+        templates_dir=path("templates", "FLANNEL_BOT_TEMPLATES") or default_templates(),
         clusters=clusters,
         default_cluster=default,
         policy=parse_policy(raw.get("policy", {})),

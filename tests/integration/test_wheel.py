@@ -1,0 +1,109 @@
+"""The wheel as a user installs it: built from this checkout (offline), installed into a fresh
+venv, and run from another directory with no config, cluster or FLANNEL_BOT_TEMPLATES: the
+templates must come with it, and every command's --help must answer without a cluster."""
+
+from __future__ import annotations
+
+import json
+import site
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = [
+    *("help", "diagnose", "runbooks", "plan", "run", "approve", "deny", "cancel", "status"),
+    *("audit", "doctor", "serve", "shell", "collect"),
+]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the venv's flannel-bot, a scratch directory outside the checkout)."""
+    root = tmp_path_factory.mktemp("wheel")
+    wheels = root / "dist"
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index"]
+    build += ["--no-build-isolation", "--wheel-dir", str(wheels), str(REPO)]
+    done = subprocess.run(build, capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    env_dir = root / "venv"
+    venv.create(env_dir, with_pip=True)
+    # the dependencies from this environment (nothing is downloaded), the package from the wheel
+    purelib = subprocess.run(
+        [
+            str(env_dir / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(purelib, "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    wheel = next(wheels.glob("flannel_bot-*.whl"))
+    pip = [
+        str(env_dir / "bin" / "pip"),
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-index",
+        str(wheel),
+    ]
+    done = subprocess.run(pip, capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    work = root / "elsewhere"
+    work.mkdir()
+    return env_dir / "bin" / "flannel-bot", work
+
+
+def run(installed: tuple[Path, Path], *args: str) -> subprocess.CompletedProcess[str]:
+    bot, work = installed
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "FLANNEL_BOT_DB": str(work / "a.db")}
+    return subprocess.run(
+        [str(bot), *args], env=env, cwd=work, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_installed_bot_is_not_the_checkout_and_renders_with_its_own_templates(
+    installed: tuple[Path, Path],
+) -> None:
+    where = run(installed, "--recording", str(REPO / "examples" / "cluster.json"), "diagnose")
+    assert where.returncode == 0, where.stderr
+    assert "flannel diagnose of cluster default" in where.stdout
+    as_json = run(installed, "--recording", str(REPO / "examples" / "dump"), "--json", "diagnose")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["findings"]
+    bot, work = installed
+    files = subprocess.run(
+        [
+            str(bot.parent / "python"),
+            "-c",
+            "import bot, bot.settings as s; print(bot.__file__); print(s.default_templates())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=work,
+    ).stdout.split()
+    assert not files[0].startswith(str(REPO)), files[0]
+    assert files[1].endswith("share/flannel-bot/templates"), files[1]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_its_own_help_without_a_cluster(
+    installed: tuple[Path, Path], command: str
+) -> None:
+    helped = run(installed, command, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith(f"usage: flannel-bot {command}"), helped.stdout
+    assert "no cluster configured" not in helped.stdout + helped.stderr
+
+
+def test_an_unknown_command_s_help_says_so(installed: tuple[Path, Path]) -> None:
+    helped = run(installed, "frobnicate", "--help")
+    assert helped.returncode == 2
+    assert "unknown command `frobnicate`" in helped.stderr
