@@ -12,7 +12,7 @@ from bot.lab.apiserver import PolicyRule
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "deploy" / "base" / "rbac.yaml"
-SA_NAMESPACE = "flannel-bot"  # the kustomization's namespace
+SA_NAMESPACE = "flannel-bot"  # the namespace deploy/base puts the bot in
 SUBJECT = ("ServiceAccount", "flannel-bot", SA_NAMESPACE)
 USER = f"system:serviceaccount:{SA_NAMESPACE}:flannel-bot"
 TOKEN = "flannel-bot-serviceaccount-token"
