@@ -279,10 +279,10 @@ class Evidence:
         return ds[0].namespace if ds else "kube-flannel"
 
     def node(self, name: str) -> NodeInfo | None:
-        index = self.__dict__.get("_node_index")
-        if index is None or len(index) != len(self.nodes):
-            index = self.__dict__["_node_index"] = {n.name: n for n in self.nodes}
-        return index.get(name)
+        cached = self.__dict__.get("_node_index")
+        if cached is None or cached[0] is not self.nodes or len(cached[1]) != len(self.nodes):
+            cached = self.__dict__["_node_index"] = (self.nodes, {n.name: n for n in self.nodes})
+        return cached[1].get(name)
 
 
 def json_or_none(text: str) -> Any:

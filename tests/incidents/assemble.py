@@ -334,6 +334,11 @@ class _Cluster:
             if pattern.search(plain):
                 self.probe(node, probe, text)
                 return
+        release = re.search(r"^(k3s|rke2) version (v[\w.+-]+)", text, re.M)
+        if re.match(r"^(sudo )?(k3s|rke2) (-v|--version)\b", plain) and release:
+            # the binary's version is the kubelet's: the node reports it as kubeletVersion
+            self.nodes[self.node(node)]["status"]["nodeInfo"]["kubeletVersion"] = release.group(2)
+            return
         if re.match(r"^kubectl (-n \S+ )?logs", plain) and "flannel" in plain:
             pod = re.search(r"(kube-flannel-ds-\S+|canal-\S+|rke2-canal-\S+)", plain)
             key = self.flannel_pod(node, pod.group(1) if pod else None, plain)

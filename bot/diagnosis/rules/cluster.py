@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
+from bot.diagnosis.releases import defects_on
 from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 CRASH_EFFECTS = ("flannel-crashloop", "subnet-env-missing")
@@ -128,23 +129,42 @@ def flannel_rbac_missing(ev: Evidence) -> Iterator[Found]:
     )
 
 
-@rule("flannel-auth-failed", "critical", explains=CRASH_EFFECTS)
+@rule("flannel-auth-failed", "critical", explains=(*CRASH_EFFECTS, "etcd-unreachable"))
 def flannel_auth_failed(ev: Evidence) -> Iterator[Found]:
-    yield from inferred(
-        ev,
-        "flannel-auth-failed",
-        lambda node: (
-            f"the API refuses flannel's credentials (401 Unauthorized) on {node or 'a node'}"
-        ),
-        "flanneld authenticates with its ServiceAccount token; a token the API no longer "
-        "accepts (rotated signing keys, a restored cluster, a clock far off) makes every call "
-        "fail with 401 and flanneld cannot read its lease.",
-        lambda node: Fix.restart(
+    def certificate(node: str) -> bool:
+        return any(
+            "tls:" in s.line or "x509:" in s.line for s in ev.sighted("flannel-auth-failed", node)
+        )
+
+    def fix(node: str) -> Fix:
+        if certificate(node) or not all(
+            s.message.restart_helps for s in ev.sighted("flannel-auth-failed", node)
+        ):
+            return Fix(
+                "renew the certificate the quoted line names (flanneld's client certificate "
+                "for etcd or the API, or the server's), or correct the node's clock; a restart "
+                "presents the same credential"
+            )
+        return Fix.restart(
             ev.flannel_namespace(),
             [node] if node else [p.node for p in ev.flannel_pods()],
             "recreate the flannel pod so it gets a fresh token; if it persists, check the "
             "ServiceAccount signing keys and the node's clock",
+        )
+
+    yield from inferred(
+        ev,
+        "flannel-auth-failed",
+        lambda node: (
+            f"etcd or the API server rejects flannel's certificate on {node or 'a node'}"
+            if certificate(node)
+            else f"the API refuses flannel's credentials (401 Unauthorized) on {node or 'a node'}"
         ),
+        "flanneld authenticates with its ServiceAccount token, or with a client certificate "
+        "to etcd; a credential the server no longer accepts (rotated signing keys, a restored "
+        "cluster, a certificate past its date, a clock far off) makes every call fail and "
+        "flanneld cannot read or renew its lease.",
+        fix,
     )
 
 
@@ -247,3 +267,12 @@ def flannel_bug(ev: Evidence) -> Iterator[Found]:
             "issue say which); a restart hits the same defect"
         ),
     )
+    for info in ev.nodes:
+        for defect, release, seen in defects_on(ev, info.name):
+            yield Found(
+                (info.name,),
+                f"{info.name} runs flannel {release.text}, whose {defect.name} bites there",
+                defect.effect,
+                [EvidenceLine(release.where, release.text), seen],
+                Fix(f"{defect.fix}; a restart hits the same defect ({defect.url})"),
+            )
