@@ -87,7 +87,7 @@ class LeaderSettings:
 # a report is built in memory, about 7 KB per event: 50,000 fit the Deployment's 512 MiB
 MAX_REPORT_EVENTS = 50_000
 DEFAULT_CLUSTER = "default"
-CLUSTER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+CLUSTER_NAME = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True)

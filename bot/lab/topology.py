@@ -26,7 +26,7 @@ API_SERVICE_IP = "10.96.0.1"
 VXLAN_ID = 1
 VXLAN_PORT = 8472
 VXLAN_MTU = 1450
-NAME = re.compile(r"^[a-z][a-z0-9]{0,3}$")
+NAME = re.compile(r"\A[a-z][a-z0-9]{0,3}\Z")
 DISTRIBUTIONS = ("kubeadm", "k3s")
 K3S_VERSION = "v1.30.4+k3s1"
 # where k3s keeps what flannel's DaemonSet puts in /etc/cni/net.d, /opt/cni/bin, /etc/kube-flannel
@@ -165,7 +165,7 @@ class LabSpec:
             raise ValueError(
                 f"distribution `{self.distribution}` is not one of {', '.join(DISTRIBUTIONS)}"
             )
-        if not NAME.match(self.name):
+        if not NAME.fullmatch(self.name):
             raise ValueError(f"lab name `{self.name}` must be 1-4 lowercase letters/digits")
         if not 1 <= self.nodes <= 200:
             raise ValueError("a lab has between 1 and 200 nodes")

@@ -200,8 +200,8 @@ class WaitForPod:
         }
 
 
-FILE_MODE = re.compile(r"^0[0-7]{3}$")
-ABSOLUTE_PATH = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+FILE_MODE = re.compile(r"\A0[0-7]{3}\Z")
+ABSOLUTE_PATH = re.compile(r"\A(/[A-Za-z0-9._-]+)+\Z")
 
 
 @dataclass(frozen=True)

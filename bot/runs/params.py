@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from bot.runs.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, N
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+_WHOLE_NUMBER = re.compile(r"\A-?[0-9]{1,18}\Z")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -121,10 +123,10 @@ def _convert(key: str, raw: str, kind: Any) -> Any:
             return False
         raise ParameterError(f"`{key}={shown(raw)}` must be true or false")
     if kind is int:
-        try:
-            return int(raw, 10)
-        except ValueError:
-            raise ParameterError(f"`{key}={shown(raw)}` must be a whole number") from None
+        # int() alone would also take " 1\n", "1_000" and other scripts' digits
+        if not _WHOLE_NUMBER.fullmatch(raw):
+            raise ParameterError(f"`{key}={shown(raw)}` must be a whole number")
+        return int(raw, 10)
     raise TypeError(f"unsupported parameter type {kind!r}")
 
 

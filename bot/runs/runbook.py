@@ -25,11 +25,13 @@ NodeName = NewType("NodeName", str)
 InterfaceName = NewType("InterfaceName", str)
 """A Linux network interface name (at most 15 characters, no '/' or whitespace)."""
 
-INTERFACE_NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9_.-]{1,15}$")
+INTERFACE_NAME = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,15}\Z")
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-RUNBOOK_ID = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$")
+# \A and \Z, never ^ and $: `$` also matches before a trailing newline, so a pattern used with
+# .match() would pass `w2\n`; callers use fullmatch too
+DNS1123_SUBDOMAIN = re.compile(rf"\A{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*\Z")
+RUNBOOK_ID = re.compile(r"\A[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+\Z")
 T = TypeVar("T")
 
 

@@ -40,10 +40,10 @@ SUMMARY: Mapping[str, str] = {
     "status": "show one run, or the recent runs",
     "audit": "verify the audit chain, show a run's trail, or write the incident report",
 }
-_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_REF = re.compile(r"^[a-z][a-z0-9.-]*(@[0-9][0-9A-Za-z.+-]*)?$")
-_RUN = re.compile(r"^#?([1-9][0-9]{0,17})$")
-CLUSTER = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_KEY = re.compile(r"\A[a-z][a-z0-9_-]{0,62}\Z")
+_REF = re.compile(r"\A[a-z][a-z0-9.-]*(@[0-9][0-9A-Za-z.+-]*)?\Z")
+_RUN = re.compile(r"\A#?([1-9][0-9]{0,17})\Z")
+CLUSTER = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True)
@@ -107,18 +107,21 @@ class Audit:
 
 
 REPORT_FORMATS = ("md", "html", "csv", "jsonl")
+# ASCII digits only (`\d` also matches other scripts' digits, which the date parser refuses) and
+# \Z, not $, which would let a trailing newline through wherever .match() or .search() is used
+_TIME = r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(\.[0-9]+)?Z?)?\Z"
 _REPORT_VALUES = {
-    "since": re.compile(r"^\d{1,6}[smhdw]$"),
-    "from": re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?$"),
-    "to": re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?Z?)?$"),
+    "since": re.compile(r"\A[0-9]{1,6}[smhdw]\Z"),
+    "from": re.compile(_TIME),
+    "to": re.compile(_TIME),
     "run": _RUN,
     "cluster": CLUSTER,
     "node": DNS1123_SUBDOMAIN,
-    "runbook": re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"),
-    "user": re.compile(r"^[A-Za-z0-9._:@-]{1,64}$"),
-    "channel": re.compile(r"^[A-Z0-9]{2,24}$"),
-    "thread": re.compile(r"^\d{1,12}\.\d{1,9}$"),
-    "format": re.compile(rf"^({'|'.join(REPORT_FORMATS)})$"),
+    "runbook": re.compile(r"\A[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+\Z"),
+    "user": re.compile(r"\A[A-Za-z0-9._:@-]{1,64}\Z"),
+    "channel": re.compile(r"\A[A-Z0-9]{2,24}\Z"),
+    "thread": re.compile(r"\A[0-9]{1,12}\.[0-9]{1,9}\Z"),
+    "format": re.compile(rf"\A({'|'.join(REPORT_FORMATS)})\Z"),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from bot.ports.clock import iso, parse_iso
 from bot.ports.store import Event, EventKind, RunRecord
 
-_SPAN = re.compile(r"^(\d{1,6})([smhdw])$")
+_SPAN = re.compile(r"\A([0-9]{1,6})([smhdw])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 OUTPUT_LINES = 12
 END_KINDS = frozenset(
