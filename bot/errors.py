@@ -115,11 +115,16 @@ class HostKeyRejected(NodeError):
 
 
 class HostKeyUnknown(HostKeyRejected):
-    """known_hosts has no key for the node's address: refused, never learned on first use."""
+    """known_hosts has no key under the node's name: refused, never learned on first use."""
 
 
 class HostKeyChanged(HostKeyRejected):
-    """known_hosts holds a different key for the address: a reinstalled node or an interceptor."""
+    """known_hosts lists a different key under the node's name: a reinstalled node, a Node
+    address pointing at another machine, or an interceptor."""
+
+
+class HostKeyRevoked(HostKeyRejected):
+    """The node presented a key known_hosts marks `@revoked` for it: never accepted."""
 
 
 class AuthenticationFailed(NodeError):

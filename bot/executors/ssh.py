@@ -6,9 +6,16 @@ fresh OpenSSH process costs ~190 ms, and fan-out over 20 nodes stays in the hund
 or changed is refused, never learned, and every wait has a deadline, because a frozen node must
 not freeze the chat thread that asked about it.
 
+Host keys are looked up under the node's name (or its ssh_config HostKeyAlias), as OpenSSH does
+with HostKeyAlias, never under the address the Node object gives: whoever can patch a Node's
+status could otherwise point the bot's root commands at another node whose key is valid for
+that address. `[ssh] known_hosts_by_address` accepts an entry under the address when the name
+has none (how keys added with plain `ssh-keyscan` are filed), for a known_hosts not yet moved.
+
 Per-node settings come from `SshSettings.hosts` (`address`, `address:port`, `[v6]:port`), then
-an ssh_config `Host` entry (HostName, User, Port, IdentityFile), then the settings' defaults; the
-address, if neither names one, comes from the injected `resolve` (the node's InternalIP).
+an ssh_config `Host` entry (HostName, User, Port, IdentityFile, HostKeyAlias), then the
+settings' defaults; the address, if neither names one, comes from the injected `resolve` (the
+node's InternalIP).
 
 A command that misses its deadline raises `CommandTimeout` (carrying what it printed so far); it
 never comes back as a `CommandResult`, so a caller cannot mistake a half-run repair for a result.
@@ -39,11 +46,13 @@ from bot.errors import (
     CommandTimeout,
     ExecutorError,
     HostKeyChanged,
+    HostKeyRevoked,
     HostKeyUnknown,
     NodeError,
     NodeUnreachable,
     NodeUnresolved,
 )
+from bot.executors.known_hosts import KnownHosts, read_known_hosts
 from bot.executors.ssh_settings import SshSettings, parse_host
 from bot.ports.nodes import CommandResult
 
@@ -92,6 +101,7 @@ class _Target:
     port: int
     user: str
     identities: tuple[Path, ...]
+    key_name: str  # the node's name, or the HostKeyAlias ssh_config gives it
 
     @property
     def where(self) -> str:
@@ -99,9 +109,15 @@ class _Target:
         return f"{host}:{self.port}"
 
     @property
-    def known_hosts_name(self) -> str:
-        """The name OpenSSH files the key under, so keys added with ssh-keyscan are found."""
+    def address_name(self) -> str:
+        """The name OpenSSH files the address's key under (what plain ssh-keyscan prints)."""
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def keyscan(self, path: Path) -> str:
+        """The command that files the server's key under `key_name`, to run once it is checked."""
+        return (
+            f"ssh-keyscan -p {self.port} {self.address} | sed 's/^[^ ]*/{self.key_name}/' >> {path}"
+        )
 
 
 @dataclass(frozen=True)
@@ -199,7 +215,7 @@ class SshExecutor:
         self._pool: dict[str, _Connection] = {}
         self._connecting: dict[str, threading.Lock] = {}
         self._keys: dict[Path, paramiko.PKey] = {}
-        self._known: tuple[tuple[int, int], paramiko.HostKeys] | None = None
+        self._known: tuple[tuple[int, int], KnownHosts] | None = None
         self._opened = 0
         self._closed = False
 
@@ -512,7 +528,8 @@ class SshExecutor:
             address = config["hostname"]
         else:
             address = self._resolve_address(node)
-        return _Target(node, address, port, user, tuple(dict.fromkeys(identities)))
+        key_name = str(config.get("hostkeyalias") or node)
+        return _Target(node, address, port, user, tuple(dict.fromkeys(identities)), key_name)
 
     def _resolve_address(self, node: str) -> str:
         how = "it is not in ssh hosts and ssh_config has no HostName for it"
@@ -565,7 +582,7 @@ class SshExecutor:
 
     def _handshake(self, target: _Target, transport: paramiko.Transport, until: float) -> None:
         known_hosts = self._known_hosts()
-        known = known_hosts.lookup(target.known_hosts_name)
+        _, known = self._expected_keys(target, known_hosts)
         if known:
             # Ask for the key type known_hosts holds, or an RSA-only entry would look "changed".
             options = transport.get_security_options()
@@ -597,34 +614,70 @@ class SshExecutor:
             )
         self._verify_host_key(target, transport.get_remote_server_key(), known_hosts)
 
+    def _expected_keys(
+        self, target: _Target, known_hosts: KnownHosts
+    ) -> tuple[str, dict[str, paramiko.PKey]]:
+        """The name whose keys the node must present, and those keys: the node's name (or its
+        HostKeyAlias); the address only with known_hosts_by_address and nothing under the name."""
+        named = known_hosts.lookup(target.key_name)
+        if named or not self.settings.known_hosts_by_address:
+            return target.key_name, named
+        return target.address_name, known_hosts.lookup(target.address_name)
+
     def _verify_host_key(
-        self, target: _Target, key: paramiko.PKey, known_hosts: paramiko.HostKeys
+        self, target: _Target, key: paramiko.PKey, known_hosts: KnownHosts
     ) -> None:
-        path = self.settings.known_hosts.expanduser()
-        name = target.known_hosts_name
-        if known_hosts.check(name, key):
-            return
+        path = known_hosts.path
         presented = f"{key.get_name()} {key.fingerprint}"
-        known = known_hosts.lookup(name)
+        names = (target.node, target.key_name, target.address_name, target.address)
+        revoked = known_hosts.revoked_line(key, names)
+        if revoked is not None:
+            raise HostKeyRevoked(
+                f"refusing node {target.node} at {target.where}: its host key {presented} is "
+                f"marked @revoked in {path} (line {revoked}), so it is never accepted. Give the "
+                f"node a new host key and list that under `{target.key_name}`",
+                node=target.node,
+                address=target.where,
+            )
+        name, known = self._expected_keys(target, known_hosts)
+        listed = known.get(key.get_name())
+        if listed is not None and listed.asbytes() == key.asbytes():
+            return
         if not known:
-            missing = "" if path.exists() else " (the file does not exist)"
             raise HostKeyUnknown(
-                f"refusing node {target.node} at {target.where}: its host key {presented} is not "
-                f"in {path}{missing}. If that is the node's key (compare `ssh-keygen -lf` of its "
-                f"host key on the node), add it with: "
-                f"ssh-keyscan -p {target.port} {target.address} >> {path}",
+                self._unknown(target, presented, known_hosts),
                 node=target.node,
                 address=target.where,
             )
         expected = ", ".join(f"{t} {k.fingerprint}" for t, k in known.items())
         raise HostKeyChanged(
-            f"HOST KEY CHANGED for node {target.node} at {target.where}: {path} expects "
-            f"{expected} but the server presented {presented}. The node may have been "
-            f"reinstalled, or someone is intercepting the connection; check the key on the node, "
-            f"then replace the entry: ssh-keygen -R '{name}' -f {path} && "
-            f"ssh-keyscan -p {target.port} {target.address} >> {path}",
+            f"HOST KEY CHANGED for node {target.node} at {target.where}: {path} lists "
+            f"{expected} under `{name}` but the server presented {presented}. The node may have "
+            f"been reinstalled, its Node address may now lead to another machine, or someone is "
+            f"intercepting the connection; check the key on the node, then replace the entry: "
+            f"ssh-keygen -R '{name}' -f {path} && {target.keyscan(path)}",
             node=target.node,
             address=target.where,
+        )
+
+    def _unknown(self, target: _Target, presented: str, known_hosts: KnownHosts) -> str:
+        path = known_hosts.path
+        missing = "" if path.exists() else " (the file does not exist)"
+        under = f"`{target.key_name}`"
+        if self.settings.known_hosts_by_address:
+            under += f" or its address `{target.address_name}`"
+        elif known_hosts.lookup(target.address_name):
+            under += (
+                f"; it has one under the address `{target.address_name}`, which flannel-bot "
+                f"does not trust by default (the address comes from the Node object): rename "
+                f"that entry to `{target.key_name}` once you know it is {target.node}'s, or set "
+                f"[ssh] known_hosts_by_address = true"
+            )
+        return (
+            f"refusing node {target.node} at {target.where}: its host key {presented} is not "
+            f"in {path}{missing}, which lists no key under {under}. If that is the node's key "
+            f"(compare `ssh-keygen -lf` of its host key on the node), add it under the node's "
+            f"name with: {target.keyscan(path)}"
         )
 
     def _authenticate(self, target: _Target, transport: paramiko.Transport, until: float) -> None:
@@ -683,20 +736,20 @@ class SshExecutor:
             self._keys[path] = key
         return key
 
-    def _known_hosts(self) -> paramiko.HostKeys:
+    def _known_hosts(self) -> KnownHosts:
         """known_hosts as of now: re-read when the file changes, so added keys count at once."""
         path = self.settings.known_hosts.expanduser()
         try:
             stat = path.stat()
         except FileNotFoundError:
-            return paramiko.HostKeys()
+            return KnownHosts(path, paramiko.HostKeys())
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if self._known is not None and self._known[0] == stamp:
                 return self._known[1]
         try:
-            known_hosts = paramiko.HostKeys(str(path))
-        except (OSError, paramiko.SSHException) as exc:
+            known_hosts = read_known_hosts(path)
+        except OSError as exc:
             raise ExecutorError(f"cannot read known_hosts {path}: {exc}") from exc
         with self._lock:
             self._known = (stamp, known_hosts)

@@ -25,7 +25,7 @@ def parse_host(value: str) -> tuple[str, int | None]:
         raise ValueError(f"cannot parse host {value!r}: no address")
     if port is None:
         return host, None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"cannot parse host {value!r}: port must be 1-65535")
     return host, int(port)
 
@@ -36,6 +36,8 @@ class SshSettings:
 
     `hosts` maps a node name to `address`, `address:port` or `[v6-address]:port`.
     `sudo` is what `run`/`run_many` do when the caller does not say.
+    Host keys are looked up under node names; `known_hosts_by_address` also accepts an entry
+    under the address when the name has none (weaker: the address may come from the Node object).
     """
 
     user: str = "root"
@@ -49,6 +51,7 @@ class SshSettings:
     sudo: bool = False
     hosts: Mapping[str, str] = field(default_factory=dict)
     max_workers: int = 8
+    known_hosts_by_address: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -62,6 +65,8 @@ class SshSettings:
             )
         if self.max_workers < 1:
             raise ValueError(f"ssh max_workers must be at least 1, got {self.max_workers}")
+        if not isinstance(self.known_hosts_by_address, bool):
+            raise ValueError("ssh known_hosts_by_address must be true or false")
         for node, value in self.hosts.items():
             try:
                 parse_host(value)

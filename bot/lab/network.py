@@ -295,8 +295,10 @@ def node_exec(
 
 
 def host_keys_line(node: NodeSpec) -> str:
+    """The node's key filed under its name, where flannel-bot (and OpenSSH with HostKeyAlias)
+    looks it up: never under the address, which a Node object can be made to change."""
     key = (node.dir / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
-    return f"{node.underlay_ip} {key[0]} {key[1]}\n"
+    return f"{node.name} {key[0]} {key[1]}\n"
 
 
 # -- pods ----------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def write_client_files(spec: LabSpec, key: Path) -> ClientFiles:
         "".join(
             f"Host {n.name}\n  HostName {n.underlay_ip}\n  User root\n  Port 22\n"
             f"  IdentityFile {key}\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n"
-            "  IdentitiesOnly yes\n\n"
+            f"  HostKeyAlias {n.name}\n  IdentitiesOnly yes\n\n"
             for n in spec.all_nodes()
         )
     )

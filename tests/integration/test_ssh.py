@@ -1,6 +1,7 @@
 """The SSH executor against real OpenSSH servers: three `sshd`s on 127.0.0.1, key-only login.
 
-Nodes n1..n3 are mapped to their sshd with `hosts` values of the form `127.0.0.1:PORT`. Their
+Nodes n1..n3 are mapped to their sshd with `hosts` values of the form `127.0.0.1:PORT`, and
+known_hosts lists their keys under the node names (n1 plain, n2 and n3 hashed). Their
 sessions get a private HOME (so the VM's .bashrc does not run) and a PATH starting with a
 directory holding a `sudo` stand-in (sudo is not installed here) that records its arguments.
 """
@@ -27,6 +28,7 @@ from bot.errors import (
     CommandTimeout,
     ExecutorError,
     HostKeyChanged,
+    HostKeyRevoked,
     HostKeyUnknown,
     NodeUnreachable,
     NodeUnresolved,
@@ -64,9 +66,16 @@ class Sshd:
     def host_key_pub(self) -> Path:
         return self.host_key_file.with_suffix(".pub")
 
+    address: str = "127.0.0.1"
+
     @property
-    def known_hosts_name(self) -> str:
-        return f"[127.0.0.1]:{self.port}"
+    def address_name(self) -> str:
+        """How OpenSSH (and plain ssh-keyscan) files this server's key: by address."""
+        return f"[{self.address}]:{self.port}"
+
+    def known_hosts_line(self, name: str) -> str:
+        key = self.host_key
+        return f"{name} {key.get_name()} {key.get_base64()}\n"
 
 
 @dataclass
@@ -138,13 +147,21 @@ def frozen(sshd: Sshd) -> Iterator[None]:
                 os.kill(p, signal.SIGCONT)
 
 
-def start_sshd(root: Path, node: str, authorized_keys: Path, home: Path, bin_dir: Path) -> Sshd:
+def start_sshd(
+    root: Path,
+    node: str,
+    authorized_keys: Path,
+    home: Path,
+    bin_dir: Path,
+    address: str = "127.0.0.1",
+    port: int | None = None,
+) -> Sshd:
     host_key = keygen(root / f"{node}_host_ed25519", node)
-    port = free_port()
+    port = port or free_port()
     config = root / f"{node}_sshd_config"
     config.write_text(
         f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
+        f"ListenAddress {address}\n"
         f"HostKey {host_key}\n"
         f"AuthorizedKeysFile {authorized_keys}\n"
         "PidFile none\n"
@@ -161,7 +178,7 @@ def start_sshd(root: Path, node: str, authorized_keys: Path, home: Path, bin_dir
     proc = subprocess.Popen(
         [str(SSHD), "-D", "-e", "-f", str(config)], stderr=log, start_new_session=True
     )
-    return Sshd(node, port, proc, host_key)
+    return Sshd(node, port, proc, host_key, address)
 
 
 def wait_for_banner(sshd: Sshd, root: Path) -> None:
@@ -170,7 +187,7 @@ def wait_for_banner(sshd: Sshd, root: Path) -> None:
         if sshd.proc.poll() is not None:
             log = (root / f"{sshd.node}_sshd.log").read_text()
             pytest.fail(f"sshd for {sshd.node} exited {sshd.proc.returncode}: {log}")
-        with suppress(OSError), socket.create_connection(("127.0.0.1", sshd.port), 1) as s:
+        with suppress(OSError), socket.create_connection((sshd.address, sshd.port), 1) as s:
             if s.recv(4).startswith(b"SSH-"):
                 return
         time.sleep(0.05)
@@ -216,12 +233,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             wait_for_banner(sshd, root)
         lines = []
         for node, sshd in sshds.items():
-            key = sshd.host_key
             # n1 plain, n2 and n3 hashed (as `HashKnownHosts yes` writes them).
-            name = sshd.known_hosts_name
-            if node != "n1":
-                name = paramiko.HostKeys.hash_host(name)
-            lines.append(f"{name} {key.get_name()} {key.get_base64()}\n")
+            name = node if node == "n1" else paramiko.HostKeys.hash_host(node)
+            lines.append(sshd.known_hosts_line(name))
         known_hosts = root / "known_hosts"
         known_hosts.write_text("".join(lines))
         yield Lab(root, user_key, known_hosts, sshds)
@@ -397,7 +411,8 @@ def test_unknown_host_key_is_refused_and_nothing_runs(
         with pytest.raises(HostKeyUnknown) as caught:
             executor.run("n1", ["touch", str(marker)], 5)
         message = str(caught.value)
-        assert f"ssh-keyscan -p {port} 127.0.0.1 >> {known_hosts}" in message
+        assert f"ssh-keyscan -p {port} 127.0.0.1 | sed 's/^[^ ]*/n1/' >> {known_hosts}" in message
+        assert "no key under `n1`" in message
         assert f"n1 at 127.0.0.1:{port}" in message
         assert lab.sshds["n1"].host_key.fingerprint in message
         assert note in message
@@ -411,7 +426,7 @@ def test_changed_host_key_is_refused_with_both_fingerprints(
     n1, n2 = lab.sshds["n1"], lab.sshds["n2"]
     wrong = lab.root / "changed_known_hosts"
     key = n2.host_key
-    wrong.write_text(f"{n1.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
+    wrong.write_text(f"n1 {key.get_name()} {key.get_base64()}\n")
     marker = lab.root / "ran-with-changed-key"
     with pytest.raises(HostKeyChanged) as caught:
         make_executor(known_hosts=wrong).run("n1", ["touch", str(marker)], 5)
@@ -542,6 +557,7 @@ def test_addresses_from_ssh_config_and_resolver(
         f"  Port {lab.sshds['n3'].port}\n"
         "  User root\n"
         f"  IdentityFile {lab.user_key}\n"
+        "  HostKeyAlias n3\n"  # its key is looked up under n3, as OpenSSH would
     )
     from_config = make_executor(ssh_config=config, private_key=None, hosts={})
     assert from_config.run("cfg-node", ["id", "-u"], 5).stdout == "0\n"
@@ -553,9 +569,9 @@ def test_addresses_from_ssh_config_and_resolver(
         return "127.0.0.1"
 
     by_resolver = make_executor(resolve=internal_ip, port=lab.sshds["n2"].port, hosts={})
-    assert by_resolver.run("w1", ["id", "-u"], 5).stdout == "0\n"
-    assert by_resolver.run("w1", ["id", "-u"], 5).ok
-    assert resolved == ["w1"]  # resolved once per connection
+    assert by_resolver.run("n2", ["id", "-u"], 5).stdout == "0\n"
+    assert by_resolver.run("n2", ["id", "-u"], 5).ok
+    assert resolved == ["n2"]  # resolved once per connection
 
 
 def test_bad_arguments_are_refused_before_connecting(executor: SshExecutor) -> None:
@@ -573,3 +589,115 @@ def test_close_closes_connections(lab: Lab) -> None:
         assert executor.run("n1", ["true"], 5).ok
     with pytest.raises(ExecutorError, match="closed"):
         executor.run("n1", ["true"], 5)
+
+
+@pytest.fixture(scope="module")
+def pair(lab: Lab) -> Iterator[dict[str, Sshd]]:
+    """Nodes na and nb: two sshds on one port at two addresses, as two machines would be."""
+    port = free_port()
+    made: dict[str, Sshd] = {}
+    try:
+        for node, address in (("na", "127.0.0.2"), ("nb", "127.0.0.3")):
+            made[node] = start_sshd(
+                lab.root,
+                node,
+                lab.root / "authorized_keys",
+                lab.root / "home",
+                lab.root / "bin",
+                address=address,
+                port=port,
+            )
+        for sshd in made.values():
+            wait_for_banner(sshd, lab.root)
+        yield made
+    finally:
+        for sshd in made.values():
+            stop_sshd(sshd)
+
+
+def test_a_node_address_pointed_at_another_node_is_refused(
+    make_executor: Callable[..., SshExecutor], lab: Lab, pair: dict[str, Sshd]
+) -> None:
+    """Whoever may patch a Node's status can change the address the bot reaches it at; the key
+    is looked up under the node's name, so na's name never accepts nb's key."""
+    na, nb = pair["na"], pair["nb"]
+    known_hosts = lab.root / "pair_known_hosts"
+    # a file on its way from address entries (plain ssh-keyscan) to name entries: both present
+    known_hosts.write_text(
+        na.known_hosts_line("na")
+        + nb.known_hosts_line("nb")
+        + na.known_hosts_line(na.address_name)
+        + nb.known_hosts_line(nb.address_name)
+    )
+    honest = {"na": na.address, "nb": nb.address}
+    executor = make_executor(
+        resolve=honest.__getitem__, hosts={}, port=na.port, known_hosts=known_hosts
+    )
+    assert executor.run("na", ["printenv", "SSH_CONNECTION"], 5).stdout.split()[2] == na.address
+
+    patched = {"na": nb.address, "nb": nb.address}  # na's Node status now gives nb's address
+    marker = lab.root / "ran-on-nb-as-na"
+    for by_address in (False, True):  # an entry under the name wins even with the fallback on
+        executor = make_executor(
+            resolve=patched.__getitem__,
+            hosts={},
+            port=na.port,
+            known_hosts=known_hosts,
+            known_hosts_by_address=by_address,
+        )
+        with pytest.raises(HostKeyChanged) as caught:
+            executor.run("na", ["touch", str(marker)], 5)
+        message = str(caught.value)
+        assert f"node na at {nb.address}:{nb.port}" in message
+        assert "under `na`" in message and nb.host_key.fingerprint in message
+        assert executor.connections_opened == 0
+    assert not marker.exists()
+
+
+def test_an_entry_only_under_the_address_is_refused_unless_configured(
+    make_executor: Callable[..., SshExecutor], lab: Lab, pair: dict[str, Sshd]
+) -> None:
+    na, nb = pair["na"], pair["nb"]
+    known_hosts = lab.root / "address_known_hosts"
+    known_hosts.write_text(na.known_hosts_line(na.address_name))
+    honest = {"na": na.address, "nb": nb.address}
+    settings = {"resolve": honest.__getitem__, "hosts": {}, "port": na.port}
+    with pytest.raises(HostKeyUnknown) as caught:
+        make_executor(known_hosts=known_hosts, **settings).run("na", ["true"], 5)
+    message = str(caught.value)
+    assert f"it has one under the address `{na.address_name}`" in message
+    assert "known_hosts_by_address = true" in message
+    assert f"sed 's/^[^ ]*/na/' >> {known_hosts}" in message
+    compatible = make_executor(known_hosts=known_hosts, known_hosts_by_address=True, **settings)
+    assert compatible.run("na", ["true"], 5).ok
+
+
+def test_marker_lines_in_known_hosts(make_executor: Callable[..., SshExecutor], lab: Lab) -> None:
+    """@cert-authority is skipped (paramiko cannot check certificates), @revoked is refused."""
+    n2 = lab.sshds["n2"]
+    ca = paramiko.PKey.from_path(keygen(lab.root / "markers_ca", "ca"))
+    ca_line = f"@cert-authority *.example.com,n1 {ca.get_name()} {ca.get_base64()}\n"
+    known_hosts = lab.root / "marker_known_hosts"
+    known_hosts.write_text(
+        "# markers as OpenSSH writes them\n"
+        + ca_line
+        + lab.known_hosts.read_text()
+        + "@revoked * "
+        + n2.known_hosts_line("").lstrip()  # n2's key, for every host
+    )
+    executor = make_executor(known_hosts=known_hosts)
+    assert executor.run("n1", ["true"], 5).ok
+    marker = lab.root / "ran-with-revoked-key"
+    with pytest.raises(HostKeyRevoked) as caught:
+        executor.run("n2", ["touch", str(marker)], 5)
+    message = str(caught.value)
+    assert (
+        "marked @revoked" in message
+        and f"line {len(known_hosts.read_text().splitlines())}" in message
+    )
+    assert n2.host_key.fingerprint in message
+    # diagnose's fan-out answers for every node instead of crashing on the file
+    results = executor.run_many((NODES, ["true"]), timeout=5)
+    assert isinstance(results["n1"], list) and isinstance(results["n3"], list)
+    assert isinstance(results["n2"], HostKeyRevoked)
+    assert not marker.exists()

@@ -54,9 +54,10 @@ def test_doctor_names_a_changed_host_key_and_missing_permissions(
     assert flannel_lab.files is not None
     lines = flannel_lab.files.known_hosts.read_text().splitlines()
     w1_key = lines[0].split()[1:]
-    w2_address = lines[1].split()[0]
+    w2_name = lines[1].split()[0]  # the lab files keys under node names
+    assert w2_name == "w2"
     tampered = tmp_path / "known_hosts"
-    tampered.write_text("\n".join([lines[0], " ".join([w2_address, *w1_key]), *lines[2:]]) + "\n")
+    tampered.write_text("\n".join([lines[0], " ".join([w2_name, *w1_key]), *lines[2:]]) + "\n")
     config = tmp_path / "flannel-bot.toml"
     config.write_text(
         flannel_lab.bot_config.read_text().replace(
