@@ -2,7 +2,8 @@
 
 `flannel-bot shell --user alice` is a local `/flannel` prompt that behaves as the Slack bot does;
 `flannel-bot <command> ...` runs one `/flannel` command for scripts and tests (`--json` prints the
-structured reply). Both go through the same service as Slack.
+structured reply). Both go through the same service as Slack. Approvals and denials here count as
+the OS login running flannel-bot, not as `--user` (bot.terminal says why).
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
-from bot.errors import BotError, UserError
+from bot.errors import BotError, IdentityRefused, UserError
 from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
 from bot.ports.clock import SystemClock
-from bot.ports.store import Event, Requester
+from bot.ports.store import Event
 from bot.process.leader import LeaderElector
 from bot.process.logs import configure as configure_logs
 from bot.render import Renderer
 from bot.runs.registry import Registry, lock_path, read_lock, write_lock
-from bot.service.commands import SUMMARY, USAGE
+from bot.service.commands import SUMMARY, USAGE, split_words
 from bot.service.handler import Reply
 from bot.settings import ConfigError, Settings, load_settings
+from bot.terminal import Terminal, os_login
 from bot.wiring import App, build_app, build_executors
 
 GLOBAL_HELP = """\
@@ -50,7 +52,8 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] 
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
   lab up|down|status|break   a Flannel lab cluster on this machine (Linux, root): `lab --help`
 
-  --user NAME     who you are for policy and the audit log (default: $USER)
+  --user NAME     who you are for policy and the audit log (default: $USER); approve and deny
+                  count as your OS login instead (mapped by [terminal] users)
   --json          print the reply as JSON
   --config FILE   TOML settings (also FLANNEL_BOT_CONFIG)
   --db FILE       the SQLite audit/state file (also FLANNEL_BOT_DB)
@@ -155,14 +158,14 @@ def lock_runbooks() -> int:
     return 0
 
 
-def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
+def shell(app: App, terminal: Terminal, stdin: TextIO, out: TextIO) -> int:
     """An interactive `/flannel` prompt.
 
     Progress of this process's runs is printed as each event commits; a watcher thread also follows
     the database, so an approval given elsewhere (another terminal, Slack) and the steps it runs
     show up here too, as they would in a Slack thread.
     """
-    source = {"adapter": "shell", "user": user}
+    user = terminal.as_claimed().user
     renderer = Renderer(app.settings.templates_dir)
     seen = {"last": app.store.last_event_id()}
     lock = threading.Lock()
@@ -195,7 +198,7 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
             if not line or line.strip() in ("quit", "exit"):
                 break
             if line.strip():
-                reply = app.service.handle(line, Requester(user, source))
+                reply = handle(app, terminal, line)
                 with lock:
                     out.write(renderer.reply(reply) + "\n")
     finally:
@@ -203,6 +206,20 @@ def shell(app: App, user: str, stdin: TextIO, out: TextIO) -> int:
         watcher.join(timeout=2)
     out.write("\n")
     return 0
+
+
+def handle(app: App, terminal: Terminal, command: str | list[str]) -> Reply:
+    """One command from the terminal, as the person the terminal can vouch for: an approval or
+    denial in a name it cannot check is refused, and that refusal is audited too."""
+    try:
+        words = split_words(command) if isinstance(command, str) else command
+    except UserError:
+        words = []  # the service says what is wrong with it
+    try:
+        who = terminal.requester(words)
+    except IdentityRefused as exc:
+        return app.service.refuse(command, terminal.as_claimed(), exc)
+    return app.service.handle(command, who)
 
 
 def kill_after(spec: str) -> Callable[[Event], None]:
@@ -316,7 +333,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return doctor(app, settings)
         if inv.words == ["audit", "prune"]:
             return prune(app, settings.retention_days)
-        user = inv.options.get("user") or settings.default_user
+        terminal = Terminal(
+            "shell" if inv.words[0] == "shell" else "cli",
+            os_login(),
+            claimed=inv.options.get("user") or settings.terminal.env_user,
+            default=settings.default_user,
+            approver=settings.terminal.approver,
+            users=settings.terminal.users,
+        )
         if inv.words == ["serve"]:
             from bot.slack.serve import serve
 
@@ -329,10 +353,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             )
         if inv.words[0] == "shell":
             app.engine.recover()
-            return shell(app, user, sys.stdin, sys.stdout)
+            return shell(app, terminal, sys.stdin, sys.stdout)
         if not inv.as_json:
             app.store.subscribe(_progress_printer(app, sys.stderr))
-        reply = app.service.handle(inv.words, Requester(user, {"adapter": "cli", "user": user}))
+        reply = handle(app, terminal, inv.words)
         _emit(reply, app, inv.as_json, sys.stdout)
         if reply.kind == "error" and reply.data.get("usage"):
             return 2

@@ -55,6 +55,10 @@ class ApprovalRefused(UserError):
     """An approval that cannot count: self-approval, expired, stale plan, wrong state."""
 
 
+class IdentityRefused(UserError):
+    """A name typed at the terminal that the bot cannot check, used to approve or deny."""
+
+
 class InvalidState(UserError):
     """The run is not in a state where that command makes sense."""
 

@@ -84,6 +84,15 @@ class LeaderSettings:
     retry_seconds: float = 2.0  # between attempts to acquire or renew
 
 
+@dataclass(frozen=True)
+class TerminalSettings:
+    """`[terminal]`: whose approvals the terminal adapters count (bot.terminal says why)."""
+
+    approver: str = "os-user"  # or "asserted": believe --user (a lab or demo only)
+    users: Mapping[str, str] = field(default_factory=dict)  # OS login -> policy name
+    env_user: str = ""  # FLANNEL_BOT_USER: a name claimed, as --user claims one
+
+
 # a report is built in memory, about 7 KB per event: 50,000 fit the Deployment's 512 MiB
 MAX_REPORT_EVENTS = 50_000
 DEFAULT_CLUSTER = "default"
@@ -117,6 +126,7 @@ class Settings:
     max_report_events: int = 0  # [audit] max_report_events: 0 builds any report
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     identity: str = ""  # this replica, for the Lease: $POD_NAME, else host:pid
+    terminal: TerminalSettings = field(default_factory=TerminalSettings)
 
     def cluster(self, name: str | None = None) -> ClusterSettings:
         """A configured cluster by name (the default one when None)."""
@@ -285,6 +295,27 @@ def parse_audit(raw: Mapping[str, Any]) -> tuple[int, int]:
     return days, cap
 
 
+def parse_terminal(raw: Mapping[str, Any], env: Mapping[str, str]) -> TerminalSettings:
+    known = {"approver", "users"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"[terminal] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
+    approver = raw.get("approver", TerminalSettings.approver)
+    if approver not in ("os-user", "asserted"):
+        raise ConfigError(
+            f'[terminal] approver must be "os-user" (the login running flannel-bot) or '
+            f'"asserted" (believe --user: a lab or demo only), not {approver!r}'
+        )
+    users = raw.get("users", {})
+    if not isinstance(users, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in users.items()
+    ):
+        raise ConfigError("[terminal.users] must map OS logins to policy names")
+    return TerminalSettings(approver, dict(users), env.get("FLANNEL_BOT_USER", ""))
+
+
 _SSH_PATHS = ("private_key", "known_hosts", "ssh_config")
 
 
@@ -409,6 +440,7 @@ def load_settings(
         "slack",
         "audit",
         "leader",
+        "terminal",
     }
     if "cluster" in raw:
         raise ConfigError(
@@ -457,4 +489,5 @@ def load_settings(
         max_report_events=audit[1],
         leader=parse_leader(raw.get("leader", {})),
         identity=env.get("POD_NAME") or f"{socket.gethostname()}:{os.getpid()}",
+        terminal=parse_terminal(raw.get("terminal", {}), env),
     )

@@ -125,7 +125,11 @@ class Lab:
             "command_timeout = 20\n\n"
             "[policy.groups]\n"
             'operators = ["alice"]\n'
-            'approvers = ["bob", "carol"]\n'
+            'approvers = ["bob", "carol"]\n\n'
+            "# one login plays alice, bob and carol on a lab: believe --user for approvals\n"
+            "# (never in production: there, approvals at the terminal count as the OS login)\n"
+            "[terminal]\n"
+            'approver = "asserted"\n'
         )
 
     def _write_state(self) -> None:

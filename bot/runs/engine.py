@@ -414,6 +414,7 @@ class Engine:
                 runbook = self.registry.get(run.ref)
                 self._require_awaiting(run, "approve")
                 self.policy.check_approve(who.user, run.requester, runbook)
+                _refuse_same_login(run, who)
                 if plan_hash and not run.plan_hash.removeprefix("sha256:").startswith(
                     plan_hash.removeprefix("sha256:")
                 ):
@@ -652,3 +653,15 @@ class Engine:
 
     def runbook_of(self, run: RunRecord) -> Runbook:
         return self.registry.get(run.ref)
+
+
+def _refuse_same_login(run: RunRecord, who: Requester) -> None:
+    """Nobody approves their own run under another name: a login whose approval the terminal
+    vouches for (bot.terminal) may not approve a run that same login requested as someone else."""
+    login = run.source.get("os_user")
+    if login and who.source.get("identity") == "os-user" and who.source.get("os_user") == login:
+        raise ApprovalRefused(
+            f"run {run.id} was requested from the login {login} (as {run.requester}), the login "
+            f"you approve from; nobody approves their own run under another name, so another "
+            f"approver must approve"
+        )

@@ -98,6 +98,13 @@ class Service:
         except (UserError, ExecutorError) as exc:
             return self._error(exc, who, line)
 
+    def refuse(self, text: str | Sequence[str], who: Requester, exc: UserError) -> Reply:
+        """A command its adapter refused before handling it (a name the terminal cannot vouch
+        for, a click from another workspace), recorded and answered as any refusal."""
+        line = text if isinstance(text, str) else " ".join(text)
+        self._record(EventKind.COMMAND, who, {"text": line})
+        return self._error(exc, who, line)
+
     def _record(self, kind: EventKind, who: Requester, data: dict[str, Any]) -> None:
         self.store.record(kind, actor=who.user, source=who.source, data=data)
 

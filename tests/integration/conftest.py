@@ -14,6 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")
+# these tests play alice, bob and carol from one login, so --user names who approves; the
+# default, the login itself, is held in test_terminal_identity.py
+ASSERTED_APPROVER = '[terminal]\napprover = "asserted"\n'
 
 
 @dataclass
@@ -60,7 +63,9 @@ class BotEnv:
 
 @pytest.fixture
 def make_env(tmp_path: Path) -> Callable[..., BotEnv]:
-    def make(restart_seconds: float = 1, approvals: int = 1) -> BotEnv:
+    def make(
+        restart_seconds: float = 1, approvals: int = 1, terminal: str = ASSERTED_APPROVER
+    ) -> BotEnv:
         cluster = json.loads((REPO / "examples" / "cluster.json").read_text())
         cluster["daemonset_restart_seconds"] = restart_seconds
         (tmp_path / "cluster.json").write_text(json.dumps(cluster))
@@ -69,6 +74,7 @@ def make_env(tmp_path: Path) -> Callable[..., BotEnv]:
             'db = "state/audit.db"\nrecording = "cluster.json"\ncheck_interval = 0.2\n'
             f"[policy]\napprovals = {approvals}\n"
             '[policy.groups]\noperators = ["alice"]\napprovers = ["bob", "carol", "dave"]\n'
+            + terminal
         )
         return BotEnv(tmp_path, config, tmp_path / "state" / "audit.db", tmp_path / "cluster.json")
 

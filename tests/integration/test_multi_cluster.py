@@ -90,6 +90,7 @@ def two(tmp_path: Path) -> Iterator[TwoClusters]:
             "check_interval = 0.2\n"
             '[ssh]\nconnect_timeout = 2\nhosts = { w1 = "127.0.0.1:9", w2 = "127.0.0.1:9" }\n'
             '[policy.groups]\noperators = ["alice"]\napprovers = ["bob"]\n'
+            '[terminal]\napprover = "asserted"\n'  # one login plays alice and bob
             '[clusters.prod-eu]\ncontext = "prod-eu"\n'
             '[clusters.prod-us]\ncontext = "prod-us"\n'
             "[clusters.prod-us.ssh]\nconnect_timeout = 1\n"

@@ -36,6 +36,7 @@ def test_a_full_disk_stops_the_bot_before_it_acts(small_disk: Path, tmp_path: Pa
     config.write_text(
         f'db = "{small_disk / "audit.db"}"\nrecording = "{tmp_path / "cluster.json"}"\n'
         '[policy.groups]\noperators = ["alice"]\napprovers = ["bob"]\n'
+        '[terminal]\napprover = "asserted"\n'  # one login plays alice and bob
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNEL_BOT_")}
     env["FLANNEL_BOT_CONFIG"] = str(config)
