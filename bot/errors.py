@@ -59,6 +59,14 @@ class IdentityRefused(UserError):
     """A name typed at the terminal that the bot cannot check, used to approve or deny."""
 
 
+class WrongWorkspace(UserError):
+    """A Slack approval or denial from another workspace than the one the run was asked in."""
+
+
+class WrongChannel(UserError):
+    """An Approve/Deny click from another channel than the one the run's approval is in."""
+
+
 class InvalidState(UserError):
     """The run is not in a state where that command makes sense."""
 

@@ -36,11 +36,12 @@ from bot.slack.beacon import Beacon
 from bot.slack.blocks import mrkdwn_escape
 from bot.slack.identity import Identity
 from bot.slack.messages import Messages
+from bot.slack.origin import click_refusal, command_refusal, team_of
 from bot.slack.progress import Progress
 from bot.wiring import App
 
 log = logging.getLogger(__name__)
-PLAN_FIX = re.compile(r"^plan_fix:\d+$")
+PLAN_FIX = re.compile(r"\Aplan_fix:[0-9]+\Z")  # Bolt matches with re.search
 SCOPES = {"run", "node", "runbook", "user", "channel", "thread"}
 
 
@@ -162,7 +163,14 @@ class SlackAdapter:
         user_id, channel = str(body["user_id"]), str(body["channel_id"])
         text = str(body.get("text") or "help").strip() or "help"
         name = self._who(user_id)
-        source = {"adapter": "slack", "channel": channel, "user_id": user_id, "user": name}
+        source = {
+            "adapter": "slack",
+            "team_id": team_of(body),
+            "channel": channel,
+            "user_id": user_id,
+            "user": name,
+            "identity": "slack",
+        }
         try:
             parsed = c.parse(c.split_words(text))
         except UserError:
@@ -170,6 +178,12 @@ class SlackAdapter:
                 channel, user_id, self.app.service.handle(text, Requester(name, source))
             )
             return
+        if isinstance(parsed, c.Approve | c.Deny):
+            refusal = self._origin_refusal(parsed.run_id, source)
+            if refusal is not None:
+                reply = self.app.service.refuse(text, Requester(name, source), refusal)
+                self._ephemeral(channel, user_id, reply)
+                return
         if isinstance(parsed, c.AuditReport) and not set(parsed.selection) & SCOPES:
             text += f" channel={channel}"  # in Slack a report covers this channel by default
             parsed = dataclasses.replace(parsed, selection={**parsed.selection, "channel": channel})
@@ -197,12 +211,20 @@ class SlackAdapter:
         name = self._who(user_id)
         source = {
             "adapter": "slack",
+            "team_id": team_of(body),
             "channel": channel,
             "thread_ts": thread_ts,
             "user_id": user_id,
             "user": name,
             "message_ts": container.get("message_ts"),
+            "identity": "slack",
         }
+        if words[0] in ("approve", "deny"):  # words[1] is ASCII digits (_run_value)
+            refusal = self._origin_refusal(int(words[1]), source, clicked=True)
+            if refusal is not None:
+                reply = self.app.service.refuse(list(words), Requester(name, source), refusal)
+                self._ephemeral(channel, user_id, reply)
+                return
         reply = self.app.service.handle(list(words), Requester(name, source))
         if reply.kind == "error":
             self._ephemeral(channel, user_id, reply)
@@ -264,6 +286,19 @@ class SlackAdapter:
                 self.app.clusters.set_policy(policy)
         return self.identity.name(user_id)
 
+    def _origin_refusal(
+        self, run_id: int, source: dict[str, Any], clicked: bool = False
+    ) -> UserError | None:
+        """Why this approval or denial does not count where it came from (bot.slack.origin)."""
+        try:
+            run = self.app.store.run(run_id)
+        except UserError:
+            return None  # no such run: the service says so
+        team = str(source["team_id"])
+        if clicked:
+            return click_refusal(run, team, str(source["channel"]))
+        return command_refusal(run, team)
+
     def _first(self, key: str, kind: str) -> bool:
         with self.app.store.transaction() as tx:
             first = tx.first_delivery(key, kind)
@@ -279,7 +314,7 @@ class SlackAdapter:
     @staticmethod
     def _run_value(body: dict[str, Any]) -> tuple[str, str]:
         run_id, _, plan_hash = str(body["actions"][0]["value"]).partition(":")
-        if not run_id.isdigit():
+        if not (run_id.isascii() and run_id.isdigit()):
             raise ValueError(f"approval button value {run_id!r} names no run")
         return run_id, plan_hash.removeprefix("sha256:")[:12]
 
