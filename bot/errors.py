@@ -97,12 +97,29 @@ class RunbookLockMismatch(BotError):
     """Runbook code changed without a version bump."""
 
 
-class AuditLogUnwritable(BotError):
+class AuditLogError(BotError):
+    """The audit log's file cannot be used as it is; the message names the file and what to do.
+    Nothing that would have been recorded on it is done."""
+
+
+class AuditLogUnwritable(AuditLogError):
     """The SQLite file cannot take a write (disk full, read-only): stop before acting."""
 
 
+class AuditLogBusy(AuditLogError):
+    """Another process held the file's write lock for longer than the bot waits."""
+
+
+class AuditLogCorrupt(AuditLogError):
+    """The file is not a SQLite database, or SQLite found it damaged."""
+
+
+class AuditLogMissing(AuditLogError):
+    """A read-only open found no file, or no audit log in it."""
+
+
 class AuditChainBroken(BotError):
-    """The audit log's hash chain does not verify."""
+    """The audit log's hash chain does not verify, so nothing more is chained onto it."""
 
 
 class NodeError(ExecutorError):

@@ -138,16 +138,33 @@ class EventFilter:
 
 @dataclass(frozen=True)
 class ChainReport:
+    """What verifying the chain found. `events` counts the events kept; after a prune the kept
+    log starts at `first_id`, the events through `pruned_through` are gone, and `vouched_by` is
+    the chained `audit_pruned` event that records that prune. Where the log starts is part of
+    what gets posted to Slack, so a prefix deleted later shows against an earlier post."""
+
     ok: bool
     events: int
     head_hash: str
     event_id: int | None = None
     problem: str = ""
+    head_id: int = 0
+    first_id: int | None = None
+    first_hash: str = ""
+    pruned_through: int = 0
+    vouched_by: int | None = None
 
     def describe(self) -> str:
-        if self.ok:
-            return f"audit chain OK: {self.events} events, head {self.head_hash}"
-        return f"audit chain BROKEN at event {self.event_id}: {self.problem}"
+        if not self.ok:
+            where = f" at event {self.event_id}" if self.event_id is not None else ""
+            return f"audit chain BROKEN{where}: {self.problem}"
+        text = f"audit chain OK: {self.events} events, head {self.head_hash}"
+        if self.pruned_through:
+            text += (
+                f" (events 1-{self.pruned_through} pruned, vouched for by event "
+                f"{self.vouched_by}; first kept event {self.first_id} {self.first_hash})"
+            )
+        return text
 
 
 class Tx(Protocol):
@@ -253,7 +270,9 @@ class Store(Protocol):
 
     def events(self, run_id: int | None = None, after: int = 0) -> list[Event]: ...
 
-    def events_matching(self, where: EventFilter) -> list[Event]: ...
+    def events_matching(self, where: EventFilter, last: int = 0) -> list[Event]:
+        """Events in id order; `last` > 0 keeps only that many of the newest."""
+        ...
 
     def count_matching(self, where: EventFilter) -> int: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring_ascii as _quote  # what json.dumps uses
 from typing import Any
 
@@ -56,57 +56,138 @@ def event_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
 def verify_rows(
     rows: Iterable[Mapping[str, Any]],
     head: Mapping[str, Any] | None,
-    start: tuple[int, str] = (0, GENESIS),
+    checkpoint: Mapping[str, Any] | None = None,
+    watch: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> ChainReport:
     """Walk the chain in id order; report the first event that was altered, inserted or deleted.
 
-    `start` is the last pruned event's id and hash (a checkpoint): the chain continues from it.
-    """
-    prev_hash, expected_id, count = start[1], start[0] + 1, 0
-    head_id = head["last_event_id"] if head else 0
-    pending: list[Mapping[str, Any]] = []
+    `checkpoint` is the newest prune's: the chain continues from the last pruned event's id and
+    hash. It counts only if a kept `audit_pruned` event records it (a prune writes one in the
+    same transaction), so a checkpoint added beside the chain cannot excuse deleted events.
+    `watch` sees every event whose link and hash were checked, in order."""
+    start: tuple[int, str] | None = None
+    if checkpoint:
+        start = int(checkpoint["pruned_through"]), str(checkpoint["last_hash"])
+    prev_hash, expected_id = (start[1], start[0] + 1) if start else (GENESIS, 1)
+    walk = _Walk(checkpoint, watch)
     iterator = iter(rows)
+    first = next(iterator, None)
+    if first is not None and head is None:
+        return ChainReport(
+            False,
+            0,
+            "",
+            None,
+            "the chain_head row is missing (deleted), so events removed from the end of the log "
+            "cannot be told from its real end; compare with the last head posted to Slack",
+        )
+    head_id = head["last_event_id"] if head else 0
+    pending: list[Mapping[str, Any]] = [] if first is None else [first]
     for row in iterator:
         pending.append(row)
-        if len(pending) < 2:
-            continue
         problem = _check(pending[0], pending[1], prev_hash, expected_id, head_id)
         if problem:
-            return ChainReport(False, count, prev_hash, problem[0], problem[1])
-        prev_hash, expected_id, count = pending[0]["hash"], pending[0]["id"] + 1, count + 1
-        pending.pop(0)
+            return walk.broken(prev_hash, problem)
+        prev_hash, expected_id = walk.accept(pending.pop(0))
     if pending:
         problem = _check(pending[0], None, prev_hash, expected_id, head_id)
         if problem:
-            return ChainReport(False, count, prev_hash, problem[0], problem[1])
-        prev_hash, expected_id, count = pending[0]["hash"], pending[0]["id"] + 1, count + 1
+            return walk.broken(prev_hash, problem)
+        prev_hash, expected_id = walk.accept(pending[0])
     head_hash = head["last_hash"] if head else GENESIS
     if head_id > expected_id - 1:
-        return ChainReport(
-            False,
-            count,
+        return walk.broken(
             prev_hash,
-            expected_id,
-            f"deleted: the chain head records {head_id} events, the log ends at "
-            f"event {expected_id - 1}",
+            (
+                expected_id,
+                f"deleted: the chain head records {head_id} events, the log ends at "
+                f"event {expected_id - 1}",
+            ),
         )
     if head_id == expected_id - 1 and head_hash != prev_hash:
-        return ChainReport(
-            False,
-            count,
+        return walk.broken(
             prev_hash,
-            head_id,
-            "altered and re-hashed: the chain head recorded a different hash for it",
+            (head_id, "altered and re-hashed: the chain head recorded a different hash for it"),
         )
     if head_id < expected_id - 1 or head_hash != prev_hash:
-        return ChainReport(
-            False,
-            count,
+        return walk.broken(
             prev_hash,
-            head_id + 1,
-            f"inserted: event {head_id + 1} comes after the recorded chain head (event {head_id})",
+            (
+                head_id + 1,
+                f"inserted: event {head_id + 1} comes after the recorded chain head "
+                f"(event {head_id})",
+            ),
         )
-    return ChainReport(True, count, prev_hash)
+    if start and walk.vouched_by is None:
+        return walk.broken(
+            prev_hash,
+            (
+                start[0] + 1,
+                f"deleted: events up to {start[0]} are gone under a checkpoint that no "
+                "audit_pruned event in the chain vouches for (a prune records one; this "
+                "checkpoint was added beside the chain)",
+            ),
+        )
+    return walk.report(prev_hash, head_id)
+
+
+class _Walk:
+    """What the walk has accepted so far: the count, where the kept log starts, and the
+    `audit_pruned` event that vouches for the checkpoint."""
+
+    def __init__(
+        self,
+        checkpoint: Mapping[str, Any] | None,
+        watch: Callable[[Mapping[str, Any]], None] | None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.watch = watch
+        self.count = 0
+        self.first: tuple[int, str] | None = None
+        self.vouched_by: int | None = None
+
+    def accept(self, row: Mapping[str, Any]) -> tuple[str, int]:
+        """Count a checked event; the hash and id the next one must link to."""
+        if self.first is None:
+            self.first = (row["id"], row["hash"])
+        if (
+            self.vouched_by is None
+            and self.checkpoint
+            and row["kind"] == "audit_pruned"
+            and vouches(row["data"], self.checkpoint)
+        ):
+            self.vouched_by = row["id"]
+        if self.watch is not None:
+            self.watch(row)
+        self.count += 1
+        return row["hash"], row["id"] + 1
+
+    def broken(self, prev_hash: str, problem: tuple[int, str]) -> ChainReport:
+        return ChainReport(False, self.count, prev_hash, problem[0], problem[1])
+
+    def report(self, head_hash: str, head_id: int) -> ChainReport:
+        first_id, first_hash = self.first if self.first else (None, "")
+        return ChainReport(
+            True,
+            self.count,
+            head_hash,
+            head_id=head_id,
+            first_id=first_id,
+            first_hash=first_hash,
+            pruned_through=int(self.checkpoint["pruned_through"]) if self.checkpoint else 0,
+            vouched_by=self.vouched_by,
+        )
+
+
+def vouches(data: str, checkpoint: Mapping[str, Any]) -> bool:
+    """Whether an `audit_pruned` event's data records this checkpoint."""
+    try:
+        said = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(said, dict) and all(
+        said.get(key) == checkpoint[key] for key in ("pruned_through", "last_hash", "events")
+    )
 
 
 def _check(

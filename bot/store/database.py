@@ -4,25 +4,39 @@ WAL with `synchronous=FULL`: a committed event survives power loss, and a killed
 most the transaction it was in. Every write goes through `Store.transaction()`, which takes SQLite's
 write lock up front (BEGIN IMMEDIATE), so state changes and their audit events commit together and
 concurrent approvers, threads or processes, are serialised.
+
+Whatever SQLite says about the file itself (locked too long, not a database, damaged, read-only,
+full) comes out as a named `AuditLogError` that names the file and what to do; a store opened
+`read_only` (to verify a forensic copy) opens the file read-only and never writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from bot.errors import AuditLogUnwritable, TargetBusy, UnknownRun
+from bot.errors import (
+    AuditChainBroken,
+    AuditLogBusy,
+    AuditLogCorrupt,
+    AuditLogError,
+    AuditLogMissing,
+    AuditLogUnwritable,
+    TargetBusy,
+    UnknownRun,
+)
 from bot.ports.clock import Clock, iso
 from bot.ports.store import (
     Approval,
@@ -34,10 +48,16 @@ from bot.ports.store import (
     RunStatus,
 )
 from bot.store.audit import GENESIS, event_hash, verify_rows
+from bot.store.crosscheck import ChainedRuns
 from bot.store.migrations import MIGRATIONS
 from bot.store.redact import scrub
 
 log = logging.getLogger(__name__)
+# how long a Slack delivery is remembered: Slack retries a request 3 times within 5 minutes, and
+# Socket Mode redelivers an envelope within seconds, so an hour is ample and keeps the table small
+DELIVERY_KEEP = timedelta(hours=1)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _where(f: EventFilter) -> tuple[str, list[object]]:
@@ -131,8 +151,7 @@ class SqliteTx:
         source: Mapping[str, Any] | None = None,
     ) -> Event:
         if self._head is None:
-            row = self.db.execute("SELECT last_event_id, last_hash FROM chain_head").fetchone()
-            self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+            self._head = self._read_head()
         last_id, prev_hash = self._head
         event_id, ts = last_id + 1, self.now()
         source_text, data_text = _json(scrub(dict(source or {}))), _json(scrub(dict(data or {})))
@@ -146,11 +165,18 @@ class SqliteTx:
             "data": data_text,
         }
         digest = event_hash(prev_hash, row_in)
-        self.db.execute(
-            "INSERT INTO events (id, ts, kind, run_id, actor, source, data, prev_hash, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [*row_in.values(), prev_hash, digest],
-        )
+        try:
+            self.db.execute(
+                "INSERT INTO events (id, ts, kind, run_id, actor, source, data, prev_hash, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*row_in.values(), prev_hash, digest],
+            )
+        except sqlite3.IntegrityError as exc:  # event `event_id` exists: the head is behind
+            raise AuditChainBroken(
+                f"the audit log's chain_head row says it ends at event {last_id}, but event "
+                f"{event_id} exists: the file was edited, so nothing more is chained onto it. "
+                f"{_BROKEN_ADVICE}"
+            ) from exc
         self.db.execute(
             "INSERT INTO chain_head (id, last_event_id, last_hash) VALUES (1, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET last_event_id = excluded.last_event_id, "
@@ -170,6 +196,18 @@ class SqliteTx:
         )
         self.events.append(event)
         return event
+
+    def _read_head(self) -> tuple[int, str]:
+        row = self.db.execute("SELECT last_event_id, last_hash FROM chain_head").fetchone()
+        if row is not None:
+            return int(row[0]), str(row[1])
+        last = self.db.execute("SELECT MAX(id) FROM events").fetchone()[0]
+        if last is not None:
+            raise AuditChainBroken(
+                f"the audit log's chain_head row is missing while it holds events up to {last}: "
+                f"the file was edited, so nothing more is chained onto it. {_BROKEN_ADVICE}"
+            )
+        return 0, GENESIS
 
     def transition(
         self,
@@ -285,13 +323,17 @@ class SqliteTx:
 
     def first_delivery(self, key: str, source: str) -> bool:
         """Record that the request `key` arrived; False when it had arrived before (a retry,
-        a redelivery or a double click), so the caller does nothing the second time."""
+        a redelivery or a double click), so the caller does nothing the second time.
+        Deliveries older than DELIVERY_KEEP, which Slack no longer retries, are forgotten."""
         try:
             _insert(
                 self.db, "deliveries", {"key": key, "source": source, "received_at": self.now()}
             )
         except sqlite3.IntegrityError:
             return False
+        self.db.execute(
+            "DELETE FROM deliveries WHERE received_at < ?", [iso(self.clock.now() - DELIVERY_KEEP)]
+        )
         return True
 
     # -- change locks ---------------------------------------------------------------------------
@@ -327,16 +369,45 @@ class SqliteTx:
         self.db.execute("DELETE FROM target_locks WHERE run_id = ?", [run_id])
 
 
-class SqliteStore:
-    """Opens the database per thread, migrates it, and hands out transactions."""
+def _named_errors(
+    method: Callable[Concatenate[SqliteStore, _P], _R],
+) -> Callable[Concatenate[SqliteStore, _P], _R]:
+    """What SQLite says about the file (locked, damaged, full) as the named error for it."""
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    @functools.wraps(method)
+    def named(self: SqliteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            error = self.named_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    return named
+
+
+class SqliteStore:
+    """Opens the database per thread, migrates it, and hands out transactions.
+
+    `read_only` opens an existing file without writing to it (no migrations, no events; a
+    transaction is refused), for verifying a copy kept as evidence. `busy_timeout` is how long
+    a write waits for another process's write lock before giving up with AuditLogBusy."""
+
+    def __init__(
+        self, path: Path, clock: Clock, *, read_only: bool = False, busy_timeout: float = 60.0
+    ) -> None:
         self.path = path
         self.clock = clock
+        self.read_only = read_only
+        self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._listeners: list[Callable[[Event], None]] = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
+        if read_only:
+            self._check_is_audit_log()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Called with every event after its transaction commits (the notifiers)."""
@@ -346,26 +417,89 @@ class SqliteStore:
     def db(self) -> sqlite_utils.Database:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA busy_timeout=60000")
-            except sqlite3.OperationalError as exc:
-                conn.close()
-                raise self._unwritable(exc) from exc
+                conn = self._open_read_only() if self.read_only else self._open()
+            except sqlite3.Error as exc:
+                raise self.named_error(exc) or exc from exc
             db = sqlite_utils.Database(conn)
             self._local.db = db
         return db
 
-    def _unwritable(self, exc: sqlite3.OperationalError) -> Exception:
-        if not _unwritable(exc):
-            return exc
-        return AuditLogUnwritable(
-            f"the audit log {self.path} cannot be written ({exc}); nothing was done that it "
-            "does not record. Free space on that disk (or make it writable) and try again"
-        )
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """The file opened read-only. A file nobody may write (no write bits) whose WAL holds
+        nothing is opened immutable: no lock and no -shm beside it, so a copy kept as evidence
+        stays exactly as it was. Otherwise `mode=ro`, which sees a live log's WAL; immutable
+        only when SQLite may not write the WAL index beside it and the WAL is empty."""
+        if not self.path.is_file():
+            raise AuditLogMissing(
+                f"there is no audit log at {self.path}; name the file with --db (or FLANNEL_BOT_DB)"
+            )
+        wal = self.path.with_name(self.path.name + "-wal")
+        wal_empty = not wal.exists() or wal.stat().st_size == 0
+        frozen = wal_empty and not self.path.stat().st_mode & 0o222
+        tries = ["mode=ro&immutable=1"] if frozen else ["mode=ro"]
+        if wal_empty and not frozen:
+            tries.append("mode=ro&immutable=1")
+        failure: sqlite3.Error | None = None
+        for params in tries:
+            uri = f"{self.path.resolve().as_uri()}?{params}"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.Error as exc:
+                conn.close()
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    def named_error(self, exc: sqlite3.Error) -> AuditLogError | None:
+        """The named error for what SQLite said about the file; None for anything else (a
+        bug, which should crash loudly)."""
+        text = str(exc).lower()
+        where = f"the audit log {self.path}"
+        if "locked" in text or "busy" in text:
+            return AuditLogBusy(
+                f"{where} stayed locked by another process for {self.busy_timeout:g} s ({exc}): "
+                "another flannel-bot or a sqlite3 shell is holding a write transaction on it; "
+                "let it finish (or stop it) and try again; nothing was done"
+            )
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return AuditLogCorrupt(
+                f"{where} is not a SQLite database or is damaged ({exc}); nothing was done. Point "
+                "--db (FLANNEL_BOT_DB) at the bot's file, or restore it from a backup and check "
+                "it with `flannel-bot audit verify`"
+            )
+        if self.read_only and (_unwritable(exc) or "unable to open" in text):
+            return AuditLogUnwritable(
+                f"{where} cannot be read without writing beside it ({exc}): its -wal file holds "
+                "commits, and SQLite must write the -shm index next to it to read them. Copy the "
+                "file with its -wal and -shm into a directory you may write, and verify the copy"
+            )
+        if _unwritable(exc):
+            return AuditLogUnwritable(
+                f"{where} cannot be written ({exc}); nothing was done that it does not record. "
+                "Free space on that disk (or make it writable) and try again"
+            )
+        if "unable to open" in text:
+            return AuditLogUnwritable(
+                f"{where} cannot be opened ({exc}): --db (FLANNEL_BOT_DB) must name a file in a "
+                "directory the bot may write"
+            )
+        return None
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -375,8 +509,14 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteTx]:
-        """One atomic write. A disk that cannot take it (full, read-only) ends the caller's work
-        with AuditLogUnwritable before anything the write was to record is applied."""
+        """One atomic write. A file that cannot take it (full, read-only, locked too long,
+        damaged) ends the caller's work with a named AuditLogError before anything the write
+        was to record is applied."""
+        if self.read_only:
+            raise AuditLogUnwritable(
+                f"the audit log {self.path} was opened read-only (to verify it as it is); "
+                "nothing can be recorded on it"
+            )
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -388,12 +528,13 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if not _unwritable(exc):
+        except sqlite3.Error as exc:
+            error = self.named_error(exc)
+            if error is None:
                 raise
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            raise self._unwritable(exc) from exc
+            raise error from exc
         for event in tx.events:
             for listener in self._listeners:
                 try:
@@ -402,6 +543,7 @@ class SqliteStore:
                     # a broken notifier must not turn a committed step into a crashed run
                     log.exception("event listener failed on event %s (%s)", event.id, event.kind)
 
+    @_named_errors
     def _migrate(self) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -423,6 +565,17 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @_named_errors
+    def _check_is_audit_log(self) -> None:
+        if not {"events", "chain_head"} <= self._tables():
+            raise AuditLogMissing(
+                f"{self.path} holds no flannel-bot audit log (it has no events table); name the "
+                "bot's file with --db (or FLANNEL_BOT_DB)"
+            )
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def record(
         self,
@@ -456,13 +609,16 @@ class SqliteStore:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    @_named_errors
     def approvals_of(self, run: RunRecord) -> list[Approval]:
         """The approvals given to the run's current plan."""
         return SqliteTx(self.db, self.clock).approvals(run.id, run.plan_hash)
 
+    @_named_errors
     def run(self, run_id: int) -> RunRecord:
         return SqliteTx(self.db, self.clock).get_run(run_id)
 
+    @_named_errors
     def recent_runs(self, limit: int = 20, cluster: str | None = None) -> list[RunRecord]:
         where, args = ("WHERE cluster = ?", [cluster]) if cluster else ("", [])
         return [
@@ -474,6 +630,7 @@ class SqliteStore:
             )
         ]
 
+    @_named_errors
     def runs_by_id(
         self,
         ids: Sequence[int] | None = None,
@@ -499,15 +656,18 @@ class SqliteStore:
         query = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
         return {r["id"]: _to_run(r) for r in _rows(self.db, query, args)}
 
+    @_named_errors
     def head_hash(self) -> str:
         """The chain head's hash (cheap: one row); `verify` proves it."""
         row = self.db.execute("SELECT last_hash FROM chain_head").fetchone()
         return str(row[0]) if row else ""
 
+    @_named_errors
     def last_event_id(self) -> int:
         row = self.db.execute("SELECT last_event_id FROM chain_head").fetchone()
         return int(row[0]) if row else 0
 
+    @_named_errors
     def events(self, run_id: int | None = None, after: int = 0) -> list[Event]:
         where, args = "id > ?", [after]
         if run_id is not None:
@@ -516,19 +676,26 @@ class SqliteStore:
         query = f"SELECT * FROM events WHERE {where} ORDER BY id"  # noqa: S608
         return [_to_event(r) for r in _rows(self.db, query, args)]
 
-    def events_matching(self, where: EventFilter) -> list[Event]:
+    @_named_errors
+    def events_matching(self, where: EventFilter, last: int = 0) -> list[Event]:
         """Events narrowed in SQL (a superset of what a report selects; `report.select` decides),
-        so a report over one incident does not load a million events."""
+        so a report over one incident does not load a million events. `last` > 0: only that
+        many of the newest."""
         sql, args = _where(where)
+        if last > 0:
+            query = f"SELECT * FROM events WHERE {sql} ORDER BY id DESC LIMIT ?"  # noqa: S608
+            return [_to_event(r) for r in _rows(self.db, query, [*args, last])][::-1]
         query = f"SELECT * FROM events WHERE {sql} ORDER BY id"  # noqa: S608
         return [_to_event(r) for r in _rows(self.db, query, args)]
 
+    @_named_errors
     def count_matching(self, where: EventFilter) -> int:
         """How many events `events_matching` would load, without loading them."""
         sql, args = _where(where)
         row = self.db.execute(f"SELECT COUNT(*) FROM events WHERE {sql}", args).fetchone()  # noqa: S608
         return int(row[0])
 
+    @_named_errors
     def runs_involving(self, user: str) -> list[int]:
         """Runs `user` asked for or acted on (approved, denied, cancelled)."""
         rows = self.db.execute(
@@ -538,24 +705,52 @@ class SqliteStore:
         ).fetchall()
         return sorted(r[0] for r in rows)
 
+    @_named_errors
     def verify(self) -> ChainReport:
-        head = list(_rows(self.db, "SELECT last_event_id, last_hash FROM chain_head"))
-        rows = _rows(self.db, "SELECT * FROM events ORDER BY id")
-        checkpoint = self.checkpoint()
-        start = (checkpoint["pruned_through"], checkpoint["last_hash"]) if checkpoint else None
-        if start is None:
-            return verify_rows(rows, head[0] if head else None)
-        return verify_rows(rows, head[0] if head else None, start)
+        """Walk the whole chain, then hold the `runs` and `approvals` rows to it. Everything is
+        read in one snapshot, so events committed meanwhile do not look inserted."""
+        db = self.db
+        own = not db.conn.in_transaction
+        if own:
+            db.execute("BEGIN")
+        try:
+            head = list(_rows(db, "SELECT last_event_id, last_hash FROM chain_head"))
+            checkpoint = self.checkpoint()
+            runs = ChainedRuns()
+            report = verify_rows(
+                _rows(db, "SELECT * FROM events ORDER BY id"),
+                head[0] if head else None,
+                checkpoint,
+                runs.see,
+            )
+            if not report.ok:
+                return report
+            problem = runs.disagreement(
+                _rows(db, "SELECT * FROM runs ORDER BY id"),
+                _rows(db, "SELECT run_id, approver, plan_hash FROM approvals ORDER BY id"),
+                pruned=checkpoint is not None,
+            )
+        finally:
+            if own:
+                db.execute("COMMIT")
+        if problem is None:
+            return report
+        return dataclasses.replace(report, ok=False, event_id=problem[0], problem=problem[1])
 
+    @_named_errors
     def checkpoint(self) -> dict[str, Any] | None:
-        """The newest prune checkpoint: the chain starts after the event it names."""
+        """The newest prune checkpoint: the chain starts after the event it names (if a chained
+        `audit_pruned` event vouches for it)."""
+        if self.read_only and "checkpoints" not in self._tables():  # a log from before pruning
+            return None
         rows = list(_rows(self.db, "SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1"))
         return rows[0] if rows else None
 
     def prune(self, before: datetime) -> dict[str, Any]:
         """Delete events older than `before`, keeping the chain verifiable: a checkpoint keeps
-        the last pruned event's hash, and a `audit_pruned` event records the pruning itself.
-        Events of runs that have not ended are never pruned."""
+        the last pruned event's hash, and an `audit_pruned` event, chained in the same
+        transaction, vouches for it (verification refuses a checkpoint without one). Events of
+        runs that have not ended are never pruned."""
         with self.transaction() as tx:
             db = tx.db
             active = db.execute(
@@ -585,7 +780,13 @@ class SqliteStore:
         return result
 
 
-def _unwritable(exc: sqlite3.OperationalError) -> bool:
+_BROKEN_ADVICE = (
+    "Run `flannel-bot audit verify` to see what else was changed, then restore the file from a "
+    "backup (or move it aside to start a new log); nothing was recorded"
+)
+
+
+def _unwritable(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return any(k in text for k in ("disk is full", "readonly", "read-only", "disk i/o error"))
 

@@ -108,4 +108,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_channel ON events(json_extract(source, '$.channel'));
     CREATE INDEX events_thread ON events(json_extract(source, '$.thread_ts'));
     """,
+    # 6: deliveries are forgotten once Slack no longer retries them (on every new one), by index
+    """
+    CREATE INDEX deliveries_received ON deliveries(received_at);
+    """,
 ]

@@ -1,0 +1,168 @@
+"""The `runs` and `approvals` rows held to the chained events that recorded them.
+
+The engine acts on those two tables and reports select runs through them, but they sit outside the
+hash chain: `UPDATE runs SET requester = ...` breaks no hash. Every row is written in the same
+transaction as an event that says the same thing (`run_started`, `plan_changed`, the event that
+ends a run, `approved`), so verifying the chain also compares each row with its events, and a row
+that disagrees is reported as tampering. Rows whose events a prune removed cannot be checked and
+are let be.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.ports.store import TERMINAL, EventKind
+from bot.store.redact import scrub
+
+# the events that end a run carry its final status (Tx.transition puts it in their data)
+ENDING = frozenset(
+    {
+        EventKind.RUN_SUCCEEDED,
+        EventKind.RUN_FAILED,
+        EventKind.RUN_CRASHED,
+        EventKind.RUN_CANCELLED,
+        EventKind.RUN_EXPIRED,
+        EventKind.RUN_INTERRUPTED,
+        EventKind.DENIED,
+    }
+)
+_WATCHED = ENDING | {EventKind.RUN_STARTED, EventKind.PLAN_CHANGED, EventKind.APPROVED}
+Problem = tuple[int | None, str]  # the event to name (None: no event to point at), and what
+
+
+@dataclass
+class _Run:
+    started: int  # the run_started event
+    requester: str | None
+    runbook: str
+    code_hash: str
+    cluster: str
+    channel: str | None
+    thread: str | None
+    plan_hash: str
+    plan_event: int
+    status: str | None = None  # the final status, once an event ended the run
+    ended_by: int | None = None
+
+
+class ChainedRuns:
+    """Folds the chained events of every run (`see`, as the chain is walked), then compares the
+    tables with them (`disagreement`)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, _Run] = {}
+        self.approvals: dict[tuple[int, str, str], int] = {}
+        self.first_ts: str | None = None
+
+    def see(self, row: Mapping[str, Any]) -> None:
+        if self.first_ts is None:
+            self.first_ts = str(row["ts"])
+        kind, run_id = row["kind"], row["run_id"]
+        if kind not in _WATCHED or run_id is None:
+            return
+        data = json.loads(row["data"])
+        if kind == "run_started":
+            source = json.loads(row["source"])
+            self.runs[run_id] = _Run(
+                started=row["id"],
+                requester=row["actor"],
+                runbook=str(data.get("runbook", "")),
+                code_hash=str(data.get("code_hash", "")),
+                cluster=str(data.get("cluster") or "default"),
+                channel=source.get("channel"),
+                thread=source.get("thread_ts"),
+                plan_hash=str(data.get("plan_hash", "")),
+                plan_event=row["id"],
+            )
+            return
+        run = self.runs.get(run_id)
+        if run is None:  # its start was pruned: nothing to hold its row to
+            return
+        if kind == "plan_changed":
+            run.plan_hash, run.plan_event = str(data.get("plan_hash", "")), row["id"]
+        elif kind == "approved":
+            self.approvals[(run_id, str(row["actor"]), str(data.get("plan_hash", "")))] = row["id"]
+        if kind in ENDING and "status" in data:
+            run.status, run.ended_by = str(data["status"]), row["id"]
+
+    def disagreement(
+        self,
+        runs: Iterable[Mapping[str, Any]],
+        approvals: Iterable[Mapping[str, Any]],
+        pruned: bool,
+    ) -> Problem | None:
+        """The first row that says something its events do not, as (event id, problem)."""
+        seen: set[int] = set()
+        for row in runs:
+            seen.add(row["id"])
+            problem = self._run_row(row, pruned)
+            if problem:
+                return problem
+        for run_id, run in sorted(self.runs.items()):
+            if run_id not in seen:
+                return run.started, (
+                    f"deleted: run {run_id} has no row in `runs`, though event {run.started} "
+                    "started it"
+                )
+        rows = set()
+        for a in approvals:
+            key = (a["run_id"], str(a["approver"]), str(scrub(a["plan_hash"])))
+            rows.add(key)
+            owner = self.runs.get(a["run_id"])
+            if owner is not None and key not in self.approvals:
+                return owner.started, (
+                    f"inserted: an approval of run {a['run_id']} by {a['approver']} in "
+                    "`approvals` that no chained `approved` event records"
+                )
+        for key, event in sorted(self.approvals.items(), key=lambda kv: kv[1]):
+            if key not in rows:
+                run_id, approver, _ = key
+                return event, (
+                    f"deleted: {approver}'s approval of run {run_id} (event {event}) has no row "
+                    "in `approvals`"
+                )
+        return None
+
+    def _run_row(self, row: Mapping[str, Any], pruned: bool) -> Problem | None:
+        run_id = row["id"]
+        run = self.runs.get(run_id)
+        if run is None:
+            kept_from = self.first_ts
+            if pruned and (kept_from is None or str(row["created_at"]) <= kept_from):
+                return None  # started before the kept log: its events were pruned
+            return None, (
+                f"inserted: run {run_id} has a row in `runs` but no run_started event in the chain"
+            )
+        source = json.loads(row["source"]) if isinstance(row["source"], str) else row["source"]
+        said = {
+            "requester": (row["requester"], run.requester, run.started),
+            "runbook": (f"{row['runbook']}@{row['version']}", run.runbook, run.started),
+            "code_hash": (row["code_hash"], run.code_hash, run.started),
+            "cluster": (row.get("cluster", "default"), run.cluster, run.started),
+            "plan_hash": (row["plan_hash"], run.plan_hash, run.plan_event),
+            "channel": (source.get("channel"), run.channel, run.started),
+            "thread": (source.get("thread_ts"), run.thread, run.started),
+        }
+        for name, (in_row, chained, event) in said.items():
+            if name != "requester":
+                in_row = scrub(in_row)  # as the event stored it
+            if in_row != chained:
+                return event, (
+                    f"altered: run {run_id}'s row in `runs` says {name} {in_row}, its event "
+                    f"{event} says {chained}"
+                )
+        if run.status is not None and row["status"] != run.status:
+            return run.ended_by or run.started, (
+                f"altered: run {run_id}'s row in `runs` says status {row['status']}, event "
+                f"{run.ended_by} ended it {run.status}"
+            )
+        if run.status is None and row["status"] in TERMINAL:
+            return run.started, (
+                f"altered: run {run_id}'s row in `runs` says status {row['status']}, but no "
+                "chained event ended it"
+            )
+        return None
