@@ -168,6 +168,7 @@ def parse_policy(raw: Mapping[str, Any]) -> Policy:
         "approval_ttl_minutes",
         "change_needs_approval",
         "runbooks",
+        "audit_all_channels",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -205,6 +206,9 @@ def parse_policy(raw: Mapping[str, Any]) -> Policy:
         ),
         change_needs_approval=bool(raw.get("change_needs_approval", False)),
         rules=rules,
+        audit_all_channels=_principals(
+            raw.get("audit_all_channels", []), "policy.audit_all_channels"
+        ),
     )
 
 

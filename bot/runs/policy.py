@@ -3,7 +3,8 @@
 Principals in rules are group names, `user:<name>` for one person, or `*` for anyone.
 Defaults: anyone may run read-only runbooks; runbooks that change things may be requested by
 `operators` and `approvers`; one approval from `approvers`; approvals expire after 30 minutes;
-nobody approves their own run, whatever the configuration says.
+nobody approves their own run, whatever the configuration says. From a chat channel, only
+`audit_all_channels` (nobody by default) may read another channel's audit trail.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Policy:
     approval_ttl: timedelta = timedelta(minutes=30)
     change_needs_approval: bool = False
     rules: Mapping[str, RunbookRule] = field(default_factory=dict)
+    audit_all_channels: tuple[str, ...] = ()
 
     def _rule(self, runbook: Runbook) -> RunbookRule:
         return self.rules.get(runbook.ref) or self.rules.get(runbook.id) or RunbookRule()
@@ -88,6 +90,25 @@ class Policy:
         if rule.approvals is not None:
             return max(1, rule.approvals)
         return max(1, runbook.approvals or self.approvals)
+
+    def audits_all_channels(self, user: str) -> bool:
+        """Whether `user` may read any channel's audit trail, or the whole log, from anywhere."""
+        return self._matches(user, self.audit_all_channels)
+
+    def check_audit_elsewhere(self, user: str, what: str) -> None:
+        """A channel's audit trail is posted only in that channel; reading `what` (another
+        channel's trail) from a channel needs `audit_all_channels`."""
+        if self.audits_all_channels(user):
+            return
+        who = (
+            f"ask {self._describe(self.audit_all_channels)}, who may ([policy] audit_all_channels)"
+            if self.audit_all_channels
+            else "have [policy] audit_all_channels name who may read any channel's trail"
+        )
+        raise NotAllowed(
+            f"{user} may not read {what} here: a channel's audit trail is posted only in that "
+            f"channel; ask there, or {who}"
+        )
 
     def gates(self, risk: Risk) -> bool:
         """Whether a step of this risk waits for approval."""

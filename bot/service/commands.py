@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.errors import CommandSyntaxError, shown
 from bot.runs.runbook import DNS1123_SUBDOMAIN
+from bot.service.report import parse_moment, parse_span
 
 USAGE: Mapping[str, str] = {
     "help": "help [command]",
@@ -312,5 +313,25 @@ def _audit_report(args: Sequence[str], verb: str) -> AuditReport:
             raise _fail(f"`{key}={shown(value)}` is not a valid {key}", verb)
     if "since" in params and "from" in params:
         raise _fail("give --since or --from, not both", verb)
+    _check_times(params, verb)
     fmt = params.pop("format", "md")
     return AuditReport(params, fmt)
+
+
+def _check_times(params: Mapping[str, str], verb: str) -> None:
+    """Dates that match the pattern but do not exist (2026-13-45), and spans too long to
+    subtract from now, refused here with the reason rather than failing later."""
+    if "since" in params:
+        try:
+            parse_span(params["since"])
+        except ValueError as exc:
+            raise _fail(str(exc), verb) from None
+    moments = {}
+    for key in ("from", "to"):
+        if key in params:
+            try:
+                moments[key] = parse_moment(params[key])
+            except ValueError as exc:
+                raise _fail(f"`{key}={shown(params[key])}` is not a date: {exc}", verb) from None
+    if len(moments) == 2 and moments["to"] < moments["from"]:
+        raise _fail(f"--to ({params['to']}) is before --from ({params['from']})", verb)

@@ -13,6 +13,8 @@ from typing import Any
 
 from bot.diagnosis.collect import collect
 from bot.errors import (
+    AuditChainBroken,
+    AuditLogError,
     BotError,
     CommandSyntaxError,
     ExecutorError,
@@ -25,8 +27,8 @@ from bot.ports.clock import iso
 from bot.ports.store import EventFilter, EventKind, Requester, RunRecord, Store
 from bot.runs.engine import Engine
 from bot.runs.params import describe_params
+from bot.service import audit_scope, report
 from bot.service import commands as c
-from bot.service import report
 from bot.service.clusters import Cluster, Clusters
 from bot.service.views import diagnosis_view, plan_view, run_view, selection
 
@@ -89,6 +91,8 @@ class Service:
         except UserError as exc:
             self._record(EventKind.COMMAND, who, data)
             return self._error(exc, who, line)
+        if command == c.Audit("verify"):
+            return self._verify_then_record(who, data)
         self._record(EventKind.COMMAND, who, data)
         try:
             if isinstance(command, RUN_STATE_COMMANDS):
@@ -104,6 +108,17 @@ class Service:
         line = text if isinstance(text, str) else " ".join(text)
         self._record(EventKind.COMMAND, who, {"text": line})
         return self._error(exc, who, line)
+
+    def _verify_then_record(self, who: Requester, data: dict[str, Any]) -> Reply:
+        """`audit verify` reads before it writes: the verdict is on the log as it was when
+        asked, and a log that cannot take the command's event (its chain head gone, a file
+        that cannot be written) is still checked. The command is recorded after, if it can be."""
+        reply = self.dispatch(c.Audit("verify"), who)
+        try:
+            self._record(EventKind.COMMAND, who, data)
+        except (AuditLogError, AuditChainBroken) as exc:
+            reply.data["not_recorded"] = str(exc)
+        return reply
 
     def _record(self, kind: EventKind, who: Requester, data: dict[str, Any]) -> None:
         self.store.record(kind, actor=who.user, source=who.source, data=data)
@@ -196,7 +211,7 @@ class Service:
                 )
             case c.Audit("run", run_id):
                 assert run_id is not None
-                self.store.run(run_id)
+                audit_scope.check_run_trail(self.store.run(run_id), who, engine.policy)
                 return Reply(
                     "audit_events",
                     {
@@ -205,7 +220,8 @@ class Service:
                     },
                 )
             case c.Audit(_):
-                events = self.store.events()[-50:]
+                here = audit_scope.confined_to(who, engine.policy)
+                events = self.store.events_matching(EventFilter(channel=here), last=50)
                 return Reply(
                     "audit_events",
                     {"run_id": None, "events": [dataclasses.asdict(e) for e in events]},
@@ -214,7 +230,8 @@ class Service:
                 target = self.clusters.get(cluster)
                 return Reply("diagnose", self._diagnose(target, nodes, deep, who))
             case c.AuditReport(selection, fmt):
-                return Reply("audit_report", {"format": fmt, "report": self.report(selection)})
+                report_data = self.report(selection, who)
+                return Reply("audit_report", {"format": fmt, "report": report_data})
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
     def _run_reply(self, run: RunRecord, status_only: bool = False) -> Reply:
@@ -227,8 +244,12 @@ class Service:
     def _approvals(self, run: RunRecord) -> list[Any]:
         return self.store.approvals_of(run)
 
-    def report(self, asked: Mapping[str, str]) -> dict[str, Any]:
-        """The audit report for a validated selection (see `commands.AuditReport`)."""
+    def report(self, asked: Mapping[str, str], who: Requester | None = None) -> dict[str, Any]:
+        """The audit report for a validated selection (see `commands.AuditReport`), confined to
+        what `who` may read where they asked (bot.service.audit_scope; None: a local caller).
+        Every run it touches in its scope is whole."""
+        if who is not None:
+            asked = audit_scope.report_selection(asked, who, self.engine.policy)
         sel = selection(asked)
         now = self.engine.clock.now()
         start, end = sel.window(now)
@@ -264,16 +285,25 @@ class Service:
         # a big selection reads every run at once rather than naming thousands in SQL
         runs = self.store.runs_by_id(ids=ids if len(ids) <= 5000 else None)
         events = report.select(candidates, runs, sel, now)
+        whole = report.whole_runs(events, runs, sel)
+        if whole:  # the rest of each run: approvals given elsewhere, steps outside the window
+            more = self.store.events_matching(EventFilter(run_ids=sorted(whole)))
+            events = report.merge(events, more)
         chain = self.store.verify()
         return report.build(
             events,
-            runs,
+            {i: runs[i] for i in whole},
             sel,
             {
                 "ok": chain.ok,
                 "head": chain.head_hash,
                 "events": chain.events,
                 "problem": chain.problem,
+                "head_id": chain.head_id,
+                "first_id": chain.first_id,
+                "first_hash": chain.first_hash,
+                "pruned_through": chain.pruned_through,
+                "vouched_by": chain.vouched_by,
                 "checked_at": iso(now),
             },
             now,

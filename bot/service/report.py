@@ -2,8 +2,12 @@
 
 Pure: events and runs go in, a plain-JSON report comes out (what was seen, proposed, approved, run
 where with what output, and whether it worked), for the templates in `templates/reports/` to lay
-out as Markdown, HTML, CSV or JSON Lines. Selecting by run, node, runbook or user takes whole
-runs, so a report never shows half an approval.
+out as Markdown, HTML, CSV or JSON Lines. A run in a report is always whole: every event of
+it, wherever it was given (an approval from the CLI or another channel), so a report never shows
+half an approval. A report scoped to a channel or thread takes whole only the runs asked for
+there; another channel's run shows only the events that happened in this one. A run's facts
+(who asked, what, which plan, how it ended) come from its chained events, not from the `runs`
+table, which the chain does not cover.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.ports.clock import iso, parse_iso
@@ -33,11 +37,29 @@ END_KINDS = frozenset(
 )
 
 
+# longer spans reach back before any audit log (and past what a datetime can hold: 999999w)
+MAX_SPAN = timedelta(days=3650)
+
+
 def parse_span(text: str) -> timedelta:
+    """`--since`'s value; ValueError says what is wrong with it, in a sentence."""
     match = _SPAN.fullmatch(text)
     if match is None:
         raise ValueError(f"`{text}` is not a time span like 30m, 24h or 7d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    span = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    if span > MAX_SPAN:
+        raise ValueError(
+            f"`since={text}` is longer than {MAX_SPAN.days}d (ten years); leave --since out "
+            "for the whole log"
+        )
+    return span
+
+
+def parse_moment(text: str) -> datetime:
+    """`--from`/`--to`'s value as a UTC time (UTC unless it says otherwise). ValueError says
+    what is wrong with it (`month must be in 1..12`)."""
+    value = datetime.fromisoformat(text.replace(" ", "T").removesuffix("Z"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,24 @@ def select(
             continue
         picked.append(e)
     return picked
+
+
+def in_scope(run: RunRecord, sel: Selection) -> bool:
+    """Whether the run was asked for in the channel and thread the report is scoped to."""
+    if sel.channel is not None and run.source.get("channel") != sel.channel:
+        return False
+    return sel.thread is None or run.source.get("thread_ts") == sel.thread
+
+
+def whole_runs(picked: Iterable[Event], runs: Mapping[int, RunRecord], sel: Selection) -> set[int]:
+    """The runs a report takes whole: those its events touch that belong to its scope."""
+    ids = {e.run_id for e in picked if e.run_id is not None}
+    return {i for i in ids if i in runs and in_scope(runs[i], sel)}
+
+
+def merge(picked: Iterable[Event], more: Iterable[Event]) -> list[Event]:
+    """Two sets of events as one, each once, in chain order."""
+    return sorted({e.id: e for e in (*picked, *more)}.values(), key=lambda e: e.id)
 
 
 def cluster_of(e: Event, run: RunRecord | None) -> str:
@@ -212,6 +252,52 @@ def _seconds(a: str, b: str) -> float:
     return round((parse_iso(b) - parse_iso(a)).total_seconds(), 3)
 
 
+def chained_facts(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
+    """What the run's chained events say about it: who asked, for what, on which plan, how it
+    ended. The `runs` row fills in only what no kept event says (a run whose start was pruned,
+    or the status of a run still going); `from_chain` says which."""
+    facts: dict[str, Any] = {
+        "requester": run.requester,
+        "ref": run.ref,
+        "params": run.params,
+        "plan_hash": run.plan_hash,
+        "code_hash": run.code_hash,
+        "targets": run.plan.get("targets", []),
+        "cluster": run.cluster,
+        "channel": run.source.get("channel", ""),
+        "thread": run.source.get("thread_ts", ""),
+        "status": run.status,
+        "error": run.error or "",
+        "from_chain": False,
+    }
+    for e in events:
+        d = e.data
+        if e.kind == EventKind.RUN_STARTED:
+            facts.update(
+                requester=e.actor or "",
+                ref=str(d.get("runbook") or run.ref),
+                params=d.get("params", {}),
+                plan_hash=d.get("plan_hash", ""),
+                code_hash=d.get("code_hash", ""),
+                targets=d.get("plan", {}).get("targets", []),
+                cluster=d.get("cluster") or "default",
+                channel=e.source.get("channel", ""),
+                thread=e.source.get("thread_ts", ""),
+                from_chain=True,
+            )
+        elif e.kind == EventKind.PLAN_CHANGED:
+            facts.update(
+                plan_hash=d.get("plan_hash", ""), targets=d.get("plan", {}).get("targets", [])
+            )
+        elif e.kind in END_KINDS and "status" in d:
+            traceback = str(d.get("traceback") or "").strip().splitlines()
+            denied = f"denied by {e.actor}" if e.kind == EventKind.DENIED else ""
+            error = d.get("error") or (traceback[-1] if traceback else denied)
+            facts.update(status=d["status"], error=str(error or facts["error"]))
+    facts["runbook"] = str(facts["ref"]).partition("@")[0]
+    return facts
+
+
 def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
     steps: dict[int, dict[str, Any]] = {}
     current: dict[str, Any] | None = None
@@ -259,16 +345,7 @@ def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
     started = events[0].ts if events else run.created_at
     return {
         "id": run.id,
-        "cluster": run.cluster,
-        "ref": run.ref,
-        "runbook": run.runbook,
-        "params": run.params,
-        "requester": run.requester,
-        "status": run.status,
-        "error": run.error or "",
-        "plan_hash": run.plan_hash,
-        "code_hash": run.code_hash,
-        "targets": run.plan.get("targets", []),
+        **chained_facts(run, events),
         "started": started,
         "ended": ended or "",
         "duration_s": _seconds(started, ended) if ended else None,
@@ -276,8 +353,6 @@ def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
         "steps": [steps[i] for i in sorted(steps)],
         "verify": verify,
         "nodes": sorted({a["node"] for a in outputs if a.get("node")}),
-        "channel": run.source.get("channel", ""),
-        "thread": run.source.get("thread_ts", ""),
     }
 
 
@@ -289,7 +364,8 @@ def build(
     now: datetime,
 ) -> dict[str, Any]:
     """The report's data: summary, timeline, runs with their steps and outputs, per-node lines,
-    the chart's bars, and the audit chain's head and whether it verified."""
+    the chart's bars, and the audit chain's head and whether it verified. `runs` are those the
+    report gives a record of (whole runs); another run's events are timeline lines only."""
     by_run: dict[int, list[Event]] = {}
     for e in events:
         if e.run_id is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from bot.diagnosis.evidence import Evidence
@@ -101,16 +100,11 @@ def run_view(run: RunRecord) -> dict[str, Any]:
 
 def selection(asked: Mapping[str, str]) -> report.Selection:
     """A report selection from `audit report`'s checked key=value pairs."""
-
-    def moment(text: str) -> datetime:
-        value = datetime.fromisoformat(text.replace(" ", "T").removesuffix("Z"))
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
     run = asked.get("run")
     return report.Selection(
         since=report.parse_span(asked["since"]) if "since" in asked else None,
-        start=moment(asked["from"]) if "from" in asked else None,
-        end=moment(asked["to"]) if "to" in asked else None,
+        start=report.parse_moment(asked["from"]) if "from" in asked else None,
+        end=report.parse_moment(asked["to"]) if "to" in asked else None,
         run_id=int(run.lstrip("#")) if run else None,
         cluster=asked.get("cluster"),
         node=asked.get("node"),
