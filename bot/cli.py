@@ -8,6 +8,7 @@ the OS login running flannel-bot, not as `--user` (bot.terminal says why).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ from bot.service.commands import SUMMARY, USAGE, split_words
 from bot.service.handler import Reply
 from bot.settings import ConfigError, Settings, load_settings
 from bot.terminal import Terminal, os_login
-from bot.wiring import App, build_app, build_executors
+from bot.wiring import App, build_app, build_executors, open_audit_log_read_only
 
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] COMMAND ...
@@ -46,7 +47,8 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] 
                              (`--cluster NAME` picks one of the [clusters.*] in the config)
   diagnose --dump DIR        diagnose a support bundle (kubectl cluster-info dump layout)
   collect DIR [node...]      write a support bundle from a live cluster (API + node probes)
-  audit verify               check the audit chain; exits 1 and names the first bad event
+  audit verify               check the audit chain, opening the file read-only (nothing is
+                             recorded); exits 1 and names the first bad event
   audit report [...]         the incident report: --since 24h, run=N, node=w2, format=html ...
   audit prune                drop events older than [audit] retention_days (chain stays checked)
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
@@ -274,6 +276,18 @@ def prune(app: App, days: int) -> int:
     return 0
 
 
+def verify_audit_log(settings: Settings, as_json: bool) -> int:
+    """`audit verify`: the chain checked on the file opened read-only, recording nothing, so a
+    copy kept as evidence (chmod 0444, a read-only mount) is checked as it is; exit 1 if broken."""
+    report = open_audit_log_read_only(settings).verify()
+    if as_json:
+        data = {"ok": report.ok, "kind": "audit_verify", **dataclasses.asdict(report)}
+        print(json.dumps({**data, "summary": report.describe()}, indent=2))
+    else:
+        print(report.describe())
+    return 0 if report.ok else 1
+
+
 def command_help(verb: str) -> int:
     """`flannel-bot COMMAND --help`: the command's usage and what it does, from the same tables
     the /flannel parser and the global help use."""
@@ -323,6 +337,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
         if inv.words[0] == "collect":
             return collect_bundle(settings, inv.words[1:])
+        if inv.words == ["audit", "verify"]:  # before build_app: no cluster, nothing written
+            return verify_audit_log(settings, inv.as_json)
         app = build_app(settings)
         crash_after = os.environ.get("FLANNEL_BOT_KILL_AFTER")
         if crash_after:

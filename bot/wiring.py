@@ -132,3 +132,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     clusters.get()
     service = Service(clusters, store, settings.max_report_events)
     return App(settings, store, clusters, service)
+
+
+def open_audit_log_read_only(settings: Settings) -> SqliteStore:
+    """The audit log as evidence: opened read-only, so verifying it records nothing and works
+    on a copy nobody may write (no migrations, no cluster)."""
+    return SqliteStore(settings.db_path, SystemClock(), read_only=True)
