@@ -750,7 +750,16 @@ class SqliteStore:
         """Delete events older than `before`, keeping the chain verifiable: a checkpoint keeps
         the last pruned event's hash, and an `audit_pruned` event, chained in the same
         transaction, vouches for it (verification refuses a checkpoint without one). Events of
-        runs that have not ended are never pruned."""
+        runs that have not ended are never pruned, and a chain that does not verify is not
+        pruned at all: the new checkpoint would vouch for whatever was deleted before it."""
+        chain = self.verify()
+        if not chain.ok:
+            raise AuditChainBroken(
+                f"the audit log {self.path} does not verify ({chain.describe()}), so nothing was "
+                "pruned: pruning now would vouch for what was removed. Run `flannel-bot audit "
+                "verify`, compare with the heads posted to Slack, and restore the file from a "
+                "backup"
+            )
         with self.transaction() as tx:
             db = tx.db
             active = db.execute(

@@ -8,6 +8,9 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+from bot.errors import AuditChainBroken
 from bot.ports.store import ChainReport
 from bot.service.handler import Service
 from bot.slack.beacon import head_message
@@ -136,3 +139,16 @@ def test_head_message_of_a_broken_chain_names_the_problem() -> None:
     text = head_message(broken, "after run 4")
     assert text.startswith("Audit chain head after run 4: `" + "ab" * 32 + "`")
     assert "BROKEN at event 2: altered" in text
+
+
+def test_a_broken_chain_is_never_pruned(store: SqliteStore, clock: FakeClock) -> None:
+    """A prune over a forged checkpoint would vouch for it with a real audit_pruned event and
+    launder the deletion; pruning refuses a chain that does not verify, and deletes nothing."""
+    for i in range(10):
+        store.record("command", actor="alice", data={"text": f"status {i}"})
+        clock.advance(3600)
+    forge_prune(store.path, 3)
+    with pytest.raises(AuditChainBroken) as exc:
+        store.prune(clock.now() - timedelta(hours=4))
+    assert "does not verify" in str(exc.value) and "audit verify" in str(exc.value)
+    assert store.events()[0].id == 4 and not store.verify().ok
