@@ -1,43 +1,21 @@
 """Keeping secrets and floods out of the audit log.
 
-Applied to every string stored in an event, so a token echoed by a node or typed into chat never
-reaches the database, Slack or a report.
+Applied to every string stored in an event (`bot.redaction` does the recognising), and capped, so
+a token echoed by a node or typed into chat never reaches the database and one runaway output
+cannot fill it. The other exits (Slack, the terminal, reports, bundles, logs) redact again on the
+way out, which also covers events stored before a pattern was added.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from bot.redaction import redact
+from bot.redaction import scrub as scrub_with
 
 MAX_TEXT = 16 * 1024
 
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (
-        re.compile(
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S
-        ),
-        "[REDACTED PRIVATE KEY]",
-    ),
-    (re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"), "[REDACTED SLACK TOKEN]"),
-    (re.compile(r"\bxapp-[A-Za-z0-9-]{8,}"), "[REDACTED SLACK TOKEN]"),
-    (
-        re.compile(r"(?i)\b(authorization:\s*)?bearer\s+[A-Za-z0-9._~+/=-]{8,}"),
-        r"\1Bearer [REDACTED]",
-    ),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"), "[REDACTED JWT]"),
-    (
-        re.compile(
-            r"(?i)\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*|\s+)(\"[^\"]*\"|'[^']*'|\S+)"
-        ),
-        r"\1\2[REDACTED]",
-    ),
-]
-
-
-def redact(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+__all__ = ["MAX_TEXT", "cap", "redact", "scrub"]
 
 
 def cap(text: str, limit: int = MAX_TEXT) -> str:
@@ -46,12 +24,12 @@ def cap(text: str, limit: int = MAX_TEXT) -> str:
     return text[:limit] + f"\n[... {len(text) - limit} more characters not kept]"
 
 
+def _stored(text: str) -> str:
+    # `redact` looked up here at each call: bench/report_1m.py memoises it in this module
+    return cap(redact(text))
+
+
 def scrub(value: Any) -> Any:
-    """Redact and cap every string inside a JSON-like value."""
-    if isinstance(value, str):
-        return cap(redact(value))
-    if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
-    return value
+    """Redact and cap every string inside a JSON-like value, and mask values of keys that name a
+    secret."""
+    return scrub_with(value, _stored)
