@@ -27,6 +27,7 @@ from bot.ports.clock import SystemClock
 from bot.ports.store import Event
 from bot.process.leader import LeaderElector
 from bot.process.logs import configure as configure_logs
+from bot.process.output import redacted_output
 from bot.render import Renderer
 from bot.runs.registry import Registry, lock_path, read_lock, write_lock
 from bot.service.commands import SUMMARY, USAGE, split_words
@@ -310,6 +311,7 @@ def command_help(verb: str) -> int:
     return 0
 
 
+@redacted_output  # every reply, progress line, error and log record, secrets redacted
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     try:
         inv = split_argv(sys.argv[1:] if argv is None else argv)

@@ -1,7 +1,9 @@
 """Rendering replies and progress events with the jinja2 templates in `templates/`.
 
 Templates are strict (`StrictUndefined`): a reply missing a field fails loudly in tests instead of
-printing a blank to someone in the middle of an incident.
+printing a blank to someone in the middle of an incident. Every template gets its data scrubbed of
+secrets (`bot.redaction.scrub`) and plain-text output is redacted again as a whole, so no template,
+report format or reply can show a secret a node, a log or a person handed the bot.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import jinja2
 
 from bot.ports.store import Event
+from bot.redaction import redact, scrub
 from bot.service.handler import Reply
 
 MARKERS = {"read": "[read]", "change": "[CHANGE]", "destructive": "[DESTRUCTIVE]"}
@@ -43,18 +46,18 @@ class Renderer:
     def reply(self, reply: Reply, medium: str = "shell") -> str:
         if reply.kind == "audit_report":
             return self.report(reply.data["report"], reply.data["format"])
-        return self.env.get_template(f"{medium}/{reply.kind}.txt.j2").render(**reply.data).rstrip()
+        return redact(self.render(f"{medium}/{reply.kind}.txt.j2", **reply.data).rstrip())
 
     def report(self, report: dict[str, Any], fmt: str) -> str:
         """An audit report in `md`, `html`, `csv` or `jsonl` (templates/reports/report.<fmt>.j2)."""
-        return self.env.get_template(f"reports/report.{fmt}.j2").render(**report).strip() + "\n"
+        return self.render(f"reports/report.{fmt}.j2", **report).strip() + "\n"
 
     def event(self, event: Event, medium: str = "shell") -> str:
-        return (
-            self.env.get_template(f"{medium}/event.txt.j2")
-            .render(event=dataclasses.asdict(event))
-            .strip()
+        return redact(
+            self.render(f"{medium}/event.txt.j2", event=dataclasses.asdict(event)).strip()
         )
 
     def render(self, name: str, **data: Any) -> str:
-        return self.env.get_template(name).render(**data)
+        """Template `name` over `data` with every secret in it masked (unchanged data is not
+        copied, so a large report costs one pass)."""
+        return self.env.get_template(name).render(**scrub(data))

@@ -11,6 +11,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from bot.redaction import redact
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -26,6 +28,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class RedactingFilter(logging.Filter):
+    """Secrets out of a record's message before any formatter or handler sees it: a logged Slack
+    request, an error quoting a node's output or a kubeconfig can hold one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: logging reports it when it formats
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's output redacted whole, tracebacks and stack traces included."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+def redacting(handler: logging.Handler) -> logging.Handler:
+    """`handler` with its records' messages and its formatted output redacted."""
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(RedactingFormatter(handler.formatter or logging.Formatter()))
+    return handler
+
+
 def configure(fmt: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     if fmt == "json":
@@ -35,3 +70,4 @@ def configure(fmt: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    redacting(handler)

@@ -20,7 +20,6 @@ from typing import Any
 
 from slack_bolt import Ack
 from slack_bolt import App as BoltApp
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -34,6 +33,7 @@ from bot.service.handler import Reply
 from bot.settings import SlackSettings
 from bot.slack.beacon import Beacon
 from bot.slack.blocks import mrkdwn_escape
+from bot.slack.client import SafeWebClient
 from bot.slack.identity import Identity
 from bot.slack.messages import Messages
 from bot.slack.origin import click_refusal, command_refusal, team_of
@@ -45,9 +45,10 @@ PLAN_FIX = re.compile(r"\Aplan_fix:[0-9]+\Z")  # Bolt matches with re.search
 SCOPES = {"run", "node", "runbook", "user", "channel", "thread"}
 
 
-def make_client(settings: SlackSettings) -> WebClient:
-    """A Web API client that waits out 429s (Retry-After) and retries dropped connections."""
-    return WebClient(
+def make_client(settings: SlackSettings) -> SafeWebClient:
+    """A Web API client that waits out 429s (Retry-After), retries dropped connections, and
+    redacts and defuses everything it sends (bot.slack.client)."""
+    return SafeWebClient(
         token=settings.bot_token,
         base_url=settings.api_url,
         timeout=15,
@@ -59,7 +60,9 @@ def make_client(settings: SlackSettings) -> WebClient:
 
 
 class SlackAdapter:
-    def __init__(self, app: App, settings: SlackSettings, client: WebClient | None = None) -> None:
+    def __init__(
+        self, app: App, settings: SlackSettings, client: SafeWebClient | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
         self.client = client or make_client(settings)

@@ -60,6 +60,18 @@ def mrkdwn_escape(text: str) -> str:
     return text.translate(_ENTITIES)
 
 
+# what may stay as written when a message leaves: a user mention (the only `<…>` the bot writes
+# itself) and an entity already escaped
+_DEFUSE = re.compile(r"<@[A-Za-z0-9]+>|&(?:amp|lt|gt);|[<>&]")
+
+
+def defuse(text: str) -> str:
+    """`text` with `<`, `>` and `&` escaped everywhere but in user mentions and entities: applied
+    to every mrkdwn field that leaves (bot.slack.client), so a template that forgot `mrkdwn` still
+    cannot post `<!channel>` or a disguised link."""
+    return _DEFUSE.sub(lambda m: m[0] if len(m[0]) > 1 else m[0].translate(_ENTITIES), text)
+
+
 def mrkdwn(text: str, limit: int | None = None) -> str:
     """Escaped `text`, then cut to `limit` characters without splitting an `&amp;` entity."""
     escaped = mrkdwn_escape(str(text))

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bot.redaction import scrub
 from bot.render import Renderer
 from bot.service.handler import Reply
 from bot.slack.blocks import check_limits, mrkdwn, register, render_diagnose_slack, truncate
@@ -52,7 +53,7 @@ class Messages:
     def reply(self, reply: Reply, mention: str, command: str) -> dict[str, Any]:
         """A command's reply for its thread."""
         if reply.kind == "diagnose":
-            payload = render_diagnose_slack(self.renderer.env, reply.data)
+            payload = render_diagnose_slack(self.renderer.env, scrub(reply.data))
             payload["blocks"].insert(
                 0, {"type": "section", "text": {"type": "mrkdwn", "text": f"{mention} here it is:"}}
             )

@@ -4,7 +4,10 @@ gives.
 
 What could not be read is written to errors.txt, one line each, and the rest is still written:
 a bundle with holes still explains what it can. Lists are kept as the API returns them
-(`KubeClient.list_raw`), not as our records, so people can read them with kubectl's eyes.
+(`KubeClient.list_raw`), not as our records, so people can read them with kubectl's eyes; but a
+bundle travels (tickets, other teams), so every file is written through `_Writer`, which masks
+secrets first (`bot.redaction`: a ConfigMap's kubeconfig token, an env var's password, a private
+key in a probe's stderr) while the JSON stays what kubectl would read.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bot.executors.bundle.layout import (
 from bot.executors.kube import KubeClient, parse_node, parse_pod
 from bot.ports.nodes import FanOutExecutor
 from bot.ports.probes import PROBES
+from bot.redaction import redact, scrub
 
 
 class _Writer:
@@ -40,9 +44,12 @@ class _Writer:
         self.errors: list[str] = []
 
     def json(self, rel: str, obj: Any) -> None:
-        self.text(rel, json.dumps(obj, indent=4, ensure_ascii=False) + "\n")
+        self._write(rel, json.dumps(scrub(obj), indent=4, ensure_ascii=False) + "\n")
 
     def text(self, rel: str, text: str) -> None:
+        self._write(rel, redact(text))
+
+    def _write(self, rel: str, text: str) -> None:
         target = self.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(text.encode("utf-8"))
@@ -203,7 +210,8 @@ def _write_logs(
             body = kube.read_pod_log(ns, pod.name, c.name, tail_lines=log_lines)
         except ExecutorError as exc:
             body = f"Request log error: {exc}\n"
-        blocks.append(f"==== START logs for {header}\n{body}==== END logs for {header}\n")
+        # redacted alone: a key cut off in one container's log must not swallow the next block
+        blocks.append(f"==== START logs for {header}\n{redact(body)}==== END logs for {header}\n")
         if c.restart_count > 0:
             try:
                 previous = kube.read_pod_log(ns, pod.name, c.name, True, log_lines)
