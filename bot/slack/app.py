@@ -32,7 +32,7 @@ from bot.service import commands as c
 from bot.service.handler import Reply
 from bot.settings import SlackSettings
 from bot.slack.beacon import Beacon
-from bot.slack.blocks import mrkdwn_escape
+from bot.slack.blocks import mrkdwn_code, mrkdwn_escape
 from bot.slack.client import SafeWebClient
 from bot.slack.identity import Identity
 from bot.slack.messages import Messages
@@ -191,7 +191,7 @@ class SlackAdapter:
             text += f" channel={channel}"  # in Slack a report covers this channel by default
             parsed = dataclasses.replace(parsed, selection={**parsed.selection, "channel": channel})
         root = self.client.chat_postMessage(
-            channel=channel, text=f"<@{user_id}> asked: `/flannel {text}`"
+            channel=channel, text=f"<@{user_id}> asked: {mrkdwn_code(f'/flannel {text}', 2000)}"
         )
         thread_ts = str(root["ts"])
         source["thread_ts"] = thread_ts

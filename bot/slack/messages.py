@@ -14,7 +14,14 @@ from typing import Any
 from bot.redaction import scrub
 from bot.render import Renderer
 from bot.service.handler import Reply
-from bot.slack.blocks import check_limits, mrkdwn, register, render_diagnose_slack, truncate
+from bot.slack.blocks import (
+    check_limits,
+    mrkdwn,
+    mrkdwn_escape,
+    register,
+    render_diagnose_slack,
+    truncate,
+)
 
 log = logging.getLogger(__name__)
 OWN_LAYOUT = {"diagnose", "plan"}
@@ -100,8 +107,10 @@ class Messages:
         return self._render("progress", p=p)
 
     def error(self, reply: Reply) -> str:
+        """An error for the requester alone; it may quote what they typed, escaped."""
         usage = reply.data.get("usage")
-        return f":warning: {reply.data['message']}" + (f"\n`{usage}`" if usage else "")
+        message = mrkdwn_escape(str(reply.data["message"]))
+        return f":warning: {message}" + (f"\n`{mrkdwn_escape(str(usage))}`" if usage else "")
 
 
 def _raw(value: Any) -> str:
