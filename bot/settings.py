@@ -58,6 +58,11 @@ class SlackSettings:
     usergroup_ttl: float = 300.0
     audit_channel: str = ""  # where the audit chain's head is posted after each run
     audit_head_every_minutes: int = 0  # and on this schedule (0: only after runs)
+    # HTTP mode's server (bot.slack.server): what one client may hold of it
+    max_body_bytes: int = 1_048_576  # a larger body is refused (413) before it is read
+    read_timeout_seconds: float = 10.0  # silent this long, or a request not whole: closed
+    http_threads: int = 16  # requests served at once; slow clients hold none of them
+    max_connections: int = 10_000  # open connections; beyond, new ones wait to be accepted
 
     def problems(self) -> list[str]:
         """What is missing for `serve` in this mode, each as a sentence naming the fix."""
@@ -223,6 +228,7 @@ def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings
         "progress_interval",
         "audit_channel",
         "audit_head_every_minutes",
+        *_HTTP_LIMITS,
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -255,7 +261,25 @@ def parse_slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> SlackSettings
         progress_interval=float(raw.get("progress_interval", 1.0)),
         audit_channel=str(raw.get("audit_channel", "")),
         audit_head_every_minutes=int(raw.get("audit_head_every_minutes", 0)),
+        **_http_limits(raw),
     )
+
+
+_HTTP_LIMITS = ("max_body_bytes", "read_timeout_seconds", "http_threads", "max_connections")
+
+
+def _http_limits(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`[slack]`'s limits of the HTTP server, each a positive number (whole, but the timeout)."""
+    limits: dict[str, Any] = {}
+    for key in _HTTP_LIMITS:
+        value = raw.get(key, getattr(SlackSettings, key))
+        whole = key != "read_timeout_seconds"
+        kinds = int if whole else int | float
+        if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
+            kind = "a whole number" if whole else "a number of seconds"
+            raise ConfigError(f"[slack] {key} must be {kind} above 0, not {value!r}")
+        limits[key] = value
+    return limits
 
 
 def parse_leader(raw: Mapping[str, Any]) -> LeaderSettings:

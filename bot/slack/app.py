@@ -2,9 +2,10 @@
 
 Every request is acknowledged first (Slack's limit is 3 seconds), then handled: Bolt runs the
 rest of the listener in its thread pool. A request that arrives again (HTTP retries, Socket Mode
-redeliveries, a second delivery of one click) is recognised by its trigger id or action
-timestamp, recorded atomically in SQLite, and done only once. Replies go to a thread started by
-the command, mentioning the requester; errors go to the requester alone (ephemeral).
+redeliveries, a second delivery of one click) is recognised by its trigger id (or, without one,
+its signed bytes: bot.slack.deliveries) or action timestamp, recorded atomically in SQLite, and
+done only once. Replies go to a thread started by the command, mentioning the requester; errors
+go to the requester alone (ephemeral).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import Ack
+from slack_bolt import Ack, BoltRequest
 from slack_bolt import App as BoltApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -34,6 +35,7 @@ from bot.settings import SlackSettings
 from bot.slack.beacon import Beacon
 from bot.slack.blocks import mrkdwn_code, mrkdwn_escape
 from bot.slack.client import SafeWebClient
+from bot.slack.deliveries import command_keys
 from bot.slack.identity import Identity
 from bot.slack.messages import Messages
 from bot.slack.origin import click_refusal, command_refusal, team_of
@@ -86,7 +88,9 @@ class SlackAdapter:
         bolt = BoltApp(
             client=self.client,
             signing_secret=self.settings.signing_secret or "socket-mode-has-no-signing-secret",
-            request_verification_enabled=self.settings.mode == "http",
+            # HTTP mode verifies in bot.slack.gate, before parsing; Bolt would parse first, and
+            # log the body of a request that fails its check
+            request_verification_enabled=False,
             token_verification_enabled=False,
             ignoring_self_events_enabled=False,
             process_before_response=False,
@@ -102,9 +106,16 @@ class SlackAdapter:
 
     # -- listeners: ack first, then the work ----------------------------------------------------
 
-    def _on_command(self, ack: Ack, body: dict[str, Any]) -> None:
+    def _on_command(self, ack: Ack, body: dict[str, Any], request: BoltRequest) -> None:
         ack()
-        self._later(self._command_once, body)
+        headers = request.headers
+        keys = command_keys(
+            body,
+            request.raw_body,
+            headers.get("x-slack-request-timestamp", [""])[0],
+            retry=headers.get("x-slack-retry-num", ["0"])[0] not in ("", "0"),
+        )
+        self._later(self._command_once, body, keys)
 
     def _on_approve(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
@@ -131,9 +142,14 @@ class SlackAdapter:
 
         self.work.submit(run)
 
-    def _command_once(self, body: dict[str, Any]) -> None:
-        if self._first(f"command:{body.get('trigger_id')}", "slash_command"):
+    def _command_once(self, body: dict[str, Any], keys: Sequence[str]) -> None:
+        with self.app.store.transaction() as tx:
+            recorded = [tx.first_delivery(key, "slash_command") for key in keys]  # every key
+        first = recorded[0]
+        if first:
             self.command(body)
+        else:
+            log.info("ignoring a repeated Slack delivery %s", keys[0])
 
     def _button_once(self, body: dict[str, Any], kind: str) -> None:
         if not self._first(self._click_key(body), kind):

@@ -2,51 +2,43 @@
 endpoints.
 
 Socket Mode needs no public URL: the bot opens a WebSocket to Slack with the app-level token.
-HTTP mode also serves POST /slack/events (every request's signature verified). Either way one
-threaded WSGI server answers GET /healthz and GET /metrics (Prometheus). With a Lease configured
-(`[leader]`), a replica serves Slack only while it leads; a standby answers /healthz meanwhile,
-and GET /readyz answers 503 on it, so a Service in front of HTTP-mode replicas routes Slack's
-requests to the leader alone.
+HTTP mode also serves POST /slack/events (bot.slack.events: its body capped and its signature
+verified before Bolt parses it). Either way one HTTP server (bot.slack.server: waitress, a
+bounded pool of threads and a read timeout) answers GET /healthz and GET /metrics (Prometheus).
+With a Lease configured (`[leader]`), a replica serves Slack only while it leads; a standby
+answers /healthz meanwhile, and GET /readyz answers 503 on it, so a Service in front of
+HTTP-mode replicas routes Slack's requests to the leader alone.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.process.leader import LeaderElector
 from bot.process.metrics import METRICS, EventMetrics
 from bot.settings import ConfigError, SlackSettings
 from bot.slack.app import SlackAdapter
+from bot.slack.events import answer, slack_events
+from bot.slack.server import HttpServer, WsgiApp
 from bot.wiring import App
 
 log = logging.getLogger(__name__)
 
 
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    request_queue_size = 128  # Slack bursts: the default 5 makes clients retry or reset
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-
 def wsgi_app(
-    adapter: SlackAdapter, status: Callable[[], str] = lambda: "serving"
-) -> Callable[..., Iterable[bytes]]:
-    slack = SlackRequestHandler(adapter.bolt, path="/slack/events")
+    adapter: SlackAdapter,
+    status: Callable[[], str] = lambda: "serving",
+    clock: Callable[[], float] = time.time,
+) -> WsgiApp:
+    slack = slack_events(adapter, clock)
     http_mode = adapter.settings.mode == "http"
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -61,10 +53,11 @@ def wsgi_app(
         if path == "/metrics" and method == "GET":
             start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
             return [metrics_text(adapter.app).encode()]
-        if http_mode and status() == "serving":
+        if path == "/slack/events" and http_mode and status() == "serving":
+            if method != "POST":
+                return answer(start_response, 405, "POST only\n", [("Allow", "POST")])
             return slack(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
+        return answer(start_response, 404, "not found\n")
 
     return application
 
@@ -78,13 +71,16 @@ def metrics_text(app: App) -> str:
 
 def http_server(
     adapter: SlackAdapter, host: str, port: int, status: Callable[[], str] = lambda: "serving"
-) -> WSGIServer:
-    return make_server(
+) -> HttpServer:
+    settings = adapter.settings
+    return HttpServer(
+        wsgi_app(adapter, status),
         host,
         port,
-        wsgi_app(adapter, status),
-        server_class=ThreadingWSGIServer,
-        handler_class=QuietHandler,
+        threads=settings.http_threads,
+        read_timeout=settings.read_timeout_seconds,
+        max_body=settings.max_body_bytes,
+        max_connections=settings.max_connections,
     )
 
 
