@@ -7,7 +7,8 @@ clients, each client sending its next command as soon as the previous one was ac
 
   bare Bolt      a slack-bolt App whose `/flannel` listener only calls ack(), with the Bolt
                  settings of flannel-bot's adapter (listener pool of 16, process_before_response
-                 off), on the same threaded WSGI server class (bot.slack.serve.ThreadingWSGIServer)
+                 off), behind slack_bolt's WSGI adapter on the same server (bot.slack.server,
+                 waitress with flannel-bot's default limits)
   flannel-bot    the real app as `serve` builds it in HTTP mode: build_app (recorded cluster
                  examples/cluster.json, a temporary SQLite file, the system clock), SlackAdapter,
                  http_server; its listener acks, then records the delivery, posts the thread root
@@ -23,9 +24,15 @@ The clients run in a child process (times from the shared monotonic clock), so t
 the servers' GIL. `--warmup` commands per app go first and are not counted. `--slow-api SECONDS`
 holds every `chat.postMessage` answer of the fake for that long. Nothing leaves 127.0.0.1.
 
+`--slow-clients N` then sends the same load to flannel-bot once more while another child process
+holds N half-open connections to it (each sends part of a request head, then nothing; one the
+server closes after its read timeout is opened again at once), and prints the acks with and
+without them side by side, with the server's threads and memory meanwhile.
+
 Usage (from the repo root):
   .venv/bin/python bench/slack_ack.py [--requests 500] [--concurrency 20] [--text help]
                                       [--slow-api 0] [--warmup 20] [--reply-timeout 60]
+                                      [--slow-clients 0]
 """
 
 from __future__ import annotations
@@ -35,28 +42,31 @@ import http.client
 import logging
 import multiprocessing
 import os
+import resource
+import selectors
+import socket
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from wsgiref.simple_server import WSGIServer, make_server
 
 from slack_bolt import Ack
 from slack_bolt import App as BoltApp
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
-from bot.settings import load_settings
+from bot.settings import SlackSettings, load_settings
 from bot.slack.app import SlackAdapter
-from bot.slack.serve import QuietHandler, ThreadingWSGIServer, http_server
+from bot.slack.serve import http_server
+from bot.slack.server import HttpServer
 from bot.wiring import build_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +76,7 @@ if str(REPO) not in sys.path:  # `tests` is not installed; the fake and the sign
 from tests.slack.conftest import CONFIG, SECRET  # noqa: E402
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack  # noqa: E402
 from tests.slack.signing import new_trigger_id, sign, slash_command_body  # noqa: E402
+from tests.slack.wire import HALF_HEAD, address  # noqa: E402
 
 LISTENER_WORKERS = 16  # flannel-bot's SlackAdapter uses a Bolt listener pool of this size
 
@@ -102,6 +113,73 @@ def drive(url: str, requests: int, concurrency: int, text: str, prefix: str) -> 
         return list(pool.map(lambda i: _one(url, i, f"{prefix}{i:05d}", text), range(requests)))
 
 
+def hold_half_open(
+    url: str, count: int, ramp: float, ready: Event, stop: Event, closed: Any, result: Any
+) -> None:
+    """Keep `count` connections open that each sent part of a request head and then nothing,
+    opened evenly over `ramp` seconds (so the server's read timeout closes them a few at a time,
+    not all at once), each one the server closes opened again at once, until `stop`. Counts the
+    server's closes in `closed` (a shared int); puts the connections opened on `result`."""
+    raise_file_limit()
+    where = address(url)
+    poller = selectors.DefaultSelector()
+    opened = established = 0
+
+    def connect() -> None:
+        nonlocal opened
+        conn = socket.socket()
+        conn.setblocking(False)
+        conn.connect_ex(where)
+        poller.register(conn, selectors.EVENT_WRITE, "connecting")
+        opened += 1
+
+    def drop(conn: socket.socket) -> None:
+        poller.unregister(conn)
+        conn.close()
+        connect()
+
+    started = time.monotonic()
+    while not stop.is_set():
+        due = count if ramp <= 0 else min(count, int(count * (time.monotonic() - started) / ramp))
+        while opened < due:
+            connect()
+        for key, _ in poller.select(timeout=0.05):
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            if key.data == "connecting":
+                if conn.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    drop(conn)
+                    continue
+                try:
+                    conn.send(HALF_HEAD)
+                except OSError:
+                    drop(conn)
+                    continue
+                poller.modify(conn, selectors.EVENT_READ, "open")
+                established += 1
+                if established >= count:
+                    ready.set()
+                continue
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            if not data:  # the server closed it (its read timeout): the attack goes on
+                with closed.get_lock():
+                    closed.value += 1
+                established -= 1
+                drop(conn)
+    for key in list(poller.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    result.put(opened)
+
+
+def raise_file_limit() -> None:
+    """Thousands of connections need as many descriptors: the soft limit up to the hard one."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 # ----- the servers ------------------------------------------------------------------------------
 
 
@@ -111,7 +189,6 @@ class Problems:
 
     logs: list[logging.LogRecord] = field(default_factory=list)
     thread_errors: list[str] = field(default_factory=list)
-    server_errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -125,24 +202,15 @@ class Collector(logging.Handler):
             self.problems.logs.append(record)
 
 
-def watch(server: WSGIServer, name: str, problems: Problems) -> None:
-    """Record the server's request errors (socketserver prints them to stderr otherwise)."""
-
-    def handle_error(request: Any, client_address: Any) -> None:
-        with problems.lock:
-            problems.server_errors.append(f"{name}: {traceback.format_exc().strip()}")
-
-    server.handle_error = handle_error  # type: ignore[method-assign]
-
-
-def serve(server: WSGIServer) -> tuple[str, threading.Thread]:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+def serve(server: HttpServer) -> tuple[str, threading.Thread]:
+    """Start `server`; its request errors are logged (waitress's logger), so Collector has them."""
+    thread = threading.Thread(target=server.serve_forever)
     thread.start()
-    host, port = server.server_address[:2]
-    return f"http://{host!s}:{port}/slack/events", thread
+    host, port = server.server_address
+    return f"http://{host}:{port}/slack/events", thread
 
 
-def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, WSGIServer]:
+def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, HttpServer]:
     bolt = BoltApp(
         client=WebClient(token="xoxb-bench", base_url=slack.base_url),
         signing_secret=SECRET,
@@ -159,13 +227,20 @@ def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, WSGIServer]:
 
     bolt.command("/flannel")(on_command)
     handler = SlackRequestHandler(bolt, path="/slack/events")
-    server = make_server(
-        "127.0.0.1", 0, handler, server_class=ThreadingWSGIServer, handler_class=QuietHandler
+    limits = SlackSettings()
+    server = HttpServer(
+        handler,
+        "127.0.0.1",
+        0,
+        threads=limits.http_threads,
+        read_timeout=limits.read_timeout_seconds,
+        max_body=limits.max_body_bytes,
+        max_connections=limits.max_connections,
     )
     return bolt, server
 
 
-def flannel_bot(slack: FakeSlack, tmp: Path) -> tuple[SlackAdapter, WSGIServer]:
+def flannel_bot(slack: FakeSlack, tmp: Path) -> tuple[SlackAdapter, HttpServer]:
     config = tmp / "flannel-bot.toml"
     config.write_text(CONFIG)
     env = {
@@ -208,11 +283,11 @@ class Row:
         rate = len(self.latencies) / self.span if self.span > 0 else float("nan")
         cells = "".join(f"{v:9.1f}" for v in ms)
         slow = sum(1 for v in self.latencies if v >= 1.0)
-        return f"  {self.name:34}{len(self.latencies):6}{cells}{rate:8.0f}{slow:7}"
+        return f"  {self.name:40}{len(self.latencies):6}{cells}{rate:8.0f}{slow:7}"
 
 
 HEADER = (
-    f"  {'':34}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'per s':>8}{'>=1 s':>7}"
+    f"  {'':40}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'per s':>8}{'>=1 s':>7}"
 )
 
 
@@ -285,6 +360,78 @@ def load(
     return clients.submit(drive, url, requests, concurrency, text, prefix).result()
 
 
+@dataclass
+class Attack:
+    """The load sent while slow clients held connections open, and the bot process meanwhile."""
+
+    samples: list[Sample]
+    count: int
+    opened: int
+    closed: int  # by the server, in all
+    closed_during_load: int
+    threads: tuple[int, int]  # before, most while under attack
+    rss_mb: tuple[float, float]
+    descriptors: tuple[int, int]
+
+
+def process_now() -> tuple[int, float, int]:
+    """This process's threads, resident memory (MB) and open descriptors (Linux's /proc)."""
+    status = Path("/proc/self/status").read_text()
+    rss_kb = int(status.split("VmRSS:")[1].split()[0])
+    return threading.active_count(), rss_kb / 1024, len(os.listdir("/proc/self/fd"))
+
+
+def load_under_slow_clients(
+    spawn: Any, clients: Executor, url: str, args: argparse.Namespace, slack: FakeSlack
+) -> Attack:
+    """The same load again while a child process holds `--slow-clients` half-open connections.
+    They are opened over one read timeout, and the load starts once all are open, so the server
+    is closing and the attacker reopening them all along the load."""
+    ready, stop, result, closed = spawn.Event(), spawn.Event(), spawn.Queue(), spawn.Value("i")
+    ramp = SlackSettings().read_timeout_seconds
+    attacker = spawn.Process(
+        target=hold_half_open,
+        args=(url, args.slow_clients, ramp, ready, stop, closed, result),
+        daemon=True,
+    )
+    before = process_now()
+    most = list(before)
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.1):
+            for i, value in enumerate(process_now()):
+                most[i] = max(most[i], value)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    attacker.start()
+    sampler.start()
+    try:
+        if not ready.wait(ramp + 120):
+            raise SystemExit(f"{args.slow_clients} slow clients did not connect in time")
+        closed_before = closed.value
+        samples = load(clients, url, args.requests, args.concurrency, args.text, "CA")
+        closed_during = closed.value - closed_before
+        acked = sum(1 for s in samples if s[3] == 200)
+        wait_for_work(slack, "CA", acked, 0.5 + 2 * args.slow_api, args.reply_timeout)
+    finally:
+        stop.set()
+        opened = result.get(timeout=60)
+        attacker.join()
+        sampling.set()
+        sampler.join()
+    return Attack(
+        samples,
+        args.slow_clients,
+        opened,
+        closed.value,
+        closed_during,
+        (before[0], int(most[0])),
+        (before[1], most[1]),
+        (before[2], int(most[2])),
+    )
+
+
 def report_problems(
     name: str, samples: Iterable[Sample], extra: Callable[[], list[str]] | None = None
 ) -> list[str]:
@@ -314,7 +461,15 @@ def main() -> None:
     parser.add_argument(
         "--reply-timeout", type=float, default=60.0, help="cap on waiting for the bot's work"
     )
+    parser.add_argument(
+        "--slow-clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then the load again beside N half-open connections (0: not)",
+    )
     args = parser.parse_args()
+    raise_file_limit()
 
     for name in PROXY_ENV_VARS:  # slack_sdk would send even 127.0.0.1 through a proxy
         os.environ.pop(name, None)
@@ -342,8 +497,6 @@ def main() -> None:
         slack.usergroups = {"SAPPROVERS": ["UCAROL"]}
         bolt, bare_server = bare_bolt(slack)
         adapter, bot_server = flannel_bot(slack, Path(tmp))
-        watch(bare_server, "bare Bolt server", problems)
-        watch(bot_server, "flannel-bot server", problems)
         bare_url, bare_thread = serve(bare_server)
         bot_url, bot_thread = serve(bot_server)
         adapter.progress.start()
@@ -351,6 +504,7 @@ def main() -> None:
             slack.delay("chat.postMessage", args.slow_api)
         n, c, text = args.requests, args.concurrency, args.text
         waited = 0.0
+        attack: Attack | None = None
         try:
             load(clients, bare_url, args.warmup, c, text, "CW")
             bare = load(clients, bare_url, n, c, text, "CB")
@@ -361,6 +515,8 @@ def main() -> None:
             bot = load(clients, bot_url, n, c, text, "CM")
             acked = sum(1 for s in bot if s[3] == 200)
             waited = wait_for_work(slack, "CM", acked, quiet, args.reply_timeout)
+            if args.slow_clients > 0:
+                attack = load_under_slow_clients(spawn, clients, bot_url, args, slack)
         finally:
             for server, thread in ((bare_server, bare_thread), (bot_server, bot_thread)):
                 server.shutdown()
@@ -396,15 +552,19 @@ def main() -> None:
     ]
     before = sum(1 for ch, s in ok.items() if ch in done.replies and s[2] < min(done.replies[ch]))
 
+    limits = SlackSettings()
     slow = f", chat.postMessage delayed {args.slow_api:g} s" if args.slow_api > 0 else ""
     print(
         f"{n} signed `/flannel {text}` commands per app at concurrency {c} "
         f"(after {args.warmup} uncounted){slow}; latency from sending the request; "
-        f"both servers listen with a backlog of {ThreadingWSGIServer.request_queue_size}"
+        f"both on bot.slack.server ({limits.http_threads} threads, "
+        f"{limits.read_timeout_seconds:g} s read timeout)"
     )
     print(HEADER)
     for row in rows:
         print(row.line())
+    if attack is not None:
+        print(ack_row(f"flannel-bot: ack, {attack.count} slow clients", attack.samples).line())
     bare_row, ack, _, reply = rows
     print(
         f"  flannel-bot ack / bare ack:  p50 {ratio(ack.p(0.5), bare_row.p(0.5))}, "
@@ -415,6 +575,22 @@ def main() -> None:
         f"p99 {ratio(reply.p(0.99), ack.p(0.99))}"
     )
     print(f"  acked before the reply was posted: {before} of {len(reply_lat)} replied")
+    if attack is not None:
+        attacked = ack_row("", attack.samples)
+        print(
+            f"  with / without {attack.count} slow clients: "
+            f"ack p50 {ratio(attacked.p(0.5), ack.p(0.5))}, "
+            f"p99 {ratio(attacked.p(0.99), ack.p(0.99))}; "
+            f"{sum(1 for v in attacked.latencies if v >= 3.0)} ack(s) past Slack's 3 s"
+        )
+        print(
+            f"  slow clients: {attack.opened} connections opened, {attack.closed} closed by the "
+            f"server's read timeout and opened again ({attack.closed_during_load} during the "
+            f"load); the bot process meanwhile: "
+            f"threads {attack.threads[0]} -> at most {attack.threads[1]}, "
+            f"resident {attack.rss_mb[0]:.0f} -> at most {attack.rss_mb[1]:.0f} MB, "
+            f"descriptors {attack.descriptors[0]} -> at most {attack.descriptors[1]}"
+        )
     print(f"  waited {waited:.1f} s after the load for the bot to go quiet; total {elapsed:.0f} s")
 
     # ----- problems
@@ -443,6 +619,8 @@ def main() -> None:
         return lines
 
     lines = report_problems("bare Bolt", bare) + report_problems("flannel-bot", bot, bot_posts)
+    if attack is not None:
+        lines += report_problems("flannel-bot beside slow clients", attack.samples)
     logged = Counter(
         (r.levelname, r.name, r.getMessage().splitlines()[0][:160]) for r in problems.logs
     )
@@ -453,9 +631,6 @@ def main() -> None:
         lines.append(f"{len(tracebacks)} logged exception(s); the first:")
         lines.append(logging.Formatter().formatException(tracebacks[0].exc_info))  # type: ignore[arg-type]
     lines += [f"thread died: {e}" for e in problems.thread_errors[:10]]
-    lines += [f"server error: {e}" for e in problems.server_errors[:3]]
-    if len(problems.server_errors) > 3:
-        lines.append(f"... {len(problems.server_errors)} server errors in all")
     lines += [f"fake Slack error: {e!r}" for e in fake_errors[:5]]
     print("problems: " + ("none" if not lines else ""))
     for line in lines:
