@@ -286,7 +286,7 @@ class Service:
         runs = self.store.runs_by_id(ids=ids if len(ids) <= 5000 else None)
         events = report.select(candidates, runs, sel, now)
         whole = report.whole_runs(events, runs, sel)
-        if whole:  # the rest of each run: approvals given elsewhere, steps outside the window
+        if whole and report.cuts_runs(sel):  # the rest: approvals from elsewhere, later steps
             more = self.store.events_matching(EventFilter(run_ids=sorted(whole)))
             events = report.merge(events, more)
         chain = self.store.verify()

@@ -146,6 +146,13 @@ def whole_runs(picked: Iterable[Event], runs: Mapping[int, RunRecord], sel: Sele
     return {i for i in ids if i in runs and in_scope(runs[i], sel)}
 
 
+def cuts_runs(sel: Selection) -> bool:
+    """Whether `sel` may leave part of a run out (a time window, a channel, a thread), so the
+    rest of its runs has to be read; run, node, runbook, user and cluster take whole runs."""
+    windowed = sel.since is not None or sel.start is not None or sel.end is not None
+    return windowed or sel.channel is not None or sel.thread is not None
+
+
 def merge(picked: Iterable[Event], more: Iterable[Event]) -> list[Event]:
     """Two sets of events as one, each once, in chain order."""
     return sorted({e.id: e for e in (*picked, *more)}.values(), key=lambda e: e.id)

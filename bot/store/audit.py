@@ -58,21 +58,21 @@ def verify_rows(
     head: Mapping[str, Any] | None,
     checkpoint: Mapping[str, Any] | None = None,
     watch: Callable[[Mapping[str, Any]], None] | None = None,
+    watched: frozenset[str] = frozenset(),
 ) -> ChainReport:
     """Walk the chain in id order; report the first event that was altered, inserted or deleted.
 
     `checkpoint` is the newest prune's: the chain continues from the last pruned event's id and
     hash. It counts only if a kept `audit_pruned` event records it (a prune writes one in the
     same transaction), so a checkpoint added beside the chain cannot excuse deleted events.
-    `watch` sees every event whose link and hash were checked, in order."""
+    `watch` sees each event of a `watched` kind once its link and hash were checked, in order."""
     start: tuple[int, str] | None = None
     if checkpoint:
         start = int(checkpoint["pruned_through"]), str(checkpoint["last_hash"])
     prev_hash, expected_id = (start[1], start[0] + 1) if start else (GENESIS, 1)
-    walk = _Walk(checkpoint, watch)
     iterator = iter(rows)
-    first = next(iterator, None)
-    if first is not None and head is None:
+    row = next(iterator, None)
+    if row is not None and head is None:
         return ChainReport(
             False,
             0,
@@ -82,101 +82,62 @@ def verify_rows(
             "cannot be told from its real end; compare with the last head posted to Slack",
         )
     head_id = head["last_event_id"] if head else 0
-    pending: list[Mapping[str, Any]] = [] if first is None else [first]
-    for row in iterator:
-        pending.append(row)
-        problem = _check(pending[0], pending[1], prev_hash, expected_id, head_id)
+    first = (row["id"], row["hash"]) if row is not None else None
+    special = watched | {"audit_pruned"}
+    count, vouched_by = 0, None
+    while row is not None:  # the hot loop: a million events is seconds, so nothing extra here
+        following = next(iterator, None)
+        problem = _check(row, following, prev_hash, expected_id, head_id)
         if problem:
-            return walk.broken(prev_hash, problem)
-        prev_hash, expected_id = walk.accept(pending.pop(0))
-    if pending:
-        problem = _check(pending[0], None, prev_hash, expected_id, head_id)
-        if problem:
-            return walk.broken(prev_hash, problem)
-        prev_hash, expected_id = walk.accept(pending[0])
+            return ChainReport(False, count, prev_hash, problem[0], problem[1])
+        prev_hash, expected_id, count = row["hash"], row["id"] + 1, count + 1
+        kind = row["kind"]
+        if kind in special:
+            if kind == "audit_pruned" and checkpoint and vouches(row["data"], checkpoint):
+                vouched_by = row["id"]
+            if watch is not None and kind in watched:
+                watch(row)
+        row = following
+    problem = _at_the_end(head, prev_hash, expected_id)
+    if problem is None and start and vouched_by is None:
+        problem = (
+            start[0] + 1,
+            f"deleted: events up to {start[0]} are gone under a checkpoint that no "
+            "audit_pruned event in the chain vouches for (a prune records one; this "
+            "checkpoint was added beside the chain)",
+        )
+    if problem:
+        return ChainReport(False, count, prev_hash, problem[0], problem[1])
+    return ChainReport(
+        True,
+        count,
+        prev_hash,
+        head_id=head_id,
+        first_id=first[0] if first else None,
+        first_hash=first[1] if first else "",
+        pruned_through=start[0] if start else 0,
+        vouched_by=vouched_by,
+    )
+
+
+def _at_the_end(
+    head: Mapping[str, Any] | None, last_hash: str, expected_id: int
+) -> tuple[int, str] | None:
+    """Whether the log ends where the chain head says it does."""
+    head_id = head["last_event_id"] if head else 0
     head_hash = head["last_hash"] if head else GENESIS
     if head_id > expected_id - 1:
-        return walk.broken(
-            prev_hash,
-            (
-                expected_id,
-                f"deleted: the chain head records {head_id} events, the log ends at "
-                f"event {expected_id - 1}",
-            ),
+        return expected_id, (
+            f"deleted: the chain head records {head_id} events, the log ends at "
+            f"event {expected_id - 1}"
         )
-    if head_id == expected_id - 1 and head_hash != prev_hash:
-        return walk.broken(
-            prev_hash,
-            (head_id, "altered and re-hashed: the chain head recorded a different hash for it"),
+    if head_id == expected_id - 1 and head_hash != last_hash:
+        return head_id, "altered and re-hashed: the chain head recorded a different hash for it"
+    if head_id < expected_id - 1 or head_hash != last_hash:
+        return head_id + 1, (
+            f"inserted: event {head_id + 1} comes after the recorded chain head (event {head_id})"
         )
-    if head_id < expected_id - 1 or head_hash != prev_hash:
-        return walk.broken(
-            prev_hash,
-            (
-                head_id + 1,
-                f"inserted: event {head_id + 1} comes after the recorded chain head "
-                f"(event {head_id})",
-            ),
-        )
-    if start and walk.vouched_by is None:
-        return walk.broken(
-            prev_hash,
-            (
-                start[0] + 1,
-                f"deleted: events up to {start[0]} are gone under a checkpoint that no "
-                "audit_pruned event in the chain vouches for (a prune records one; this "
-                "checkpoint was added beside the chain)",
-            ),
-        )
-    return walk.report(prev_hash, head_id)
-
-
-class _Walk:
-    """What the walk has accepted so far: the count, where the kept log starts, and the
-    `audit_pruned` event that vouches for the checkpoint."""
-
-    def __init__(
-        self,
-        checkpoint: Mapping[str, Any] | None,
-        watch: Callable[[Mapping[str, Any]], None] | None,
-    ) -> None:
-        self.checkpoint = checkpoint
-        self.watch = watch
-        self.count = 0
-        self.first: tuple[int, str] | None = None
-        self.vouched_by: int | None = None
-
-    def accept(self, row: Mapping[str, Any]) -> tuple[str, int]:
-        """Count a checked event; the hash and id the next one must link to."""
-        if self.first is None:
-            self.first = (row["id"], row["hash"])
-        if (
-            self.vouched_by is None
-            and self.checkpoint
-            and row["kind"] == "audit_pruned"
-            and vouches(row["data"], self.checkpoint)
-        ):
-            self.vouched_by = row["id"]
-        if self.watch is not None:
-            self.watch(row)
-        self.count += 1
-        return row["hash"], row["id"] + 1
-
-    def broken(self, prev_hash: str, problem: tuple[int, str]) -> ChainReport:
-        return ChainReport(False, self.count, prev_hash, problem[0], problem[1])
-
-    def report(self, head_hash: str, head_id: int) -> ChainReport:
-        first_id, first_hash = self.first if self.first else (None, "")
-        return ChainReport(
-            True,
-            self.count,
-            head_hash,
-            head_id=head_id,
-            first_id=first_id,
-            first_hash=first_hash,
-            pruned_through=int(self.checkpoint["pruned_through"]) if self.checkpoint else 0,
-            vouched_by=self.vouched_by,
-        )
+    return None
 
 
 def vouches(data: str, checkpoint: Mapping[str, Any]) -> bool:

@@ -30,11 +30,30 @@ ENDING = frozenset(
         EventKind.DENIED,
     }
 )
-_WATCHED = ENDING | {EventKind.RUN_STARTED, EventKind.PLAN_CHANGED, EventKind.APPROVED}
+WATCHED: frozenset[str] = ENDING | {
+    EventKind.RUN_STARTED,
+    EventKind.PLAN_CHANGED,
+    EventKind.APPROVED,
+}
+# what `see` reads of a watched event, extracted by SQLite in the walk's own query (a run_started
+# event's data holds the whole plan, and decoding it in Python cost more than the rest); NULL for
+# other kinds, and for data that is not JSON (its hash check names that event anyway)
+FACTS = (
+    "CASE WHEN kind IN ({kinds}) AND json_valid(data) AND json_valid(source) THEN json_array("
+    "json_extract(data, '$.runbook'), json_extract(data, '$.code_hash'), "
+    "json_extract(data, '$.cluster'), json_extract(data, '$.plan_hash'), "
+    "json_extract(data, '$.status'), json_extract(source, '$.channel'), "
+    "json_extract(source, '$.thread_ts')) END"
+).format(kinds=", ".join(f"'{k}'" for k in sorted(WATCHED)))
+# what `disagreement` reads of a runs row (not its plan and parameters, which are large)
+RUN_COLUMNS = (
+    "id, runbook, version, code_hash, requester, plan_hash, status, created_at, "
+    "json_extract(source, '$.channel') AS channel, json_extract(source, '$.thread_ts') AS thread"
+)
 Problem = tuple[int | None, str]  # the event to name (None: no event to point at), and what
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     started: int  # the run_started event
     requester: str | None
@@ -50,32 +69,30 @@ class _Run:
 
 
 class ChainedRuns:
-    """Folds the chained events of every run (`see`, as the chain is walked), then compares the
-    tables with them (`disagreement`)."""
+    """Folds the chained events of every run (`see`, given the WATCHED kinds as the chain is
+    walked, with their FACTS), then compares the rows of RUN_COLUMNS with them
+    (`disagreement`)."""
 
     def __init__(self) -> None:
         self.runs: dict[int, _Run] = {}
         self.approvals: dict[tuple[int, str, str], int] = {}
-        self.first_ts: str | None = None
 
     def see(self, row: Mapping[str, Any]) -> None:
-        if self.first_ts is None:
-            self.first_ts = str(row["ts"])
-        kind, run_id = row["kind"], row["run_id"]
-        if kind not in _WATCHED or run_id is None:
+        """One event of the walk, with its FACTS column."""
+        kind, run_id, facts = row["kind"], row["run_id"], row.get("facts")
+        if kind not in WATCHED or run_id is None or facts is None:
             return
-        data = json.loads(row["data"])
+        runbook, code_hash, cluster, plan_hash, status, channel, thread = json.loads(facts)
         if kind == "run_started":
-            source = json.loads(row["source"])
             self.runs[run_id] = _Run(
                 started=row["id"],
                 requester=row["actor"],
-                runbook=str(data.get("runbook", "")),
-                code_hash=str(data.get("code_hash", "")),
-                cluster=str(data.get("cluster") or "default"),
-                channel=source.get("channel"),
-                thread=source.get("thread_ts"),
-                plan_hash=str(data.get("plan_hash", "")),
+                runbook=str(runbook or ""),
+                code_hash=str(code_hash or ""),
+                cluster=str(cluster or "default"),
+                channel=channel,
+                thread=thread,
+                plan_hash=str(plan_hash or ""),
                 plan_event=row["id"],
             )
             return
@@ -83,23 +100,24 @@ class ChainedRuns:
         if run is None:  # its start was pruned: nothing to hold its row to
             return
         if kind == "plan_changed":
-            run.plan_hash, run.plan_event = str(data.get("plan_hash", "")), row["id"]
+            run.plan_hash, run.plan_event = str(plan_hash or ""), row["id"]
         elif kind == "approved":
-            self.approvals[(run_id, str(row["actor"]), str(data.get("plan_hash", "")))] = row["id"]
-        if kind in ENDING and "status" in data:
-            run.status, run.ended_by = str(data["status"]), row["id"]
+            self.approvals[(run_id, str(row["actor"]), str(plan_hash or ""))] = row["id"]
+        if kind in ENDING and status is not None:
+            run.status, run.ended_by = str(status), row["id"]
 
     def disagreement(
         self,
         runs: Iterable[Mapping[str, Any]],
         approvals: Iterable[Mapping[str, Any]],
-        pruned: bool,
+        kept_from: str | None,
     ) -> Problem | None:
-        """The first row that says something its events do not, as (event id, problem)."""
+        """The first row that says something its events do not, as (event id, problem).
+        `kept_from` is the time of the first kept event after a prune (None: never pruned)."""
         seen: set[int] = set()
         for row in runs:
             seen.add(row["id"])
-            problem = self._run_row(row, pruned)
+            problem = self._run_row(row, kept_from)
             if problem:
                 return problem
         for run_id, run in sorted(self.runs.items()):
@@ -127,34 +145,31 @@ class ChainedRuns:
                 )
         return None
 
-    def _run_row(self, row: Mapping[str, Any], pruned: bool) -> Problem | None:
+    def _run_row(self, row: Mapping[str, Any], kept_from: str | None) -> Problem | None:
         run_id = row["id"]
         run = self.runs.get(run_id)
         if run is None:
-            kept_from = self.first_ts
-            if pruned and (kept_from is None or str(row["created_at"]) <= kept_from):
+            if kept_from is not None and str(row["created_at"]) <= kept_from:
                 return None  # started before the kept log: its events were pruned
             return None, (
                 f"inserted: run {run_id} has a row in `runs` but no run_started event in the chain"
             )
-        source = json.loads(row["source"]) if isinstance(row["source"], str) else row["source"]
         said = {
             "requester": (row["requester"], run.requester, run.started),
             "runbook": (f"{row['runbook']}@{row['version']}", run.runbook, run.started),
             "code_hash": (row["code_hash"], run.code_hash, run.started),
             "cluster": (row.get("cluster", "default"), run.cluster, run.started),
             "plan_hash": (row["plan_hash"], run.plan_hash, run.plan_event),
-            "channel": (source.get("channel"), run.channel, run.started),
-            "thread": (source.get("thread_ts"), run.thread, run.started),
+            "channel": (row["channel"], run.channel, run.started),
+            "thread": (row["thread"], run.thread, run.started),
         }
         for name, (in_row, chained, event) in said.items():
-            if name != "requester":
-                in_row = scrub(in_row)  # as the event stored it
-            if in_row != chained:
-                return event, (
-                    f"altered: run {run_id}'s row in `runs` says {name} {in_row}, its event "
-                    f"{event} says {chained}"
-                )
+            if in_row == chained or (name != "requester" and scrub(in_row) == chained):
+                continue  # the event holds the row's value as redaction stored it
+            return event, (
+                f"altered: run {run_id}'s row in `runs` says {name} {in_row}, its event "
+                f"{event} says {chained}"
+            )
         if run.status is not None and row["status"] != run.status:
             return run.ended_by or run.started, (
                 f"altered: run {run_id}'s row in `runs` says status {row['status']}, event "

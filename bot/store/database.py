@@ -48,7 +48,7 @@ from bot.ports.store import (
     RunStatus,
 )
 from bot.store.audit import GENESIS, event_hash, verify_rows
-from bot.store.crosscheck import ChainedRuns
+from bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
 from bot.store.migrations import MIGRATIONS
 from bot.store.redact import scrub
 
@@ -574,6 +574,10 @@ class SqliteStore:
                 "bot's file with --db (or FLANNEL_BOT_DB)"
             )
 
+    def _columns(self, table: str) -> set[str]:
+        """A table's columns (a log from before a migration lacks the newer ones)."""
+        return {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+
     def _tables(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
@@ -718,17 +722,23 @@ class SqliteStore:
             checkpoint = self.checkpoint()
             runs = ChainedRuns()
             report = verify_rows(
-                _rows(db, "SELECT * FROM events ORDER BY id"),
+                _rows(db, f"SELECT *, {FACTS} AS facts FROM events ORDER BY id"),  # noqa: S608
                 head[0] if head else None,
                 checkpoint,
                 runs.see,
+                WATCHED,
             )
             if not report.ok:
                 return report
+            kept_from = None
+            if checkpoint is not None:
+                first = db.execute("SELECT ts FROM events WHERE id = ?", [report.first_id])
+                kept_from = str((first.fetchone() or [""])[0])
+            cluster = ", cluster" if "cluster" in self._columns("runs") else ""
             problem = runs.disagreement(
-                _rows(db, "SELECT * FROM runs ORDER BY id"),
+                _rows(db, f"SELECT {RUN_COLUMNS}{cluster} FROM runs ORDER BY id"),  # noqa: S608
                 _rows(db, "SELECT run_id, approver, plan_hash FROM approvals ORDER BY id"),
-                pruned=checkpoint is not None,
+                kept_from,
             )
         finally:
             if own:
