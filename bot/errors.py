@@ -93,6 +93,18 @@ class NotFound(ExecutorError):
     pass
 
 
+class BundleFileRefused(ExecutorError):
+    """A support bundle's file the reader will not read: a link, a FIFO, device or socket, a file
+    over its size or JSON depth limit, or one past the bundle's total budget (`budget`). `rel`
+    names it, `why` says why; the reader turns it into a gap, so the diagnosis still answers."""
+
+    def __init__(self, rel: str, why: str, *, budget: bool = False) -> None:
+        super().__init__(f"{rel} was refused ({why})")
+        self.rel = rel
+        self.why = why
+        self.budget = budget
+
+
 class RunbookLockMismatch(BotError):
     """Runbook code changed without a version bump."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from bot.diagnosis.collect import collect
 from bot.diagnosis.evidence import Evidence
 from bot.errors import ExecutorError, KubeConfigError
-from bot.executors.bundle import BundleReader
+from bot.executors.bundle import BundleReader, Limits
 from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.snapshot import SnapshotCluster
 from bot.executors.ssh import SshExecutor
@@ -87,10 +87,11 @@ def count_ssh_error(kind: str) -> None:
 
 
 def evidence_from_bundle(
-    path: Path | str, only: Sequence[str] = (), deep: bool = False
+    path: Path | str, only: Sequence[str] = (), deep: bool = False, limits: Limits | None = None
 ) -> Evidence:
-    """`collect` over a support bundle, with what the bundle lacked appended to `gaps`."""
-    reader = BundleReader(path)
+    """`collect` over a support bundle, with what the bundle lacked, and what it held that was
+    refused or cut (`limits`, default `Limits()`), appended to `gaps`."""
+    reader = BundleReader(path, limits)
     return collect(reader, reader, only, deep=deep)
 
 

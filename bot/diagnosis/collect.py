@@ -44,11 +44,13 @@ def collect_api(
                 ev.pods.extend(kube.list_pods(ns))
             except ExecutorError as inner:
                 _note(ev, f"pods in {ns}", inner)
+                ev.unread.add((ns, "pods"))
     for ns in FLANNEL_NAMESPACES:
         try:
             ev.daemonsets.extend(kube.list_daemonsets(ns))
         except ExecutorError as exc:
             _note(ev, f"daemonsets in {ns}", exc)
+            ev.unread.add((ns, "daemonsets"))
     for ns, name in CONFIGMAPS:
         # absent is normal for one of the two flannel namespaces
         with contextlib.suppress(ExecutorError):
@@ -194,7 +196,18 @@ def collect(
             deep_check(nodes, ev, names)
     if isinstance(kube, Recording):
         _from_recording(ev, kube, deep)
+    _flannel_unchecked(ev)
     return ev
+
+
+def _flannel_unchecked(ev: Evidence) -> None:
+    """No flannel in lists that were not all read is not "flannel is not deployed": say so."""
+    unread = ev.flannel_unread()
+    if unread and not (ev.flannel_pods() or ev.flannel_daemonsets()):
+        ev.gaps.append(
+            f"whether flannel is deployed was not checked: {', '.join(unread)} could not be "
+            f"read whole (see above), and what was read holds no flannel DaemonSet or pod"
+        )
 
 
 def _from_recording(ev: Evidence, recording: Recording, deep: bool) -> None:
@@ -203,6 +216,7 @@ def _from_recording(ev: Evidence, recording: Recording, deep: bool) -> None:
     for node, probe_id in recording.missing_probes:
         ev.probes.get(node, {}).pop(probe_id, None)
     ev.probes = {node: outputs for node, outputs in ev.probes.items() if outputs}
+    ev.unread |= recording.unread
     ev.deep = {}
     gaps = recording.gaps
     ev.gaps = [g for g in ev.gaps if not any(gap in g for gap in gaps)] + gaps

@@ -87,6 +87,9 @@ class Evidence:
     unreachable: dict[str, str] = field(default_factory=dict)
     deep: dict[str, dict[str, bool]] = field(default_factory=dict)
     gaps: list[str] = field(default_factory=list)
+    # (namespace, list) not read whole: the API refused it, or a bundle's file is absent,
+    # refused, corrupt or cut; an empty list from there proves nothing
+    unread: set[tuple[str, str]] = field(default_factory=set)
     source: str = "live"
 
     # -- views the rules share ------------------------------------------------------------------
@@ -126,6 +129,15 @@ class Evidence:
                 or d.labels.get("k8s-app") in ("flannel", "canal")
             )
         ]
+
+    def flannel_unread(self) -> list[str]:
+        """The lists flannel's DaemonSet and pods are read from that were not read whole, as
+        `<namespace>/<list>`: while there are any, flannel's absence is not established."""
+        return sorted(
+            f"{ns}/{kind}"
+            for ns, kind in self.unread
+            if ns in FLANNEL_NAMESPACES and kind in ("daemonsets", "pods")
+        )
 
     def flannel_configmap(self) -> ConfigMapInfo | None:
         """flannel's ConfigMap: kube-flannel-cfg (either namespace), or canal's."""

@@ -258,3 +258,9 @@ class Recording(Protocol):
     def missing_probes(self) -> frozenset[tuple[str, str]]:
         """(node, probe id) pairs asked for that the record does not hold (answered exit 127)."""
         ...
+
+    @property
+    def unread(self) -> frozenset[tuple[str, str]]:
+        """(namespace, list) pairs asked for that the record could not give whole (absent,
+        refused, corrupt or cut): an empty answer from one of them proves nothing."""
+        ...

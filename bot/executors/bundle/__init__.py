@@ -14,8 +14,18 @@ were empty and records in `gaps` what could not be checked, which lowers what ca
 A probe the bundle does not hold is left out of the evidence, never reported as a failed command.
 Both reach `collect` as data: the reader is a `bot.ports.cluster.Recording`.
 
+A bundle is someone else's directory, so nothing in it may reach outside it or hold the reader:
+only regular files inside it are read (a symbolic link, FIFO, device or socket is refused without
+being opened), each up to a size (a log larger than that: its last part, and a gap says it was
+cut), JSON up to a depth, lists up to a number of pods, events, ... each, and all of it up to
+a total and a time (`Limits`). Each refusal is a gap naming the file and why; a list not read
+whole is in the reader's `unread`, so "no flannel in it" is "not checked", never "flannel is not
+deployed".
+
 Modules: read.py (`BundleReader`), write.py (`write_bundle`), layout.py (the names and texts
-both share). `bot.wiring.evidence_from_bundle` puts a reader and `collect` together.
+both share), files.py (opening files without following links), limits.py (`Limits`, `Budget`),
+listjson.py (bounded decoding of list files). `bot.wiring.evidence_from_bundle` puts a reader
+and `collect` together.
 
 Layout (`<ns>` is a namespace, `<pod>` a pod, `<c>` a container, `<node>` a node, `<id>` a probe
 id from `bot.ports.probes.PROBES`):
@@ -68,6 +78,7 @@ probe outputs of every node (or of `only`).
 """
 
 from bot.executors.bundle.layout import LOG_LINES, NAMESPACED_LISTS
+from bot.executors.bundle.limits import Limits
 from bot.executors.bundle.read import BundleReader
 from bot.executors.bundle.write import write_bundle
 
@@ -75,5 +86,6 @@ __all__ = [
     "LOG_LINES",
     "NAMESPACED_LISTS",
     "BundleReader",
+    "Limits",
     "write_bundle",
 ]

@@ -6,21 +6,35 @@ were empty and records in `gaps` what could not be checked (the `Recording` port
 evidence says what could not be concluded. A probe the bundle does not hold is answered with
 exit 127 and listed in `missing_probes`, so it is left out of the evidence, never reported as a
 failed command. The layout is documented in the package docstring.
+
+A bundle is someone else's directory, so it is read within bounds (`limits.Limits`): only
+regular files inside it (files.py), each up to its size, JSON up to its depth, lists up to a
+number of objects of each kind, all of it up to a total and a time. A file refused or cut is a
+gap that names it and says why; a list not read whole is in `unread`, so an empty answer from
+it proves nothing.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.errors import BotError, ExecutorError, NodeUnreachable, NotFound, UserError
+from bot.errors import (
+    BotError,
+    BundleFileRefused,
+    ExecutorError,
+    NodeUnreachable,
+    NotFound,
+    UserError,
+)
 from bot.executors import selectors
+from bot.executors.bundle.files import BundleFiles
 from bot.executors.bundle.layout import (
     ERRORS,
     FLANNEL_NAMESPACES,
@@ -33,6 +47,8 @@ from bot.executors.bundle.layout import (
     Json,
     field_value,
 )
+from bot.executors.bundle.limits import Budget, Limits, size
+from bot.executors.bundle.listjson import decode_items, nesting
 from bot.executors.kube import (
     parse_configmap,
     parse_daemonset,
@@ -61,6 +77,14 @@ _START = re.compile(
     re.M,
 )
 _LOG_ERROR = re.compile(r"^(?:Create log request error|Request log error): (?P<why>.*)\n?\Z", re.S)
+ERRORS_SHOWN = 100  # lines of errors.txt that become gaps; the rest are counted
+
+
+class _Refused:
+    """A file that is there but was not read (or not whole); its gap is already recorded."""
+
+
+REFUSED = _Refused()
 
 
 @dataclass(frozen=True)
@@ -74,13 +98,19 @@ class BundleReader:
     """`ClusterReader`, `FanOutExecutor` and `Recording` over a support bundle directory (see the
     package docstring for the layout).
 
-    Reads lazily and caches; never raises for a missing or corrupt file (it records a gap and
-    answers empty), only where the live executor would too (NotFound for an absent object,
-    NodeUnreachable for a node the bundle marks UNREACHABLE). Writes (`delete_pod`,
-    `patch_configmap`) raise ExecutorError: a bundle is a record, not a cluster.
+    Reads lazily and caches; never raises for a missing, refused or corrupt file (it records a
+    gap and answers empty), only where the live executor would too (NotFound for an absent
+    object, NodeUnreachable for a node the bundle marks UNREACHABLE). Writes (`delete_pod`,
+    `patch_configmap`) raise ExecutorError: a bundle is a record, not a cluster. `limits` bound
+    what it reads (see `limits.Limits`); `clock` times it.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             problem = "does not exist" if not self.path.exists() else "is not a directory"
@@ -88,10 +118,17 @@ class BundleReader:
                 f"support bundle {self.path} {problem}: give the directory that `kubectl "
                 f"cluster-info dump --output-directory DIR` wrote (see examples/dump/README.md)"
             )
+        self.limits = limits or Limits()
+        self._files = BundleFiles(self.path, Budget(self.limits, clock))
         self._lock = threading.RLock()
         self._gaps: dict[str, None] = {}  # ordered set
+        self._over_budget: dict[str, list[str]] = {}  # why -> files refused for it, in order
+        self._unread: set[tuple[str, str]] = set()
+        self._namespace_dirs: list[str] | None = None
+        self._texts: dict[str, str | _Refused | None] = {}
         self._lists: dict[str, list[Json] | None] = {}
-        self._logs: dict[tuple[str, str], dict[str, str | _LogFailed] | None] = {}
+        self._why_unread: dict[str, str] = {}
+        self._logs: dict[tuple[str, str], dict[str, str | _LogFailed] | _Refused | None] = {}
         self._missing_probes: set[tuple[str, str]] = set()
         self._read_errors_file()
 
@@ -105,7 +142,13 @@ class BundleReader:
     def gaps(self) -> list[str]:
         """What the bundle lacked for the calls made so far, one sentence each."""
         with self._lock:
-            return list(self._gaps)
+            return list(self._gaps) + [
+                f"{files[0]} was refused ({why}): what it holds was not checked"
+                if len(files) == 1
+                else f"{files[0]} and {len(files) - 1} later files were refused ({why}): what "
+                f"they hold was not checked"
+                for why, files in self._over_budget.items()
+            ]
 
     @property
     def missing_probes(self) -> frozenset[tuple[str, str]]:
@@ -113,54 +156,178 @@ class BundleReader:
         with self._lock:
             return frozenset(self._missing_probes)
 
+    @property
+    def unread(self) -> frozenset[tuple[str, str]]:
+        """(namespace, list) pairs asked for and not read whole: the directory or file absent,
+        refused, corrupt, or the list cut at the object limit."""
+        with self._lock:
+            return frozenset(self._unread)
+
     def _gap(self, text: str) -> None:
         with self._lock:
             self._gaps.setdefault(text, None)
 
+    def _refusal(self, exc: BundleFileRefused, lost: str) -> None:
+        """A refused file's gap: its own sentence, or one line for all refused by the budget."""
+        with self._lock:
+            if exc.budget:
+                files = self._over_budget.setdefault(exc.why, [])
+                if exc.rel not in files:
+                    files.append(exc.rel)
+            else:
+                self._gap(f"{exc}: {lost}")
+
     def _read_errors_file(self) -> None:
-        text = self._text(ERRORS)
-        for line in (text or "").splitlines():
-            if line.strip():
-                self._gap(f"when the bundle was written: {line.strip()}")
+        text = self._whole(
+            ERRORS,
+            self.limits.output_bytes,
+            "errors.txt",
+            "what the bundle's writer could not collect is unknown",
+        )
+        text = text if isinstance(text, str) else ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        for line in lines[:ERRORS_SHOWN]:
+            self._gap(f"when the bundle was written: {line}")
+        if len(lines) > ERRORS_SHOWN:
+            more = len(lines) - ERRORS_SHOWN
+            self._gap(f"when the bundle was written: and {more} more lines in {ERRORS}")
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _text(self, rel: str) -> str | None:
-        """A file's text, None if absent; undecodable bytes are replaced, not fatal."""
-        try:
-            return (self.path / rel).read_bytes().decode("utf-8", errors="replace")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        except OSError as exc:
-            self._gap(f"{rel} could not be read ({exc.strerror or exc})")
-            return None
+    def _whole(self, rel: str, limit: int, what: str, lost: str) -> str | _Refused | None:
+        """A small file's text (read once), None if absent, REFUSED if refused or unreadable
+        (a gap saying `lost`); undecodable bytes are replaced, not fatal."""
+        with self._lock:
+            if rel not in self._texts:
+                try:
+                    data = self._files.read(rel, limit, what)
+                    self._texts[rel] = None if data is None else _decode(data)
+                except BundleFileRefused as exc:
+                    self._refusal(exc, lost)
+                    self._texts[rel] = REFUSED
+                except OSError as exc:
+                    self._gap(f"{rel} could not be read ({exc.strerror or exc}): {lost}")
+                    self._texts[rel] = REFUSED
+            return self._texts[rel]
 
-    def _items(self, rel: str, lost: str, namespace: str | None = None) -> list[Json]:
-        """The items of a Kubernetes list file; [] and a gap when missing or corrupt."""
+    def _tail(self, rel: str, lost: str, keep: bool = False) -> str | _Refused | None:
+        """A log's text, only its last `log_bytes` (from a line start) when it is larger;
+        `keep`: read it once (a caller that keeps what it made of it need not)."""
+        with self._lock:
+            if rel not in self._texts:
+                text = self._read_tail(rel, lost)
+                if not keep:
+                    return text
+                self._texts[rel] = text
+            return self._texts[rel]
+
+    def _read_tail(self, rel: str, lost: str) -> str | _Refused | None:
+        limit = self.limits.log_bytes
+        with self._lock:
+            try:
+                tail = self._files.read_tail(rel, limit)
+            except BundleFileRefused as exc:
+                self._refusal(exc, lost)
+                return REFUSED
+            except OSError as exc:
+                self._gap(f"{rel} could not be read ({exc.strerror or exc}): {lost}")
+                return REFUSED
+        if tail is None:
+            return None
+        text = _decode(tail.data)
+        if tail.cut:
+            first = text.find("\n")
+            text = text[first + 1 :] if first >= 0 else ""  # the first line is cut mid-way
+            self._gap(
+                f"{rel} is {size(tail.size)}, over the {size(limit)} read from one log: only "
+                f"its last {size(limit)} were read, so what was logged before (with the logs of "
+                f"containers written before it) was not checked"
+            )
+        return text
+
+    def _list_gap(self, rel: str, text: str) -> None:
+        """A list file's gap, kept as why it was not read (a `_get` of it says the same)."""
+        self._gap(text)
+        self._why_unread[rel] = text
+
+    def _is_dir(self, rel: str) -> bool | _Refused:
+        with self._lock:
+            try:
+                return self._files.is_dir(rel)
+            except BundleFileRefused as exc:
+                self._refusal(exc, "nothing under it was checked")
+            except OSError as exc:
+                why = exc.strerror or exc
+                self._gap(f"{rel} could not be read ({why}): nothing under it was checked")
+            return REFUSED
+
+    def _items(
+        self, rel: str, lost: str, namespace: str | None = None, kind: str = ""
+    ) -> list[Json]:
+        """The items of a Kubernetes list file; [] and a gap when missing, refused or corrupt
+        (and (namespace, kind) in `unread`, also when the list was cut)."""
         with self._lock:
             if rel not in self._lists:
-                self._lists[rel] = self._load_items(rel, lost, namespace)
+                self._lists[rel] = self._load_items(rel, lost, namespace, (namespace or "", kind))
             items = self._lists[rel]
         if items is None:
             return []
         return items
 
-    def _load_items(self, rel: str, lost: str, namespace: str | None) -> list[Json] | None:
-        text = self._text(rel)
-        if text is None:
-            self._gap(f"{rel} is missing: {lost}")
-            return None
+    def _load_items(
+        self, rel: str, lost: str, namespace: str | None, key: tuple[str, str]
+    ) -> list[Json] | None:
+        self._unread.add(key)  # until it is read whole
+        budget = self._files.budget
         try:
-            obj = json.loads(text)
+            with budget.timed(rel):
+                data = self._files.read(rel, self.limits.list_bytes, "list file")
+                if data is None:
+                    self._list_gap(rel, f"{rel} is missing: {lost}")
+                    return None
+                depth = nesting(data)
+                if depth > self.limits.depth:
+                    raise BundleFileRefused(
+                        rel,
+                        f"its JSON nests {depth:,} levels deep, over the {self.limits.depth} "
+                        f"read (a Kubernetes list nests about 15)",
+                    )
+                text = _decode(data)
+                del data  # the text is all that is needed now: hold one copy, not two
+                kind = key[1]
+                left = budget.objects_left(kind)
+                listed = decode_items(text, left, lambda: budget.check_time(rel))
+                if listed is not None and not listed.complete and left == 0:
+                    raise BundleFileRefused(
+                        rel,
+                        f"the lists read before it hold the bundle's {self.limits.objects:,} "
+                        f"{kind}",
+                        budget=True,
+                    )
+        except BundleFileRefused as exc:
+            self._refusal(exc, lost)
+            self._why_unread[rel] = str(exc) if exc.budget else f"{exc}: {lost}"
+            return None
+        except OSError as exc:
+            self._list_gap(rel, f"{rel} could not be read ({exc.strerror or exc}): {lost}")
+            return None
         except ValueError as exc:
-            self._gap(f"{rel} is not valid JSON ({exc}): {lost}")
+            self._list_gap(rel, f"{rel} is not valid JSON ({exc}): {lost}")
             return None
-        if not isinstance(obj, dict) or not isinstance(obj.get("items"), list):
-            self._gap(f"{rel} is not a Kubernetes list (no `items`): {lost}")
+        if listed is None:
+            self._list_gap(rel, f"{rel} is not a Kubernetes list (no `items`): {lost}")
             return None
-        items = [item for item in obj["items"] if isinstance(item, dict)]
-        if len(items) != len(obj["items"]):
-            skipped = len(obj["items"]) - len(items)
+        budget.take_objects(key[1], len(listed.items))
+        if listed.complete:
+            self._unread.discard(key)
+        else:
+            self._gap(
+                f"{rel} was cut after its first {len(listed.items):,} items (the bundle's "
+                f"limit is {self.limits.objects:,} {key[1]} in all): the rest were not checked"
+            )
+        items = [item for item in listed.items if isinstance(item, dict)]
+        if len(items) != len(listed.items):
+            skipped = len(listed.items) - len(items)
             self._gap(f"{rel}: {skipped} item(s) are not JSON objects and were skipped")
         if namespace is not None:  # hand-made files may leave the namespace to the directory
             for item in items:
@@ -170,30 +337,59 @@ class BundleReader:
         return items
 
     def namespaces(self) -> list[str]:
-        """The namespace directories in the bundle."""
-        return sorted(
-            d.name
-            for d in self.path.iterdir()
-            if d.is_dir() and d.name != PROBES_DIR and SAFE_NAME.fullmatch(d.name)
-        )
+        """The namespace directories in the bundle (links and special files are left out, and
+        named in a gap)."""
+        with self._lock:
+            if self._namespace_dirs is None:
+                self._namespace_dirs = self._list_namespaces()
+            return list(self._namespace_dirs)
+
+    def _list_namespaces(self) -> list[str]:
+        entries = self.limits.entries
+        try:
+            dirs, odd, more = self._files.subdirs("", entries)
+        except OSError as exc:
+            why = exc.strerror or exc
+            self._gap(f"the bundle could not be listed ({why}): no namespace was read")
+            return []
+        if more:
+            self._gap(
+                f"the bundle's directory holds more than {entries:,} entries: only the first "
+                f"{entries:,} were looked at, so namespaces beyond them were not checked"
+            )
+        for name in sorted(odd):
+            if SAFE_NAME.fullmatch(name) and "." not in name:  # a namespace's place
+                self._is_dir(name)  # its refusal is the gap
+        return sorted(d for d in dirs if d != PROBES_DIR and SAFE_NAME.fullmatch(d))
 
     def _namespaced(self, kind: str, namespace: str | None, what: str) -> list[Json]:
         """Items of `<ns>/<kind>.json` for one namespace, or of every namespace when None."""
         if namespace is None:
+            names = self.namespaces()
+            for ns in FLANNEL_NAMESPACES:  # first: the object limit is spent on them first
+                if ns in names:
+                    self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns, kind)
+                else:
+                    with self._lock:
+                        self._unread.add((ns, kind))
             return [
                 item
-                for ns in self.namespaces()
-                for item in self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns)
+                for ns in names
+                for item in self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns, kind)
             ]
         if not SAFE_NAME.fullmatch(namespace):
             return []
-        if not (self.path / namespace).is_dir():
-            self._namespace_missing(namespace, what)
+        present = self._is_dir(namespace)
+        if present is not True:
+            with self._lock:
+                self._unread.add((namespace, kind))
+            if present is False:
+                self._namespace_missing(namespace, what)
             return []
-        return self._items(f"{namespace}/{kind}.json", LOST[kind](namespace), namespace)
+        return self._items(f"{namespace}/{kind}.json", LOST[kind](namespace), namespace, kind)
 
     def _namespace_missing(self, namespace: str, what: str) -> None:
-        if namespace == "kube-flannel" and (self.path / "kube-system").is_dir():
+        if namespace == "kube-flannel" and self._is_dir("kube-system") is True:
             return  # older manifests put flannel in kube-system; then kube-flannel need not exist
         self._gap(
             f"namespace {namespace} is not in the bundle (no {namespace}/ directory): its {what} "
@@ -203,7 +399,7 @@ class BundleReader:
     # -- ClusterReader --------------------------------------------------------------------------
 
     def list_nodes(self, label_selector: str | None = None) -> list[NodeInfo]:
-        items = self._items("nodes.json", LOST_NODES)
+        items = self._items("nodes.json", LOST_NODES, kind="nodes")
         return [parse_node(n) for n in items if self._labels_match(label_selector, n)]
 
     def list_pods(
@@ -247,15 +443,19 @@ class BundleReader:
 
     def _get(self, kind: str, namespace: str, name: str, what: str) -> Json:
         rel = f"{namespace}/{kind}.json"
-        if not SAFE_NAME.fullmatch(namespace) or not (self.path / namespace).is_dir():
-            if namespace in FLANNEL_NAMESPACES or kind == "services":
+        present = SAFE_NAME.fullmatch(namespace) is not None and self._is_dir(namespace)
+        if present is not True:
+            if present is False and (namespace in FLANNEL_NAMESPACES or kind == "services"):
                 self._namespace_missing(namespace, what)
             raise NotFound(f"bundle {self.path}: namespace {namespace} is not in the bundle")
-        for item in self._items(rel, LOST[kind](namespace), namespace):
+        for item in self._items(rel, LOST[kind](namespace), namespace, kind):
             if field_value(item, "metadata.name") == name:
                 return item
-        if rel in self._lists and self._lists[rel] is None:
-            raise NotFound(f"{rel} is missing: {LOST[kind](namespace)}")
+        with self._lock:
+            unread = self._lists.get(rel, []) is None
+            why = self._why_unread.get(rel, f"{rel} was not read: {LOST[kind](namespace)}")
+        if unread:
+            raise NotFound(why)
         raise NotFound(f"bundle {self.path}: {kind} {namespace}/{name} is not in {rel}")
 
     def read_rbac(self) -> Rbac:
@@ -263,7 +463,10 @@ class BundleReader:
         with self._lock:
             if RBAC not in self._lists:
                 self._lists[RBAC] = self._load_items(
-                    RBAC, "flannel's ClusterRole and ClusterRoleBinding were not checked", None
+                    RBAC,
+                    "flannel's ClusterRole and ClusterRoleBinding were not checked",
+                    None,
+                    ("", "rbac"),
                 )
             items = self._lists[RBAC]
         if items is None:
@@ -298,9 +501,11 @@ class BundleReader:
         namespace: str,
         pod: str,
         container: str,
-        blocks: dict[str, str | _LogFailed] | None,
+        blocks: dict[str, str | _LogFailed] | _Refused | None,
     ) -> str:
         rel = f"{namespace}/{pod}/logs.txt"
+        if isinstance(blocks, _Refused):
+            raise NotFound(f"{rel} was not read")
         if blocks is None:
             self._gap(f"{rel} is missing: the current logs of {namespace}/{pod} are unknown")
             raise NotFound(f"{rel} is missing")
@@ -318,7 +523,10 @@ class BundleReader:
 
     def _previous_log(self, namespace: str, pod: str, container: str) -> str:
         rel = f"{namespace}/{pod}/logs-{container}-previous.txt"
-        text = self._text(rel)
+        lost = f"why container {container} of {namespace}/{pod} ended its last run is unknown"
+        text = self._tail(rel, lost, keep=True)
+        if isinstance(text, _Refused):
+            raise NotFound(f"{rel} was not read")
         if text is not None:
             return text
         restarts = self._restarts(namespace, pod, container)
@@ -338,7 +546,7 @@ class BundleReader:
         return 0
 
     def _default_container(
-        self, namespace: str, pod: str, blocks: dict[str, str | _LogFailed] | None
+        self, namespace: str, pod: str, blocks: dict[str, str | _LogFailed] | _Refused | None
     ) -> str:
         """The container the API picks when none is named: the pod's only (non-init) one."""
         spec = [
@@ -348,7 +556,7 @@ class BundleReader:
             for c in parse_pod(p).containers
             if not c.init
         ]
-        names = spec or list(blocks or {})
+        names = spec or ([] if isinstance(blocks, _Refused) else list(blocks or {}))
         if len(names) == 1:
             return names[0]
         raise ExecutorError(
@@ -356,13 +564,15 @@ class BundleReader:
             f"choose one of: [{' '.join(names)}]"
         )
 
-    def _log_blocks(self, namespace: str, pod: str) -> dict[str, str | _LogFailed] | None:
+    def _log_blocks(
+        self, namespace: str, pod: str
+    ) -> dict[str, str | _LogFailed] | _Refused | None:
         key = (namespace, pod)
         with self._lock:
             if key not in self._logs:
                 rel = f"{namespace}/{pod}/logs.txt"
-                text = self._text(rel)
-                self._logs[key] = None if text is None else self._split_logs(rel, text)
+                text = self._tail(rel, f"the current logs of {namespace}/{pod} are unknown")
+                self._logs[key] = text if not isinstance(text, str) else self._split_logs(rel, text)
             return self._logs[key]
 
     def _split_logs(self, rel: str, text: str) -> dict[str, str | _LogFailed]:
@@ -470,22 +680,33 @@ class BundleReader:
                 results[node] = exc
         return results
 
-    def _node_dir(self, node: str) -> Path | None:
-        return self.path / PROBES_DIR / node if SAFE_NAME.fullmatch(node) else None
+    def _node_dir(self, node: str) -> str | None:
+        return f"{PROBES_DIR}/{node}" if SAFE_NAME.fullmatch(node) else None
 
     def _has_probes(self, node: str) -> bool:
-        if not (self.path / PROBES_DIR).is_dir():
-            self._gap(
-                f"{PROBES_DIR}/ is missing: no node-side check (sysctls, subnet.env, CNI config, "
-                f"routes, iptables) was made; findings that need node probes were not checked"
-            )
+        present = self._is_dir(PROBES_DIR)
+        if present is not True:
+            if present is False:
+                self._gap(
+                    f"{PROBES_DIR}/ is missing: no node-side check (sysctls, subnet.env, CNI "
+                    f"config, routes, iptables) was made; findings that need node probes were "
+                    f"not checked"
+                )
             return False
         where = self._node_dir(node)
-        if where is None or not where.is_dir() or not any(where.iterdir()):
-            self._gap(
-                f"{PROBES_DIR}/{node}/ is missing: nothing on node {node} was checked (no probe "
-                f"outputs)"
-            )
+        present = False if where is None else self._is_dir(where)
+        if present is True:
+            with self._lock:
+                try:
+                    present = self._files.has_entries(f"{where}")
+                except (BundleFileRefused, OSError):  # is_dir has just read it
+                    present = False
+        if present is not True:
+            if present is False:
+                self._gap(
+                    f"{PROBES_DIR}/{node}/ is missing: nothing on node {node} was checked (no "
+                    f"probe outputs)"
+                )
             return False
         return True
 
@@ -493,24 +714,32 @@ class BundleReader:
         where = self._node_dir(node)
         if where is None:
             return
-        text = self._text(f"{PROBES_DIR}/{node}/{UNREACHABLE}")
-        if text is not None:
+        text = self._whole(
+            f"{where}/{UNREACHABLE}",
+            self.limits.note_bytes,
+            "note",
+            f"whether node {node} answered is unknown; its probe outputs were used",
+        )
+        if isinstance(text, str):
             why = text.strip() or f"node {node} did not answer when the bundle was written"
             raise NodeUnreachable(why, node=node)
 
     def _probe_output(self, node: str, probe: Probe) -> CommandResult | None:
-        if self._node_dir(node) is None:
+        where = self._node_dir(node)
+        if where is None:
             return None
-        base = f"{PROBES_DIR}/{node}/{probe.id}"
-        stdout = self._text(f"{base}.txt")
-        if stdout is None:
-            if (self.path / PROBES_DIR / node).is_dir():
-                self._gap(
-                    f"{base}.txt is missing: {probe.why} on {node} was not checked "
-                    f"(probe {probe.id})"
-                )
+        base = f"{where}/{probe.id}"
+        lost = f"{probe.why} on {node} was not checked (probe {probe.id})"
+        output = self.limits.output_bytes
+        stdout = self._whole(f"{base}.txt", output, "probe output", lost)
+        if not isinstance(stdout, str):
+            if stdout is None and self._is_dir(where) is True:
+                self._gap(f"{base}.txt is missing: {lost}")
             return None
-        exit_text = self._text(f"{base}.exit")
+        exit_text = self._whole(f"{base}.exit", self.limits.note_bytes, "exit code", lost)
+        stderr = self._whole(f"{base}.err", output, "probe output", lost)
+        if isinstance(exit_text, _Refused) or isinstance(stderr, _Refused):
+            return None
         exit_code = 0
         if exit_text is not None and exit_text.strip():
             try:
@@ -521,8 +750,7 @@ class BundleReader:
                     f"{probe.id} on {node} was not used"
                 )
                 return None
-        stderr = self._text(f"{base}.err") or ""
-        return CommandResult(node, probe.argv, exit_code, stdout, stderr)
+        return CommandResult(node, probe.argv, exit_code, stdout, stderr or "")
 
     # -- selectors ------------------------------------------------------------------------------
 
@@ -534,6 +762,10 @@ class BundleReader:
         return selectors.fields_match(
             selector, lambda key: field_value(obj, key), where=f"bundle {self.path}: "
         )
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 def _tail(text: str, lines: int | None) -> str:

@@ -1,0 +1,241 @@
+"""Opening a support bundle's files so that the bundle cannot reach outside itself or hold its
+reader: only regular files and directories inside it, within the `Budget`.
+
+Why every symbolic link is refused, not only those that leave the bundle: `kubectl cluster-info
+dump` and `write_bundle` write none, so a link is a hand-made or hostile bundle; following one
+that stays inside would mean resolving it and then opening the target, two steps that a change
+in between defeats. Instead each path is walked one component at a time from a descriptor of
+the bundle's directory: each directory is opened with O_DIRECTORY | O_NOFOLLOW (a link fails
+with ELOOP, anything but a directory with ENOTDIR, neither is opened); the file itself is
+lstat'ed first (a link, FIFO, device or socket is refused without being opened), then opened
+with O_NOFOLLOW (a link swapped in meanwhile fails) and O_NONBLOCK (a FIFO swapped in does not
+wait for a writer), and fstat must show the same regular file. The refusal says how to fix the
+bundle: put the file itself in place of the link.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.errors import BundleFileRefused
+from bot.executors.bundle.limits import Budget, size
+
+CHUNK = 1 << 20
+_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LINK_FIX = (
+    "; flannel-bot reads only regular files inside the bundle: put the file itself in its "
+    'place (cp --remove-destination "$(readlink -f F)" F)'
+)
+_KINDS = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of a file: `data` is its last bytes, `size` its whole size."""
+
+    data: bytes
+    size: int
+
+    @property
+    def cut(self) -> bool:
+        return self.size > len(self.data)
+
+
+def _refused(rel: str, mode: int, subject: str = "it") -> BundleFileRefused:
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    if stat.S_ISLNK(mode):
+        return BundleFileRefused(rel, f"{subject} is {kind}{_LINK_FIX}")
+    return BundleFileRefused(rel, f"{subject} is {kind}, not a regular file")
+
+
+class BundleFiles:
+    """Reads of the files under `root` by relative path (`a/b/c`, components already checked
+    against `SAFE_NAME` by the caller). Absent is None; a link or special file anywhere on the
+    path, or a file over its limit, raises `BundleFileRefused`; other OS errors propagate."""
+
+    def __init__(self, root: Path, budget: Budget) -> None:
+        self.root = root
+        self.budget = budget
+
+    # -- directories ----------------------------------------------------------------------------
+
+    def is_dir(self, rel: str) -> bool:
+        """Whether `rel` is a directory of the bundle (a link to one is refused)."""
+        fd = self._open_dir(rel)
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def subdirs(self, rel: str, limit: int) -> tuple[list[str], list[str], bool]:
+        """(directories, links and special files, whether there were more than `limit`
+        entries) among the first `limit` entries of directory `rel` ("" is the bundle's own)."""
+        dirs: list[str] = []
+        odd: list[str] = []
+        fd = self._open_dir(rel)
+        if fd is None:
+            return dirs, odd, False
+        try:
+            with os.scandir(fd) as entries:
+                for seen, entry in enumerate(entries):
+                    if seen == limit:
+                        return dirs, odd, True
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append(entry.name)
+                    elif not entry.is_file(follow_symlinks=False):
+                        odd.append(entry.name)
+        finally:
+            os.close(fd)
+        return dirs, odd, False
+
+    def has_entries(self, rel: str) -> bool:
+        fd = self._open_dir(rel)
+        if fd is None:
+            return False
+        try:
+            with os.scandir(fd) as entries:
+                return next(iter(entries), None) is not None
+        finally:
+            os.close(fd)
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def read(self, rel: str, limit: int, what: str) -> bytes | None:
+        """The whole file; refused if it is larger than `limit` (`what` names the kind of file
+        in the refusal) or than what the budget has left."""
+        with self.budget.timed(rel):
+            fd = self._open_file(rel)
+            if fd is None:
+                return None
+            try:
+                length = os.fstat(fd).st_size
+                if length > limit:
+                    raise BundleFileRefused(
+                        rel, f"it is {size(length)}, over the {size(limit)} read from one {what}"
+                    )
+                self.budget.take_bytes(rel, length)
+                data = self._read(rel, fd, length + 1)
+            finally:
+                os.close(fd)
+            if len(data) > length:  # it grew since fstat: a file being written is not a record
+                raise BundleFileRefused(rel, "it grew while it was read")
+            return data
+
+    def read_tail(self, rel: str, limit: int) -> Tail | None:
+        """The file's last `limit` bytes (all of it when smaller)."""
+        with self.budget.timed(rel):
+            fd = self._open_file(rel)
+            if fd is None:
+                return None
+            try:
+                length = os.fstat(fd).st_size
+                start = max(length - limit, 0)
+                self.budget.take_bytes(rel, length - start)
+                if start:
+                    os.lseek(fd, start, os.SEEK_SET)
+                return Tail(self._read(rel, fd, length - start), length)
+            finally:
+                os.close(fd)
+
+    def _read(self, rel: str, fd: int, most: int) -> bytes:
+        parts: list[bytes] = []
+        left = most
+        while left > 0:
+            self.budget.check_time(rel)
+            chunk = os.read(fd, min(CHUNK, left))
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts)
+
+    # -- walking without following links: each returns a descriptor the caller closes ------------
+
+    def _open_dir(self, rel: str) -> int | None:
+        """Directory `rel` ("" is the bundle's own); None if it or one on the way is absent or a
+        regular file."""
+        parts = rel.split("/") if rel else []
+        fd = os.open(self.root, _ROOT)
+        for depth, part in enumerate(parts, start=1):
+            try:
+                inner = self._enter(fd, part, rel, "/".join(parts[:depth]))
+            finally:
+                os.close(fd)
+            if inner is None:
+                return None
+            fd = inner
+        return fd
+
+    def _open_file(self, rel: str) -> int | None:
+        """Regular file `rel`; None if absent. lstat first: a link, FIFO, device or socket is
+        refused without being opened."""
+        folder, _, name = rel.rpartition("/")
+        parent = self._open_dir(folder)
+        if parent is None:
+            return None
+        try:
+            found = _lstat(parent, name)
+            if found is None:
+                return None
+            if not stat.S_ISREG(found.st_mode):
+                raise _refused(rel, found.st_mode)
+            fd = _open_at(rel, name, parent, _FILE)
+        finally:
+            os.close(parent)
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
+                raise _refused(rel, opened.st_mode)
+            if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino):
+                raise BundleFileRefused(rel, "it was replaced while it was opened")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def _enter(fd: int, name: str, rel: str, here: str) -> int | None:
+        """Directory `name` in `fd`, opened without following a link (one call: O_DIRECTORY
+        fails on anything else without opening it); None if absent or a regular file."""
+        try:
+            return os.open(name, _DIR, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _refused(rel, stat.S_IFLNK, "it" if here == rel else here) from None
+            if exc.errno != errno.ENOTDIR:
+                raise
+        found = _lstat(fd, name)
+        if found is None or stat.S_ISREG(found.st_mode):
+            return None
+        raise _refused(rel, found.st_mode, "it" if here == rel else here)
+
+
+def _lstat(fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _open_at(rel: str, name: str, fd: int, flags: int) -> int:
+    try:
+        return os.open(name, flags, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link put there after the lstat
+            raise _refused(rel, stat.S_IFLNK) from None
+        raise
