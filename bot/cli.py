@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
+from bot import __version__
 from bot.errors import BotError, IdentityRefused, UserError
 from bot.executors.bundle import write_bundle
 from bot.executors.kube import KubeClient
@@ -54,6 +55,7 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] 
   audit prune                drop events older than [audit] retention_days (chain stays checked)
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
   lab up|down|status|break   a Flannel lab cluster on this machine (Linux, root): `lab --help`
+  version | --version        print flannel-bot's version (needs no config or cluster)
 
   --user NAME     who you are for policy and the audit log (default: $USER); approve and deny
                   count as your OS login instead (mapped by [terminal] users)
@@ -317,6 +319,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         inv = split_argv(sys.argv[1:] if argv is None else argv)
         if not inv.words or inv.words == ["--help"]:
             print(GLOBAL_HELP, end="")
+            return 0
+        if inv.words in (["--version"], ["version"]):
+            print(f"flannel-bot {__version__}")
             return 0
         if inv.words == ["runbooks", "lock"]:
             return lock_runbooks()

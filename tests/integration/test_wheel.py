@@ -1,10 +1,12 @@
 """The wheel as a user installs it: built from this checkout (offline), installed into a fresh
 venv, and run from another directory with no config, cluster or FLANNEL_BOT_TEMPLATES: the
-templates must come with it, and every command's --help must answer without a cluster."""
+templates must come with it, every command's --help must answer without a cluster, and the
+version it prints is the one its METADATA (with URLs, classifiers and a CHANGELOG entry) carries."""
 
 from __future__ import annotations
 
 import json
+import re
 import site
 import subprocess
 import sys
@@ -17,8 +19,16 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [
     *("help", "diagnose", "runbooks", "plan", "run", "approve", "deny", "cancel", "status"),
-    *("audit", "doctor", "serve", "shell", "collect"),
+    *("audit", "doctor", "serve", "shell", "collect", "version"),
 ]
+CLASSIFIERS = {
+    "Environment :: Console",
+    "Intended Audience :: System Administrators",
+    "Operating System :: POSIX :: Linux",
+    "Programming Language :: Python :: 3.11",
+    "Topic :: System :: Networking",
+}
+URLS = {"Homepage", "Documentation", "Changelog", "Issues"}
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +68,23 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     work = root / "elsewhere"
     work.mkdir()
     return env_dir / "bin" / "flannel-bot", work
+
+
+def metadata(installed: tuple[Path, Path]) -> str:
+    """The installed wheel's METADATA, as pip wrote it from the wheel."""
+    bot, work = installed
+    return subprocess.run(
+        [
+            str(bot.parent / "python"),
+            "-c",
+            "import importlib.metadata as m; "
+            "print(m.distribution('flannel-bot').read_text('METADATA'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=work,
+    ).stdout
 
 
 def run(installed: tuple[Path, Path], *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,3 +134,30 @@ def test_an_unknown_command_s_help_says_so(installed: tuple[Path, Path]) -> None
     helped = run(installed, "frobnicate", "--help")
     assert helped.returncode == 2
     assert "unknown command `frobnicate`" in helped.stderr
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["version"]])
+def test_the_installed_bot_says_its_version_without_config_or_cluster(
+    installed: tuple[Path, Path], argv: list[str]
+) -> None:
+    said = run(installed, *argv)
+    assert said.returncode == 0, said.stderr
+    version = re.search(r"^Version: (\S+)$", metadata(installed), re.M)
+    assert version is not None
+    assert said.stdout == f"flannel-bot {version[1]}\n"
+    assert not said.stderr
+
+
+def test_the_wheel_s_metadata_has_urls_classifiers_and_a_changelog_entry(
+    installed: tuple[Path, Path],
+) -> None:
+    meta = metadata(installed)
+    version = re.search(r"^Version: (\S+)$", meta, re.M)
+    assert version is not None
+    assert set(re.findall(r"^Classifier: (.+)$", meta, re.M)) >= CLASSIFIERS
+    assert re.search(r"^License-Expression: Apache-2\.0$", meta, re.M)
+    urls = dict(re.findall(r"^Project-URL: ([^,]+), (https://\S+)$", meta, re.M))
+    assert set(urls) >= URLS, urls
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## \[{re.escape(version[1])}\] - \d{{4}}-\d\d-\d\d$", changelog, re.M)
+    assert "[Unreleased]" in changelog
