@@ -64,6 +64,18 @@ class RunStatus(enum.StrEnum):
 
 
 TERMINAL = frozenset(s for s in RunStatus if s.ended)
+# the events that end a run: each carries the run's final status in its data
+RUN_ENDINGS = frozenset(
+    {
+        EventKind.RUN_SUCCEEDED,
+        EventKind.RUN_FAILED,
+        EventKind.RUN_CRASHED,
+        EventKind.RUN_CANCELLED,
+        EventKind.RUN_EXPIRED,
+        EventKind.RUN_INTERRUPTED,
+        EventKind.DENIED,
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.ports.clock import iso, parse_iso
-from bot.ports.store import Event, EventKind, RunRecord
+from bot.ports.store import RUN_ENDINGS, Event, EventKind, RunRecord
 
 _SPAN = re.compile(r"\A([0-9]{1,6})([smhdw])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 OUTPUT_LINES = 12
-END_KINDS = frozenset(
-    {
-        EventKind.RUN_SUCCEEDED,
-        EventKind.RUN_FAILED,
-        EventKind.RUN_CRASHED,
-        EventKind.RUN_CANCELLED,
-        EventKind.RUN_EXPIRED,
-        EventKind.RUN_INTERRUPTED,
-        EventKind.DENIED,
-    }
-)
 
 
 # longer spans reach back before any audit log (and past what a datetime can hold: 999999w)
@@ -296,7 +285,7 @@ def chained_facts(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
             facts.update(
                 plan_hash=d.get("plan_hash", ""), targets=d.get("plan", {}).get("targets", [])
             )
-        elif e.kind in END_KINDS and "status" in d:
+        elif e.kind in RUN_ENDINGS and "status" in d:
             traceback = str(d.get("traceback") or "").strip().splitlines()
             denied = f"denied by {e.actor}" if e.kind == EventKind.DENIED else ""
             error = d.get("error") or (traceback[-1] if traceback else denied)
@@ -348,7 +337,7 @@ def _run_record(run: RunRecord, events: Sequence[Event]) -> dict[str, Any]:
                 {"who": e.actor, "at": e.ts, "decision": e.kind, "reason": d.get("reason", "")}
             )
     verify = next((e.data for e in reversed(events) if e.kind == EventKind.VERIFY), None)
-    ended = next((e.ts for e in reversed(events) if e.kind in END_KINDS), None)
+    ended = next((e.ts for e in reversed(events) if e.kind in RUN_ENDINGS), None)
     started = events[0].ts if events else run.created_at
     return {
         "id": run.id,

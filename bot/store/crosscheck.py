@@ -15,22 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.ports.store import TERMINAL, EventKind
+from bot.ports.store import RUN_ENDINGS, TERMINAL, EventKind
 from bot.store.redact import scrub
 
-# the events that end a run carry its final status (Tx.transition puts it in their data)
-ENDING = frozenset(
-    {
-        EventKind.RUN_SUCCEEDED,
-        EventKind.RUN_FAILED,
-        EventKind.RUN_CRASHED,
-        EventKind.RUN_CANCELLED,
-        EventKind.RUN_EXPIRED,
-        EventKind.RUN_INTERRUPTED,
-        EventKind.DENIED,
-    }
-)
-WATCHED: frozenset[str] = ENDING | {
+WATCHED: frozenset[str] = RUN_ENDINGS | {
     EventKind.RUN_STARTED,
     EventKind.PLAN_CHANGED,
     EventKind.APPROVED,
@@ -103,7 +91,7 @@ class ChainedRuns:
             run.plan_hash, run.plan_event = str(plan_hash or ""), row["id"]
         elif kind == "approved":
             self.approvals[(run_id, str(row["actor"]), str(plan_hash or ""))] = row["id"]
-        if kind in ENDING and status is not None:
+        if kind in RUN_ENDINGS and status is not None:
             run.status, run.ended_by = str(status), row["id"]
 
     def disagreement(
