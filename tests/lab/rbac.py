@@ -1,5 +1,6 @@
-"""The RBAC rules `deploy/base/rbac.yaml` grants flannel-bot's ServiceAccount, as the lab's API
-server enforces them, so lab tests can run the bot with exactly the permissions it ships with."""
+"""The RBAC rules deploy/base (as `kubectl kustomize` renders it) grants flannel-bot's
+ServiceAccount, as the lab's API server enforces them, so lab tests run the bot with exactly the
+permissions it ships with."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import yaml
 
 from bot.lab.apiserver import PolicyRule
+from tests.rendered import KubectlMissing, in_ci, rendered_base
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC = REPO / "deploy" / "base" / "rbac.yaml"
@@ -18,9 +20,20 @@ USER = f"system:serviceaccount:{SA_NAMESPACE}:flannel-bot"
 TOKEN = "flannel-bot-serviceaccount-token"
 
 
-def granted_rules(path: Path = RBAC) -> list[PolicyRule]:
+def shipped_documents() -> list[dict[str, Any]]:
+    """deploy/base as `kubectl kustomize` renders it (what `kubectl apply -k` creates); the raw
+    rbac.yaml only on a machine without kubectl outside CI."""
+    try:
+        return list(rendered_base())
+    except KubectlMissing:
+        if in_ci():
+            raise
+        return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+
+
+def granted_rules(docs: list[dict[str, Any]] | None = None) -> list[PolicyRule]:
     """Rules of every (Cluster)Role bound to the bot's ServiceAccount, Roles in their namespace."""
-    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    docs = shipped_documents() if docs is None else docs
     roles = {
         (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace", SA_NAMESPACE)): d
         for d in docs

@@ -170,3 +170,39 @@ def test_one_replica_serves_a_killed_leader_is_replaced_after_expiry_a_stopped_o
     assert time.monotonic() - stopped < DURATION - 2
     assert c.slash("help") == 200
     slack.wait_for("chat.postMessage", 6, timeout=15)
+
+
+def test_the_replacement_carries_on_the_audit_log_its_predecessor_wrote(
+    replicas: Replicas, slack: FakeSlack
+) -> None:
+    """As shipped (one replica, Recreate, the volume moving with the pod): the pod that replaces a
+    killed one opens the same SQLite file, waits out the Lease, and extends the same chain."""
+    a = replicas.launch("replica-a")
+    a.wait_for("leading as replica-a", 15)
+    assert a.slash("help") == 200
+    slack.wait_for("chat.postMessage", 2, timeout=15)
+    db = replicas.env["FLANNEL_BOT_DB"]
+    before = verify(replicas.env, db)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(timeout=10)
+
+    b = replicas.launch("replica-b")  # the Recreated pod, the volume attached to it
+    b.wait_for("leading as replica-b", DURATION + 10)
+    assert b.slash("help") == 200
+    slack.wait_for("chat.postMessage", 4, timeout=15)
+    after = verify(replicas.env, db)
+    assert after > before  # the same chain, longer: nothing the first pod wrote was lost
+
+
+def verify(env: dict[str, str], db: str) -> int:
+    """`flannel-bot audit verify` on the shared file: the number of events in a chain that holds."""
+    out = subprocess.run(
+        [FLANNEL_BOT, "audit", "verify"],
+        env=env | {"FLANNEL_BOT_DB": db},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.startswith("audit chain OK"), out
+    return int(out.split(":")[1].split()[0])

@@ -2,17 +2,22 @@
 
 kustomize's `namespace:` transformer moves every namespaced object of a base into one namespace,
 so a Role that must live in kube-system (to patch kube-proxy's ConfigMap) silently ends up in
-flannel-bot's own namespace, where it grants nothing. kubectl is not in CI, so this holds the base
-to the condition under which rendering changes no namespace (checked against `kubectl kustomize`
-when the base changed): no namespace transformer, and every namespaced object names its own.
+flannel-bot's own namespace, where it grants nothing. The base is held to the condition under which
+rendering changes no namespace (no namespace transformer, every namespaced object names its own),
+and what `kubectl kustomize` renders is checked too (kubectl from Debian's kubernetes-client, which
+.ci/run installs; a skip outside CI without kubectl, a failure in CI).
 """
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from tests.rendered import KubectlMissing, in_ci, rendered_base
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
@@ -52,3 +57,68 @@ def test_the_kube_proxy_role_and_its_binding_stay_in_kube_system() -> None:
     assert where[("Role", "flannel-bot-kube-proxy")] == "kube-system"
     assert where[("RoleBinding", "flannel-bot-kube-proxy")] == "kube-system"
     assert where[("Deployment", "flannel-bot")] == "flannel-bot"
+
+
+# -- what `kubectl kustomize` renders ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[tuple[str, str], dict[str, Any]]:
+    try:
+        docs = rendered_base()
+    except KubectlMissing as missing:
+        if in_ci():
+            pytest.fail(f"{missing} (.ci/run installs it)")
+        pytest.skip(str(missing))
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def test_rendered_objects_stay_where_their_files_put_them(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    where = {key: d["metadata"].get("namespace") for key, d in rendered.items()}
+    assert where[("Role", "flannel-bot-kube-proxy")] == "kube-system"
+    assert where[("RoleBinding", "flannel-bot-kube-proxy")] == "kube-system"
+    others = {
+        k: ns for k, ns in where.items() if k[0] not in CLUSTER_SCOPED and ns != "flannel-bot"
+    }
+    assert set(others) == {
+        ("Role", "flannel-bot-kube-proxy"),
+        ("RoleBinding", "flannel-bot-kube-proxy"),
+    }
+
+
+def test_one_replica_recreated_with_its_volume_and_a_lease_it_may_hold(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    deployment = rendered[("Deployment", "flannel-bot")]["spec"]
+    assert deployment["replicas"] == 1
+    assert deployment["strategy"]["type"] == "Recreate"
+    pvc = rendered[("PersistentVolumeClaim", "flannel-bot-state")]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    pod = deployment["template"]["spec"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == ["flannel-bot-state"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert any(e["name"] == "POD_NAME" for e in container["env"])  # the Lease identity
+    config = next(
+        d
+        for (kind, name), d in rendered.items()
+        if kind == "ConfigMap" and name.startswith("flannel-bot-config")
+    )
+    settings = tomllib.loads(config["data"]["flannel-bot.toml"])
+    namespace, _, _ = settings["leader"]["lease"].partition("/")
+    role = rendered[("Role", "flannel-bot-leader")]
+    assert role["metadata"]["namespace"] == namespace
+    rule = next(r for r in role["rules"] if "leases" in r["resources"])
+    assert {"get", "create", "update"} <= set(rule["verbs"])
+    binding = rendered[("RoleBinding", "flannel-bot-leader")]
+    assert binding["metadata"]["namespace"] == namespace
+    assert {"kind": "ServiceAccount", "name": "flannel-bot", "namespace": "flannel-bot"} in binding[
+        "subjects"
+    ]
