@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,12 @@ from bot.executors.ssh import SshExecutor
 from bot.ports.clock import Clock, SystemClock
 from bot.ports.cluster import KubeExecutor
 from bot.ports.nodes import FanOutExecutor
-from bot.process.metrics import METRICS
 from bot.process.owner import owner_alive, this_process
 from bot.runs.engine import Engine
 from bot.runs.registry import Registry
 from bot.service.clusters import Cluster, Clusters
 from bot.service.handler import Service
-from bot.settings import ClusterSettings, ConfigError, Settings
+from bot.settings import DEFAULT_CLUSTER, ClusterSettings, ConfigError, Settings
 from bot.store import SqliteStore
 
 
@@ -74,16 +74,16 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
             )
         return address
 
-    return kube, SshExecutor(cluster.ssh, resolve=node_address, on_error=count_ssh_error)
+    on_error = functools.partial(count_ssh_error, cluster=cluster.name)
+    return kube, SshExecutor(cluster.ssh, resolve=node_address, on_error=on_error)
 
 
-def count_ssh_error(kind: str) -> None:
-    """`/metrics`: SSH failures by kind, as the SSH executor reports them."""
-    METRICS.inc(
-        "flannel_bot_ssh_errors_total",
-        "SSH failures by kind (unreachable, host key, auth, timeout)",
-        kind=kind,
-    )
+def count_ssh_error(kind: str, cluster: str = DEFAULT_CLUSTER) -> None:
+    """`/metrics`: SSH failures by cluster and kind, as the SSH executor reports them."""
+    # imported here: the shell's commands never load prometheus_client (or its http.server)
+    from bot.process.metrics import METRICS
+
+    METRICS.ssh_errors.labels(cluster=cluster, kind=kind).inc()
 
 
 def evidence_from_bundle(

@@ -1,96 +1,175 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics through prometheus_client, in a registry of the bot's own.
 
-Counters and histograms live in one process-wide registry, fed from the audit events this
-process commits (commands, approvals, finished runs, step durations) and from the SSH executor
-(errors); runs by state are read from the database at scrape time, so they are right across
-replicas and restarts.
+A `Metrics` holds its own `CollectorRegistry`, never the library's global one, so several bots
+(or tests) in one process do not collide. Counters and histograms are fed from the audit events
+this process commits (commands, approvals, finished runs, step durations), from the SSH
+executor (errors) and from the HTTP-mode gate (refusals, ack latency); runs by state are read
+from the database at scrape time, so they are right across replicas and restarts. Histograms
+keep counts in fixed buckets, never the observations. Every series about a cluster carries a
+`cluster` label; `cluster=""` is one about none (`help`, `status`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from bot.ports.clock import parse_iso
-from bot.ports.store import Event, EventKind
+from bot.ports.store import Event, EventKind, RunStatus
 
-BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# a runbook step: a check that retries for minutes, a DaemonSet rollout for up to half an hour
+STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+# an answer to Slack, which gives up on one after 3 s
+ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5)
 
 
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    text = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in pairs
-    )
-    return "{" + text + "}" if text else ""
+class RunsByState(Collector):
+    """`flannel_bot_runs{cluster,state}` read at scrape time; every state of every cluster the
+    bot serves is there, zero until a run is in it."""
+
+    def __init__(
+        self, clusters: Sequence[str], count: Callable[[], Iterable[tuple[str, str, int]]]
+    ) -> None:
+        self.clusters = tuple(clusters)
+        self.count = count
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        runs: dict[tuple[str, str], float] = {
+            (c, str(s)): 0.0 for c in self.clusters for s in RunStatus
+        }
+        for cluster, state, n in self.count():
+            runs[(cluster, state)] = float(n)
+        family = GaugeMetricFamily(
+            "flannel_bot_runs", "runs by state, from the database", labels=["cluster", "state"]
+        )
+        for (cluster, state), value in sorted(runs.items()):
+            family.add_metric([cluster, state], value)
+        return [family]
 
 
 class Metrics:
+    """One bot's metrics and the registry they are exposed from."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], float]]] = {}
-        self._hist: dict[str, tuple[str, dict[tuple[tuple[str, str], ...], list[float]]]] = {}
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.commands = Counter(
+            "flannel_bot_commands",
+            "commands received, by verb",
+            ["cluster", "verb"],
+            registry=reg,
+        )
+        self.commands_rejected = Counter(
+            "flannel_bot_commands_rejected",
+            "commands refused with an error",
+            ["cluster"],
+            registry=reg,
+        )
+        self.approvals = Counter(
+            "flannel_bot_approvals", "approval decisions", ["cluster", "decision"], registry=reg
+        )
+        self.runs_finished = Counter(
+            "flannel_bot_runs_finished", "runs that ended", ["cluster", "status"], registry=reg
+        )
+        self.step_duration = Histogram(
+            "flannel_bot_step_duration_seconds",
+            "runbook step durations",
+            ["cluster"],
+            buckets=STEP_BUCKETS,
+            registry=reg,
+        )
+        self.ssh_errors = Counter(
+            "flannel_bot_ssh_errors",
+            "SSH failures by kind (unreachable, host key, auth, timeout)",
+            ["cluster", "kind"],
+            registry=reg,
+        )
+        self.slack_refused = Counter(
+            "flannel_bot_slack_requests_refused",
+            "requests to /slack/events refused before Bolt saw them, by HTTP status",
+            ["status"],
+            registry=reg,
+        )
+        self.slack_ack = Histogram(
+            "flannel_bot_slack_ack_seconds",
+            "time to answer a request to /slack/events (HTTP mode), gate and Bolt's ack",
+            buckets=ACK_BUCKETS,
+            registry=reg,
+        )
+        self._runs: RunsByState | None = None
 
-    def inc(self, name: str, help_text: str, value: float = 1, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            _, series = self._counters.setdefault(name, (help_text, {}))
-            series[key] = series.get(key, 0) + value
+    def read_runs(
+        self, clusters: Sequence[str], count: Callable[[], Iterable[tuple[str, str, int]]]
+    ) -> None:
+        """Expose `flannel_bot_runs` from `count()`: (cluster, state, runs) rows, at each scrape."""
+        if self._runs is not None:
+            self.registry.unregister(self._runs)
+        self._runs = RunsByState(clusters, count)
+        self.registry.register(self._runs)
 
-    def observe(self, name: str, help_text: str, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            _, series = self._hist.setdefault(name, (help_text, {}))
-            series.setdefault(key, []).append(value)
+    def render(self) -> str:
+        """The text exposition format (`CONTENT_TYPE_LATEST`)."""
+        return generate_latest(self.registry).decode()
 
-    def render(self, gauges: Mapping[str, tuple[str, Mapping[str, float]]] = {}) -> str:
-        """The exposition text; `gauges` are read at scrape time: name -> (help, label -> value)
-        with the label under `state`."""
-        out = []
-        with self._lock:
-            for name, (help_text, series) in sorted(self._counters.items()):
-                out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-                out += [f"{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
-            for name, (help_text, hseries) in sorted(self._hist.items()):
-                out += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-                for key, values in sorted(hseries.items()):
-                    for bound in BUCKETS:
-                        n = sum(1 for v in values if v <= bound)
-                        out.append(f"{name}_bucket{_labels((*key, ('le', f'{bound:g}')))} {n}")
-                    out.append(f"{name}_bucket{_labels((*key, ('le', '+Inf')))} {len(values)}")
-                    out.append(f"{name}_sum{_labels(key)} {sum(values):g}")
-                    out.append(f"{name}_count{_labels(key)} {len(values)}")
-        for name, (help_text, by_state) in sorted(gauges.items()):
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            out += [f"{name}{_labels([('state', k)])} {v:g}" for k, v in sorted(by_state.items())]
-        return "\n".join(out) + "\n"
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's value (0 when absent), by its full name, e.g. `…_total`."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
 
 
 METRICS = Metrics()
 
 
 class EventMetrics:
-    """Feeds METRICS from committed audit events (a `Store.subscribe` listener)."""
+    """Feeds a Metrics from committed audit events (a `Store.subscribe` listener).
 
-    def __init__(self, registry: Metrics = METRICS) -> None:
-        self.registry = registry
+    Run events carry the run id, not the cluster: the cluster is remembered from `run_started`
+    until the run ends, and asked of `cluster_of` for a run started before this process."""
+
+    def __init__(
+        self,
+        metrics: Metrics = METRICS,
+        cluster_of: Callable[[int], str] = lambda _: "",
+    ) -> None:
+        self.metrics = metrics
+        self.cluster_of = cluster_of
+        self._clusters: dict[int, str] = {}
         self._started: dict[tuple[int, int], str] = {}
 
+    def _cluster(self, event: Event, data: Mapping[str, object]) -> str:
+        if "cluster" in data:
+            return str(data["cluster"])
+        if event.run_id is None:
+            return ""
+        cluster = self._clusters.get(event.run_id)
+        if cluster is None:
+            cluster = self._clusters[event.run_id] = self.cluster_of(event.run_id)
+        return cluster
+
     def __call__(self, event: Event) -> None:
-        kind, data, reg = event.kind, event.data, self.registry
+        kind, data, m = event.kind, event.data, self.metrics
+        cluster = self._cluster(event, data)
         if kind == EventKind.COMMAND:
             verb = (str(data.get("text", "")).split() or ["help"])[0][:20]
-            reg.inc("flannel_bot_commands_total", "commands received, by verb", verb=verb)
+            m.commands.labels(cluster=cluster, verb=verb).inc()
         elif kind == EventKind.COMMAND_REJECTED:
-            reg.inc("flannel_bot_commands_rejected_total", "commands refused with an error")
+            m.commands_rejected.labels(cluster=cluster).inc()
         elif kind in (EventKind.APPROVED, EventKind.DENIED):
-            reg.inc("flannel_bot_approvals_total", "approval decisions", decision=kind)
-        elif kind.startswith("run_") and kind != EventKind.RUN_STARTED:
-            reg.inc("flannel_bot_runs_finished_total", "runs that ended", status=kind[4:])
+            m.approvals.labels(cluster=cluster, decision=kind).inc()
+        elif kind == EventKind.RUN_STARTED:
+            if event.run_id is not None:
+                self._clusters[event.run_id] = cluster
+        elif kind.startswith("run_"):
+            m.runs_finished.labels(cluster=cluster, status=kind[4:]).inc()
+            if event.run_id is not None:
+                self._clusters.pop(event.run_id, None)
         elif kind == EventKind.STEP_STARTED:
-            self._started[(event.run_id or 0, int(data.get("step", 0)))] = event.ts
+            self._started[(event.run_id or 0, int(str(data.get("step", 0))))] = event.ts
         elif kind == EventKind.STEP_FINISHED:
-            began = self._started.pop((event.run_id or 0, int(data.get("step", 0))), None)
+            began = self._started.pop((event.run_id or 0, int(str(data.get("step", 0)))), None)
             if began:
                 seconds = (parse_iso(event.ts) - parse_iso(began)).total_seconds()
-                reg.observe("flannel_bot_step_duration_seconds", "runbook step durations", seconds)
+                m.step_duration.labels(cluster=cluster).observe(seconds)

@@ -29,22 +29,20 @@ def slack_events(adapter: SlackAdapter, clock: Callable[[], float] = time.time) 
     settings = adapter.settings
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        began = time.perf_counter()
         headers = request_headers(environ)
         try:
             body = read_body(environ, settings.max_body_bytes)
             request = gate.admit(body, headers, settings.signing_secret, clock())
         except gate.RequestRefused as refused:
             log.info("refused a request to /slack/events (%d): %s", refused.status, refused)
-            METRICS.inc(
-                "flannel_bot_slack_requests_refused_total",
-                "requests to /slack/events refused before Bolt saw them, by HTTP status",
-                status=str(refused.status),
-            )
+            METRICS.slack_refused.labels(status=str(refused.status)).inc()
             return answer(start_response, refused.status, f"{refused}\n")
         as_sent: dict[str, str | Sequence[str]] = dict(headers)
         bolt = adapter.bolt.dispatch(BoltRequest(body=request.body, headers=as_sent))
         listed = [(k, v) for k, vs in bolt.headers.items() for v in vs]
         listed = [(k, v) for k, v in listed if k.lower() != "content-length"]
+        METRICS.slack_ack.observe(time.perf_counter() - began)
         return answer(start_response, bolt.status, bolt.body.encode(), listed)
 
     return application

@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from bot.process.leader import LeaderElector
-from bot.process.metrics import METRICS, EventMetrics
+from bot.process.metrics import METRICS, EventMetrics, Metrics
 from bot.settings import ConfigError, SlackSettings
 from bot.slack.app import SlackAdapter
 from bot.slack.events import answer, slack_events
@@ -51,8 +52,8 @@ def wsgi_app(
             start_response("200 OK" if serving else "503 Service Unavailable", [])
             return [b"ready\n" if serving else b"standby\n"]
         if path == "/metrics" and method == "GET":
-            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
-            return [metrics_text(adapter.app).encode()]
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+            return [METRICS.render().encode()]
         if path == "/slack/events" and http_mode and status() == "serving":
             if method != "POST":
                 return answer(start_response, 405, "POST only\n", [("Allow", "POST")])
@@ -62,11 +63,18 @@ def wsgi_app(
     return application
 
 
-def metrics_text(app: App) -> str:
-    runs = dict(
-        app.store.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+def watch_metrics(app: App, metrics: Metrics = METRICS) -> None:
+    """Feed `metrics` from the audit events this process commits, and read runs by cluster and
+    state from the database at each scrape."""
+
+    def runs() -> list[tuple[str, str, int]]:
+        query = "SELECT cluster, status, COUNT(*) FROM runs GROUP BY cluster, status"
+        return [(str(c), str(s), int(n)) for c, s, n in app.store.db.execute(query).fetchall()]
+
+    metrics.read_runs(app.clusters.names, runs)
+    app.store.subscribe(
+        EventMetrics(metrics, cluster_of=lambda run_id: app.store.run(run_id).cluster)
     )
-    return METRICS.render({"flannel_bot_runs": ("runs by state, from the database", runs)})
 
 
 def http_server(
@@ -126,7 +134,7 @@ def serve(
     problems = settings.problems()
     if problems:
         raise ConfigError("cannot serve Slack: " + "; ".join(problems))
-    app.store.subscribe(EventMetrics())
+    watch_metrics(app)
     adapter = SlackAdapter(app, settings)
     if settings.audit_head_every_minutes > 0:
         adapter.beacon.every(settings.audit_head_every_minutes)

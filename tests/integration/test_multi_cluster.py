@@ -19,6 +19,11 @@ import pytest
 from bot.lab import objects
 from bot.lab.apiserver import ApiServer, StatusError
 from bot.lab.topology import LabSpec
+from bot.ports.store import Requester
+from bot.process.metrics import METRICS, Metrics
+from bot.settings import load_settings
+from bot.slack.serve import watch_metrics
+from bot.wiring import build_app
 from tests.integration.conftest import BotEnv
 
 pytestmark = pytest.mark.integration
@@ -212,3 +217,34 @@ def test_doctor_checks_every_cluster_and_collect_reads_the_one_named(two: TwoClu
     assert "flannel-crashloop" in {f["id"] for f in from_dump["findings"]}
     recording = two.bot.cli("collect", str(bundle) + "-x", "--cluster", "prod-xx")
     assert recording.returncode == 2 and "there is no cluster `prod-xx`" in recording.stderr
+
+
+def test_metrics_name_the_cluster_of_each_command_run_step_and_ssh_failure(
+    two: TwoClusters,
+) -> None:
+    app = build_app(load_settings(two.bot.config, {"HOME": str(two.bot.root)}))
+    metrics = Metrics()
+    watch_metrics(app, metrics)
+    unreachable = {"cluster": "prod-us", "kind": "NodeUnreachable"}
+    ssh_before = METRICS.value("flannel_bot_ssh_errors_total", **unreachable)
+    alice, bob = Requester("alice", {"adapter": "test"}), Requester("bob", {"adapter": "test"})
+    try:
+        app.service.handle("run flannel.restart-pods nodes=w2 --cluster prod-us", alice)
+        [run] = app.store.recent_runs(cluster="prod-us")
+        done = app.service.handle(f"approve {run.id}", bob)
+        assert done.data["status"] == "succeeded", done.data
+        value = metrics.value
+        assert value("flannel_bot_commands_total", cluster="prod-us", verb="run") == 1
+        assert value("flannel_bot_commands_total", cluster="", verb="approve") == 1
+        us_approved = {"cluster": "prod-us", "decision": "approved"}
+        assert value("flannel_bot_approvals_total", **us_approved) == 1
+        assert value("flannel_bot_runs_finished_total", cluster="prod-us", status="succeeded") == 1
+        assert value("flannel_bot_step_duration_seconds_count", cluster="prod-us") >= 1
+        assert value("flannel_bot_step_duration_seconds_count", cluster="prod-eu") == 0
+        assert value("flannel_bot_runs", cluster="prod-us", state="succeeded") == 1
+        assert value("flannel_bot_runs", cluster="prod-eu", state="succeeded") == 0
+        assert value("flannel_bot_runs", cluster="prod-ap", state="running") == 0
+        # the nodes' sshd is a closed port: the failures are counted under the run's cluster
+        assert METRICS.value("flannel_bot_ssh_errors_total", **unreachable) > ssh_before
+    finally:
+        app.store.close()

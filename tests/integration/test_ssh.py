@@ -8,6 +8,7 @@ directory holding a `sudo` stand-in (sudo is not installed here) that records it
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -532,13 +533,12 @@ def test_every_failure_is_told_to_on_error_by_kind(lab: Lab) -> None:
 
 def test_wiring_counts_ssh_failures_for_metrics(lab: Lab) -> None:
     def count(kind: str) -> float:
-        prefix = f'flannel_bot_ssh_errors_total{{kind="{kind}"}} '
-        lines = [x for x in METRICS.render().splitlines() if x.startswith(prefix)]
-        return float(lines[0].removeprefix(prefix)) if lines else 0.0
+        return METRICS.value("flannel_bot_ssh_errors_total", cluster="edge", kind=kind)
 
     before = count("NodeUnresolved")
+    on_error = functools.partial(count_ssh_error, cluster="edge")
     with (
-        SshExecutor(lab.settings(hosts={}), on_error=count_ssh_error) as executor,
+        SshExecutor(lab.settings(hosts={}), on_error=on_error) as executor,
         pytest.raises(NodeUnresolved),
     ):
         executor.run("ghost", ["true"], 5)

@@ -10,6 +10,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.slack.conftest import CONFIG, SECRET
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack
 from tests.slack.signing import sign, slash_command_body
@@ -64,9 +67,17 @@ def test_serve_answers_slack_over_http_and_stops_on_sigterm(
         reply = slack.wait_for("chat.postMessage", 2, timeout=15)[1]
         assert reply.params["thread_ts"] and "/flannel run" in str(reply.params["blocks"])
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
             metrics = resp.read().decode()
-        assert "# TYPE flannel_bot_commands_total counter" in metrics
-        assert 'flannel_bot_commands_total{verb="help"} 1' in metrics
+        found = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(metrics)
+            for s in family.samples
+        }
+        assert found[("flannel_bot_commands_total", (("cluster", ""), ("verb", "help")))] == 1
+        assert found[("flannel_bot_slack_ack_seconds_count", ())] == 1
+        # runs by state, for each cluster the bot serves, zero until a run is in that state
+        assert found[("flannel_bot_runs", (("cluster", "default"), ("state", "running")))] == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
