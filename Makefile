@@ -13,7 +13,12 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# as root on Linux, first the Debian packages the lab needs (as .ci/run installs CI's); where they
+# cannot be installed, examples/demo.sh says so in one line and runs the bundled example instead
 demo: setup
+	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ] && [ "$${DEMO_LAB:-1}" = 1 ]; then \
+	  .ci/system-packages lab || true; \
+	fi
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
 lint: setup
