@@ -18,24 +18,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot import __version__
 from bot.errors import BotError, IdentityRefused, UserError
-from bot.executors.bundle import write_bundle
-from bot.executors.kube import KubeClient
 from bot.ports.clock import SystemClock
 from bot.ports.store import Event
-from bot.process.leader import LeaderElector
 from bot.process.logs import configure as configure_logs
 from bot.process.output import redacted_output
 from bot.render import Renderer
 from bot.runs.registry import Registry, lock_path, read_lock, write_lock
+from bot.service import commands as c
 from bot.service.commands import SUMMARY, USAGE, split_words
 from bot.service.handler import Reply
 from bot.settings import ConfigError, Settings, load_settings
 from bot.terminal import Terminal, os_login
-from bot.wiring import App, build_app, build_executors, open_audit_log_read_only
+from bot.wiring import App, ClusterUse, build_app, build_executors, open_audit_log_read_only
+
+if TYPE_CHECKING:  # the Kubernetes client is imported by the commands that use it
+    from bot.process.leader import LeaderElector
 
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] COMMAND ...
@@ -147,6 +148,9 @@ def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
             f"collect reads a live cluster, and {cluster.name} is a recording: drop "
             "--recording (or FLANNEL_BOT_RECORDING), or name a live cluster with --cluster"
         )
+    from bot.executors.bundle import write_bundle
+    from bot.executors.kube import KubeClient
+
     kube, nodes = build_executors(cluster, SystemClock())
     if not isinstance(kube, KubeClient):
         raise UserError("collect needs a live cluster (kubeconfig or in-cluster)")
@@ -247,6 +251,9 @@ def leader_elector(app: App, settings: Settings) -> LeaderElector | None:
     leader = settings.leader
     if not leader.lease:
         return None
+    from bot.executors.kube import KubeClient
+    from bot.process.leader import LeaderElector
+
     if not isinstance(app.engine.kube, KubeClient):
         raise ConfigError("[leader] needs a live cluster (a kubeconfig or in_cluster)")
     namespace, name = leader.lease.split("/")
@@ -291,26 +298,64 @@ def verify_audit_log(settings: Settings, as_json: bool) -> int:
     return 0 if report.ok else 1
 
 
-def command_help(verb: str) -> int:
-    """`flannel-bot COMMAND --help`: the command's usage and what it does, from the same tables
-    the /flannel parser and the global help use."""
-    if verb in USAGE:
-        print(f"usage: flannel-bot {USAGE[verb]}\n\n{SUMMARY[verb]}")
-        return 0
-    lines, mine = [], False
+def _help_entries() -> dict[str, tuple[str, str]]:
+    """GLOBAL_HELP's command entries: their first words -> (usage, what it does)."""
+    entries: dict[str, tuple[str, str]] = {}
+    head = ""
     for line in GLOBAL_HELP.splitlines():
-        if line.startswith("  ") and not line.startswith("   "):  # an entry, not its continuation
-            mine = line.split()[0] == verb
-            line = f"usage: flannel-bot {line.strip()}" if mine else line
-        elif not line.strip():
-            mine = False
-        if mine:
-            lines.append(line.rstrip())
-    if not lines:
+        if line.startswith("  ") and not line.startswith("   ") and not line.startswith("  -"):
+            usage, _, what = line.strip().partition("   ")  # an entry, not its continuation
+            words = usage.split()  # `audit prune`, `diagnose --dump DIR`, `collect DIR`
+            sub = len(words) > 1 and (
+                (words[1].isalpha() and words[1].islower()) or words[1] == "--dump"
+            )
+            head = " ".join(words[:2] if sub else words[:1])
+            entries[head] = (usage, what.strip())
+        elif line.startswith("   ") and head:
+            usage, what = entries[head]
+            entries[head] = (usage, f"{what} {line.strip()}".strip())
+        else:
+            head = ""
+    return entries
+
+
+def command_help(words: Sequence[str]) -> int:
+    """`flannel-bot COMMAND [SUBCOMMAND] --help`: the command's usage and what it does, from
+    the same tables the /flannel parser and the global help use."""
+    entries = _help_entries()
+    verb = words[0]
+    sub = f"{verb} {words[1]}" if len(words) > 1 else ""
+    if sub in entries:
+        usage, what = entries[sub]
+    elif verb in USAGE:
+        usage, what = USAGE[verb], SUMMARY[verb]
+    elif verb in entries:
+        usage, what = entries[verb]
+    else:
         print(f"error: unknown command `{verb}`; `flannel-bot --help` lists them", file=sys.stderr)
         return 2
-    print("\n".join(lines))
+    print(f"usage: flannel-bot {usage}\n\n{what}")
     return 0
+
+
+# what these do reads only the runbooks and the audit log: they work with no cluster configured
+_NO_CLUSTER = (c.Help, c.ListRunbooks, c.Status, c.Audit, c.AuditReport)
+
+
+def clusters_built(words: Sequence[str]) -> ClusterUse:
+    """When a command's cluster is built: before it runs if it needs one (so a missing one is
+    said before anything is recorded); never if it reads only the runbooks and the audit log,
+    or is malformed (answered, and audited, without one); `doctor` when it checks it, to name
+    what is missing as one of its findings."""
+    if words[0] == "doctor":
+        return "when asked"
+    if words[0] in ("serve", "shell"):
+        return "at start"
+    try:
+        command = c.parse(list(words))
+    except UserError:
+        return "none"
+    return "none" if isinstance(command, _NO_CLUSTER) else "at start"
 
 
 @redacted_output  # every reply, progress line, error and log record, secrets redacted
@@ -330,7 +375,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
             return lab_main(inv.words[1:])
         if {"-h", "--help"} & set(inv.words[1:]):
-            return command_help(inv.words[0])  # needs no config, cluster or audit log
+            words = [w for w in inv.words if w not in ("-h", "--help")]
+            return command_help(words)  # needs no config, cluster or audit log
         if inv.words[0] == "diagnose" and "--dump" in inv.words:
             inv.options["recording"] = _take_option(inv.words, "--dump")
         settings = load_settings(
@@ -346,7 +392,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return collect_bundle(settings, inv.words[1:])
         if inv.words == ["audit", "verify"]:  # before build_app: no cluster, nothing written
             return verify_audit_log(settings, inv.as_json)
-        app = build_app(settings)
+        app = build_app(settings, clusters_built=clusters_built(inv.words))
         crash_after = os.environ.get("FLANNEL_BOT_KILL_AFTER")
         if crash_after:
             app.store.subscribe(kill_after(crash_after))

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NoReturn, cast
 
-from bot.diagnosis.collect import collect
-from bot.diagnosis.evidence import Evidence
 from bot.errors import ExecutorError, KubeConfigError
-from bot.executors.bundle import BundleReader, Limits
-from bot.executors.kube import KubeClient, KubeSettings
 from bot.executors.snapshot import SnapshotCluster
-from bot.executors.ssh import SshExecutor
 from bot.ports.clock import Clock, SystemClock
 from bot.ports.cluster import KubeExecutor
 from bot.ports.nodes import FanOutExecutor
@@ -24,6 +20,10 @@ from bot.service.clusters import Cluster, Clusters
 from bot.service.handler import Service
 from bot.settings import DEFAULT_CLUSTER, ClusterSettings, ConfigError, Settings
 from bot.store import SqliteStore
+
+if TYPE_CHECKING:  # the clients are imported by the commands that use them: start-up time
+    from bot.diagnosis.evidence import Evidence
+    from bot.executors.bundle import Limits
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
     to each node's InternalIP."""
     if cluster.recording is not None:
         if cluster.recording.is_dir():
+            from bot.executors.bundle import BundleReader
+
             bundle = BundleReader(cluster.recording)
             return bundle, bundle
         snapshot = SnapshotCluster.load(cluster.recording, clock)
@@ -58,6 +60,9 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
                 "--recording examples/cluster.json"
             )
         kubeconfig = default
+    from bot.executors.kube import KubeClient, KubeSettings
+    from bot.executors.ssh import SshExecutor
+
     kube = KubeClient.from_settings(
         KubeSettings(
             kubeconfig=None if cluster.in_cluster else kubeconfig,
@@ -91,19 +96,47 @@ def evidence_from_bundle(
 ) -> Evidence:
     """`collect` over a support bundle, with what the bundle lacked, and what it held that was
     refused or cut (`limits`, default `Limits()`), appended to `gaps`."""
+    from bot.diagnosis.collect import collect
+    from bot.executors.bundle import BundleReader
+
     reader = BundleReader(path, limits)
     return collect(reader, reader, only, deep=deep)
 
 
-def build_cluster(settings: Settings, store: SqliteStore, name: str, clock: Clock) -> Cluster:
-    """One cluster's executors and engine; a configuration error names the cluster."""
+class NoCluster:
+    """Stands in for a cluster's executors in a command that reads only the runbooks and the
+    audit log (help, runbooks, status, audit): none is built, so none need be configured.
+    Anything that asks it something is a bug, and told so."""
+
+    def __init__(self, problem: ConfigError) -> None:
+        self.problem = problem
+
+    def __getattr__(self, name: str) -> Callable[..., NoReturn]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            raise ConfigError(str(self.problem))
+
+        return refuse
+
+
+def build_cluster(
+    settings: Settings, store: SqliteStore, name: str, clock: Clock, offline: bool = False
+) -> Cluster:
+    """One cluster's executors and engine; a configuration error names the cluster. `offline`:
+    an engine for the runbooks, policy and audit log only, its executors `NoCluster`."""
     cs = settings.cluster(name)
     try:
-        kube, nodes = build_executors(cs, clock)
+        if offline:
+            none = NoCluster(ConfigError(f"this command was started without cluster {name}"))
+            kube, nodes = cast(KubeExecutor, none), cast(FanOutExecutor, none)
+        else:
+            kube, nodes = build_executors(cs, clock)
     except (ConfigError, KubeConfigError) as exc:
         many = len(settings.clusters) > 1
         raise ConfigError(f"cluster {name}: {exc}" if many else str(exc)) from None
-    recorded = isinstance(nodes, SnapshotCluster)
+    recorded = isinstance(nodes, SnapshotCluster | NoCluster)
     engine = Engine(
         store=store,
         registry=Registry.from_package(),
@@ -120,17 +153,27 @@ def build_cluster(settings: Settings, store: SqliteStore, name: str, clock: Cloc
     return Cluster(name, engine, None if recorded else nodes)
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> App:
-    """The clusters are built on first use; the default one is built here, so a broken
-    default configuration fails at start-up rather than on the first command."""
+ClusterUse = Literal["at start", "when asked", "none"]
+
+
+def build_app(
+    settings: Settings, clock: Clock | None = None, clusters_built: ClusterUse = "at start"
+) -> App:
+    """The clusters are built on first use; the default one is built here ("at start"), so a
+    broken default configuration fails at start-up rather than on the first command. "when
+    asked": not until used (doctor reports a cluster it cannot build as one of its findings).
+    "none": never, for commands that read only the runbooks and the audit log (no cluster need
+    be configured, and the Kubernetes and SSH clients are not even imported)."""
     clock = clock or SystemClock()
     store = SqliteStore(settings.db_path, clock)
+    offline = clusters_built == "none"
     clusters = Clusters(
         [c.name for c in settings.clusters],
         settings.default_cluster,
-        lambda name: build_cluster(settings, store, name, clock),
+        lambda name: build_cluster(settings, store, name, clock, offline),
     )
-    clusters.get()
+    if clusters_built == "at start":
+        clusters.get()
     service = Service(clusters, store, settings.max_report_events)
     return App(settings, store, clusters, service)
 
