@@ -161,3 +161,37 @@ def test_the_wheel_s_metadata_has_urls_classifiers_and_a_changelog_entry(
     changelog = (REPO / "CHANGELOG.md").read_text()
     assert re.search(rf"^## \[{re.escape(version[1])}\] - \d{{4}}-\d\d-\d\d$", changelog, re.M)
     assert "[Unreleased]" in changelog
+
+
+def test_the_installed_bot_lists_runbooks_reports_and_renders_slack_from_its_own_files(
+    installed: tuple[Path, Path],
+) -> None:
+    """What a user of the wheel does after diagnose: list the runbooks, render an audit report,
+    and the Slack reply built from the templates the wheel installed."""
+    listed = run(installed, "--recording", str(REPO / "examples" / "dump"), "runbooks")
+    assert listed.returncode == 0, listed.stderr
+    assert "flannel.restart-pods" in listed.stdout and "node.fix-br-netfilter" in listed.stdout
+    diagnosed = run(installed, "--recording", str(REPO / "examples" / "dump"), "--json", "diagnose")
+    assert diagnosed.returncode == 0, diagnosed.stderr
+    bot, work = installed
+    (work / "diagnose.json").write_text(diagnosed.stdout)
+    report = run(installed, "audit", "report", "format=html")
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("<!DOCTYPE html>") and "diagnose" in report.stdout
+    slack = subprocess.run(
+        [
+            str(bot.parent / "python"),
+            "-c",
+            "import json; from bot.settings import default_templates; "
+            "from bot.slack.messages import Messages; from bot.service.handler import Reply; "
+            "data = json.load(open('diagnose.json')); "
+            "m = Messages(default_templates()); "
+            "print(json.dumps(m.reply(Reply('diagnose', data), '<@U1>', 'diagnose')))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
+    assert slack.returncode == 0, slack.stderr
+    payload = json.loads(slack.stdout)
+    assert payload["blocks"] and payload["text"]
