@@ -100,7 +100,7 @@ class Service:
                 self.engine.expire_due()
             return self.dispatch(command, who)
         except (UserError, ExecutorError) as exc:
-            return self._error(exc, who, line)
+            return self._error(exc, who, line, data.get("cluster"))
 
     def refuse(self, text: str | Sequence[str], who: Requester, exc: UserError) -> Reply:
         """A command its adapter refused before handling it (a name the terminal cannot vouch
@@ -123,14 +123,16 @@ class Service:
     def _record(self, kind: EventKind, who: Requester, data: dict[str, Any]) -> None:
         self.store.record(kind, actor=who.user, source=who.source, data=data)
 
-    def _error(self, exc: BotError, who: Requester, line: str) -> Reply:
+    def _error(self, exc: BotError, who: Requester, line: str, cluster: str | None = None) -> Reply:
         """A refused command (`command_rejected`), or one the cluster could not answer
-        (`command_failed`), recorded and told to the requester."""
+        (`command_failed`), recorded with the cluster it was for, if any, and told to the
+        requester."""
         kind = (
             EventKind.COMMAND_REJECTED if isinstance(exc, UserError) else EventKind.COMMAND_FAILED
         )
         name = type(exc).__name__
-        self._record(kind, who, {"text": line, "error": str(exc), "error_type": name})
+        data = {"text": line, "error": str(exc), "error_type": name}
+        self._record(kind, who, data | ({"cluster": cluster} if cluster else {}))
         usage = exc.usage if isinstance(exc, CommandSyntaxError) else None
         return Reply("error", {"message": str(exc), "usage": usage, "error_type": name}, ok=False)
 

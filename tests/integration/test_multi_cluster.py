@@ -232,10 +232,17 @@ def test_metrics_name_the_cluster_of_each_command_run_step_and_ssh_failure(
         app.service.handle("run flannel.restart-pods nodes=w2 --cluster prod-us", alice)
         [run] = app.store.recent_runs(cluster="prod-us")
         done = app.service.handle(f"approve {run.id}", bob)
+        carol = Requester("carol", {"adapter": "test"})  # in no group: may not run anything
+        refused = app.service.handle("run flannel.restart-pods nodes=w1 --cluster prod-us", carol)
+        assert refused.data["error_type"] == "NotAllowed", refused.data
         assert done.data["status"] == "succeeded", done.data
         value = metrics.value
-        assert value("flannel_bot_commands_total", cluster="prod-us", verb="run") == 1
+        assert value("flannel_bot_commands_total", cluster="prod-us", verb="run") == 2  # +carol
         assert value("flannel_bot_commands_total", cluster="", verb="approve") == 1
+        # a refusal is counted under the cluster it was for, and the audit event names it
+        assert value("flannel_bot_commands_rejected_total", cluster="prod-us") == 1
+        [rejected] = [e for e in app.store.events() if e.kind == "command_rejected"]
+        assert rejected.data["cluster"] == "prod-us"
         us_approved = {"cluster": "prod-us", "decision": "approved"}
         assert value("flannel_bot_approvals_total", **us_approved) == 1
         assert value("flannel_bot_runs_finished_total", cluster="prod-us", status="succeeded") == 1
