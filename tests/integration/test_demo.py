@@ -161,4 +161,5 @@ def test_system_packages_not_as_root_names_what_is_missing_and_installs_nothing(
     )
     assert checked.returncode == 1
     # (CI also finds tools in /usr/sbin, as ip and iptables are here)
-    assert {"make", "python3", "openssh-client", "chromium"} <= set(checked.stdout.split())
+    want = {"make", "python3", "openssh-client", "chromium", "kubernetes-client"}
+    assert want <= set(checked.stdout.split())
