@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bot.ports.clock import parse_iso
-from bot.ports.store import Event, EventKind, RunStatus
+from bot.ports.store import RUN_ENDINGS, Event, EventKind, RunStatus
 
 # a runbook step: a check that retries for minutes, a DaemonSet rollout for up to half an hour
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -157,15 +157,9 @@ class EventMetrics:
             m.commands.labels(cluster=cluster, verb=verb).inc()
         elif kind == EventKind.COMMAND_REJECTED:
             m.commands_rejected.labels(cluster=cluster).inc()
-        elif kind in (EventKind.APPROVED, EventKind.DENIED):
-            m.approvals.labels(cluster=cluster, decision=kind).inc()
         elif kind == EventKind.RUN_STARTED:
             if event.run_id is not None:
                 self._clusters[event.run_id] = cluster
-        elif kind.startswith("run_"):
-            m.runs_finished.labels(cluster=cluster, status=kind[4:]).inc()
-            if event.run_id is not None:
-                self._clusters.pop(event.run_id, None)
         elif kind == EventKind.STEP_STARTED:
             self._started[(event.run_id or 0, int(str(data.get("step", 0))))] = event.ts
         elif kind == EventKind.STEP_FINISHED:
@@ -173,3 +167,10 @@ class EventMetrics:
             if began:
                 seconds = (parse_iso(event.ts) - parse_iso(began)).total_seconds()
                 m.step_duration.labels(cluster=cluster).observe(seconds)
+        if kind in (EventKind.APPROVED, EventKind.DENIED):
+            m.approvals.labels(cluster=cluster, decision=kind).inc()
+        if kind in RUN_ENDINGS:  # a denial is both a decision and the end of its run
+            status = kind.removeprefix("run_")  # crashed, not failed: a bug, not the cluster
+            m.runs_finished.labels(cluster=cluster, status=status).inc()
+            if event.run_id is not None:
+                self._clusters.pop(event.run_id, None)

@@ -90,3 +90,12 @@ def test_run_events_are_counted_under_their_runs_cluster() -> None:
     assert value("flannel_bot_step_duration_seconds_sum", cluster="prod") == 4
     assert value("flannel_bot_step_duration_seconds_bucket", cluster="prod", le="5.0") == 1
     assert value("flannel_bot_step_duration_seconds_bucket", cluster="prod", le="2.5") == 0
+
+
+def test_a_denied_run_is_an_approval_decision_and_a_run_that_ended() -> None:
+    metrics = Metrics()
+    feed = EventMetrics(metrics)
+    feed(event(EventKind.RUN_STARTED, run_id=5, cluster="edge"))
+    feed(event(EventKind.DENIED, run_id=5, status="denied"))
+    assert metrics.value("flannel_bot_approvals_total", cluster="edge", decision="denied") == 1
+    assert metrics.value("flannel_bot_runs_finished_total", cluster="edge", status="denied") == 1
