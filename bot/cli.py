@@ -22,21 +22,20 @@ from typing import TYPE_CHECKING, TextIO
 
 from bot import __version__
 from bot.errors import BotError, IdentityRefused, UserError
-from bot.ports.clock import SystemClock
-from bot.ports.store import Event
-from bot.process.logs import configure as configure_logs
 from bot.process.output import redacted_output
-from bot.render import Renderer
-from bot.runs.registry import Registry, lock_path, read_lock, write_lock
 from bot.service import commands as c
 from bot.service.commands import SUMMARY, USAGE, split_words
-from bot.service.handler import Reply
-from bot.settings import ConfigError, Settings, load_settings
-from bot.terminal import Terminal, os_login
-from bot.wiring import App, ClusterUse, build_app, build_executors, open_audit_log_read_only
 
-if TYPE_CHECKING:  # the Kubernetes client is imported by the commands that use it
+# Start-up time: `--help` needs only the text below; the rest is imported by the commands that
+# use it (the templates, the audit log, the runbooks; the Kubernetes and SSH clients only by
+# commands that reach a cluster). bench/startup.py measures it.
+if TYPE_CHECKING:
+    from bot.ports.store import Event
     from bot.process.leader import LeaderElector
+    from bot.service.handler import Reply
+    from bot.settings import Settings
+    from bot.terminal import Terminal
+    from bot.wiring import App, ClusterUse
 
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] COMMAND ...
@@ -104,6 +103,8 @@ def split_argv(argv: Sequence[str]) -> Invocation:
 
 
 def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
+    from bot.render import Renderer
+
     if as_json:
         out.write(
             json.dumps({"ok": reply.ok, "kind": reply.kind, **reply.data}, indent=2, default=str)
@@ -114,6 +115,8 @@ def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
 
 
 def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:
+    from bot.render import Renderer
+
     renderer = Renderer(app.settings.templates_dir)
 
     def show(event: Event) -> None:
@@ -150,6 +153,8 @@ def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
         )
     from bot.executors.bundle import write_bundle
     from bot.executors.kube import KubeClient
+    from bot.ports.clock import SystemClock
+    from bot.wiring import build_executors
 
     kube, nodes = build_executors(cluster, SystemClock())
     if not isinstance(kube, KubeClient):
@@ -160,6 +165,8 @@ def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
 
 
 def lock_runbooks() -> int:
+    from bot.runs.registry import Registry, lock_path, read_lock, write_lock
+
     path = lock_path()
     lock = Registry.from_package().updated_lock(read_lock(path))
     write_lock(path, lock)
@@ -174,6 +181,8 @@ def shell(app: App, terminal: Terminal, stdin: TextIO, out: TextIO) -> int:
     the database, so an approval given elsewhere (another terminal, Slack) and the steps it runs
     show up here too, as they would in a Slack thread.
     """
+    from bot.render import Renderer
+
     user = terminal.as_claimed().user
     renderer = Renderer(app.settings.templates_dir)
     seen = {"last": app.store.last_event_id()}
@@ -253,6 +262,7 @@ def leader_elector(app: App, settings: Settings) -> LeaderElector | None:
         return None
     from bot.executors.kube import KubeClient
     from bot.process.leader import LeaderElector
+    from bot.settings import ConfigError
 
     if not isinstance(app.engine.kube, KubeClient):
         raise ConfigError("[leader] needs a live cluster (a kubeconfig or in_cluster)")
@@ -289,6 +299,8 @@ def prune(app: App, days: int) -> int:
 def verify_audit_log(settings: Settings, as_json: bool) -> int:
     """`audit verify`: the chain checked on the file opened read-only, recording nothing, so a
     copy kept as evidence (chmod 0444, a read-only mount) is checked as it is; exit 1 if broken."""
+    from bot.wiring import open_audit_log_read_only
+
     report = open_audit_log_read_only(settings).verify()
     if as_json:
         data = {"ok": report.ok, "kind": "audit_verify", **dataclasses.asdict(report)}
@@ -379,6 +391,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return command_help(words)  # needs no config, cluster or audit log
         if inv.words[0] == "diagnose" and "--dump" in inv.words:
             inv.options["recording"] = _take_option(inv.words, "--dump")
+        from bot.settings import load_settings
+        from bot.terminal import Terminal, os_login
+        from bot.wiring import build_app
+
         settings = load_settings(
             Path(inv.options["config"]) if "config" in inv.options else None,
             env,
@@ -411,6 +427,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             users=settings.terminal.users,
         )
         if inv.words == ["serve"]:
+            from bot.process.logs import configure as configure_logs
             from bot.slack.serve import serve
 
             configure_logs(os.environ.get("FLANNEL_BOT_LOG_FORMAT", "text"))

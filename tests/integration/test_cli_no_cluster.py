@@ -169,3 +169,26 @@ def test_help_does_not_import_the_cluster_ssh_or_slack_clients(newcomer: Newcome
     )
     last = proc.stdout.splitlines()[-1]
     assert last == "HEAVY  0", proc.stdout[-500:] + proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["audit", "prune", "--help"]])
+def test_help_text_loads_neither_templates_nor_the_audit_log(
+    newcomer: Newcomer, args: list[str]
+) -> None:
+    """`--help` prints text it holds: no jinja2, no SQLite layer, no clients."""
+    probe = (
+        "import sys\n"
+        "from bot.cli import main\n"
+        f"code = main({args!r})\n"
+        f"heavy = sorted(m for m in {(*HEAVY, 'jinja2', 'sqlite_utils')!r} if m in sys.modules)\n"
+        "print('HEAVY', ' '.join(heavy), code)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=newcomer.cwd,
+        env=newcomer.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.splitlines()[-1] == "HEAVY  0", proc.stdout[-500:] + proc.stderr
