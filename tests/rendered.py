@@ -64,3 +64,16 @@ def rendered_chart(
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def rendered_base_or_skip() -> tuple[dict[str, Any], ...]:
+    """rendered_base() for a test: skipped without kubectl on a developer's machine, failed in CI
+    (where .ci/run installs it)."""
+    import pytest
+
+    try:
+        return rendered_base()
+    except KubectlMissing as missing:
+        if in_ci():
+            pytest.fail(f"{missing} (.ci/run installs it)")
+        pytest.skip(str(missing))

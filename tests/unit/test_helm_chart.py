@@ -25,7 +25,7 @@ import yaml
 import bot
 from bot.settings import load_settings
 from tests.lab import rbac
-from tests.rendered import CHART, KubectlMissing, in_ci, rendered_base, rendered_chart
+from tests.rendered import CHART, rendered_base_or_skip, rendered_chart
 
 Key = tuple[str, str, str | None]  # kind, name, namespace
 RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
@@ -34,12 +34,7 @@ CONFIG_HASH = re.compile(r"^(flannel-bot-config)-[a-z0-9]{10}$")  # kustomize's 
 
 @pytest.fixture(scope="module")
 def base() -> dict[Key, dict[str, Any]]:
-    try:
-        docs = rendered_base()
-    except KubectlMissing as missing:
-        if in_ci():
-            pytest.fail(f"{missing} (.ci/run installs it)")
-        pytest.skip(str(missing))
+    docs = rendered_base_or_skip()
     return by_key(docs)
 
 

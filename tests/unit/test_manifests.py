@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.rendered import KubectlMissing, in_ci, rendered_base
+from tests.rendered import rendered_base_or_skip
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
@@ -64,12 +64,7 @@ def test_the_kube_proxy_role_and_its_binding_stay_in_kube_system() -> None:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[tuple[str, str], dict[str, Any]]:
-    try:
-        docs = rendered_base()
-    except KubectlMissing as missing:
-        if in_ci():
-            pytest.fail(f"{missing} (.ci/run installs it)")
-        pytest.skip(str(missing))
+    docs = rendered_base_or_skip()
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
