@@ -46,6 +46,7 @@ class EventKind(enum.StrEnum):
     RUN_INTERRUPTED = "run_interrupted"
     # the log itself
     AUDIT_PRUNED = "audit_pruned"
+    AUDIT_VERIFIED = "audit_verified"
 
 
 class RunStatus(enum.StrEnum):
@@ -165,11 +166,22 @@ class ChainReport:
     first_hash: str = ""
     pruned_through: int = 0
     vouched_by: int | None = None
+    # a check from a marker (`Store.verify_recent`): events after `verified_from` were walked
+    # now, those up to it by the full verification at `verified_at` that event `marker` records
+    verified_from: int = 0
+    verified_at: str = ""
+    marker: int | None = None
 
     def describe(self) -> str:
         if not self.ok:
             where = f" at event {self.event_id}" if self.event_id is not None else ""
             return f"audit chain BROKEN{where}: {self.problem}"
+        if self.marker is not None:
+            return (
+                f"audit chain OK from event {self.verified_from} (verified at {self.verified_at}, "
+                f"as event {self.marker} records) to the head: {self.events} events walked, head "
+                f"{self.head_hash}"
+            )
         text = f"audit chain OK: {self.events} events, head {self.head_hash}"
         if self.pruned_through:
             text += (
@@ -291,6 +303,14 @@ class Store(Protocol):
     def approvals_of(self, run: RunRecord) -> list[Approval]: ...
 
     def verify(self) -> ChainReport: ...
+
+    def verify_recent(self) -> ChainReport:
+        """The chain from the newest verification marker that checks out, else all of it."""
+        ...
+
+    def record_verified(self, report: ChainReport) -> Event | None:
+        """Chain a marker of a full verification that passed (None: nothing to record)."""
+        ...
 
     def head_hash(self) -> str: ...
 

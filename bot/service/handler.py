@@ -291,7 +291,7 @@ class Service:
         if whole and report.cuts_runs(sel):  # the rest: approvals from elsewhere, later steps
             more = self.store.events_matching(EventFilter(run_ids=sorted(whole)))
             events = report.merge(events, more)
-        chain = self.store.verify()
+        chain = self.store.verify_recent()
         return report.build(
             events,
             {i: runs[i] for i in whole},
@@ -306,6 +306,9 @@ class Service:
                 "first_hash": chain.first_hash,
                 "pruned_through": chain.pruned_through,
                 "vouched_by": chain.vouched_by,
+                "verified_from": chain.verified_from,
+                "verified_at": chain.verified_at,
+                "marker": chain.marker,
                 "checked_at": iso(now),
             },
             now,

@@ -54,11 +54,15 @@ class Beacon:
     def post(self, why: str) -> None:
         if not self.channel:
             return
-        text = head_message(self.store.verify(), why)
+        report = self.store.verify()
+        text = head_message(report, why)
         try:
             self.client.chat_postMessage(channel=self.channel, text=text)
         except SlackApiError as exc:
             log.warning("cannot post the audit head to %s: %s", self.channel, exc)
+        # what was verified, chained, so a report walks only the events after it
+        # (Store.verify_recent); the serve process writes it, `audit verify` never does
+        self.store.record_verified(report)
 
     def every(self, minutes: int) -> threading.Thread:
         def loop() -> None:

@@ -47,7 +47,15 @@ from bot.ports.store import (
     RunRecord,
     RunStatus,
 )
-from bot.store.audit import GENESIS, event_hash, verify_rows
+from bot.store.audit import (
+    GENESIS,
+    at_the_end,
+    event_hash,
+    verify_rows,
+    vouches,
+    walk,
+    walked,
+)
 from bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
 from bot.store.migrations import MIGRATIONS
 from bot.store.redact import scrub
@@ -56,6 +64,7 @@ log = logging.getLogger(__name__)
 # how long a Slack delivery is remembered: Slack retries a request 3 times within 5 minutes, and
 # Socket Mode redelivers an envelope within seconds, so an hour is ample and keeps the table small
 DELIVERY_KEEP = timedelta(hours=1)
+WALK_BATCH = 4096  # events per fetch when walking the chain
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -713,21 +722,21 @@ class SqliteStore:
     def verify(self) -> ChainReport:
         """Walk the whole chain, then hold the `runs` and `approvals` rows to it. Everything is
         read in one snapshot, so events committed meanwhile do not look inserted."""
-        db = self.db
-        own = not db.conn.in_transaction
-        if own:
-            db.execute("BEGIN")
-        try:
-            head = list(_rows(db, "SELECT last_event_id, last_hash FROM chain_head"))
+        with self._snapshot() as db:
+            head_rows = list(_rows(db, "SELECT last_event_id, last_hash FROM chain_head"))
+            head = head_rows[0] if head_rows else None
             checkpoint = self.checkpoint()
             runs = ChainedRuns()
-            report = verify_rows(
-                _rows(db, f"SELECT *, {FACTS} AS facts FROM events ORDER BY id"),  # noqa: S608
-                head[0] if head else None,
-                checkpoint,
-                runs.see,
-                WATCHED,
-            )
+            report = self._walk_all(db, head, checkpoint, runs)
+            if report is None:  # something does not check out: walk again to say what
+                runs = ChainedRuns()
+                report = verify_rows(
+                    _rows(db, f"SELECT *, {FACTS} AS facts FROM events ORDER BY id"),  # noqa: S608
+                    head,
+                    checkpoint,
+                    runs.see,
+                    WATCHED,
+                )
             if not report.ok:
                 return report
             kept_from = None
@@ -740,12 +749,173 @@ class SqliteStore:
                 _rows(db, "SELECT run_id, approver, plan_hash FROM approvals ORDER BY id"),
                 kept_from,
             )
-        finally:
-            if own:
-                db.execute("COMMIT")
         if problem is None:
             return report
         return dataclasses.replace(report, ok=False, event_id=problem[0], problem=problem[1])
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite_utils.Database]:
+        """The database read in one snapshot (the caller's transaction, if it is in one)."""
+        db = self.db
+        own = not db.conn.in_transaction
+        if own:
+            db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            if own:
+                db.execute("COMMIT")
+
+    def _batches(
+        self, db: sqlite_utils.Database, after: int = 0
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        cursor = db.conn.execute(
+            f"SELECT {walked(FACTS)} FROM events WHERE id > ? ORDER BY id",  # noqa: S608
+            [after],
+        )
+        cursor.arraysize = WALK_BATCH
+        while batch := cursor.fetchmany():
+            yield batch
+
+    def _exact(self, event_id: int, prev_hash: str) -> bool:
+        rows = list(_rows(self.db, "SELECT * FROM events WHERE id = ?", [event_id]))
+        try:
+            return bool(rows) and event_hash(prev_hash, rows[0]) == rows[0]["hash"]
+        except (TypeError, ValueError):  # not a value JSON holds: not what was hashed
+            return False
+
+    def _walk_all(
+        self,
+        db: sqlite_utils.Database,
+        head: Mapping[str, Any] | None,
+        checkpoint: Mapping[str, Any] | None,
+        runs: ChainedRuns,
+    ) -> ChainReport | None:
+        """The whole chain walked fast; None when anything does not check out (`verify_rows`
+        then names it)."""
+        start = (
+            (int(checkpoint["pruned_through"]), str(checkpoint["last_hash"]))
+            if checkpoint
+            else (0, GENESIS)
+        )
+        vouched: list[int] = []
+        first: list[tuple[int, str]] = []
+
+        def seen(row: tuple[Any, ...]) -> None:
+            rid, kind, _, _, run_id, actor, facts = row[:7]
+            if kind == EventKind.AUDIT_PRUNED:
+                if checkpoint and vouches(row[9].decode(errors="replace"), checkpoint):
+                    vouched.append(rid)
+                return
+            runs.see({"id": rid, "kind": kind, "run_id": run_id, "actor": actor, "facts": facts})
+
+        def batches() -> Iterator[list[tuple[Any, ...]]]:
+            for batch in self._batches(db):
+                if not first:
+                    first.append((batch[0][0], batch[0][3]))
+                yield batch
+
+        special = WATCHED | {EventKind.AUDIT_PRUNED}
+        count, last, bad = walk(batches(), start[0] + 1, start[1], self._exact, special, seen)
+        head_id = int(head["last_event_id"]) if head else 0
+        if bad is not None or (head is None and count):
+            return None
+        if at_the_end(head, last, start[0] + 1 + count) is not None:
+            return None
+        if checkpoint and not vouched:
+            return None
+        return ChainReport(
+            True,
+            count,
+            last,
+            head_id=head_id,
+            first_id=first[0][0] if first else None,
+            first_hash=first[0][1] if first else "",
+            pruned_through=start[0] if checkpoint else 0,
+            vouched_by=vouched[-1] if vouched else None,
+        )
+
+    @_named_errors
+    def verify_recent(self) -> ChainReport:
+        """The chain checked from the newest `audit_verified` marker to the head, when that
+        marker checks out: it is itself a chained event (walked with the rest), the event it
+        names is there with the hash it recorded and that hash is the event's own, and the log
+        still starts where it said. Any doubt, a problem found on the way, or no marker, and
+        the whole chain is verified instead (which names the problem). What the marker
+        vouches for was verified when it was recorded; `verify` checks all of it again."""
+        with self._snapshot() as db:
+            marker = db.execute(
+                "SELECT id, ts, data FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                [str(EventKind.AUDIT_VERIFIED)],
+            ).fetchone()
+            claim = _marker_claim(marker[2]) if marker else None
+            if marker is None or claim is None or not self._marker_holds(db, marker[0], claim):
+                return self.verify()
+            upto, upto_hash = claim["upto"], claim["hash"]
+            head_rows = list(_rows(db, "SELECT last_event_id, last_hash FROM chain_head"))
+            head = head_rows[0] if head_rows else None
+            count, last, bad = walk(
+                self._batches(db, after=upto),
+                upto + 1,
+                upto_hash,
+                self._exact,
+                frozenset(),
+                lambda row: None,
+            )
+            if bad is not None or head is None or at_the_end(head, last, upto + 1 + count):
+                return self.verify()
+            return ChainReport(
+                True,
+                count,
+                last,
+                head_id=int(head["last_event_id"]),
+                first_id=claim["first_id"],
+                first_hash=claim["first_hash"],
+                pruned_through=int(claim.get("pruned_through") or 0),
+                vouched_by=claim.get("vouched_by"),
+                verified_from=upto,
+                verified_at=str(marker[1]),
+                marker=int(marker[0]),
+            )
+
+    def _marker_holds(
+        self, db: sqlite_utils.Database, marker_id: int, claim: dict[str, Any]
+    ) -> bool:
+        """The marker comes after the event it names, which is there with the recorded hash,
+        its own (re-hashed from its content and link); the first kept event is the one the
+        marker saw (a prefix deleted since, or a later prune, takes the whole walk)."""
+        if not claim["upto"] < marker_id:
+            return False
+        rows = list(_rows(db, "SELECT * FROM events WHERE id = ?", [claim["upto"]]))
+        if not rows or rows[0]["hash"] != claim["hash"]:
+            return False
+        if event_hash(str(rows[0]["prev_hash"]), rows[0]) != claim["hash"]:
+            return False
+        first = db.execute("SELECT id, hash FROM events ORDER BY id LIMIT 1").fetchone()
+        return first is not None and (first[0], first[1]) == (
+            claim["first_id"],
+            claim["first_hash"],
+        )
+
+    def record_verified(self, report: ChainReport) -> Event | None:
+        """Chain an `audit_verified` marker for a full verification that passed, so a report
+        walks only the events after it (`verify_recent`). Written by the serve process with
+        each head it posts, never by `audit verify`, which stays read-only."""
+        if not report.ok or report.marker is not None or report.first_id is None:
+            return None
+        return self.record(
+            EventKind.AUDIT_VERIFIED,
+            actor=None,
+            data={
+                "upto": report.head_id,
+                "hash": report.head_hash,
+                "first_id": report.first_id,
+                "first_hash": report.first_hash,
+                "events": report.events,
+                "pruned_through": report.pruned_through,
+                "vouched_by": report.vouched_by,
+            },
+        )
 
     @_named_errors
     def checkpoint(self) -> dict[str, Any] | None:
@@ -803,6 +973,22 @@ _BROKEN_ADVICE = (
     "Run `flannel-bot audit verify` to see what else was changed, then restore the file from a "
     "backup (or move it aside to start a new log); nothing was recorded"
 )
+
+
+def _marker_claim(data: str) -> dict[str, Any] | None:
+    """What an `audit_verified` event's data claims, if it has the shape the store writes."""
+    try:
+        said = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(said, dict):
+        return None
+    ints = ("upto", "first_id")
+    if not all(type(said.get(k)) is int for k in ints):
+        return None
+    if not all(isinstance(said.get(k), str) for k in ("hash", "first_hash")):
+        return None
+    return said
 
 
 def _unwritable(exc: sqlite3.Error) -> bool:
