@@ -4,11 +4,18 @@ Builds a real flannel-bot SQLite audit log (`--events`, default 1,000,000, over 
 reuses one (`--db PATH`: built there if the file holds no events yet, kept afterwards), then
 measures, each case in a fresh process so its peak memory is its own:
 
-  Store.verify()             the whole hash chain
+  Store.verify()             the whole hash chain (and, "before", as it was walked before the
+                             fast walk: a dict per event, hashed from str)
   thread=<ts>  md / html     the record of one incident thread (a destructive run in Slack)
   run=N  md                  the record of that run
   since=24h  html            the last day
-  export  jsonl / csv        the whole log, written to a temporary file (its size is shown)
+  export  jsonl / csv        the whole log, written to a temporary file (its size is shown;
+                             only with --exports: minutes and GBs)
+
+Reports check the chain from the newest chained `audit_verified` marker (Store.verify_recent); the
+"before" cases run the same report with today's path before markers, the whole chain walked the
+old way, in the same run. The log is given what the serve process leaves: a marker recorded with
+a posted head, then AFTER_MARKER events (once per log file; a reused file keeps them).
 
 Every report goes through the real code path, `Service.report(selection)` then
 `Renderer.report(data, fmt)`, with timers around the calls it makes (the store's reads before
@@ -47,12 +54,14 @@ Figures from one run on a shared VM vary by up to ~1.5x for the same work.
 
 Usage (from the repo root):
   .venv/bin/python bench/report_1m.py [--events 1000000] [--days 30] [--db PATH] [--seed 1]
+                                      [--exports]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -80,7 +89,7 @@ from bot.lab.topology import LabSpec
 from bot.ports.clock import iso, parse_iso
 from bot.ports.nodes import CommandResult
 from bot.ports.probes import PROBES
-from bot.ports.store import Requester
+from bot.ports.store import ChainReport, EventKind, Requester
 from bot.render import Renderer
 from bot.runs.engine import Engine
 from bot.runs.policy import Policy
@@ -90,8 +99,12 @@ from bot.service.clusters import Cluster, Clusters
 from bot.service.handler import Reply, Service
 from bot.store import SqliteStore
 from bot.store import redact as redact_module
-from bot.store.audit import GENESIS, event_hash
-from bot.store.database import _json  # the store's own encoding of `source` and `data`
+from bot.store.audit import GENESIS, event_hash, verify_rows
+from bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
+from bot.store.database import (
+    _json,  # the store's own encoding of `source` and `data`
+    _rows,  # how the store read rows before the fast walk
+)
 from bot.store.redact import scrub
 
 REPO = Path(__file__).resolve().parents[1]
@@ -675,6 +688,31 @@ class Phases:
         return timed
 
 
+def full_walk(store: SqliteStore) -> ChainReport:
+    """`Store.verify()` as it was before the fast walk: every event read as a dict, hashed from
+    `str` through `event_hash` and checked by `verify_rows`, then the runs cross-check."""
+    db = store.db
+    db.execute("BEGIN")
+    try:
+        head = list(_rows(db, "SELECT last_event_id, last_hash FROM chain_head"))
+        runs = ChainedRuns()
+        chain = verify_rows(
+            _rows(db, f"SELECT *, {FACTS} AS facts FROM events ORDER BY id"),
+            head[0] if head else None,
+            store.checkpoint(),
+            runs.see,
+            WATCHED,
+        )
+        problem = runs.disagreement(
+            _rows(db, f"SELECT {RUN_COLUMNS}, cluster FROM runs ORDER BY id"),
+            _rows(db, "SELECT run_id, approver, plan_hash FROM approvals ORDER BY id"),
+            None,
+        )
+    finally:
+        db.execute("COMMIT")
+    return chain if problem is None else dataclasses.replace(chain, ok=False, problem=problem[1])
+
+
 def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     clock = FakeClock(parse_iso(spec["now"]))
     store = SqliteStore(Path(spec["db"]), clock)
@@ -693,7 +731,10 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     renderer = Renderer(REPO / "templates")
     renderer.env.get_template(f"reports/report.{spec['format'] or 'md'}.j2")  # compiled up front
     phases = Phases()
-    for name in (*LOADS, "verify"):  # whichever of them this version of the store has
+    if spec.get("before"):  # today's path before this change: every report walks everything
+        store.verify = functools.partial(full_walk, store)  # type: ignore[method-assign]
+        store.verify_recent = store.verify  # type: ignore[method-assign]
+    for name in (*LOADS, "verify", "verify_recent"):  # whichever this version of the store has
         if hasattr(store, name):
             setattr(store, name, phases.wrap(name, getattr(store, name)))
     for name in ("select", "build"):
@@ -711,6 +752,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         data = service.report(spec["selection"])
         text = render(data, spec["format"])
         out.update(ok=data["chain"]["ok"], selected=data["summary"]["events"])
+        out["chain"] = next((ln for ln in text.splitlines() if "Audit chain" in ln), "")[:300]
         if spec["write"]:
             target = Path(spec["write"])
             phases.wrap("write", target.write_text)(text)
@@ -794,6 +836,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=30)
     parser.add_argument("--db", type=Path, help="build the log here, or reuse it; kept")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--exports", action="store_true", help="also the two full exports (minutes, GBs)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="flannel-bot-report-bench-"))
     path = args.db or work / "audit.db"
@@ -814,8 +859,9 @@ def main() -> None:
                 "  kinds: " + ", ".join(f"{k} {n:,}" for k, n in built.kinds.most_common()),
                 flush=True,
             )
+        print(ensure_marker(path), flush=True)
         log = describe_log(path)
-        report(log, path, work)
+        report(log, path, work, args.exports)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -828,19 +874,51 @@ def _has_events(path: Path) -> bool:
             return False
 
 
-CASES: list[tuple[str, str, str | None, bool]] = [
-    # (label, selection key, format, written to a file)
-    ("Store.verify()", "", None, False),
-    ("thread=<ts> md", "thread", "md", False),
-    ("thread=<ts> html", "thread", "html", False),
-    ("run=N md", "run", "md", False),
-    ("since=24h html", "since", "html", False),
-    ("export jsonl", "all", "jsonl", True),
-    ("export csv", "all", "csv", True),
+CASES: list[tuple[str, str, str | None, bool, bool]] = [
+    # (label, selection key, format, written to a file, today's path before the marker)
+    ("Store.verify() before", "", None, False, True),
+    ("Store.verify()", "", None, False, False),
+    ("thread md before", "thread", "md", False, True),
+    ("thread=<ts> md", "thread", "md", False, False),
+    ("thread html before", "thread", "html", False, True),
+    ("thread=<ts> html", "thread", "html", False, False),
+    ("run md before", "run", "md", False, True),
+    ("run=N md", "run", "md", False, False),
+    ("since=24h html", "since", "html", False, False),
+    ("export jsonl", "all", "jsonl", True, False),
+    ("export csv", "all", "csv", True, False),
 ]
+EXPORTS = ("export jsonl", "export csv")
+AFTER_MARKER = 500  # events recorded after the marker, as between two scheduled head posts
 
 
-def report(log: dict[str, Any], path: Path, work: Path) -> None:
+def ensure_marker(path: Path) -> str:
+    """What the serve process leaves: a full verification recorded as a chained
+    `audit_verified` marker with each head it posts, and events since. Done once per log."""
+    with sqlite3.connect(path) as conn:
+        try:
+            found = conn.execute(
+                "SELECT id FROM events WHERE kind = 'audit_verified' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.OperationalError:
+            found = None
+        last = conn.execute("SELECT MAX(id), MAX(ts) FROM events").fetchone()
+    if found:
+        return f"marker event {found[0]}, {last[0] - found[0]} events after it"
+    clock = FakeClock(parse_iso(last[1]))
+    store = SqliteStore(path, clock)
+    chain = store.verify()
+    assert chain.ok, chain.describe()
+    marker = store.record_verified(chain)
+    assert marker is not None
+    for i in range(AFTER_MARKER):
+        clock.advance(1)
+        store.record(EventKind.COMMAND, actor="alice", data={"text": f"status {i}"})
+    store.close()
+    return f"marker event {marker.id} recorded, {AFTER_MARKER} events after it"
+
+
+def report(log: dict[str, Any], path: Path, work: Path, exports: bool) -> None:
     now = iso(parse_iso(log["last"]) + timedelta(minutes=1))
     selections: dict[str, dict[str, str] | None] = {
         "": None,
@@ -858,8 +936,11 @@ def report(log: dict[str, Any], path: Path, work: Path) -> None:
         flush=True,
     )
     results: dict[str, dict[str, Any]] = {}
-    for label, key, fmt, write in CASES:
+    for label, key, fmt, write, before in CASES:
+        if label in EXPORTS and not exports:
+            continue
         spec = {
+            "before": before,
             "name": label,
             "db": str(path),
             "now": now,
@@ -883,7 +964,8 @@ def report(log: dict[str, Any], path: Path, work: Path) -> None:
     print(
         "\nwall time, each case in its own process, once. select+build = load (the store reads "
         f"before selecting: {', '.join(LOADS)}, whichever are called) + report.select + "
-        "report.build; verify = the store.verify() Service.report makes; gc = time in the "
+        "report.build; verify = the chain check Service.report makes (store.verify_recent(), "
+        "or the whole walk in the `before` cases); gc = time in the "
         "cyclic GC, inside the other columns"
     )
     print(
@@ -897,7 +979,7 @@ def report(log: dict[str, Any], path: Path, work: Path) -> None:
         print(
             f"  {label:17} {r['selected']:>9,} {r['seconds']:7.2f}s {_s(select_build):>9} "
             f"{_s(load):>8} {_s(p.get('select')):>7} {_s(p.get('build')):>7} "
-            f"{_s(p.get('verify')):>7} {_s(p.get('render')):>7} {r['gc_seconds']:5.1f}s "
+            f"{_s(_chain(p)):>7} {_s(p.get('render')):>7} {r['gc_seconds']:5.1f}s "
             f"{_bytes(r.get('bytes')):>9} {r['seconds'] / verify['seconds']:7.1f}x"
         )
     print(
@@ -917,9 +999,10 @@ def report(log: dict[str, Any], path: Path, work: Path) -> None:
             _m(max(x["peak"] for x in loads) - loads[0]["before"] if loads else None),
             _m(loads[-1]["after"] - loads[0]["before"] if loads else None),
         ]
+        check = "verify_recent" if "verify_recent" in m else "verify"
         cells += [
             _m(m[k]["peak"] - m[k]["before"] if k in m else None)
-            for k in ("select", "verify", "build", "render", "write")
+            for k in ("select", check, "build", "render", "write")
         ]
         print(
             f"  {label:17} {mb(r['base_kb']):>9} {mb(r['max_kb'] - r['base_kb']):>9} "
@@ -934,8 +1017,28 @@ def report(log: dict[str, Any], path: Path, work: Path) -> None:
                 f"    {label:17} "
                 + ", ".join(f"{k} {p[k]:.2f}s {_m(m[k]['peak'] - m[k]['before'])}" for k in calls)
             )
-    thread, export = results["thread=<ts> md"], results["export jsonl"]
     n = log["events"]
+    print("\n  today's path (every report walks the whole chain) beside the marker, same run:")
+    for before, after in (
+        ("Store.verify() before", "Store.verify()"),
+        ("thread md before", "thread=<ts> md"),
+        ("thread html before", "thread=<ts> html"),
+        ("run md before", "run=N md"),
+    ):
+        b, a = results[before], results[after]
+        print(
+            f"    {after:17} {b['seconds']:7.2f}s -> {a['seconds']:6.2f}s "
+            f"({b['seconds'] / a['seconds']:.1f}x); chain check {_s(_chain(b['phases']))} -> "
+            f"{_s(_chain(a['phases']))}"
+        )
+    chained = results["thread=<ts> md"].get("chain", "")
+    print(f"  the thread report says: {chained}")
+    if "export jsonl" not in results:
+        print("  (the full exports were not run: --exports)")
+        if problems:
+            raise SystemExit("FAILED: " + "; ".join(problems))
+        return
+    thread, export = results["thread=<ts> md"], results["export jsonl"]
     print(
         "\n  thread report (md) ÷ full export (jsonl): "
         f"{thread['seconds'] / export['seconds']:.3f} "
@@ -949,17 +1052,22 @@ def report(log: dict[str, Any], path: Path, work: Path) -> None:
         print(
             f"  {label}: {r['selected'] / r['seconds']:,.0f} events/s end to end; per event: "
             f"load {load / n * 1e6:.1f} µs, select {p['select'] / n * 1e6:.1f} µs, verify "
-            f"{p['verify'] / n * 1e6:.1f} µs, build {p['build'] / n * 1e6:.1f} µs, render "
+            f"{(_chain(p) or 0.0) / n * 1e6:.1f} µs, build {p['build'] / n * 1e6:.1f} µs, render "
             f"{p['render'] / n * 1e6:.1f} µs; {_bytes(r['bytes'])} written in {p['write']:.2f} s"
         )
-    reports = [r for r in results.values() if r is not verify]
-    shares = [r["phases"]["verify"] / r["seconds"] for r in reports]
+    reports = [r for r in results.values() if "select" in r["phases"]]
+    shares = [(_chain(r["phases"]) or 0.0) / r["seconds"] for r in reports]
     print(
         f"  Store.verify() alone: {n / verify['seconds']:,.0f} events/s; the whole-chain "
         f"verification inside each report: {min(shares):.0%} to {max(shares):.0%} of its time"
     )
     if problems:
         raise SystemExit("FAILED: " + "; ".join(problems))
+
+
+def _chain(phases: dict[str, float]) -> float | None:
+    """The chain check a case made: verify_recent (which may fall back on verify), or verify."""
+    return phases.get("verify_recent", phases.get("verify"))
 
 
 def _load_seconds(phases: dict[str, float]) -> float | None:
