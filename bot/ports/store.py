@@ -8,7 +8,7 @@ change locks in the same transaction), so no caller can move a run without recor
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -296,6 +296,10 @@ class Store(Protocol):
 
     def events_matching(self, where: EventFilter, last: int = 0) -> list[Event]:
         """Events in id order; `last` > 0 keeps only that many of the newest."""
+        ...
+
+    def iter_events_matching(self, where: EventFilter, batch: int = 4096) -> Iterator[Event]:
+        """`events_matching` without `last`, read a batch at a time (constant memory)."""
         ...
 
     def count_matching(self, where: EventFilter) -> int: ...

@@ -701,6 +701,27 @@ class SqliteStore:
         query = f"SELECT * FROM events WHERE {sql} ORDER BY id"  # noqa: S608
         return [_to_event(r) for r in _rows(self.db, query, args)]
 
+    def iter_events_matching(self, where: EventFilter, batch: int = WALK_BATCH) -> Iterator[Event]:
+        """`events_matching` one batch of rows at a time, in id order, so an export of the whole
+        log holds `batch` events rather than all of them. The read stays one statement (one
+        snapshot of the log) until the iterator is used up or closed."""
+        sql, args = _where(where)
+        query = f"SELECT * FROM events WHERE {sql} ORDER BY id"  # noqa: S608
+        try:
+            cursor = self.db.execute(query, args)
+            try:
+                names = [c[0] for c in cursor.description]
+                while rows := cursor.fetchmany(batch):
+                    for row in rows:
+                        yield _to_event(dict(zip(names, row, strict=True)))
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:  # raised while iterating, so `_named_errors` cannot see it
+            error = self.named_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
     @_named_errors
     def count_matching(self, where: EventFilter) -> int:
         """How many events `events_matching` would load, without loading them."""
