@@ -105,13 +105,16 @@ def split_argv(argv: Sequence[str]) -> Invocation:
 def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
     from bot.render import Renderer
 
+    renderer = Renderer(app.settings.templates_dir)
     if as_json:
-        out.write(
-            json.dumps({"ok": reply.ok, "kind": reply.kind, **reply.data}, indent=2, default=str)
-            + "\n"
-        )
+        data = {k: v for k, v in reply.data.items() if k != "export"}  # the events stream below
+        out.write(json.dumps({"ok": reply.ok, "kind": reply.kind, **data}, indent=2, default=str))
+        out.write("\n")
+    elif "export" in reply.data:  # a JSON Lines or CSV export: written as it is read
+        renderer.write_export(reply.data["export"], reply.data["format"], out.write)
+        out.write("\n")
     else:
-        out.write(Renderer(app.settings.templates_dir).reply(reply) + "\n")
+        out.write(renderer.reply(reply) + "\n")
 
 
 def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.utils import htmlsafe_json_dumps
 
 from bot.ports.store import Event
 from bot.redaction import redact, scrub
+from bot.service import report
 from bot.service.handler import Reply
+from bot.service.report import Export
 
 MARKERS = {"read": "[read]", "change": "[CHANGE]", "destructive": "[DESTRUCTIVE]"}
 
@@ -45,12 +49,40 @@ class Renderer:
 
     def reply(self, reply: Reply, medium: str = "shell") -> str:
         if reply.kind == "audit_report":
+            if "export" in reply.data:
+                out = io.StringIO()
+                self.write_export(reply.data["export"], reply.data["format"], out.write)
+                return out.getvalue()
             return self.report(reply.data["report"], reply.data["format"])
         return redact(self.render(f"{medium}/{reply.kind}.txt.j2", **reply.data).rstrip())
 
     def report(self, report: dict[str, Any], fmt: str) -> str:
         """An audit report in `md`, `html`, `csv` or `jsonl` (templates/reports/report.<fmt>.j2)."""
         return self.render(f"reports/report.{fmt}.j2", **report).strip() + "\n"
+
+    def write_export(self, export: Export, fmt: str, write: Callable[[str], object]) -> None:
+        """A JSON Lines or CSV report a line at a time, byte for byte what `report` renders from
+        `build`'s data with templates/reports/report.<fmt>.j2, each line scrubbed of secrets
+        as `render` scrubs the whole."""
+        chain = export.header["chain"]
+        if fmt == "jsonl":
+            write(self._json({"type": "report", **export.header}) + "\n")
+            for e in export.events():
+                write(self._json(report.export_event(e)) + "\n")
+            return
+        write(csv_row(scrub(report.CSV_HEADER)) + "\n")
+        for e in export.events():
+            write(csv_row(scrub(report.export_row(e, export.tally, chain))) + "\n")
+
+    def _json(self, value: Any) -> str:
+        """jinja2's `tojson`, as the templates write JSON."""
+        return str(
+            htmlsafe_json_dumps(
+                scrub(value),
+                dumps=self.env.policies["json.dumps_function"],
+                **self.env.policies["json.dumps_kwargs"],
+            )
+        )
 
     def event(self, event: Event, medium: str = "shell") -> str:
         return redact(

@@ -7,8 +7,11 @@ Adapters (Slack, the shell, the CLI, tests) only parse identity and render repli
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import heapq
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.diagnosis.collect import collect
@@ -24,12 +27,13 @@ from bot.errors import (
     UserError,
 )
 from bot.ports.clock import iso
-from bot.ports.store import EventFilter, EventKind, Requester, RunRecord, Store
+from bot.ports.store import Event, EventFilter, EventKind, Requester, RunRecord, Store
 from bot.runs.engine import Engine
 from bot.runs.params import describe_params
 from bot.service import audit_scope, report
 from bot.service import commands as c
 from bot.service.clusters import Cluster, Clusters
+from bot.service.report import STREAMED
 from bot.service.views import diagnosis_view, plan_view, run_view, selection
 
 
@@ -232,6 +236,11 @@ class Service:
                 target = self.clusters.get(cluster)
                 return Reply("diagnose", self._diagnose(target, nodes, deep, who))
             case c.AuditReport(selection, fmt):
+                if fmt in STREAMED:
+                    export = self.export(selection, who)
+                    return Reply(
+                        "audit_report", {"format": fmt, "report": export.header, "export": export}
+                    )
                 report_data = self.report(selection, who)
                 return Reply("audit_report", {"format": fmt, "report": report_data})
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
@@ -246,10 +255,10 @@ class Service:
     def _approvals(self, run: RunRecord) -> list[Any]:
         return self.store.approvals_of(run)
 
-    def report(self, asked: Mapping[str, str], who: Requester | None = None) -> dict[str, Any]:
-        """The audit report for a validated selection (see `commands.AuditReport`), confined to
-        what `who` may read where they asked (bot.service.audit_scope; None: a local caller).
-        Every run it touches in its scope is whole."""
+    def _narrowed(
+        self, asked: Mapping[str, str], who: Requester | None
+    ) -> tuple[report.Selection, datetime, EventFilter]:
+        """The selection `who` may see, when it was asked, and a superset of its events in SQL."""
         if who is not None:
             asked = audit_scope.report_selection(asked, who, self.engine.policy)
         sel = selection(asked)
@@ -273,6 +282,77 @@ class Service:
             channel=sel.channel,
             thread=sel.thread,
         )
+        return sel, now, narrowed
+
+    def _chain(self, now: datetime) -> dict[str, Any]:
+        chain = self.store.verify_recent()
+        return {
+            "ok": chain.ok,
+            "head": chain.head_hash,
+            "events": chain.events,
+            "problem": chain.problem,
+            "head_id": chain.head_id,
+            "first_id": chain.first_id,
+            "first_hash": chain.first_hash,
+            "pruned_through": chain.pruned_through,
+            "vouched_by": chain.vouched_by,
+            "verified_from": chain.verified_from,
+            "verified_at": chain.verified_at,
+            "marker": chain.marker,
+            "checked_at": iso(now),
+        }
+
+    def export(self, asked: Mapping[str, str], who: Requester | None = None) -> report.Export:
+        """A JSON Lines or CSV export of the report's events, read from the store a batch at a
+        time in a few passes (no `max_report_events`: it never holds the events, only a line
+        per run), so the same events as `report` selects, in the same order."""
+        sel, now, narrowed = self._narrowed(asked, who)
+        ids: set[int] = set()
+        for e in self.store.iter_events_matching(narrowed):
+            if e.run_id is not None:
+                ids.add(e.run_id)
+        runs = self.store.runs_by_id(ids=sorted(ids) if len(ids) <= 5000 else None)
+        approvers = (
+            report.approvers_of(self.store.iter_events_matching(narrowed)) if sel.user else {}
+        )
+        picks = report.picker(runs, sel, now, approvers)
+        picked = (e for e in self.store.iter_events_matching(narrowed) if picks(e))
+        whole = report.whole_runs(picked, runs, sel)
+        rest = sorted(whole) if whole and report.cuts_runs(sel) else None
+
+        def events() -> Iterator[Event]:
+            selected = (e for e in self.store.iter_events_matching(narrowed) if picks(e))
+            if rest is None:
+                yield from selected
+                return
+            more = self.store.iter_events_matching(EventFilter(run_ids=rest))
+            last = 0
+            for e in heapq.merge(selected, more, key=lambda e: e.id):
+                if e.id != last:
+                    yield e
+                last = e.id
+
+        tally = report.ExportTally({i: runs[i] for i in whole})
+        for e in events():
+            tally.see(e)
+        return report.Export(
+            header={
+                "title": "flannel-bot audit report",
+                "selection": sel.describe(),
+                "generated_at": iso(now),
+                "chain": self._chain(now),
+                "summary": tally.summary(now),
+            },
+            tally=tally,
+            # events recorded after the tally (this command's own) are not in its summary
+            events=lambda: itertools.takewhile(lambda e: e.id <= tally.last_id, events()),
+        )
+
+    def report(self, asked: Mapping[str, str], who: Requester | None = None) -> dict[str, Any]:
+        """The audit report for a validated selection (see `commands.AuditReport`), confined to
+        what `who` may read where they asked (bot.service.audit_scope; None: a local caller).
+        Every run it touches in its scope is whole."""
+        sel, now, narrowed = self._narrowed(asked, who)
         if self.max_report_events:
             count = self.store.count_matching(narrowed)
             if count > self.max_report_events:
@@ -291,28 +371,7 @@ class Service:
         if whole and report.cuts_runs(sel):  # the rest: approvals from elsewhere, later steps
             more = self.store.events_matching(EventFilter(run_ids=sorted(whole)))
             events = report.merge(events, more)
-        chain = self.store.verify_recent()
-        return report.build(
-            events,
-            {i: runs[i] for i in whole},
-            sel,
-            {
-                "ok": chain.ok,
-                "head": chain.head_hash,
-                "events": chain.events,
-                "problem": chain.problem,
-                "head_id": chain.head_id,
-                "first_id": chain.first_id,
-                "first_hash": chain.first_hash,
-                "pruned_through": chain.pruned_through,
-                "vouched_by": chain.vouched_by,
-                "verified_from": chain.verified_from,
-                "verified_at": chain.verified_at,
-                "marker": chain.marker,
-                "checked_at": iso(now),
-            },
-            now,
-        )
+        return report.build(events, {i: runs[i] for i in whole}, sel, self._chain(now), now)
 
     def _diagnose(
         self, cluster: Cluster, only: Sequence[str], deep: bool, who: Requester

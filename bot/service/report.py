@@ -13,7 +13,7 @@ table, which the chain does not cover.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,35 +91,47 @@ def run_matches(run: RunRecord, sel: Selection) -> bool:
     return True
 
 
+def approvers_of(events: Iterable[Event]) -> dict[int, set[str]]:
+    """Who acted on each run, for `user=`: a run someone decided on is theirs too."""
+    approvers: dict[int, set[str]] = {}
+    for e in events:
+        if e.run_id is not None and e.actor:
+            approvers.setdefault(e.run_id, set()).add(e.actor)
+    return approvers
+
+
+def picker(
+    runs: Mapping[int, RunRecord], sel: Selection, now: datetime, approvers: dict[int, set[str]]
+) -> Callable[[Event], bool]:
+    """Whether `sel` asks for an event, one event at a time (so an export can stream)."""
+    start, end = sel.window(now)
+    by_run = sel.run_id is not None or sel.runbook is not None or sel.node is not None
+
+    def picks(e: Event) -> bool:
+        at = parse_iso(e.ts)
+        if (start is not None and at < start) or (end is not None and at > end):
+            return False
+        run = runs.get(e.run_id) if e.run_id is not None else None
+        if by_run and (run is None or not run_matches(run, sel)):
+            return False
+        if sel.cluster is not None and cluster_of(e, run) != sel.cluster:
+            return False
+        if sel.user is not None and not _involves(e, run, sel.user, approvers):
+            return False
+        if sel.channel is not None and e.source.get("channel") != sel.channel:
+            return False
+        return sel.thread is None or e.source.get("thread_ts") == sel.thread
+
+    return picks
+
+
 def select(
     events: Iterable[Event], runs: Mapping[int, RunRecord], sel: Selection, now: datetime
 ) -> list[Event]:
     """The events `sel` asks for. Run-level questions take every event of the matching runs."""
-    start, end = sel.window(now)
-    by_run = sel.run_id is not None or sel.runbook is not None or sel.node is not None
-    approvers: dict[int, set[str]] = {}
-    picked = []
     all_events = list(events)
-    for e in all_events:
-        if e.run_id is not None and e.actor:
-            approvers.setdefault(e.run_id, set()).add(e.actor)
-    for e in all_events:
-        at = parse_iso(e.ts)
-        if (start is not None and at < start) or (end is not None and at > end):
-            continue
-        run = runs.get(e.run_id) if e.run_id is not None else None
-        if by_run and (run is None or not run_matches(run, sel)):
-            continue
-        if sel.cluster is not None and cluster_of(e, run) != sel.cluster:
-            continue
-        if sel.user is not None and not _involves(e, run, sel.user, approvers):
-            continue
-        if sel.channel is not None and e.source.get("channel") != sel.channel:
-            continue
-        if sel.thread is not None and e.source.get("thread_ts") != sel.thread:
-            continue
-        picked.append(e)
-    return picked
+    picks = picker(runs, sel, now, approvers_of(all_events))
+    return [e for e in all_events if picks(e)]
 
 
 def in_scope(run: RunRecord, sel: Selection) -> bool:
@@ -449,3 +461,149 @@ def build(
             for e in events
         ],
     }
+
+
+# -- exports that stream -------------------------------------------------------------------------
+
+
+@dataclass
+class _RunLine:
+    """What an export's CSV row says of its run, kept as the run's events go by: `ref` and
+    `status` as `chained_facts` decides them, `nodes` as `_run_record`'s finished actions."""
+
+    ref: str
+    status: str
+    nodes: set[str] = field(default_factory=set)
+    in_step: bool = False
+    action_node: str | None = None
+
+    def see(self, e: Event) -> None:
+        d = e.data
+        if e.kind == EventKind.RUN_STARTED:
+            self.ref = str(d.get("runbook") or self.ref)
+        elif e.kind in RUN_ENDINGS and "status" in d:
+            self.status = d["status"]
+        if e.kind == EventKind.STEP_STARTED:
+            self.in_step, self.action_node = True, None
+        elif e.kind == EventKind.ACTION_STARTED and self.in_step:
+            self.action_node = str(d.get("action", {}).get("node") or "")
+        elif e.kind == EventKind.ACTION_FINISHED and self.action_node:
+            self.nodes.add(self.action_node)
+
+
+class ExportTally:
+    """A report's summary (`build`'s) and each whole run's CSV facts, from one pass over the
+    selected events, holding a line per run rather than the events."""
+
+    def __init__(self, runs: Mapping[int, RunRecord]) -> None:
+        self.runs = runs
+        self.lines: dict[int, _RunLine] = {}
+        self.events = self.commands = self.rejected = self.approvals = 0
+        self.first = self.last = ""
+        self.last_id = 0
+        self.people: set[str] = set()
+
+    def see(self, e: Event) -> None:
+        self.events += 1
+        self.first = self.first or e.ts
+        self.last = e.ts
+        self.last_id = e.id
+        self.commands += e.kind == EventKind.COMMAND
+        self.rejected += e.kind == EventKind.COMMAND_REJECTED
+        self.approvals += e.kind == EventKind.APPROVED
+        if e.actor:
+            self.people.add(e.actor)
+        if e.run_id is not None and e.run_id in self.runs:
+            line = self.lines.get(e.run_id)
+            if line is None:
+                run = self.runs[e.run_id]
+                line = self.lines[e.run_id] = _RunLine(run.ref, run.status)
+            line.see(e)
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        first = self.first or iso(now)
+        last = self.last or iso(now)
+        span = max((parse_iso(last) - parse_iso(first)).total_seconds(), 1.0)
+        statuses = [line.status for _, line in sorted(self.lines.items())]
+        return {
+            "events": self.events,
+            "first": first,
+            "last": last,
+            "span_s": round(span, 3) if self.events else 0,
+            "runs": len(self.lines),
+            "by_status": {s: statuses.count(s) for s in sorted(set(statuses))},
+            "commands": self.commands,
+            "rejected": self.rejected,
+            "approvals": self.approvals,
+            "people": sorted(self.people),
+        }
+
+
+def export_event(e: Event) -> dict[str, Any]:
+    """An event as a JSON Lines export (and `build`'s `events`) writes it."""
+    return {
+        "type": "event",
+        "id": e.id,
+        "ts": e.ts,
+        "kind": e.kind,
+        "run_id": e.run_id,
+        "actor": e.actor,
+        "source": e.source,
+        "data": e.data,
+        "hash": e.hash,
+    }
+
+
+def export_row(e: Event, tally: ExportTally, chain: Mapping[str, Any]) -> list[Any]:
+    """An event as a CSV export's row (templates/reports/report.csv.j2's columns)."""
+    line = tally.lines.get(e.run_id) if e.run_id is not None else None
+    run = tally.runs.get(e.run_id) if e.run_id is not None else None
+    return [
+        e.id,
+        e.ts,
+        e.kind,
+        e.actor or "",
+        e.run_id or "",
+        cluster_of(e, run),
+        line.ref if line else "",
+        line.status if line else "",
+        " ".join(sorted(line.nodes)) if line else "",
+        describe(e),
+        level(e),
+        e.source.get("channel", ""),
+        e.source.get("thread_ts", ""),
+        chain["head"],
+        chain["ok"],
+    ]
+
+
+CSV_HEADER = [
+    "id",
+    "time",
+    "kind",
+    "actor",
+    "run",
+    "cluster",
+    "runbook",
+    "status",
+    "nodes",
+    "what",
+    "level",
+    "channel",
+    "thread",
+    "chain_head",
+    "chain_verified",
+]
+
+
+STREAMED = ("jsonl", "csv")  # the formats written an event at a time, without `build`
+
+
+@dataclass(frozen=True)
+class Export:
+    """A report written as it is read: `header` is the JSON Lines first line (`build`'s title,
+    selection, generated_at, chain and summary), `events` reads the events again each call."""
+
+    header: dict[str, Any]
+    tally: ExportTally
+    events: Callable[[], Iterator[Event]]

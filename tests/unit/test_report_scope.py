@@ -14,6 +14,7 @@ from bot.ports.store import Requester
 from bot.render import Renderer
 from bot.runs.engine import Engine
 from bot.service.clusters import Cluster, Clusters
+from bot.service.commands import AuditReport, parse_text
 from bot.service.handler import Service
 from bot.settings import REPO_ROOT, ConfigError, load_settings
 from bot.store import SqliteStore
@@ -76,7 +77,7 @@ def test_a_run_is_whole_even_when_a_time_window_cuts_it(two_channels: Service) -
 
 
 def test_a_channel_report_leaks_nothing_of_another_channels_runs(two_channels: Service) -> None:
-    data = report_of(two_channels, "audit report channel=C1 format=jsonl", cli("dave"))
+    data = report_of(two_channels, "audit report channel=C1 format=md", cli("dave"))
     assert [r["id"] for r in data["runs"]] == [1]
     assert all(e["source"].get("channel") != "CPRIV" for e in data["events"])
 
@@ -150,3 +151,23 @@ def test_bad_report_dates_get_a_one_line_error(service: Service, words: str, mes
     assert not reply.ok and reply.data["error_type"] == "CommandSyntaxError", reply.data
     assert message in reply.data["message"] and "\n" not in reply.data["message"]
     assert reply.data["usage"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize(
+    "words", ["", "channel=C1", "channel=CPRIV", "run=2", "user=bob", "user=carol", "--since 1m"]
+)
+def test_a_streamed_export_writes_what_the_template_wrote(
+    two_channels: Service, fmt: str, words: str
+) -> None:
+    """JSON Lines and CSV are written an event at a time: the same bytes the templates render
+    from the report built in memory, for whole runs, cut runs and a window."""
+    text = f"audit report {words} format={fmt}"
+    reply = two_channels.handle(text, cli("dave"))
+    assert reply.ok and "export" in reply.data, reply.data
+    streamed = RENDER.reply(reply)
+    command = parse_text(text)
+    assert isinstance(command, AuditReport)
+    built = two_channels.report(command.selection, cli("dave"))
+    assert streamed == RENDER.report(built, fmt)
+    assert len(streamed.splitlines()) == built["summary"]["events"] + 1
