@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import logging
+import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,7 +39,7 @@ from bot.errors import (
     TargetBusy,
     UnknownRun,
 )
-from bot.ports.clock import Clock, iso
+from bot.ports.clock import Clock, SystemClock, iso
 from bot.ports.store import (
     Approval,
     ChainReport,
@@ -65,6 +67,10 @@ log = logging.getLogger(__name__)
 # Socket Mode redelivers an envelope within seconds, so an hour is ample and keeps the table small
 DELIVERY_KEEP = timedelta(hours=1)
 WALK_BATCH = 4096  # events per fetch when walking the chain
+# from how many events `verify` walks the second half of the chain in another process (a read-only
+# connection of its own) while it walks the first: hashing is CPU-bound and one core does ~120k
+# events/s, so a million events took ~8 s; below this the worker's start-up is not worth it
+PARALLEL_FROM = 200_000
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -788,10 +794,11 @@ class SqliteStore:
                 db.execute("COMMIT")
 
     def _batches(
-        self, db: sqlite_utils.Database, after: int = 0
+        self, db: sqlite_utils.Database, after: int = 0, through: int | None = None
     ) -> Iterator[list[tuple[Any, ...]]]:
+        bound = "" if through is None else f" AND id <= {int(through)}"
         cursor = db.conn.execute(
-            f"SELECT {walked(FACTS)} FROM events WHERE id > ? ORDER BY id",  # noqa: S608
+            f"SELECT {walked(FACTS)} FROM events WHERE id > ?{bound} ORDER BY id",  # noqa: S608
             [after],
         )
         cursor.arraysize = WALK_BATCH
@@ -830,16 +837,26 @@ class SqliteStore:
                 return
             runs.see({"id": rid, "kind": kind, "run_id": run_id, "actor": actor, "facts": facts})
 
-        def batches() -> Iterator[list[tuple[Any, ...]]]:
-            for batch in self._batches(db):
+        def batches(through: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
+            for batch in self._batches(db, 0, through):
                 if not first:
                     first.append((batch[0][0], batch[0][3]))
                 yield batch
 
         special = WATCHED | {EventKind.AUDIT_PRUNED}
-        count, last, bad = walk(batches(), start[0] + 1, start[1], self._exact, special, seen)
+        last_id = int(db.execute("SELECT max(id) FROM events").fetchone()[0] or 0)
+        middle = (start[0] + last_id) // 2
+        if last_id - start[0] >= PARALLEL_FROM:
+            halves = self._walk_halves(batches(middle), start, middle, last_id, seen)
+            if halves is None:
+                return None
+            count, last = halves
+        else:
+            count, last, bad = walk(batches(), start[0] + 1, start[1], self._exact, special, seen)
+            if bad is not None:
+                return None
         head_id = int(head["last_event_id"]) if head else 0
-        if bad is not None or (head is None and count):
+        if head is None and count:
             return None
         if at_the_end(head, last, start[0] + 1 + count) is not None:
             return None
@@ -855,6 +872,36 @@ class SqliteStore:
             pruned_through=start[0] if checkpoint else 0,
             vouched_by=vouched[-1] if vouched else None,
         )
+
+    def _walk_halves(
+        self,
+        first_half: Iterator[list[tuple[Any, ...]]],
+        start: tuple[int, str],
+        middle: int,
+        last_id: int,
+        seen: Callable[[tuple[Any, ...]], None],
+    ) -> tuple[int, str] | None:
+        """The chain walked fast in two halves at once: events after the middle id by a worker
+        process on a read-only connection of its own, the rest here in the snapshot. The seam
+        holds when the first half ends at the middle with the hash the second half's first
+        event links to; anything else (a problem, or a prune committed since the snapshot
+        began, which the worker may see) is None, and `verify_rows` walks again to say what."""
+        # fork: the worker starts in milliseconds and needs no importable __main__ (spawn re-ran
+        # the caller's script and cost more than it saved); it opens a connection of its own
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            second = pool.apply_async(_walk_range, (self.path, middle, last_id))
+            special = WATCHED | {EventKind.AUDIT_PRUNED}
+            count, last, bad = walk(first_half, start[0] + 1, start[1], self._exact, special, seen)
+            rest = second.get()
+        if bad is not None or count != middle - start[0] or rest is None:
+            return None
+        rest_count, linked_to, rest_last, rows = rest
+        if linked_to != last or rest_count != last_id - middle:
+            return None
+        for row in rows:
+            seen(row)
+        return count + rest_count, rest_last
 
     @_named_errors
     def verify_recent(self) -> ChainReport:
@@ -994,6 +1041,36 @@ _BROKEN_ADVICE = (
     "Run `flannel-bot audit verify` to see what else was changed, then restore the file from a "
     "backup (or move it aside to start a new log); nothing was recorded"
 )
+
+
+def _walk_range(
+    path: Path, after: int, through: int
+) -> tuple[int, str, str, list[tuple[Any, ...]]] | None:
+    """`verify`'s second half, in a worker process: events after `after` through `through`
+    walked fast on a read-only connection, linked from what the first one says came before.
+    (events checked, the hash the first links to, the last one's hash, the events `seen`
+    gets, without their large columns), or None when an event does not check out."""
+    store = SqliteStore(path, SystemClock(), read_only=True)
+    try:
+        rows: list[tuple[Any, ...]] = []
+
+        def seen(row: tuple[Any, ...]) -> None:
+            pruned = row[1] == EventKind.AUDIT_PRUNED
+            rows.append((*row[:7], None, None, row[9] if pruned else None))
+
+        with store._snapshot() as db:
+            batches = store._batches(db, after, through)
+            first = next(batches, [])
+            if not first:
+                return None
+            linked_to = first[0][2]
+            special = WATCHED | {EventKind.AUDIT_PRUNED}
+            count, last, bad = walk(
+                itertools.chain([first], batches), after + 1, linked_to, store._exact, special, seen
+            )
+        return None if bad is not None else (count, linked_to, last, rows)
+    finally:
+        store.close()
 
 
 def _marker_claim(data: str) -> dict[str, Any] | None:
