@@ -8,7 +8,10 @@ N events (default 200,000, appended in batches through `Tx.record`, so hashing, 
 and encoding are the store's own), then times `Store.verify()` both ways, best of `--repeat`, and
 prints events/s and the ratio. Both must say OK.
 
-Run: `.venv/bin/python bench/verify_chain.py [--events 200000] [--repeat 3]`
+With `--db PATH` it opens an existing log read-only instead and times `Store.verify()` in one
+process beside the two halves walked at once (a forked worker takes the second), best of each.
+
+Run: `.venv/bin/python bench/verify_chain.py [--events 200000] [--repeat 3] [--db PATH]`
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 from bot.ports.clock import SystemClock
-from bot.store import SqliteStore, audit
+from bot.store import SqliteStore, audit, database
 
 DATA = {
     "render": "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)",
@@ -55,9 +58,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--db", type=Path, help="an existing log, opened read-only (no json.dumps)")
     args = parser.parse_args()
+    if args.db:
+        halves_from = database.PARALLEL_FROM
+        store = SqliteStore(args.db, SystemClock(), read_only=True)
+        database.PARALLEL_FROM = 10**12  # one process
+        one = best(store, args.repeat)
+        database.PARALLEL_FROM = 1
+        two = best(store, args.repeat)
+        database.PARALLEL_FROM = halves_from
+        n = store.verify().events
+        print(f"Store.verify() over {n} events ({args.db}), best of {args.repeat}:")
+        print(f"  one process             {one:6.2f} s  {n / one:9,.0f} events/s")
+        print(f"  two halves at once      {two:6.2f} s  {n / two:9,.0f} events/s")
+        print(f"  ratio                   {one / two:6.2f}x")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         store = build(Path(tmp) / "audit.db", args.events)
+        database.PARALLEL_FROM = 10**12  # the hash input compared in one process
         fast = best(store, args.repeat)
         hand_built = audit._canonical_fast
         audit._canonical_fast = lambda row: None  # every row takes json.dumps
