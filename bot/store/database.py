@@ -846,7 +846,9 @@ class SqliteStore:
         special = WATCHED | {EventKind.AUDIT_PRUNED}
         last_id = int(db.execute("SELECT max(id) FROM events").fetchone()[0] or 0)
         middle = (start[0] + last_id) // 2
-        if last_id - start[0] >= PARALLEL_FROM:
+        # a fork is safe only where no other thread can hold a lock the child would inherit
+        # (`audit verify` from the terminal); `serve`, with its threads, walks in one process
+        if last_id - start[0] >= PARALLEL_FROM and threading.active_count() == 1:
             halves = self._walk_halves(batches(middle), start, middle, last_id, seen)
             if halves is None:
                 return None

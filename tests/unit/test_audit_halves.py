@@ -34,8 +34,7 @@ def test_a_tampered_event_is_named_as_the_one_process_walk_names_it(
     conn.close()
     monkeypatch.setattr(database, "PARALLEL_FROM", 10**9)
     one = store.verify()
-    monkeypatch.setattr(database, "PARALLEL_FROM", 2)
-    halves = store.verify()
+    halves = in_halves(store, monkeypatch)
     assert not one.ok
     assert one.event_id == event_id
     assert halves == one
@@ -47,6 +46,23 @@ def test_an_intact_chain_reads_the_same_both_ways(
     store = build(tmp_path / "audit.db")
     monkeypatch.setattr(database, "PARALLEL_FROM", 10**9)
     one = store.verify()
-    monkeypatch.setattr(database, "PARALLEL_FROM", 2)
-    assert store.verify() == one
+    assert in_halves(store, monkeypatch) == one
     assert one.ok
+
+
+def in_halves(store: database.SqliteStore, monkeypatch: pytest.MonkeyPatch) -> object:
+    """store.verify() through the two-halves walk, which it must take (whatever threads the test
+    process has left running: the walk forks only a process with one thread)."""
+    monkeypatch.setattr(database, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(database.threading, "active_count", lambda: 1)
+    walked: list[int] = []
+    original = database.SqliteStore._walk_halves
+
+    def spy(self: database.SqliteStore, *args: object, **kwargs: object) -> object:
+        walked.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database.SqliteStore, "_walk_halves", spy)
+    report = store.verify()
+    assert walked, "the two-halves walk did not run"
+    return report
