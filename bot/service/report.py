@@ -446,20 +446,7 @@ def build(
             }
             for r in run_records
         ],
-        "events": [
-            {
-                "type": "event",
-                "id": e.id,
-                "ts": e.ts,
-                "kind": e.kind,
-                "run_id": e.run_id,
-                "actor": e.actor,
-                "source": e.source,
-                "data": e.data,
-                "hash": e.hash,
-            }
-            for e in events
-        ],
+        "events": [export_event(e) for e in events],
     }
 
 
