@@ -58,30 +58,48 @@ def _image_tag(image: str) -> str:
     return tag
 
 
-def flannel_release(ev: Evidence, node: str) -> Release | None:
-    """The flannel release on `node`: its flannel pod's image, else the DaemonSet's, else the
-    k3s release it is embedded in; None when nothing says."""
+def _tagged(image: str) -> tuple[str, Version] | None:
+    tag = _image_tag(image)
+    version = parse_version(tag) if tag else None
+    return (tag, version) if version else None
+
+
+def flannel_releases(ev: Evidence) -> dict[str, Release]:
+    """Node -> the flannel release it runs: its flannel pod's image, else the DaemonSet's, else
+    the k3s release it is embedded in; nodes nothing speaks for are left out. One pass over the
+    pods, so it costs what the cluster holds, not nodes times pods."""
+    by_pod: dict[str, Release] = {}
     for pod in ev.flannel_pods():
-        if pod.node != node:
-            continue
         for c in pod.containers:
-            tag = _image_tag(c.image)
-            version = parse_version(tag) if tag else None
-            if version:
-                return Release(version, tag, f"API: pod {pod.namespace}/{pod.name} image")
-    for ds in ev.flannel_daemonsets():
-        for image in ds.images.values():
-            tag = _image_tag(image)
-            version = parse_version(tag) if tag else None
-            if version:
-                return Release(version, tag, f"API: daemonset {ds.namespace}/{ds.name} image")
-    info = ev.node(node)
-    if info is not None and info.kubelet_version in K3S_FLANNEL:
-        text = K3S_FLANNEL[info.kubelet_version]
-        version = parse_version(text)
-        if version:
-            return Release(version, text, f"API: node {node} k3s {info.kubelet_version}")
-    return None
+            tagged = _tagged(c.image)
+            if tagged and pod.node not in by_pod:
+                where = f"API: pod {pod.namespace}/{pod.name} image"
+                by_pod[pod.node] = Release(tagged[1], tagged[0], where)
+    shipped = next(
+        (
+            Release(tagged[1], tagged[0], f"API: daemonset {ds.namespace}/{ds.name} image")
+            for ds in ev.flannel_daemonsets()
+            for image in ds.images.values()
+            if (tagged := _tagged(image))
+        ),
+        None,
+    )
+    out: dict[str, Release] = {}
+    for info in ev.nodes:
+        release = by_pod.get(info.name) or shipped
+        if release is None and info.kubelet_version in K3S_FLANNEL:
+            text = K3S_FLANNEL[info.kubelet_version]
+            version = parse_version(text)
+            where = f"API: node {info.name} k3s {info.kubelet_version}"
+            release = Release(version, text, where) if version else None
+        if release is not None:
+            out[info.name] = release
+    return out
+
+
+def flannel_release(ev: Evidence, node: str) -> Release | None:
+    """The flannel release on `node` (see flannel_releases)."""
+    return flannel_releases(ev).get(node)
 
 
 @dataclass(frozen=True)
@@ -128,15 +146,12 @@ DEFECTS = (
 )
 
 
-def defects_on(ev: Evidence, node: str) -> list[tuple[Defect, Release, EvidenceLine]]:
-    """The known defects `node`'s flannel release carries whose condition the node meets."""
-    release = flannel_release(ev, node)
-    if release is None:
-        return []
+def defects(ev: Evidence) -> list[tuple[str, Defect, Release, EvidenceLine]]:
+    """(node, defect, release, what shows the condition) for every known defect a node's flannel
+    release carries and whose condition the node meets."""
     out = []
-    for defect in DEFECTS:
-        if defect.carried_by(release):
-            seen = defect.bites(ev, node)
-            if seen is not None:
-                out.append((defect, release, seen))
+    for node, release in flannel_releases(ev).items():
+        for defect in DEFECTS:
+            if defect.carried_by(release) and (seen := defect.bites(ev, node)) is not None:
+                out.append((node, defect, release, seen))
     return out

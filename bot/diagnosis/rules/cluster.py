@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from bot.diagnosis.evidence import Evidence
 from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.releases import defects_on
+from bot.diagnosis.releases import defects
 from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 CRASH_EFFECTS = ("flannel-crashloop", "subnet-env-missing")
@@ -269,12 +269,11 @@ def flannel_bug(ev: Evidence) -> Iterator[Found]:
             "issue say which); a restart hits the same defect"
         ),
     )
-    for info in ev.nodes:
-        for defect, release, seen in defects_on(ev, info.name):
-            yield Found(
-                (info.name,),
-                f"{info.name} runs flannel {release.text}, whose {defect.name} bites there",
-                defect.effect,
-                [EvidenceLine(release.where, release.text), seen],
-                Fix(f"{defect.fix}; a restart hits the same defect ({defect.url})"),
-            )
+    for node, defect, release, seen in defects(ev):
+        yield Found(
+            (node,),
+            f"{node} runs flannel {release.text}, whose {defect.name} bites there",
+            defect.effect,
+            [EvidenceLine(release.where, release.text), seen],
+            Fix(f"{defect.fix}; a restart hits the same defect ({defect.url})"),
+        )
