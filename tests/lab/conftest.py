@@ -20,14 +20,19 @@ from bot.lab.topology import LabSpec
 SPEC = LabSpec(name="tst", nodes=3, underlay="172.31.253.0/24", root=Path("/run/flannel-bot-test"))
 
 
-@pytest.fixture(scope="session")
-def flannel_lab() -> Iterator[Lab]:
-    lab = Lab(SPEC)
+def running_lab(spec: LabSpec) -> Iterator[Lab]:
+    """A lab of `spec` up for the fixture's scope, torn down whatever the tests did."""
+    lab = Lab(spec)
     lab.up()
     try:
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="session")
+def flannel_lab() -> Iterator[Lab]:
+    yield from running_lab(SPEC)
 
 
 def ssh_settings(lab: Lab, **overrides: object) -> SshSettings:

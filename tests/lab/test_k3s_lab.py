@@ -25,7 +25,7 @@ from bot.lab.lab import Lab
 from bot.lab.network import in_netns, lab_links, lab_netns, lab_pids, run
 from bot.lab.topology import LabSpec
 from bot.ports.probes import BY_ID
-from tests.lab.conftest import all_reachable, internal_ip, ssh_settings
+from tests.lab.conftest import all_reachable, internal_ip, running_lab, ssh_settings
 
 pytestmark = pytest.mark.integration
 SPEC = LabSpec(
@@ -86,12 +86,7 @@ def captures(k3s_lab: Lab) -> Iterator[dict[str, Capture]]:
 
 @pytest.fixture(scope="session")
 def k3s_lab() -> Iterator[Lab]:
-    lab = Lab(SPEC)
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
+    yield from running_lab(SPEC)
 
 
 @pytest.fixture
