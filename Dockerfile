@@ -18,6 +18,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY runbooks ./runbooks
+# the import names flannel_bot and flannel_bot_runbooks: symlinks to bot/ and runbooks/ (README: Layout)
+COPY flannel_bot ./flannel_bot
+COPY flannel_bot_runbooks ./flannel_bot_runbooks
 COPY templates ./templates
 COPY examples ./examples
 RUN pip install . && rm -rf build

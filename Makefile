@@ -29,7 +29,7 @@ imports: setup  # the import contracts in pyproject.toml ([tool.importlinter])
 	$(BIN)/lint-imports --no-cache
 
 typecheck: setup
-	$(BIN)/mypy --strict bot runbooks
+	$(BIN)/mypy --strict flannel_bot flannel_bot_runbooks  # the import names (symlinks to bot/, runbooks/)
 
 test: setup
 	$(BIN)/pytest

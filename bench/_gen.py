@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.lab import objects
-from bot.lab.flannel import NET_CONF
-from bot.lab.lab import klog
-from bot.lab.nodes import sandbox_id
-from bot.lab.objects import FLANNEL_DS, FLANNEL_NS
-from bot.lab.topology import CLUSTER_CIDR, LabSpec, NodeSpec
+from flannel_bot.lab import objects
+from flannel_bot.lab.flannel import NET_CONF
+from flannel_bot.lab.lab import klog
+from flannel_bot.lab.nodes import sandbox_id
+from flannel_bot.lab.objects import FLANNEL_DS, FLANNEL_NS
+from flannel_bot.lab.topology import CLUSTER_CIDR, LabSpec, NodeSpec
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "lab-probes-healthy.json"

@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot.runs.registry import Registry  # noqa: E402
-from bot.service.views import diagnosis_view  # noqa: E402
-from bot.wiring import evidence_from_bundle  # noqa: E402
+from flannel_bot.runs.registry import Registry  # noqa: E402
+from flannel_bot.service.views import diagnosis_view  # noqa: E402
+from flannel_bot.wiring import evidence_from_bundle  # noqa: E402
 
 INCIDENTS = REPO / "tests" / "incidents"
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.ports.clock import SystemClock
-from bot.store import SqliteStore
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.store import SqliteStore
 
 DATA = {
     "render": "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)",

@@ -92,8 +92,8 @@ def _write_pods(path: Path, count: int, pod: Callable[[int], dict[str, Any]]) ->
 
 
 def many_pods(root: Path, args: argparse.Namespace) -> str:
-    from bot.lab import objects
-    from bot.lab.topology import LabSpec
+    from flannel_bot.lab import objects
+    from flannel_bot.lab.topology import LabSpec
 
     nodes = LabSpec().all_nodes()
 
@@ -133,8 +133,8 @@ CASES: dict[str, Callable[[Path, argparse.Namespace], str]] = {
 
 def read(path: str) -> None:
     """The child: read the bundle as `diagnose --recording` does and say what came of it."""
-    from bot.diagnosis.rules import diagnose
-    from bot.wiring import evidence_from_bundle
+    from flannel_bot.diagnosis.rules import diagnose
+    from flannel_bot.wiring import evidence_from_bundle
 
     start = time.perf_counter()
     try:
@@ -218,9 +218,9 @@ def main() -> None:
         return
     work = args.keep or Path(tempfile.mkdtemp(prefix="bundle-hostile-"))
     work.mkdir(parents=True, exist_ok=True)
-    import bot
+    import flannel_bot
 
-    print(f"reader: {Path(bot.__file__).parent}; memory cap {args.memory_gb:g} GB")
+    print(f"reader: {Path(flannel_bot.__file__).parent}; memory cap {args.memory_gb:g} GB")
     print(f"{'case':<15} {'time':>8} {'peak RSS':>9}  what the reader did")
     try:
         for name, build in CASES.items():

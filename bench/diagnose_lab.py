@@ -33,15 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.diagnosis.collect import collect, probe_nodes
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.rules import diagnose
-from bot.lab.lab import Lab
-from bot.lab.topology import LabSpec
-from bot.ports.clock import SystemClock
-from bot.ports.probes import PROBES
-from bot.settings import load_settings
-from bot.wiring import build_executors
+from flannel_bot.diagnosis.collect import collect, probe_nodes
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.ports.probes import PROBES
+from flannel_bot.settings import load_settings
+from flannel_bot.wiring import build_executors
 
 MARK = "@@flannel-bot-bench rc="
 Codes = dict[str, list[int]]  # node -> exit code of each probe, in PROBES order

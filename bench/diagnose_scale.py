@@ -52,7 +52,7 @@ STEPS = {
 
 
 def step_load(path: str) -> dict[str, Any]:
-    from bot.wiring import evidence_from_bundle
+    from flannel_bot.wiring import evidence_from_bundle
 
     start = time.perf_counter()
     ev = evidence_from_bundle(path)
@@ -68,8 +68,8 @@ def step_load(path: str) -> dict[str, Any]:
 
 
 def step_diagnose(path: str) -> dict[str, Any]:
-    from bot.diagnosis.rules import diagnose
-    from bot.wiring import evidence_from_bundle
+    from flannel_bot.diagnosis.rules import diagnose
+    from flannel_bot.wiring import evidence_from_bundle
 
     ev = evidence_from_bundle(path)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -46,11 +46,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.executors.ssh import SshExecutor
-from bot.executors.ssh_settings import SshSettings
-from bot.lab.lab import Lab
-from bot.lab.nodes import ClientFiles
-from bot.lab.topology import LabSpec
+from flannel_bot.executors.ssh import SshExecutor
+from flannel_bot.executors.ssh_settings import SshSettings
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.nodes import ClientFiles
+from flannel_bot.lab.topology import LabSpec
 
 PROBES: list[list[str]] = [
     ["cat", "/proc/sys/net/ipv4/ip_forward"],

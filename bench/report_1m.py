@@ -83,29 +83,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.executors.kube import parse_node, parse_pod
-from bot.lab import objects
-from bot.lab.topology import LabSpec
-from bot.ports.clock import iso, parse_iso
-from bot.ports.nodes import CommandResult
-from bot.ports.probes import PROBES
-from bot.ports.store import ChainReport, EventKind, Requester
-from bot.render import Renderer
-from bot.runs.engine import Engine
-from bot.runs.policy import Policy
-from bot.runs.registry import Registry
-from bot.service import report as report_module
-from bot.service.clusters import Cluster, Clusters
-from bot.service.handler import Reply, Service
-from bot.store import SqliteStore
-from bot.store import redact as redact_module
-from bot.store.audit import GENESIS, event_hash, verify_rows
-from bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
-from bot.store.database import (
+from flannel_bot.executors.kube import parse_node, parse_pod
+from flannel_bot.lab import objects
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.clock import iso, parse_iso
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.probes import PROBES
+from flannel_bot.ports.store import ChainReport, EventKind, Requester
+from flannel_bot.render import Renderer
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.policy import Policy
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service import report as report_module
+from flannel_bot.service.clusters import Cluster, Clusters
+from flannel_bot.service.handler import Reply, Service
+from flannel_bot.store import SqliteStore
+from flannel_bot.store import redact as redact_module
+from flannel_bot.store.audit import GENESIS, event_hash, verify_rows
+from flannel_bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
+from flannel_bot.store.database import (
     _json,  # the store's own encoding of `source` and `data`
     _rows,  # how the store read rows before the fast walk
 )
-from bot.store.redact import scrub
+from flannel_bot.store.redact import scrub
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `tests` is not installed; the fake cluster lives there

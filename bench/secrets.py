@@ -31,7 +31,7 @@ INCIDENTS = REPO / "tests" / "incidents"
 if str(REPO) not in sys.path:  # `tests` is not installed; the corpus lives there
     sys.path.insert(0, str(REPO))
 
-from bot.redaction import redact  # noqa: E402
+from flannel_bot.redaction import redact  # noqa: E402
 from tests.secret_corpus import LOOK_ALIKES, SECRETS  # noqa: E402
 
 # bot/store/redact.py as it was before bot.redaction

@@ -63,11 +63,11 @@ from slack_bolt import App as BoltApp
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
-from bot.settings import SlackSettings, load_settings
-from bot.slack.app import SlackAdapter
-from bot.slack.serve import http_server
-from bot.slack.server import HttpServer
-from bot.wiring import build_app
+from flannel_bot.settings import SlackSettings, load_settings
+from flannel_bot.slack.app import SlackAdapter
+from flannel_bot.slack.serve import http_server
+from flannel_bot.slack.server import HttpServer
+from flannel_bot.wiring import build_app
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `tests` is not installed; the fake and the signer live there

@@ -24,7 +24,7 @@ from pathlib import Path
 def flannel_bot() -> list[str]:
     """The installed console script beside this Python, else the module."""
     script = Path(sys.executable).with_name("flannel-bot")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flannel_bot.cli"]
 
 
 def main() -> None:

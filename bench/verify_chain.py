@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.ports.clock import SystemClock
-from bot.store import SqliteStore, audit, database
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.store import SqliteStore, audit, database
 
 DATA = {
     "render": "DELETE /api/v1/namespaces/kube-flannel/pods/kube-flannel-ds-x7v5t  (on w2)",

@@ -20,22 +20,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bot import __version__
-from bot.errors import BotError, IdentityRefused, UserError
-from bot.process.output import redacted_output
-from bot.service import commands as c
-from bot.service.commands import SUMMARY, USAGE, split_words
+from flannel_bot import __version__
+from flannel_bot.errors import BotError, IdentityRefused, UserError
+from flannel_bot.process.output import redacted_output
+from flannel_bot.service import commands as c
+from flannel_bot.service.commands import SUMMARY, USAGE, split_words
 
 # Start-up time: `--help` needs only the text below; the rest is imported by the commands that
 # use it (the templates, the audit log, the runbooks; the Kubernetes and SSH clients only by
 # commands that reach a cluster). bench/startup.py measures it.
 if TYPE_CHECKING:
-    from bot.ports.store import Event
-    from bot.process.leader import LeaderElector
-    from bot.service.handler import Reply
-    from bot.settings import Settings
-    from bot.terminal import Terminal
-    from bot.wiring import App, ClusterUse
+    from flannel_bot.ports.store import Event
+    from flannel_bot.process.leader import LeaderElector
+    from flannel_bot.service.handler import Reply
+    from flannel_bot.settings import Settings
+    from flannel_bot.terminal import Terminal
+    from flannel_bot.wiring import App, ClusterUse
 
 GLOBAL_HELP = """\
 usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] COMMAND ...
@@ -103,7 +103,7 @@ def split_argv(argv: Sequence[str]) -> Invocation:
 
 
 def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
-    from bot.render import Renderer
+    from flannel_bot.render import Renderer
 
     renderer = Renderer(app.settings.templates_dir)
     if as_json:
@@ -118,7 +118,7 @@ def _emit(reply: Reply, app: App, as_json: bool, out: TextIO) -> None:
 
 
 def _progress_printer(app: App, out: TextIO) -> Callable[[Event], None]:
-    from bot.render import Renderer
+    from flannel_bot.render import Renderer
 
     renderer = Renderer(app.settings.templates_dir)
 
@@ -154,10 +154,10 @@ def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
             f"collect reads a live cluster, and {cluster.name} is a recording: drop "
             "--recording (or FLANNEL_BOT_RECORDING), or name a live cluster with --cluster"
         )
-    from bot.executors.bundle import write_bundle
-    from bot.executors.kube import KubeClient
-    from bot.ports.clock import SystemClock
-    from bot.wiring import build_executors
+    from flannel_bot.executors.bundle import write_bundle
+    from flannel_bot.executors.kube import KubeClient
+    from flannel_bot.ports.clock import SystemClock
+    from flannel_bot.wiring import build_executors
 
     kube, nodes = build_executors(cluster, SystemClock())
     if not isinstance(kube, KubeClient):
@@ -168,7 +168,7 @@ def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
 
 
 def lock_runbooks() -> int:
-    from bot.runs.registry import Registry, lock_path, read_lock, write_lock
+    from flannel_bot.runs.registry import Registry, lock_path, read_lock, write_lock
 
     path = lock_path()
     lock = Registry.from_package().updated_lock(read_lock(path))
@@ -184,7 +184,7 @@ def shell(app: App, terminal: Terminal, stdin: TextIO, out: TextIO) -> int:
     the database, so an approval given elsewhere (another terminal, Slack) and the steps it runs
     show up here too, as they would in a Slack thread.
     """
-    from bot.render import Renderer
+    from flannel_bot.render import Renderer
 
     user = terminal.as_claimed().user
     renderer = Renderer(app.settings.templates_dir)
@@ -263,9 +263,9 @@ def leader_elector(app: App, settings: Settings) -> LeaderElector | None:
     leader = settings.leader
     if not leader.lease:
         return None
-    from bot.executors.kube import KubeClient
-    from bot.process.leader import LeaderElector
-    from bot.settings import ConfigError
+    from flannel_bot.executors.kube import KubeClient
+    from flannel_bot.process.leader import LeaderElector
+    from flannel_bot.settings import ConfigError
 
     if not isinstance(app.engine.kube, KubeClient):
         raise ConfigError("[leader] needs a live cluster (a kubeconfig or in_cluster)")
@@ -302,7 +302,7 @@ def prune(app: App, days: int) -> int:
 def verify_audit_log(settings: Settings, as_json: bool) -> int:
     """`audit verify`: the chain checked on the file opened read-only, recording nothing, so a
     copy kept as evidence (chmod 0444, a read-only mount) is checked as it is; exit 1 if broken."""
-    from bot.wiring import open_audit_log_read_only
+    from flannel_bot.wiring import open_audit_log_read_only
 
     report = open_audit_log_read_only(settings).verify()
     if as_json:
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if inv.words == ["runbooks", "lock"]:
             return lock_runbooks()
         if inv.words[0] == "lab":
-            from bot.lab.command import main as lab_main
+            from flannel_bot.lab.command import main as lab_main
 
             return lab_main(inv.words[1:])
         if {"-h", "--help"} & set(inv.words[1:]):
@@ -394,9 +394,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return command_help(words)  # needs no config, cluster or audit log
         if inv.words[0] == "diagnose" and "--dump" in inv.words:
             inv.options["recording"] = _take_option(inv.words, "--dump")
-        from bot.settings import load_settings
-        from bot.terminal import Terminal, os_login
-        from bot.wiring import build_app
+        from flannel_bot.settings import load_settings
+        from flannel_bot.terminal import Terminal, os_login
+        from flannel_bot.wiring import build_app
 
         settings = load_settings(
             Path(inv.options["config"]) if "config" in inv.options else None,
@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if crash_after:
             app.store.subscribe(kill_after(crash_after))
         if inv.words == ["doctor"]:
-            from bot.doctor import doctor
+            from flannel_bot.doctor import doctor
 
             return doctor(app, settings)
         if inv.words == ["audit", "prune"]:
@@ -430,8 +430,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             users=settings.terminal.users,
         )
         if inv.words == ["serve"]:
-            from bot.process.logs import configure as configure_logs
-            from bot.slack.serve import serve
+            from flannel_bot.process.logs import configure as configure_logs
+            from flannel_bot.slack.serve import serve
 
             configure_logs(os.environ.get("FLANNEL_BOT_LOG_FORMAT", "text"))
             return serve(

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bot.errors import BotError
-from bot.executors.kube import KubeClient
-from bot.settings import Settings
-from bot.slack.health import WebClient, slack_health
-from bot.wiring import App
+from flannel_bot.errors import BotError
+from flannel_bot.executors.kube import KubeClient
+from flannel_bot.settings import Settings
+from flannel_bot.slack.health import WebClient, slack_health
+from flannel_bot.wiring import App
 
 # (verb, resource, namespace, API group, name): what diagnose and the runbooks call
 NEEDED: tuple[tuple[str, str, str | None, str, str | None], ...] = (

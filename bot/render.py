@@ -18,11 +18,11 @@ from typing import Any
 import jinja2
 from jinja2.utils import htmlsafe_json_dumps
 
-from bot.ports.store import Event
-from bot.redaction import redact, scrub
-from bot.service import report
-from bot.service.handler import Reply
-from bot.service.report import Export
+from flannel_bot.ports.store import Event
+from flannel_bot.redaction import redact, scrub
+from flannel_bot.service import report
+from flannel_bot.service.handler import Reply
+from flannel_bot.service.report import Export
 
 MARKERS = {"read": "[read]", "change": "[CHANGE]", "destructive": "[DESTRUCTIVE]"}
 

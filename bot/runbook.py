@@ -19,7 +19,7 @@ Optional module names: `VERIFIES` (finding ids diagnose must no longer show afte
 
 from __future__ import annotations
 
-from bot.diagnosis.node_facts import (
+from flannel_bot.diagnosis.node_facts import (
     ADDRESSES,
     BRIDGE_NF_CALL_IP6TABLES,
     BRIDGE_NF_CALL_IPTABLES,
@@ -52,9 +52,9 @@ from bot.diagnosis.node_facts import (
     reserved_address,
     tcp_answers,
 )
-from bot.errors import ExecutorError, ParameterError
-from bot.ports.cluster import ConfigMapInfo, DaemonSetInfo, NodeInfo, PodInfo, ServiceInfo
-from bot.runs.actions import (
+from flannel_bot.errors import ExecutorError, ParameterError
+from flannel_bot.ports.cluster import ConfigMapInfo, DaemonSetInfo, NodeInfo, PodInfo, ServiceInfo
+from flannel_bot.runs.actions import (
     Action,
     CreateObject,
     DeletePod,
@@ -67,7 +67,7 @@ from bot.runs.actions import (
     WaitForPod,
     WriteFile,
 )
-from bot.runs.runbook import CheckResult, Facts, InterfaceName, NoChange, NodeName, step
+from flannel_bot.runs.runbook import CheckResult, Facts, InterfaceName, NoChange, NodeName, step
 
 __all__ = [
     "ADDRESSES",

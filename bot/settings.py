@@ -17,9 +17,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.errors import UnknownCluster, UserError
-from bot.executors.ssh_settings import SshSettings
-from bot.runs.policy import Policy, RunbookRule
+from flannel_bot.errors import UnknownCluster, UserError
+from flannel_bot.executors.ssh_settings import SshSettings
+from flannel_bot.runs.policy import Policy, RunbookRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.errors import IdentityRefused
-from bot.ports.store import Requester
+from flannel_bot.errors import IdentityRefused
+from flannel_bot.ports.store import Requester
 
 OS_USER = "os-user"
 ASSERTED = "asserted"

@@ -8,22 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn, cast
 
-from bot.errors import ExecutorError, KubeConfigError
-from bot.executors.snapshot import SnapshotCluster
-from bot.ports.clock import Clock, SystemClock
-from bot.ports.cluster import KubeExecutor
-from bot.ports.nodes import FanOutExecutor
-from bot.process.owner import owner_alive, this_process
-from bot.runs.engine import Engine
-from bot.runs.registry import Registry
-from bot.service.clusters import Cluster, Clusters
-from bot.service.handler import Service
-from bot.settings import DEFAULT_CLUSTER, ClusterSettings, ConfigError, Settings
-from bot.store import SqliteStore
+from flannel_bot.errors import ExecutorError, KubeConfigError
+from flannel_bot.executors.snapshot import SnapshotCluster
+from flannel_bot.ports.clock import Clock, SystemClock
+from flannel_bot.ports.cluster import KubeExecutor
+from flannel_bot.ports.nodes import FanOutExecutor
+from flannel_bot.process.owner import owner_alive, this_process
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service.clusters import Cluster, Clusters
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import DEFAULT_CLUSTER, ClusterSettings, ConfigError, Settings
+from flannel_bot.store import SqliteStore
 
 if TYPE_CHECKING:  # the clients are imported by the commands that use them: start-up time
-    from bot.diagnosis.evidence import Evidence
-    from bot.executors.bundle import Limits
+    from flannel_bot.diagnosis.evidence import Evidence
+    from flannel_bot.executors.bundle import Limits
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
     to each node's InternalIP."""
     if cluster.recording is not None:
         if cluster.recording.is_dir():
-            from bot.executors.bundle import BundleReader
+            from flannel_bot.executors.bundle import BundleReader
 
             bundle = BundleReader(cluster.recording)
             return bundle, bundle
@@ -60,8 +60,8 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
                 "--recording examples/cluster.json"
             )
         kubeconfig = default
-    from bot.executors.kube import KubeClient, KubeSettings
-    from bot.executors.ssh import SshExecutor
+    from flannel_bot.executors.kube import KubeClient, KubeSettings
+    from flannel_bot.executors.ssh import SshExecutor
 
     kube = KubeClient.from_settings(
         KubeSettings(
@@ -86,7 +86,7 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
 def count_ssh_error(kind: str, cluster: str = DEFAULT_CLUSTER) -> None:
     """`/metrics`: SSH failures by cluster and kind, as the SSH executor reports them."""
     # imported here: the shell's commands never load prometheus_client (or its http.server)
-    from bot.process.metrics import METRICS
+    from flannel_bot.process.metrics import METRICS
 
     METRICS.ssh_errors.labels(cluster=cluster, kind=kind).inc()
 
@@ -96,8 +96,8 @@ def evidence_from_bundle(
 ) -> Evidence:
     """`collect` over a support bundle, with what the bundle lacked, and what it held that was
     refused or cut (`limits`, default `Limits()`), appended to `gaps`."""
-    from bot.diagnosis.collect import collect
-    from bot.executors.bundle import BundleReader
+    from flannel_bot.diagnosis.collect import collect
+    from flannel_bot.executors.bundle import BundleReader
 
     reader = BundleReader(path, limits)
     return collect(reader, reader, only, deep=deep)

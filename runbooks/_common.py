@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bot.core.executors import NodeInfo, PodInfo
-from bot.core.runbook import Action, CheckResult, DeletePod, Disruption, Facts, WaitForPod
-from bot.errors import ExecutorError, ParameterError
+from flannel_bot.core.executors import NodeInfo, PodInfo
+from flannel_bot.core.runbook import Action, CheckResult, DeletePod, Disruption, Facts, WaitForPod
+from flannel_bot.errors import ExecutorError, ParameterError
 
 FLANNEL_LABEL = "app=flannel"
 FLANNEL_NAMESPACES = ("kube-flannel", "kube-system")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bot.core.runbook import (
+from flannel_bot.core.runbook import (
     Action,
     CheckResult,
     CreateObject,
@@ -30,7 +30,7 @@ from bot.core.runbook import (
     WaitForPod,
     step,
 )
-from bot.errors import ExecutorError, ParameterError
+from flannel_bot.errors import ExecutorError, ParameterError
 
 from ._common import FLANNEL_LABEL, flannel_pods, replacements_ready, rolling
 from ._kube_flannel_v0_26_1 import MANIFEST

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from bot.core.runbook import (
+from flannel_bot.core.runbook import (
     Action,
     CheckResult,
     DeletePod,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from bot.core.runbook import (
+from flannel_bot.core.runbook import (
     Action,
     CheckResult,
     DeletePod,
@@ -22,7 +22,7 @@ from bot.core.runbook import (
     Risk,
     step,
 )
-from bot.errors import ParameterError
+from flannel_bot.errors import ParameterError
 
 ID = "flannel.restart-pods"
 VERSION = "1.1.0"

@@ -14,8 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from bot.core.runbook import Action, Facts, ListPods, NodeName, Risk, step
-from bot.errors import ParameterError
+from flannel_bot.core.runbook import Action, Facts, ListPods, NodeName, Risk, step
+from flannel_bot.errors import ParameterError
 
 from ._common import FLANNEL_LABEL, replacements_ready, rolling
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from bot.core.kube_proxy_config import suggestion, unknown_fields
-from bot.core.runbook import (
+from flannel_bot.core.kube_proxy_config import suggestion, unknown_fields
+from flannel_bot.core.runbook import (
     Action,
     CheckResult,
     Facts,
@@ -27,7 +27,7 @@ from bot.core.runbook import (
     Risk,
     step,
 )
-from bot.errors import ExecutorError, ParameterError
+from flannel_bot.errors import ExecutorError, ParameterError
 
 from ._common import FLANNEL_LABEL, KUBE_PROXY_LABEL, flannel_pods, replacements_ready, rolling
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.core.probes import PROBES
-from bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
+from flannel_bot.core.probes import PROBES
+from flannel_bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
 
 ID = "node.check"
 VERSION = "1.0.0"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.core.runbook import (
+from flannel_bot.core.runbook import (
     Action,
     CheckResult,
     DeletePod,
@@ -24,7 +24,7 @@ from bot.core.runbook import (
     RunOnNode,
     step,
 )
-from bot.errors import ParameterError
+from flannel_bot.errors import ParameterError
 
 from ._common import (
     addresses,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.core.runbook import (
+from flannel_bot.core.runbook import (
     Action,
     CheckResult,
     Facts,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
-from bot.errors import ParameterError
+from flannel_bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
+from flannel_bot.errors import ParameterError
 
 from ._common import flannel_net_conf
 

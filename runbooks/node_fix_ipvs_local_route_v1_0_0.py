@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
-from bot.errors import ExecutorError, ParameterError
+from flannel_bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, RunOnNode, step
+from flannel_bot.errors import ExecutorError, ParameterError
 
 from ._common import addresses, replacements_ready, restart_flannel
 

@@ -14,8 +14,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from bot.core.runbook import Action, CheckResult, DeletePod, Facts, NodeName, Risk, RunOnNode, step
-from bot.errors import ParameterError
+from flannel_bot.core.runbook import Action, CheckResult, DeletePod, Facts, NodeName, Risk, RunOnNode, step
+from flannel_bot.errors import ParameterError
 
 from ._common import pods_gone, stuck_creating, workload_pods
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, WriteFile, step
-from bot.errors import ExecutorError, ParameterError
+from flannel_bot.core.runbook import Action, CheckResult, Facts, NodeName, Risk, WriteFile, step
+from flannel_bot.errors import ExecutorError, ParameterError
 
 from ._common import FLANNEL_NAMESPACES, read_text
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from bot.ports.store import Requester
-from bot.runs.engine import Engine
-from bot.runs.policy import Policy
-from bot.runs.registry import Registry
-from bot.service.clusters import Cluster, Clusters
-from bot.service.handler import Service
-from bot.store import SqliteStore
+from flannel_bot.ports.store import Requester
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.policy import Policy
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service.clusters import Cluster, Clusters
+from flannel_bot.service.handler import Service
+from flannel_bot.store import SqliteStore
 from tests.fakes import FakeClock, FakeCluster
 
 # Lab address ranges (the underlays in 172.31.240.0/20, pod and service CIDRs): blackholed in the

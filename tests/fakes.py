@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from bot.errors import NotFound
-from bot.executors.snapshot import NothingElseRecorded
-from bot.ports.cluster import ConfigMapInfo, NodeInfo, PodInfo
-from bot.ports.nodes import CommandResult
+from flannel_bot.errors import NotFound
+from flannel_bot.executors.snapshot import NothingElseRecorded
+from flannel_bot.ports.cluster import ConfigMapInfo, NodeInfo, PodInfo
+from flannel_bot.ports.nodes import CommandResult
 
 
 class FakeClock:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from bot.ports.clock import Clock, SystemClock
-from bot.ports.cluster import PodInfo
+from flannel_bot.ports.clock import Clock, SystemClock
+from flannel_bot.ports.cluster import PodInfo
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """`bot.core.executors` as locked runbook versions import it: the ports' records, re-exported."""
 
-from bot.ports.cluster import (
+from flannel_bot.ports.cluster import (
     ClusterReader,
     ConfigMapInfo,
     ContainerInfo,
@@ -17,7 +17,7 @@ from bot.ports.cluster import (
     ServicePort,
     Taint,
 )
-from bot.ports.nodes import CommandResult, FanOutExecutor, NodeExecutor
+from flannel_bot.ports.nodes import CommandResult, FanOutExecutor, NodeExecutor
 
 __all__ = [
     "ClusterReader",

@@ -1,6 +1,6 @@
 """`bot.core.runbook` as locked runbook versions import it: the runbook API, re-exported."""
 
-from bot.runs.actions import (
+from flannel_bot.runs.actions import (
     ABSOLUTE_PATH,
     FILE_MODE,
     Action,
@@ -15,7 +15,7 @@ from bot.runs.actions import (
     WaitForPod,
     WriteFile,
 )
-from bot.runs.runbook import (
+from flannel_bot.runs.runbook import (
     DNS1123_SUBDOMAIN,
     INTERFACE_NAME,
     RUNBOOK_ID,

@@ -12,11 +12,11 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
-from bot.errors import BotError, ExecutorError
-from bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
-from bot.ports.nodes import NodeExecutor
-from bot.ports.probes import PROBES, ProbeOutput
+from flannel_bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
+from flannel_bot.errors import BotError, ExecutorError
+from flannel_bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
+from flannel_bot.ports.nodes import NodeExecutor
+from flannel_bot.ports.probes import PROBES, ProbeOutput
 
 LOG_TAIL = 300
 CONFIGMAPS = (*FLANNEL_CONFIGMAPS, ("kube-system", "kube-proxy"))

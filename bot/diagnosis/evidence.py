@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.diagnosis.catalogue import (
+from flannel_bot.diagnosis.catalogue import (
     CATALOGUE,
     DNS_LOG,
     EVENT,
@@ -25,8 +25,8 @@ from bot.diagnosis.catalogue import (
     NODE_CONDITION,
     Sighting,
 )
-from bot.diagnosis.net_conf import Backend, NetConf, backend_of, parse_net_conf
-from bot.ports.cluster import (
+from flannel_bot.diagnosis.net_conf import Backend, NetConf, backend_of, parse_net_conf
+from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
     EventInfo,
@@ -35,10 +35,10 @@ from bot.ports.cluster import (
     Rbac,
     ServiceInfo,
 )
-from bot.ports.probes import BY_ID, ProbeOutput
+from flannel_bot.ports.probes import BY_ID, ProbeOutput
 
 if TYPE_CHECKING:
-    from bot.diagnosis.node_facts import Fact
+    from flannel_bot.diagnosis.node_facts import Fact
 
 T = TypeVar("T")
 

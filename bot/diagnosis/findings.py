@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.ports.probes import BY_ID
+from flannel_bot.ports.probes import BY_ID
 
 
 @dataclass(frozen=True)

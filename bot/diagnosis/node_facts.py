@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from bot.ports.probes import (
+from flannel_bot.ports.probes import (
     ADDRESSES as ADDRESSES_PROBE,
 )
-from bot.ports.probes import (
+from flannel_bot.ports.probes import (
     BY_ID,
     CNI_NETWORKS,
     IPAM_RESERVATIONS,

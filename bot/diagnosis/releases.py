@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine
 
 Version = tuple[int, int, int]
 

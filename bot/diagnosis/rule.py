@@ -15,10 +15,17 @@ import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from bot.diagnosis.catalogue import Sighting
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import CONFIRMED, INFERRED, SEVERITIES, EvidenceLine, Finding, Fix
-from bot.diagnosis.node_facts import SUBNET_ENV
+from flannel_bot.diagnosis.catalogue import Sighting
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import (
+    CONFIRMED,
+    INFERRED,
+    SEVERITIES,
+    EvidenceLine,
+    Finding,
+    Fix,
+)
+from flannel_bot.diagnosis.node_facts import SUBNET_ENV
 
 
 @dataclass

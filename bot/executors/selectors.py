@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from bot.errors import ExecutorError
+from flannel_bot.errors import ExecutorError
 
 Term = tuple[str, str, str]  # key, op ("=", "!=", "exists", "!exists"), value
 

@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.errors import BotError, ExecutorError, NotFound
-from bot.executors.selectors import labels_match
-from bot.ports.clock import Clock
-from bot.ports.cluster import (
+from flannel_bot.errors import BotError, ExecutorError, NotFound
+from flannel_bot.executors.selectors import labels_match
+from flannel_bot.ports.clock import Clock
+from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
     EventInfo,
@@ -30,7 +30,7 @@ from bot.ports.cluster import (
     Rbac,
     ServiceInfo,
 )
-from bot.ports.nodes import CommandResult
+from flannel_bot.ports.nodes import CommandResult
 
 
 class NothingElseRecorded:

@@ -41,7 +41,7 @@ from typing import NoReturn, Self, cast
 
 import paramiko
 
-from bot.errors import (
+from flannel_bot.errors import (
     AuthenticationFailed,
     CommandTimeout,
     ExecutorError,
@@ -52,9 +52,9 @@ from bot.errors import (
     NodeUnreachable,
     NodeUnresolved,
 )
-from bot.executors.known_hosts import KnownHosts, read_known_hosts
-from bot.executors.ssh_settings import SshSettings, parse_host
-from bot.ports.nodes import CommandResult
+from flannel_bot.executors.known_hosts import KnownHosts, read_known_hosts
+from flannel_bot.executors.ssh_settings import SshSettings, parse_host
+from flannel_bot.ports.nodes import CommandResult
 
 log = logging.getLogger(__name__)
 

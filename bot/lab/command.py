@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bot.lab.faults import K3S_SCENARIOS, SCENARIOS, Scenario
-from bot.lab.network import LabError, check_host, lab_netns, teardown
-from bot.lab.topology import DISTRIBUTIONS, LabSpec
+from flannel_bot.lab.faults import K3S_SCENARIOS, SCENARIOS, Scenario
+from flannel_bot.lab.network import LabError, check_host, lab_netns, teardown
+from flannel_bot.lab.topology import DISTRIBUTIONS, LabSpec
 
 DEFAULT_ROOT = Path("/run/flannel-bot-lab")
 
@@ -105,7 +105,7 @@ def lab_up(spec: LabSpec) -> int:
             [
                 sys.executable,
                 "-m",
-                "bot.lab.daemon",
+                "flannel_bot.lab.daemon",
                 str(spec.dir),
                 str(spec.nodes),
                 spec.underlay,

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bot.lab import faults
-from bot.lab.lab import Lab
-from bot.lab.topology import LabSpec
+from flannel_bot.lab import faults
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.topology import LabSpec
 
 
 class _Control(BaseHTTPRequestHandler):

@@ -2,7 +2,8 @@
 
 Nodes reach 10.96.0.1:443 only through kube-proxy's DNAT to this listener, so a TCP connect from a
 node tells, as on a real node, whether the API service works there. It answers every request the
-way kube-apiserver answers an anonymous one. Run: `python -m bot.lab.endpoint ADDRESS PORT LABDIR`
+way kube-apiserver answers an anonymous one.
+Run: `python -m flannel_bot.lab.endpoint ADDRESS PORT LABDIR`
 (the lab directory in the command line is how `lab down` finds the process).
 """
 

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.lab import flannel, k3s, objects
-from bot.lab.apiserver import StatusError
-from bot.lab.lab import Lab, flush_pod_route_cache
-from bot.lab.network import in_netns, ip_batch, node_exec, run, write_sysctl
-from bot.lab.nodes import sandbox_id, write_ipam
-from bot.lab.objects import FLANNEL_DS, FLANNEL_NS
-from bot.lab.topology import (
+from flannel_bot.lab import flannel, k3s, objects
+from flannel_bot.lab.apiserver import StatusError
+from flannel_bot.lab.lab import Lab, flush_pod_route_cache
+from flannel_bot.lab.network import in_netns, ip_batch, node_exec, run, write_sysctl
+from flannel_bot.lab.nodes import sandbox_id, write_ipam
+from flannel_bot.lab.objects import FLANNEL_DS, FLANNEL_NS
+from flannel_bot.lab.topology import (
     API_SERVICE_IP,
     K3S_CNI_BIN_DIR,
     SERVICE_CIDR,

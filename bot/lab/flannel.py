@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from bot.diagnosis.kube_proxy_config import unknown_fields
-from bot.lab.network import API_ENDPOINT_PORT, ip_batch, node_exec, run, write_sysctl
-from bot.lab.topology import (
+from flannel_bot.diagnosis.kube_proxy_config import unknown_fields
+from flannel_bot.lab.network import API_ENDPOINT_PORT, ip_batch, node_exec, run, write_sysctl
+from flannel_bot.lab.topology import (
     API_SERVICE_IP,
     CLUSTER_CIDR,
     VXLAN_ID,

@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 import yaml
 
-from bot.lab import flannel
-from bot.lab.topology import (
+from flannel_bot.lab import flannel
+from flannel_bot.lab.topology import (
     CLUSTER_CIDR,
     K3S_CONFIG,
     K3S_FLANNEL_CONF,

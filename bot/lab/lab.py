@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.lab import flannel, k3s, objects
-from bot.lab.apiserver import ApiServer, StatusError
-from bot.lab.network import (
+from flannel_bot.lab import flannel, k3s, objects
+from flannel_bot.lab.apiserver import ApiServer, StatusError
+from flannel_bot.lab.network import (
     LabError,
     in_netns,
     ip_batch,
@@ -35,9 +35,9 @@ from bot.lab.network import (
     sshd_pid,
     teardown,
 )
-from bot.lab.nodes import ClientFiles, build_nodes, pod_ping, sandbox_id
-from bot.lab.objects import FLANNEL_DS, FLANNEL_NS
-from bot.lab.topology import API_SERVICE_IP, LabSpec, NodeSpec
+from flannel_bot.lab.nodes import ClientFiles, build_nodes, pod_ping, sandbox_id
+from flannel_bot.lab.objects import FLANNEL_DS, FLANNEL_NS
+from flannel_bot.lab.topology import API_SERVICE_IP, LabSpec, NodeSpec
 
 FLANNEL_SA_USER = "system:serviceaccount:kube-flannel:flannel"
 

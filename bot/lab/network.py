@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from bot.lab.topology import (
+from flannel_bot.lab.topology import (
     API_SERVICE_IP,
     CLUSTER_CIDR,
     K3S_ONLY_MOUNT_POINTS,
@@ -135,7 +135,7 @@ def build_service_namespace(spec: LabSpec) -> None:
             ns,
             sys.executable,
             "-m",
-            "bot.lab.endpoint",
+            "flannel_bot.lab.endpoint",
             spec.svc_ip,
             str(API_ENDPOINT_PORT),
             str(spec.dir),

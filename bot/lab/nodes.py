@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.lab import flannel, k3s
-from bot.lab.network import (
+from flannel_bot.lab import flannel, k3s
+from flannel_bot.lab.network import (
     add_pod,
     build_node,
     build_service_namespace,
@@ -25,7 +25,7 @@ from bot.lab.network import (
     teardown,
     wait_for_sshd,
 )
-from bot.lab.topology import VXLAN_MTU, LabSpec, NodeSpec
+from flannel_bot.lab.topology import VXLAN_MTU, LabSpec, NodeSpec
 
 
 @dataclass(frozen=True)

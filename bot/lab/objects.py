@@ -13,9 +13,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.lab.flannel import CNI_CONF, NET_CONF
-from bot.lab.k3s import DATA_HASH, default_args
-from bot.lab.topology import API_SERVICE_IP, K3S_VERSION, LabSpec, NodeSpec
+from flannel_bot.lab.flannel import CNI_CONF, NET_CONF
+from flannel_bot.lab.k3s import DATA_HASH, default_args
+from flannel_bot.lab.topology import API_SERVICE_IP, K3S_VERSION, LabSpec, NodeSpec
 
 FLANNEL_NS = "kube-flannel"
 FLANNEL_DS = "kube-flannel-ds"

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from bot.errors import ApiError, BotError
-from bot.ports.clock import Clock
+from flannel_bot.errors import ApiError, BotError
+from flannel_bot.ports.clock import Clock
 
 log = logging.getLogger(__name__)
 

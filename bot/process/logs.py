@@ -16,7 +16,7 @@ import logging
 import re
 from datetime import UTC, datetime
 
-from bot.redaction import redact
+from flannel_bot.redaction import redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTINUATION = "  | "

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from bot.ports.clock import parse_iso
-from bot.ports.store import RUN_ENDINGS, Event, EventKind, RunStatus
+from flannel_bot.ports.clock import parse_iso
+from flannel_bot.ports.store import RUN_ENDINGS, Event, EventKind, RunStatus
 
 # a runbook step: a check that retries for minutes, a DaemonSet rollout for up to half an hour
 STEP_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TextIO, TypeVar
 
-from bot.redaction import redact
+from flannel_bot.redaction import redact
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from bot.ports.probes import recognise
+from flannel_bot.ports.probes import recognise
 
 
 class Risk(enum.Enum):

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bot.ports.cluster import KubeExecutor
-from bot.ports.nodes import NodeExecutor
-from bot.runs.actions import (
+from flannel_bot.ports.cluster import KubeExecutor
+from flannel_bot.ports.nodes import NodeExecutor
+from flannel_bot.runs.actions import (
     Action,
     CreateObject,
     DeletePod,

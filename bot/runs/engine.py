@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from bot.errors import (
+from flannel_bot.errors import (
     ApprovalRefused,
     BotError,
     ExecutorError,
@@ -26,10 +26,10 @@ from bot.errors import (
     UnknownNode,
     UserError,
 )
-from bot.ports.clock import Clock, iso, parse_iso
-from bot.ports.cluster import KubeExecutor
-from bot.ports.nodes import NodeExecutor
-from bot.ports.store import (
+from flannel_bot.ports.clock import Clock, iso, parse_iso
+from flannel_bot.ports.cluster import KubeExecutor
+from flannel_bot.ports.nodes import NodeExecutor
+from flannel_bot.ports.store import (
     TERMINAL,
     EventKind,
     Requester,
@@ -38,14 +38,14 @@ from bot.ports.store import (
     Store,
     Tx,
 )
-from bot.runs.actions import Action, Risk, RunOnNode
-from bot.runs.appliers import Reach, applier_for
-from bot.runs.facts import LiveFacts
-from bot.runs.params import node_names_in, parse_params
-from bot.runs.plan import Plan, PlannedStep, build_plan
-from bot.runs.policy import Policy
-from bot.runs.registry import Registry
-from bot.runs.runbook import Runbook
+from flannel_bot.runs.actions import Action, Risk, RunOnNode
+from flannel_bot.runs.appliers import Reach, applier_for
+from flannel_bot.runs.facts import LiveFacts
+from flannel_bot.runs.params import node_names_in, parse_params
+from flannel_bot.runs.plan import Plan, PlannedStep, build_plan
+from flannel_bot.runs.policy import Policy
+from flannel_bot.runs.registry import Registry
+from flannel_bot.runs.runbook import Runbook
 
 T = TypeVar("T")
 AWAITING = RunStatus.AWAITING_APPROVAL

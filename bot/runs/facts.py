@@ -12,14 +12,14 @@ import shlex
 from collections.abc import Sequence
 from typing import TypeVar
 
-from bot.diagnosis.collect import collect
-from bot.diagnosis.findings import Finding
-from bot.diagnosis.node_facts import Fact
-from bot.diagnosis.rules import diagnose
-from bot.errors import ReadRefused
-from bot.ports.cluster import ClusterReader
-from bot.ports.nodes import CommandResult, NodeExecutor
-from bot.ports.probes import ProbeOutput, recognise
+from flannel_bot.diagnosis.collect import collect
+from flannel_bot.diagnosis.findings import Finding
+from flannel_bot.diagnosis.node_facts import Fact
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.errors import ReadRefused
+from flannel_bot.ports.cluster import ClusterReader
+from flannel_bot.ports.nodes import CommandResult, NodeExecutor
+from flannel_bot.ports.probes import ProbeOutput, recognise
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from bot.errors import ParameterError, shown
-from bot.runs.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, NodeName
+from flannel_bot.errors import ParameterError, shown
+from flannel_bot.runs.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, NodeName
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}

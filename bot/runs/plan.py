@@ -14,13 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.diagnosis.evidence import distribution_of
-from bot.errors import PlanRefused, ReadRefused
-from bot.runs.actions import Action, Risk
-from bot.runs.appliers import applier_for
-from bot.runs.distributions import refused_somewhere, wrong_on
-from bot.runs.params import params_to_json
-from bot.runs.runbook import Facts, Runbook, Step
+from flannel_bot.diagnosis.evidence import distribution_of
+from flannel_bot.errors import PlanRefused, ReadRefused
+from flannel_bot.runs.actions import Action, Risk
+from flannel_bot.runs.appliers import applier_for
+from flannel_bot.runs.distributions import refused_somewhere, wrong_on
+from flannel_bot.runs.params import params_to_json
+from flannel_bot.runs.runbook import Facts, Runbook, Step
 
 NO_CHANGE = "already in the desired state"
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.errors import ApprovalRefused, NotAllowed
-from bot.runs.actions import Risk
-from bot.runs.runbook import Runbook
+from flannel_bot.errors import ApprovalRefused, NotAllowed
+from flannel_bot.runs.actions import Risk
+from flannel_bot.runs.runbook import Runbook
 
 ANYONE = "*"
 

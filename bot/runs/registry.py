@@ -11,21 +11,35 @@ import hashlib
 import importlib
 import json
 import pkgutil
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from bot.errors import RunbookLockMismatch, UnknownRunbook
-from bot.runs.actions import Risk
-from bot.runs.params import check_params_class
-from bot.runs.runbook import RUNBOOK_ID, Runbook, Step, Version
+from flannel_bot.errors import RunbookLockMismatch, UnknownRunbook
+from flannel_bot.runs.actions import Risk
+from flannel_bot.runs.params import check_params_class
+from flannel_bot.runs.runbook import RUNBOOK_ID, Runbook, Step, Version
 
 LOCK_FILE = "runbooks.lock"
+# the runbooks' import name: the checkout's runbooks/ folder, installed under a name of its own
+RUNBOOKS_PACKAGE = "flannel_bot_runbooks"
 
 
 class RunbookDefinitionError(TypeError):
     """A runbook module does not follow the runbook API; a bug in that module."""
+
+
+# The package's import names as the source is hashed: written as they were before the package had
+# names of its own (`bot`, `runbooks`), because renaming what a runbook imports does not change
+# what it does, and hashes pinned in audit logs and approvals before the rename stay valid.
+_IMPORT_NAMES = re.compile(rb"\bflannel_bot(_runbooks)?\b")
+
+
+def hashed_text(source: bytes) -> bytes:
+    """The bytes a runbook's hash covers: its source with the package's import names normalised."""
+    return _IMPORT_NAMES.sub(lambda m: b"runbooks" if m[1] else b"bot", source)
 
 
 def code_hash(module: ModuleType) -> str:
@@ -35,11 +49,11 @@ def code_hash(module: ModuleType) -> str:
     if path is None:
         raise RunbookDefinitionError(f"{module.__name__} has no source file to hash")
     source = Path(path).read_bytes()
-    digest = hashlib.sha256(source)
+    digest = hashlib.sha256(hashed_text(source))
     for helper in _private_imports(module.__name__, source):
         helper_path = Path(path).with_name(f"{helper}.py")
         if helper_path.is_file():
-            digest.update(b"\0" + helper.encode() + b"\0" + helper_path.read_bytes())
+            digest.update(b"\0" + helper.encode() + b"\0" + hashed_text(helper_path.read_bytes()))
     return "sha256:" + digest.hexdigest()
 
 
@@ -122,7 +136,7 @@ class Registry:
             versions[rb.version] = rb
 
     @classmethod
-    def from_package(cls, package: str = "runbooks") -> Registry:
+    def from_package(cls, package: str = RUNBOOKS_PACKAGE) -> Registry:
         pkg = importlib.import_module(package)
         modules = [
             importlib.import_module(f"{package}.{info.name}")
@@ -202,6 +216,6 @@ def write_lock(path: Path, lock: dict[str, str]) -> None:
     path.write_text(json.dumps(dict(sorted(lock.items())), indent=2) + "\n")
 
 
-def lock_path(package: str = "runbooks") -> Path:
+def lock_path(package: str = RUNBOOKS_PACKAGE) -> Path:
     pkg = importlib.import_module(package)
     return Path(next(iter(pkg.__path__))) / LOCK_FILE

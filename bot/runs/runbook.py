@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, Protocol, TypeVar
 
-from bot.diagnosis.findings import Finding
-from bot.diagnosis.node_facts import Fact
-from bot.ports.cluster import ClusterReader
-from bot.ports.nodes import CommandResult
-from bot.runs.actions import Action, Risk
+from flannel_bot.diagnosis.findings import Finding
+from flannel_bot.diagnosis.node_facts import Fact
+from flannel_bot.ports.cluster import ClusterReader
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.runs.actions import Action, Risk
 
 NodeName = NewType("NodeName", str)
 """A Kubernetes node name: DNS-1123 subdomain, checked against the cluster at plan time."""

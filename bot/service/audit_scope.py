@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bot.ports.store import Requester, RunRecord
-from bot.runs.policy import Policy
+from flannel_bot.ports.store import Requester, RunRecord
+from flannel_bot.runs.policy import Policy
 
 
 def confined_to(who: Requester, policy: Policy) -> str | None:

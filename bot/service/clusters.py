@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from bot.errors import UnknownCluster
-from bot.ports.cluster import ClusterReader
-from bot.ports.nodes import NodeExecutor
-from bot.runs.engine import Engine
-from bot.runs.policy import Policy
+from flannel_bot.errors import UnknownCluster
+from flannel_bot.ports.cluster import ClusterReader
+from flannel_bot.ports.nodes import NodeExecutor
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bot.errors import CommandSyntaxError, shown
-from bot.runs.runbook import DNS1123_SUBDOMAIN
-from bot.service.report import parse_moment, parse_span
+from flannel_bot.errors import CommandSyntaxError, shown
+from flannel_bot.runs.runbook import DNS1123_SUBDOMAIN
+from flannel_bot.service.report import parse_moment, parse_span
 
 USAGE: Mapping[str, str] = {
     "help": "help [command]",

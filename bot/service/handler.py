@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.diagnosis.collect import collect
-from bot.errors import (
+from flannel_bot.diagnosis.collect import collect
+from flannel_bot.errors import (
     AuditChainBroken,
     AuditLogError,
     BotError,
@@ -26,15 +26,15 @@ from bot.errors import (
     UnknownNode,
     UserError,
 )
-from bot.ports.clock import iso
-from bot.ports.store import Event, EventFilter, EventKind, Requester, RunRecord, Store
-from bot.runs.engine import Engine
-from bot.runs.params import describe_params
-from bot.service import audit_scope, report
-from bot.service import commands as c
-from bot.service.clusters import Cluster, Clusters
-from bot.service.report import STREAMED
-from bot.service.views import diagnosis_view, plan_view, run_view, selection
+from flannel_bot.ports.clock import iso
+from flannel_bot.ports.store import Event, EventFilter, EventKind, Requester, RunRecord, Store
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.params import describe_params
+from flannel_bot.service import audit_scope, report
+from flannel_bot.service import commands as c
+from flannel_bot.service.clusters import Cluster, Clusters
+from flannel_bot.service.report import STREAMED
+from flannel_bot.service.views import diagnosis_view, plan_view, run_view, selection
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.ports.clock import iso, parse_iso
-from bot.ports.store import RUN_ENDINGS, Event, EventKind, RunRecord
+from flannel_bot.ports.clock import iso, parse_iso
+from flannel_bot.ports.store import RUN_ENDINGS, Event, EventKind, RunRecord
 
 _SPAN = re.compile(r"\A([0-9]{1,6})([smhdw])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -6,14 +6,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.rules import diagnose
-from bot.ports.store import RunRecord
-from bot.runs.actions import Risk
-from bot.runs.distributions import wrong_on
-from bot.runs.plan import Plan
-from bot.runs.registry import Registry
-from bot.service import report
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.ports.store import RunRecord
+from flannel_bot.runs.actions import Risk
+from flannel_bot.runs.distributions import wrong_on
+from flannel_bot.runs.plan import Plan
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service import report
 
 
 def diagnosis_view(

@@ -27,20 +27,20 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
-from bot.errors import UserError
-from bot.ports.store import Requester
-from bot.service import commands as c
-from bot.service.handler import Reply
-from bot.settings import SlackSettings
-from bot.slack.beacon import Beacon
-from bot.slack.blocks import mrkdwn_code, mrkdwn_escape
-from bot.slack.client import SafeWebClient
-from bot.slack.deliveries import command_keys
-from bot.slack.identity import Identity
-from bot.slack.messages import Messages
-from bot.slack.origin import click_refusal, command_refusal, team_of
-from bot.slack.progress import Progress
-from bot.wiring import App
+from flannel_bot.errors import UserError
+from flannel_bot.ports.store import Requester
+from flannel_bot.service import commands as c
+from flannel_bot.service.handler import Reply
+from flannel_bot.settings import SlackSettings
+from flannel_bot.slack.beacon import Beacon
+from flannel_bot.slack.blocks import mrkdwn_code, mrkdwn_escape
+from flannel_bot.slack.client import SafeWebClient
+from flannel_bot.slack.deliveries import command_keys
+from flannel_bot.slack.identity import Identity
+from flannel_bot.slack.messages import Messages
+from flannel_bot.slack.origin import click_refusal, command_refusal, team_of
+from flannel_bot.slack.progress import Progress
+from flannel_bot.wiring import App
 
 log = logging.getLogger(__name__)
 PLAN_FIX = re.compile(r"\Aplan_fix:[0-9]+\Z")  # Bolt matches with re.search

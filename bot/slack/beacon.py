@@ -15,7 +15,7 @@ import threading
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.ports.store import ChainReport, Store
+from flannel_bot.ports.store import ChainReport, Store
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.web import SlackResponse
 
-from bot.errors import BotError
-from bot.redaction import redact, scrub
-from bot.slack.blocks import defuse
+from flannel_bot.errors import BotError
+from flannel_bot.redaction import redact, scrub
+from flannel_bot.slack.blocks import defuse
 
 # the credential a request presents to Slack (apps.connections.open sends the app token so)
 _CREDENTIALS = frozenset({"token"})

@@ -16,10 +16,10 @@ from typing import Any
 
 from slack_bolt.request import BoltRequest
 
-from bot.process.metrics import METRICS
-from bot.slack import gate
-from bot.slack.app import SlackAdapter
-from bot.slack.server import WsgiApp
+from flannel_bot.process.metrics import METRICS
+from flannel_bot.slack import gate
+from flannel_bot.slack.app import SlackAdapter
+from flannel_bot.slack.server import WsgiApp
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from bot.errors import BotError
+from flannel_bot.errors import BotError
 
 SIGNATURE_WINDOW = 300  # seconds a signature stays valid either side of now (Slack's docs)
 _DIGITS = re.compile(r"[0-9]{1,12}")

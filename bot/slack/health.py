@@ -8,7 +8,7 @@ from __future__ import annotations
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.settings import SlackSettings
+from flannel_bot.settings import SlackSettings
 
 __all__ = ["WebClient", "slack_health"]
 

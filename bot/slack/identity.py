@@ -17,8 +17,8 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.runs.policy import Policy
-from bot.settings import SlackSettings
+from flannel_bot.runs.policy import Policy
+from flannel_bot.settings import SlackSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot.redaction import scrub
-from bot.render import Renderer
-from bot.service.handler import Reply
-from bot.slack.blocks import (
+from flannel_bot.redaction import scrub
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Reply
+from flannel_bot.slack.blocks import (
     check_limits,
     mrkdwn,
     mrkdwn_escape,

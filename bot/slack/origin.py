@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.errors import UserError, WrongChannel, WrongWorkspace
-from bot.ports.store import RunRecord
+from flannel_bot.errors import UserError, WrongChannel, WrongWorkspace
+from flannel_bot.ports.store import RunRecord
 
 
 def team_of(body: Mapping[str, Any]) -> str:

@@ -20,11 +20,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.ports.clock import Clock, parse_iso
-from bot.ports.store import TERMINAL, Event, EventKind, RunRecord, Store
-from bot.service.views import run_view
-from bot.slack.blocks import mrkdwn_escape
-from bot.slack.messages import Messages
+from flannel_bot.ports.clock import Clock, parse_iso
+from flannel_bot.ports.store import TERMINAL, Event, EventKind, RunRecord, Store
+from flannel_bot.service.views import run_view
+from flannel_bot.slack.blocks import mrkdwn_escape
+from flannel_bot.slack.messages import Messages
 
 log = logging.getLogger(__name__)
 APPROVAL_EVENTS = {

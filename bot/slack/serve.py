@@ -23,13 +23,13 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-from bot.process.leader import LeaderElector
-from bot.process.metrics import METRICS, EventMetrics, Metrics
-from bot.settings import ConfigError, SlackSettings
-from bot.slack.app import SlackAdapter
-from bot.slack.events import answer, slack_events
-from bot.slack.server import HttpServer, WsgiApp
-from bot.wiring import App
+from flannel_bot.process.leader import LeaderElector
+from flannel_bot.process.metrics import METRICS, EventMetrics, Metrics
+from flannel_bot.settings import ConfigError, SlackSettings
+from flannel_bot.slack.app import SlackAdapter
+from flannel_bot.slack.events import answer, slack_events
+from flannel_bot.slack.server import HttpServer, WsgiApp
+from flannel_bot.wiring import App
 
 log = logging.getLogger(__name__)
 

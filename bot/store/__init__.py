@@ -4,6 +4,6 @@ The only code that imports sqlite3 and sqlite_utils: the hash chain, runs, appro
 locks, deliveries and migrations, with secrets scrubbed before anything is written.
 """
 
-from bot.store.database import SqliteStore, SqliteTx
+from flannel_bot.store.database import SqliteStore, SqliteTx
 
 __all__ = ["SqliteStore", "SqliteTx"]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _quote  # what json.dumps uses
 from typing import Any
 
-from bot.ports.store import ChainReport
+from flannel_bot.ports.store import ChainReport
 
 GENESIS = "0" * 64
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.ports.store import RUN_ENDINGS, TERMINAL, EventKind
-from bot.store.redact import scrub
+from flannel_bot.ports.store import RUN_ENDINGS, TERMINAL, EventKind
+from flannel_bot.store.redact import scrub
 
 WATCHED: frozenset[str] = RUN_ENDINGS | {
     EventKind.RUN_STARTED,

@@ -29,7 +29,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from bot.errors import (
+from flannel_bot.errors import (
     AuditChainBroken,
     AuditLogBusy,
     AuditLogCorrupt,
@@ -39,8 +39,8 @@ from bot.errors import (
     TargetBusy,
     UnknownRun,
 )
-from bot.ports.clock import Clock, SystemClock, iso
-from bot.ports.store import (
+from flannel_bot.ports.clock import Clock, SystemClock, iso
+from flannel_bot.ports.store import (
     Approval,
     ChainReport,
     Event,
@@ -49,7 +49,7 @@ from bot.ports.store import (
     RunRecord,
     RunStatus,
 )
-from bot.store.audit import (
+from flannel_bot.store.audit import (
     GENESIS,
     at_the_end,
     event_hash,
@@ -58,9 +58,9 @@ from bot.store.audit import (
     walk,
     walked,
 )
-from bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
-from bot.store.migrations import MIGRATIONS
-from bot.store.redact import scrub
+from flannel_bot.store.crosscheck import FACTS, RUN_COLUMNS, WATCHED, ChainedRuns
+from flannel_bot.store.migrations import MIGRATIONS
+from flannel_bot.store.redact import scrub
 
 log = logging.getLogger(__name__)
 # how long a Slack delivery is remembered: Slack retries a request 3 times within 5 minutes, and

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.redaction import redact
-from bot.redaction import scrub as scrub_with
+from flannel_bot.redaction import redact
+from flannel_bot.redaction import scrub as scrub_with
 
 MAX_TEXT = 16 * 1024
 

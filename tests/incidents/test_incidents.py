@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.runs.registry import Registry
-from bot.service.views import diagnosis_view
-from bot.wiring import evidence_from_bundle
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service.views import diagnosis_view
+from flannel_bot.wiring import evidence_from_bundle
 from tests.incidents.assemble import BUNDLES, CASES, assemble
 
-REGISTRY = Registry.from_package("runbooks")
+REGISTRY = Registry.from_package()
 ALL = sorted(CASES.glob("*.json"))
 INCLUDED = [c for c in ALL if not json.loads(c.read_text()).get("excluded")]
 

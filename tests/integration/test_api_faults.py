@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.diagnosis.collect import collect_api
-from bot.diagnosis.rules import diagnose
-from bot.errors import ApiError
-from bot.executors.kube import KubeClient, KubeSettings
-from bot.lab import objects
-from bot.lab.apiserver import ApiServer
-from bot.lab.topology import LabSpec
+from flannel_bot.diagnosis.collect import collect_api
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.errors import ApiError
+from flannel_bot.executors.kube import KubeClient, KubeSettings
+from flannel_bot.lab import objects
+from flannel_bot.lab.apiserver import ApiServer
+from flannel_bot.lab.topology import LabSpec
 
 pytestmark = pytest.mark.integration
 SPEC = LabSpec(name="af", nodes=2)

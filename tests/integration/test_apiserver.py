@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
-from bot.lab.apiserver import ApiServer, StatusError
+from flannel_bot.lab.apiserver import ApiServer, StatusError
 
 pytestmark = pytest.mark.integration
 

@@ -13,22 +13,22 @@ from typing import Any
 
 import pytest
 
-from bot.diagnosis.collect import collect
-from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.diagnosis.rule import rank
-from bot.diagnosis.rules import diagnose
-from bot.errors import ExecutorError, NodeUnreachable, NotFound, UserError
-from bot.executors import bundle as bundle_module
-from bot.executors.bundle import BundleReader, write_bundle
-from bot.executors.kube import KubeClient, KubeSettings
-from bot.executors.snapshot import SnapshotCluster
-from bot.lab import objects
-from bot.lab.apiserver import ApiServer
-from bot.lab.topology import LabSpec
-from bot.ports.cluster import Recording
-from bot.ports.nodes import CommandResult
-from bot.ports.probes import BY_ID, PROBES
-from bot.wiring import evidence_from_bundle
+from flannel_bot.diagnosis.collect import collect
+from flannel_bot.diagnosis.evidence import Evidence, ProbeOutput
+from flannel_bot.diagnosis.rule import rank
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.errors import ExecutorError, NodeUnreachable, NotFound, UserError
+from flannel_bot.executors import bundle as bundle_module
+from flannel_bot.executors.bundle import BundleReader, write_bundle
+from flannel_bot.executors.kube import KubeClient, KubeSettings
+from flannel_bot.executors.snapshot import SnapshotCluster
+from flannel_bot.lab import objects
+from flannel_bot.lab.apiserver import ApiServer
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.cluster import Recording
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.probes import BY_ID, PROBES
+from flannel_bot.wiring import evidence_from_bundle
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration

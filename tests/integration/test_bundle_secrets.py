@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.executors.bundle import write_bundle
-from bot.executors.kube import KubeClient, KubeSettings
-from bot.lab import objects
-from bot.lab.apiserver import ApiServer
-from bot.lab.topology import LabSpec
-from bot.ports.nodes import CommandResult
-from bot.wiring import evidence_from_bundle
+from flannel_bot.executors.bundle import write_bundle
+from flannel_bot.executors.kube import KubeClient, KubeSettings
+from flannel_bot.lab import objects
+from flannel_bot.lab.apiserver import ApiServer
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.wiring import evidence_from_bundle
 from tests.secret_corpus import LOOK_ALIKES, RSA, SECRETS
 
 pytestmark = pytest.mark.integration

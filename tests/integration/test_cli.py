@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from bot.runs.registry import Registry
+from flannel_bot.runs.registry import Registry
 from tests.integration.conftest import REPO, BotEnv
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ def test_runbooks_lists_versions_and_risk(env: BotEnv) -> None:
     out = env.cli("runbooks", check=True).stdout
     assert "flannel.restart-pods@1.1.0" in out and "flannel.restart-pods@1.0.0" in out
     assert "[DESTRUCTIVE]" in out and "(default)" in out
-    registry = Registry.from_package("runbooks")
+    registry = Registry.from_package()
     for rb in registry.all():
         line = next(x for x in out.splitlines() if x.startswith(f"{rb.ref} "))
         assert f"{rb.risk.marker}" in line and rb.summary in line, line
@@ -25,7 +25,7 @@ def test_runbooks_lists_versions_and_risk(env: BotEnv) -> None:
 
 def test_help_lists_every_runbook_with_version_risk_and_summary(env: BotEnv) -> None:
     out = env.cli("help", check=True).stdout
-    registry = Registry.from_package("runbooks")
+    registry = Registry.from_package()
     for rb in registry.newest():
         line = next(x for x in out.splitlines() if x.strip().startswith(f"{rb.id} "))
         assert str(rb.version) in line and rb.risk.marker in line and rb.summary in line, line

@@ -154,7 +154,7 @@ def heavy_modules_after(newcomer: Newcomer, args: list[str], heavy: tuple[str, .
     """`bot.cli.main(args)` in a fresh interpreter: "HEAVY <heavy modules imported> <exit>"."""
     probe = (
         "import sys\n"
-        "from bot.cli import main\n"
+        "from flannel_bot.cli import main\n"
         f"code = main({args!r})\n"
         f"heavy = sorted(m for m in {heavy!r} if m in sys.modules)\n"
         "print('HEAVY', ' '.join(heavy), code)\n"

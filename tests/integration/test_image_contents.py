@@ -66,10 +66,10 @@ def test_what_the_dockerfile_copies_installs_and_runs_outside_the_checkout(
         "import sys, json\n"
         f"sys.path[:0] = [{str(site_dir)!r}]\n"
         f"sys.path += {site.getsitepackages()!r}\n"  # the dependencies
-        "import bot, runbooks\n"
-        f"assert bot.__file__.startswith({str(site_dir)!r}), bot.__file__\n"
-        f"assert runbooks.__file__.startswith({str(site_dir)!r}), runbooks.__file__\n"
-        "from bot.cli import main\n"
+        "import flannel_bot, flannel_bot_runbooks\n"
+        f"assert flannel_bot.__file__.startswith({str(site_dir)!r}), flannel_bot.__file__\n"
+        f"assert flannel_bot_runbooks.__file__.startswith({str(site_dir)!r})\n"
+        "from flannel_bot.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     env = {

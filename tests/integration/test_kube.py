@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.errors import (
+from flannel_bot.errors import (
     ApiError,
     ApiForbidden,
     ApiUnreachable,
@@ -21,12 +21,12 @@ from bot.errors import (
     KubeConfigError,
     NotFound,
 )
-from bot.executors.kube import KubeClient, KubeSettings, describe_pod
-from bot.executors.kube import client as kube_client
-from bot.lab import objects
-from bot.lab.apiserver import ApiServer, write_kubeconfig
-from bot.lab.topology import LabSpec
-from bot.ports.cluster import (
+from flannel_bot.executors.kube import KubeClient, KubeSettings, describe_pod
+from flannel_bot.executors.kube import client as kube_client
+from flannel_bot.lab import objects
+from flannel_bot.lab.apiserver import ApiServer, write_kubeconfig
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.cluster import (
     ContainerInfo,
     DaemonSetInfo,
     KubeExecutor,

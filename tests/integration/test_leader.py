@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bot.executors.kube import KubeClient, KubeSettings
-from bot.lab.apiserver import ApiServer
-from bot.process.leader import LeaderElector
+from flannel_bot.executors.kube import KubeClient, KubeSettings
+from flannel_bot.lab.apiserver import ApiServer
+from flannel_bot.process.leader import LeaderElector
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from bot.lab import objects
-from bot.lab.apiserver import ApiServer, StatusError
-from bot.lab.topology import LabSpec
-from bot.ports.store import Requester
-from bot.process.metrics import METRICS, Metrics
-from bot.settings import load_settings
-from bot.slack.serve import watch_metrics
-from bot.wiring import build_app
+from flannel_bot.lab import objects
+from flannel_bot.lab.apiserver import ApiServer, StatusError
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.store import Requester
+from flannel_bot.process.metrics import METRICS, Metrics
+from flannel_bot.settings import load_settings
+from flannel_bot.slack.serve import watch_metrics
+from flannel_bot.wiring import build_app
 from tests.integration.conftest import BotEnv
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.service.handler import Service
+from flannel_bot.service.handler import Service
 from tests.unit.test_reports import incident, report  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration

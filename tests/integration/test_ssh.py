@@ -24,7 +24,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from bot.errors import (
+from flannel_bot.errors import (
     AuthenticationFailed,
     CommandTimeout,
     ExecutorError,
@@ -34,11 +34,11 @@ from bot.errors import (
     NodeUnreachable,
     NodeUnresolved,
 )
-from bot.executors.ssh import SshExecutor, remote_command_line
-from bot.executors.ssh_settings import SshSettings
-from bot.ports.nodes import NodeExecutor
-from bot.process.metrics import METRICS
-from bot.wiring import count_ssh_error
+from flannel_bot.executors.ssh import SshExecutor, remote_command_line
+from flannel_bot.executors.ssh_settings import SshSettings
+from flannel_bot.ports.nodes import NodeExecutor
+from flannel_bot.process.metrics import METRICS
+from flannel_bot.wiring import count_ssh_error
 
 pytestmark = pytest.mark.integration
 

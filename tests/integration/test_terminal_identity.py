@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.ports.store import Requester
-from bot.settings import load_settings
-from bot.terminal import os_login
-from bot.wiring import build_app
+from flannel_bot.ports.store import Requester
+from flannel_bot.settings import load_settings
+from flannel_bot.terminal import os_login
+from flannel_bot.wiring import build_app
 from tests.integration.conftest import BotEnv
 
 pytestmark = pytest.mark.integration

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -29,6 +30,7 @@ CLASSIFIERS = {
     "Topic :: System :: Networking",
 }
 URLS = {"Homepage", "Documentation", "Changelog", "Issues"}
+NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".state")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("wheel")
     wheels = root / "dist"
     build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index"]
-    build += ["--no-build-isolation", "--wheel-dir", str(wheels), str(REPO)]
+    # from a copy: setuptools builds in the source tree, and a checkout's stale build/ (say, from
+    # before a package was renamed) would otherwise end up in the wheel
+    source = root / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    build += ["--no-build-isolation", "--wheel-dir", str(wheels), str(source)]
     done = subprocess.run(build, capture_output=True, text=True, cwd=root)
     assert done.returncode == 0, done.stderr
     env_dir = root / "venv"
@@ -109,7 +115,8 @@ def test_the_installed_bot_is_not_the_checkout_and_renders_with_its_own_template
         [
             str(bot.parent / "python"),
             "-c",
-            "import bot, bot.settings as s; print(bot.__file__); print(s.default_templates())",
+            "import flannel_bot, flannel_bot.settings as s; "
+            "print(flannel_bot.__file__); print(s.default_templates())",
         ],
         capture_output=True,
         text=True,
@@ -118,6 +125,25 @@ def test_the_installed_bot_is_not_the_checkout_and_renders_with_its_own_template
     ).stdout.split()
     assert not files[0].startswith(str(REPO)), files[0]
     assert files[1].endswith("share/flannel-bot/templates"), files[1]
+
+
+def test_the_wheel_installs_under_import_names_of_its_own(installed: tuple[Path, Path]) -> None:
+    """`bot` and `runbooks` are names other projects install too: the wheel must not take them."""
+    bot, work = installed
+    tops = subprocess.run(
+        [
+            str(bot.parent / "python"),
+            "-c",
+            "import importlib.metadata as m; d = m.distribution('flannel-bot'); "
+            "print('\\n'.join(sorted({str(f).split('/')[0] for f in d.files or ()})))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=work,
+    ).stdout.split()
+    packages = {t for t in tops if not t.endswith((".dist-info", ".."))}
+    assert packages == {"flannel_bot", "flannel_bot_runbooks"}, tops
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -182,8 +208,9 @@ def test_the_installed_bot_lists_runbooks_reports_and_renders_slack_from_its_own
         [
             str(bot.parent / "python"),
             "-c",
-            "import json; from bot.settings import default_templates; "
-            "from bot.slack.messages import Messages; from bot.service.handler import Reply; "
+            "import json; from flannel_bot.settings import default_templates; "
+            "from flannel_bot.slack.messages import Messages; "
+            "from flannel_bot.service.handler import Reply; "
             "data = json.load(open('diagnose.json')); "
             "m = Messages(default_templates()); "
             "print(json.dumps(m.reply(Reply('diagnose', data), '<@U1>', 'diagnose')))",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.executors.ssh import SshExecutor
-from bot.executors.ssh_settings import SshSettings
-from bot.lab.lab import Lab
-from bot.lab.topology import LabSpec
+from flannel_bot.executors.ssh import SshExecutor
+from flannel_bot.executors.ssh_settings import SshSettings
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.topology import LabSpec
 
 SPEC = LabSpec(name="tst", nodes=3, underlay="172.31.253.0/24", root=Path("/run/flannel-bot-test"))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from bot.lab.apiserver import PolicyRule
+from flannel_bot.lab.apiserver import PolicyRule
 from tests.rendered import KubectlMissing, in_ci, rendered_base
 
 REPO = Path(__file__).resolve().parents[2]

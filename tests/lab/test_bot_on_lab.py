@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.executors.kube import KubeClient
-from bot.lab.lab import Lab
-from bot.ports.clock import SystemClock
-from bot.settings import load_settings
-from bot.wiring import build_executors
+from flannel_bot.executors.kube import KubeClient
+from flannel_bot.lab.lab import Lab
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.settings import load_settings
+from flannel_bot.wiring import build_executors
 from tests.polling import newest_ready, poll
 
 pytestmark = pytest.mark.integration

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.diagnosis.collect import collect
-from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.executors.bundle import write_bundle
-from bot.executors.kube import KubeClient, KubeSettings
-from bot.executors.ssh import SshExecutor
-from bot.lab import faults
-from bot.lab.lab import Lab
-from bot.wiring import evidence_from_bundle
+from flannel_bot.diagnosis.collect import collect
+from flannel_bot.diagnosis.evidence import Evidence, ProbeOutput
+from flannel_bot.executors.bundle import write_bundle
+from flannel_bot.executors.kube import KubeClient, KubeSettings
+from flannel_bot.executors.ssh import SshExecutor
+from flannel_bot.lab import faults
+from flannel_bot.lab.lab import Lab
+from flannel_bot.wiring import evidence_from_bundle
 
 pytestmark = pytest.mark.integration
 

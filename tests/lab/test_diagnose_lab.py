@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bot.diagnosis.collect import collect
-from bot.diagnosis.findings import Finding
-from bot.diagnosis.rules import diagnose
-from bot.executors.bundle import write_bundle
-from bot.executors.kube import KubeClient
-from bot.lab import faults
-from bot.lab.lab import Lab
-from bot.ports.clock import SystemClock
-from bot.settings import load_settings
-from bot.wiring import build_executors, evidence_from_bundle
+from flannel_bot.diagnosis.collect import collect
+from flannel_bot.diagnosis.findings import Finding
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.executors.bundle import write_bundle
+from flannel_bot.executors.kube import KubeClient
+from flannel_bot.lab import faults
+from flannel_bot.lab.lab import Lab
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.settings import load_settings
+from flannel_bot.wiring import build_executors, evidence_from_bundle
 
 pytestmark = pytest.mark.integration
 NODE = "w2"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.lab.apiserver import PolicyRule
-from bot.lab.lab import Lab
+from flannel_bot.lab.apiserver import PolicyRule
+from flannel_bot.lab.lab import Lab
 
 from . import rbac
 

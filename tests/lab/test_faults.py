@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from bot.executors.ssh import SshExecutor
-from bot.lab import faults
-from bot.lab.lab import Lab
-from bot.lab.network import run
-from bot.lab.nodes import pod_ping
-from bot.lab.topology import NodeSpec
+from flannel_bot.executors.ssh import SshExecutor
+from flannel_bot.lab import faults
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.network import run
+from flannel_bot.lab.nodes import pod_ping
+from flannel_bot.lab.topology import NodeSpec
 from tests.lab.conftest import SPEC, all_reachable, healthy
 
 pytestmark = pytest.mark.integration

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from bot.executors.ssh import SshExecutor
-from bot.lab import faults, k3s
-from bot.lab.flannel import subnet_env
-from bot.lab.lab import Lab
-from bot.lab.network import in_netns, lab_links, lab_netns, lab_pids, run
-from bot.lab.topology import LabSpec
-from bot.ports.probes import BY_ID
+from flannel_bot.executors.ssh import SshExecutor
+from flannel_bot.lab import faults, k3s
+from flannel_bot.lab.flannel import subnet_env
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.network import in_netns, lab_links, lab_netns, lab_pids, run
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.probes import BY_ID
 from tests.lab.conftest import all_reachable, internal_ip, running_lab, ssh_settings
 
 pytestmark = pytest.mark.integration

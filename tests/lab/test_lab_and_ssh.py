@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import HostKeyChanged, NodeUnreachable
-from bot.executors.ssh import SshExecutor
-from bot.lab.lab import Lab
-from bot.lab.network import run, sshd_pid
+from flannel_bot.errors import HostKeyChanged, NodeUnreachable
+from flannel_bot.executors.ssh import SshExecutor
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.network import run, sshd_pid
 from tests.lab.conftest import all_reachable, internal_ip, ssh_settings
 
 pytestmark = pytest.mark.integration

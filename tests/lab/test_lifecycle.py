@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.lab.network import blackhole_metric, lab_links, lab_netns, lab_pids, run
-from bot.lab.topology import LabSpec
+from flannel_bot.lab.network import blackhole_metric, lab_links, lab_netns, lab_pids, run
+from flannel_bot.lab.topology import LabSpec
 
 pytestmark = pytest.mark.integration
 FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")

@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from bot.errors import ApprovalRefused, NotAllowed, ParameterError, UnknownNode
-from bot.lab import faults
-from bot.lab.lab import Lab
-from bot.lab.network import in_netns
-from bot.lab.nodes import write_ipam
-from bot.ports.probes import PROBES
-from bot.ports.store import Requester
-from bot.settings import load_settings
-from bot.wiring import App, build_app
+from flannel_bot.errors import ApprovalRefused, NotAllowed, ParameterError, UnknownNode
+from flannel_bot.lab import faults
+from flannel_bot.lab.lab import Lab
+from flannel_bot.lab.network import in_netns
+from flannel_bot.lab.nodes import write_ipam
+from flannel_bot.ports.probes import PROBES
+from flannel_bot.ports.store import Requester
+from flannel_bot.settings import load_settings
+from flannel_bot.wiring import App, build_app
 
 from . import rbac
 from .conftest import all_reachable

@@ -33,12 +33,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bot.diagnosis.findings import EvidenceLine, Finding, Fix
-from bot.diagnosis.node_facts import Fact
-from bot.errors import BotError, NotFound, ReadRefused
-from bot.executors.selectors import labels_match
-from bot.executors.snapshot import SnapshotCluster
-from bot.ports.cluster import (
+from flannel_bot.diagnosis.findings import EvidenceLine, Finding, Fix
+from flannel_bot.diagnosis.node_facts import Fact
+from flannel_bot.errors import BotError, NotFound, ReadRefused
+from flannel_bot.executors.selectors import labels_match
+from flannel_bot.executors.snapshot import SnapshotCluster
+from flannel_bot.ports.cluster import (
     ContainerInfo,
     DaemonSetInfo,
     NodeCondition,
@@ -48,20 +48,20 @@ from bot.ports.cluster import (
     ServicePort,
     Taint,
 )
-from bot.ports.nodes import CommandResult
-from bot.ports.probes import ProbeOutput, recognise
-from bot.runs.actions import Risk
-from bot.runs.params import parse_params
-from bot.runs.plan import Plan, build_plan
-from bot.runs.registry import Registry
-from bot.runs.runbook import Runbook
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.probes import ProbeOutput, recognise
+from flannel_bot.runs.actions import Risk
+from flannel_bot.runs.params import parse_params
+from flannel_bot.runs.plan import Plan, build_plan
+from flannel_bot.runs.registry import Registry
+from flannel_bot.runs.runbook import Runbook
 from tests.fakes import FakeClock
 
 T = TypeVar("T")
 
 CASES_DIR = Path(__file__).with_name("cases")
 CASE_FILES = sorted(CASES_DIR.rglob("*.json"))
-REGISTRY = Registry.from_package("runbooks")
+REGISTRY = Registry.from_package()
 
 CASE_KEYS = {"description", "runbook", "params", "cluster", "expect"}
 OPTIONAL_KEYS = {"findings"}

@@ -6,12 +6,12 @@ import dataclasses
 import inspect
 import pkgutil
 
-from bot.diagnosis import findings, rules
-from bot.runs.actions import Risk
-from bot.runs.params import parse_params
-from bot.runs.registry import Registry
+from flannel_bot.diagnosis import findings, rules
+from flannel_bot.runs.actions import Risk
+from flannel_bot.runs.params import parse_params
+from flannel_bot.runs.registry import Registry
 
-REGISTRY = Registry.from_package("runbooks")
+REGISTRY = Registry.from_package()
 
 FINDING_IDS = {
     "br-netfilter-missing", "ip-forward-disabled", "flannel-crashloop", "stale-interface-address",

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import RunbookLockMismatch
-from bot.runs.registry import Registry, lock_path, read_lock
+from flannel_bot.errors import RunbookLockMismatch
+from flannel_bot.runs.registry import Registry, hashed_text, lock_path, read_lock
 
 
 def test_every_runbook_version_matches_the_lock_file() -> None:
-    registry = Registry.from_package("runbooks")
-    problems = registry.lock_problems(read_lock(lock_path("runbooks")))
+    registry = Registry.from_package()
+    problems = registry.lock_problems(read_lock(lock_path()))
     assert problems == [], "\n".join(f"{p.ref} {p.problem}" for p in problems)
 
 
 def test_several_versions_coexist_and_the_newest_is_default() -> None:
-    registry = Registry.from_package("runbooks")
+    registry = Registry.from_package()
     refs = [rb.ref for rb in registry.all()]
     assert {f"flannel.restart-pods@1.{n}.0" for n in range(3)} <= set(refs)
     assert registry.get("flannel.restart-pods").ref == "flannel.restart-pods@1.2.0"
@@ -31,7 +31,7 @@ def copied_runbooks(tmp_path: Path) -> tuple[str, Path]:
     """A copy of the runbooks package under a new name, importable, to be edited."""
     name = f"rb_copy_{tmp_path.name.replace('-', '_')}"
     shutil.copytree(
-        lock_path("runbooks").parent, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
+        lock_path().parent, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
     )
     sys.path.insert(0, str(tmp_path))
     yield name, tmp_path / name
@@ -86,3 +86,11 @@ def test_editing_a_shared_helper_changes_every_runbook_that_imports_it(
     }
     assert "node.fix-br-netfilter@1.0.0" in users and "node.check@1.0.0" not in users
     assert changed == users
+
+
+def test_the_hash_reads_the_import_names_as_they_were_locked() -> None:
+    """Versions locked as `from bot...` keep their hash under `from flannel_bot...`; any other
+    change to the bytes still changes it."""
+    renamed = b"from flannel_bot.runbook import step\nfrom flannel_bot_runbooks import _common\n"
+    assert hashed_text(renamed) == b"from bot.runbook import step\nfrom runbooks import _common\n"
+    assert hashed_text(b"flannel_bots = 1\n") == b"flannel_bots = 1\n"

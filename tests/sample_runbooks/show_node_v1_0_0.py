@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.runbook import Action, Facts, NodeName, Risk, RunOnNode, step
+from flannel_bot.runbook import Action, Facts, NodeName, Risk, RunOnNode, step
 
 ID = "test.show-node"
 VERSION = "1.0.0"

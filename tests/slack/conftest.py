@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bot.settings import load_settings
-from bot.slack.app import SlackAdapter
-from bot.slack.serve import http_server
-from bot.wiring import build_app
+from flannel_bot.settings import load_settings
+from flannel_bot.slack.app import SlackAdapter
+from flannel_bot.slack.serve import http_server
+from flannel_bot.wiring import build_app
 from tests.fakes import FakeClock
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack
 from tests.slack.signing import (

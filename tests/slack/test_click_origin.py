@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.slack.origin import click_refusal, team_of
+from flannel_bot.slack.origin import click_refusal, team_of
 from tests.slack.conftest import SECRET, SlackBot
 from tests.slack.signing import (
     block_actions_payload,

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from bot.settings import ConfigError, parse_slack
-from bot.slack.server import HttpServer
+from flannel_bot.settings import ConfigError, parse_slack
+from flannel_bot.slack.server import HttpServer
 
 
 def slow_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -67,7 +67,7 @@ def test_connections_are_capped_by_the_descriptors_the_process_may_open() -> Non
         "import logging, resource\n"
         "logging.basicConfig(level=logging.WARNING)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (1100, 4000))\n"
-        "from bot.slack.server import connection_budget\n"
+        "from flannel_bot.slack.server import connection_budget\n"
         "print(connection_budget(2000), connection_budget(10000),"
         " resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
     )

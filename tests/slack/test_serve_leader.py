@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.lab.apiserver import ApiServer
+from flannel_bot.lab.apiserver import ApiServer
 from tests.slack.conftest import CONFIG, EXAMPLE_CLUSTER, SECRET
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack
 from tests.slack.signing import sign, slash_command_body

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bot.errors import UnknownRun
-from bot.slack.blocks import check_limits
+from flannel_bot.errors import UnknownRun
+from flannel_bot.slack.blocks import check_limits
 from tests.slack.conftest import SECRET, SlackBot
 from tests.slack.signing import sign, slash_command_body
 
@@ -202,7 +202,7 @@ def test_a_429_is_retried_after_retry_after(bot: SlackBot) -> None:
 
 
 def test_approving_in_the_shell_updates_the_slack_thread(bot: SlackBot) -> None:
-    from bot.ports.store import Requester
+    from flannel_bot.ports.store import Requester
 
     start_run(bot)
     engine = bot.adapter.app.engine
@@ -252,7 +252,7 @@ def test_every_other_reply_fits_block_kit(bot: SlackBot, text: str, expected: st
 
 
 def test_findings_that_do_not_fit_go_to_the_thread_as_a_file(bot: SlackBot) -> None:
-    from bot.service.handler import Reply
+    from flannel_bot.service.handler import Reply
     from tests.unit.test_diagnose_templates import many_findings, reply_data
 
     data = reply_data(many_findings(80), gaps=[])

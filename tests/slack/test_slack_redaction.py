@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import REPO_ROOT
-from bot.slack.client import UnredactableUpload
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.slack.client import UnredactableUpload
 from tests.secret_corpus import LOOK_ALIKES, RSA, RSA_BODY, SECRETS
 from tests.slack.conftest import SlackBot
 

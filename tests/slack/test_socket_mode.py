@@ -11,10 +11,10 @@ from urllib.parse import parse_qsl
 import pytest
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-from bot.settings import load_settings
-from bot.slack.app import SlackAdapter
-from bot.slack.serve import socket_mode_handler
-from bot.wiring import build_app
+from flannel_bot.settings import load_settings
+from flannel_bot.slack.app import SlackAdapter
+from flannel_bot.slack.serve import socket_mode_handler
+from flannel_bot.wiring import build_app
 from tests.fakes import FakeClock
 from tests.slack.conftest import CONFIG
 from tests.slack.fake_slack import FakeSlack, close_socket_mode_client

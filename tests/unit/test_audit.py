@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.ports.store import EventFilter
-from bot.runs.engine import Engine
-from bot.store import SqliteStore, audit
-from bot.store.audit import event_hash
-from bot.store.migrations import MIGRATIONS
+from flannel_bot.ports.store import EventFilter
+from flannel_bot.runs.engine import Engine
+from flannel_bot.store import SqliteStore, audit
+from flannel_bot.store.audit import event_hash
+from flannel_bot.store.migrations import MIGRATIONS
 from tests.conftest import who
 from tests.fakes import FakeClock
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import AuditChainBroken
-from bot.ports.store import ChainReport
-from bot.service.handler import Service
-from bot.slack.beacon import head_message
-from bot.store import SqliteStore
-from bot.store.audit import event_hash
+from flannel_bot.errors import AuditChainBroken
+from flannel_bot.ports.store import ChainReport
+from flannel_bot.service.handler import Service
+from flannel_bot.slack.beacon import head_message
+from flannel_bot.store import SqliteStore
+from flannel_bot.store.audit import event_hash
 from tests.conftest import who
 from tests.fakes import FakeClock
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import AuditChainBroken, AuditLogBusy, AuditLogCorrupt, AuditLogUnwritable
-from bot.store import SqliteStore
-from bot.store.database import DELIVERY_KEEP
+from flannel_bot.errors import AuditChainBroken, AuditLogBusy, AuditLogCorrupt, AuditLogUnwritable
+from flannel_bot.store import SqliteStore
+from flannel_bot.store.database import DELIVERY_KEEP
 from tests.fakes import FakeClock
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.ports.clock import SystemClock
-from bot.store import SqliteStore, database
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.store import SqliteStore, database
 
 EVENTS = 40  # the middle is event 20
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from bot.ports.store import EventKind
-from bot.runs.engine import Engine
-from bot.slack.beacon import Beacon
-from bot.store import SqliteStore
-from bot.store.audit import event_hash
+from flannel_bot.ports.store import EventKind
+from flannel_bot.runs.engine import Engine
+from flannel_bot.slack.beacon import Beacon
+from flannel_bot.store import SqliteStore
+from flannel_bot.store.audit import event_hash
 from tests.conftest import who
 from tests.unit.test_audit import busy_log, tamper
 

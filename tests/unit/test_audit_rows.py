@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from bot.render import Renderer
-from bot.service.handler import Service
-from bot.settings import REPO_ROOT
-from bot.store import SqliteStore
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.store import SqliteStore
 from tests.conftest import who
 from tests.fakes import FakeClock
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.net_conf import NetConf, backend_of, parse_net_conf
-from bot.diagnosis.rules import diagnose
-from bot.ports.cluster import ConfigMapInfo
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.net_conf import NetConf, backend_of, parse_net_conf
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.ports.cluster import ConfigMapInfo
 from tests.unit.test_rules import edit_json_probe, healthy, set_probe
 
 CM = ("kube-flannel", "kube-flannel-cfg")

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.diagnosis.collect import collect
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.rules import diagnose
-from bot.errors import ApiForbidden, NotFound
-from bot.executors.bundle import BundleReader, Limits
-from bot.ports.cluster import DaemonSetInfo
-from bot.wiring import evidence_from_bundle
+from flannel_bot.diagnosis.collect import collect
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.errors import ApiForbidden, NotFound
+from flannel_bot.executors.bundle import BundleReader, Limits
+from flannel_bot.ports.cluster import DaemonSetInfo
+from flannel_bot.wiring import evidence_from_bundle
 from tests.fakes import FakeClock, FakeCluster
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dump"

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from bot.diagnosis.catalogue import CATALOGUE, WHERE, Message
-from bot.diagnosis.catalogue.message import FLANNEL_LOG
-from bot.diagnosis.rules import RULES
-from bot.lab import objects
+from flannel_bot.diagnosis.catalogue import CATALOGUE, WHERE, Message
+from flannel_bot.diagnosis.catalogue.message import FLANNEL_LOG
+from flannel_bot.diagnosis.rules import RULES
+from flannel_bot.lab import objects
 from tests.unit.test_rules import SPEC
 
 RULE_IDS = frozenset(r.id for r in RULES)

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.errors import CommandSyntaxError
-from bot.service import commands as c
+from flannel_bot.errors import CommandSyntaxError
+from flannel_bot.service import commands as c
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,14 @@ import jinja2
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot.diagnosis.findings import SEVERITIES, EvidenceLine, Finding, Fix
-from bot.diagnosis.rule import rank
-from bot.diagnosis.rules import RULES
-from bot.render import Renderer
-from bot.service.handler import Reply
-from bot.settings import REPO_ROOT
-from bot.slack import blocks as sb
-from bot.slack.messages import Messages
+from flannel_bot.diagnosis.findings import SEVERITIES, EvidenceLine, Finding, Fix
+from flannel_bot.diagnosis.rule import rank
+from flannel_bot.diagnosis.rules import RULES
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Reply
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.slack import blocks as sb
+from flannel_bot.slack.messages import Messages
 
 TEMPLATES = REPO_ROOT / "templates"
 NODES = [

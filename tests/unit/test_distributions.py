@@ -7,14 +7,14 @@ from dataclasses import replace
 
 import pytest
 
-from bot.diagnosis.evidence import Evidence, ProbeOutput, since_flannel_came_up
-from bot.diagnosis.rules import diagnose
-from bot.errors import PlanRefused
-from bot.ports.store import Store
-from bot.runs.distributions import WRONG_ON
-from bot.runs.engine import Engine
-from bot.runs.registry import Registry
-from bot.service.views import diagnosis_view
+from flannel_bot.diagnosis.evidence import Evidence, ProbeOutput, since_flannel_came_up
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.errors import PlanRefused
+from flannel_bot.ports.store import Store
+from flannel_bot.runs.distributions import WRONG_ON
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service.views import diagnosis_view
 from tests.conftest import who
 from tests.fakes import FakeCluster
 from tests.unit.test_rules import healthy

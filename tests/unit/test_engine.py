@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import (
+from flannel_bot.errors import (
     ApprovalRefused,
     InvalidState,
     NotAllowed,
@@ -16,10 +16,10 @@ from bot.errors import (
     UnknownNode,
     UnknownRunbook,
 )
-from bot.runs.engine import Engine
-from bot.runs.policy import Policy, RunbookRule
-from bot.runs.registry import Registry, load_runbook
-from bot.store import SqliteStore
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.policy import Policy, RunbookRule
+from flannel_bot.runs.registry import Registry, load_runbook
+from flannel_bot.store import SqliteStore
 from tests.conftest import POLICY, who
 from tests.fakes import FakeClock, FakeCluster
 
@@ -248,7 +248,7 @@ def test_a_plan_needing_approval_runs_only_its_reads_before_it(
 ) -> None:
     """The change step comes before the destructive one, but the approver approves the whole
     plan: nothing is changed until then, and failed commands fail the run."""
-    from bot.ports.nodes import CommandResult
+    from flannel_bot.ports.nodes import CommandResult
 
     run = engine.start("test.node-bounce", {"node": "w1"}, who("alice"))
     assert run.status == "awaiting_approval" and run.next_step == 1
@@ -359,7 +359,7 @@ def test_change_step_without_check_is_rejected_at_load_time() -> None:
     module.__doc__ = "Bad."
     exec(
         "from dataclasses import dataclass\n"
-        "from bot.runbook import Risk, step\n"
+        "from flannel_bot.runbook import Risk, step\n"
         "ID = 'test.bad'\nVERSION = '1.0.0'\n"
         "@dataclass(frozen=True)\nclass Params:\n    pass\n"
         "@step('x', risk=Risk.DESTRUCTIVE)\ndef x(f, p):\n    return []\n",

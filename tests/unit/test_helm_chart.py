@@ -22,8 +22,8 @@ import helm_python as helm
 import pytest
 import yaml
 
-import bot
-from bot.settings import load_settings
+import flannel_bot
+from flannel_bot.settings import load_settings
 from tests.lab import rbac
 from tests.rendered import CHART, rendered_base_or_skip, rendered_chart
 
@@ -80,10 +80,10 @@ def test_the_chart_is_the_bots_version_and_its_image_tag() -> None:
     with helm.Chart.load(CHART) as loaded:
         metadata = loaded.metadata
     assert metadata["apiVersion"] == "v2"
-    assert metadata["appVersion"] == bot.__version__, "bump Chart.yaml appVersion with the bot"
+    assert metadata["appVersion"] == flannel_bot.__version__, "bump appVersion with the bot"
     deployment = chart()[("Deployment", "flannel-bot", "flannel-bot")]
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"ghcr.io/flannel-bot/flannel-bot:{bot.__version__}"
+    assert image == f"ghcr.io/flannel-bot/flannel-bot:{flannel_bot.__version__}"
 
 
 def test_defaults_render_the_objects_of_the_base_where_the_base_puts_them(

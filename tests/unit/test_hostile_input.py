@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.errors import UserError
-from bot.lab.topology import LabSpec
-from bot.runs.params import parse_params
-from bot.runs.registry import Registry
-from bot.runs.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, NodeName
-from bot.service import commands as c
-from bot.service.handler import Service
+from flannel_bot.errors import UserError
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.runs.params import parse_params
+from flannel_bot.runs.registry import Registry
+from flannel_bot.runs.runbook import DNS1123_SUBDOMAIN, INTERFACE_NAME, InterfaceName, NodeName
+from flannel_bot.service import commands as c
+from flannel_bot.service.handler import Service
 from tests.conftest import who
 
 REGISTRY = Registry.from_package("runbooks")

@@ -9,9 +9,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from bot.executors.known_hosts import patterns_match, read_known_hosts
-from bot.executors.ssh_settings import SshSettings
-from bot.settings import ConfigError, load_settings
+from flannel_bot.executors.known_hosts import patterns_match, read_known_hosts
+from flannel_bot.executors.ssh_settings import SshSettings
+from flannel_bot.settings import ConfigError, load_settings
 
 A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMGik4GvAAXhFEdrB3dJEmnGm4B9B36eo8RU/+mie1K6"
 B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMfcurzIBN+PK/hxgMnvt+mryQQq/Px4lGkXviZFjtpE"
@@ -38,7 +38,7 @@ def test_marker_lines_are_read_not_fatal(tmp_path: Path, caplog: pytest.LogCaptu
         "w6\n"
         f"@markedup w7 {A}\n"
     )
-    with caplog.at_level(logging.WARNING, logger="bot.executors.known_hosts"):
+    with caplog.at_level(logging.WARNING, logger="flannel_bot.executors.known_hosts"):
         known = read_known_hosts(path)
     assert known.lookup("w1") == {"ssh-ed25519": key(A)}
     assert known.lookup("w2") == {"ssh-ed25519": key(B)}  # hashed name
@@ -61,7 +61,7 @@ def test_an_unreadable_revoked_key_is_logged_as_an_error(
 ) -> None:
     path = tmp_path / "known_hosts"
     path.write_text("@revoked * ssh-ed25519 !!!\n")
-    with caplog.at_level(logging.ERROR, logger="bot.executors.known_hosts"):
+    with caplog.at_level(logging.ERROR, logger="flannel_bot.executors.known_hosts"):
         assert read_known_hosts(path).revoked == ()
     assert "cannot read this @revoked key" in caplog.text
 

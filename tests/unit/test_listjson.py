@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.executors.bundle.listjson import Listed, decode_items, nesting
+from flannel_bot.executors.bundle.listjson import Listed, decode_items, nesting
 
 TRICKY = st.text(alphabet='[]{}"\\/ azé\n\t\x00\u2028', max_size=12)
 VALUES = st.recursive(

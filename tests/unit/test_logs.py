@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.process.logs import configure
+from flannel_bot.process.logs import configure
 
 FORGED = "x\n2030-01-01 00:00:00,000 INFO bot.slack.app: approved by alice"
 RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")

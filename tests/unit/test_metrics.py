@@ -10,8 +10,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.ports.store import Event, EventKind
-from bot.process.metrics import EventMetrics, Metrics
+from flannel_bot.ports.store import Event, EventKind
+from flannel_bot.process.metrics import EventMetrics, Metrics
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bot.errors import ParameterError
-from bot.runs.params import check_params_class, parse_params
-from bot.runs.runbook import NodeName
+from flannel_bot.errors import ParameterError
+from flannel_bot.runs.params import check_params_class, parse_params
+from flannel_bot.runs.runbook import NodeName
 
 
 class Mode(enum.Enum):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.runs.engine import Engine
-from bot.settings import ConfigError, load_settings
+from flannel_bot.runs.engine import Engine
+from flannel_bot.settings import ConfigError, load_settings
 from tests.conftest import who
 from tests.fakes import FakeCluster
 
@@ -73,7 +73,7 @@ def test_json_logs_are_one_object_per_line() -> None:
     import logging
     import sys
 
-    from bot.process.logs import JsonFormatter
+    from flannel_bot.process.logs import JsonFormatter
 
     try:
         raise ValueError("boom")

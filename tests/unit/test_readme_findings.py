@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bot.diagnosis.rules import RULES
+from flannel_bot.diagnosis.rules import RULES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\| `([a-z0-9-]+)` \| (critical|warning|info) \| (.+) \|$", re.M)

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from bot.redaction import MASK, redact, scrub
-from bot.settings import REPO_ROOT
-from bot.store.redact import scrub as store_scrub
+from flannel_bot.redaction import MASK, redact, scrub
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.store.redact import scrub as store_scrub
 from tests.secret_corpus import LOOK_ALIKES, SECRETS, LookAlike, Secret
 
 

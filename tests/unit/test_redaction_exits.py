@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from bot import cli
-from bot.ports.nodes import CommandResult
-from bot.process.logs import configure
-from bot.render import Renderer
-from bot.service.handler import Service
-from bot.settings import REPO_ROOT
+from flannel_bot import cli
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.process.logs import configure
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import REPO_ROOT
 from tests.conftest import who
 from tests.fakes import FakeCluster
 from tests.secret_corpus import LOOK_ALIKES, RSA, SECRETS

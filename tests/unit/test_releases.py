@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.releases import flannel_release, parse_version
-from bot.diagnosis.rules import diagnose
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.releases import flannel_release, parse_version
+from flannel_bot.diagnosis.rules import diagnose
 from tests.unit.test_rules import healthy, set_probe
 
 

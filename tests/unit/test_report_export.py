@@ -7,12 +7,12 @@ import tracemalloc
 
 import pytest
 
-from bot.errors import ReportTooLarge
-from bot.ports.store import Requester
-from bot.render import Renderer
-from bot.service.handler import Service
-from bot.settings import REPO_ROOT
-from bot.store import SqliteStore
+from flannel_bot.errors import ReportTooLarge
+from flannel_bot.ports.store import Requester
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.store import SqliteStore
 
 RENDER = Renderer(REPO_ROOT / "templates")
 EVENTS = 50_000

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from bot.ports.store import Requester
-from bot.render import Renderer
-from bot.runs.engine import Engine
-from bot.service.clusters import Cluster, Clusters
-from bot.service.commands import AuditReport, parse_text
-from bot.service.handler import Service
-from bot.settings import REPO_ROOT, ConfigError, load_settings
-from bot.store import SqliteStore
+from flannel_bot.ports.store import Requester
+from flannel_bot.render import Renderer
+from flannel_bot.runs.engine import Engine
+from flannel_bot.service.clusters import Cluster, Clusters
+from flannel_bot.service.commands import AuditReport, parse_text
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import REPO_ROOT, ConfigError, load_settings
+from flannel_bot.store import SqliteStore
 from tests.conftest import POLICY
 from tests.fakes import FakeClock
 

@@ -10,10 +10,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from bot.ports.nodes import CommandResult
-from bot.render import Renderer
-from bot.service.handler import Service
-from bot.settings import REPO_ROOT
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import REPO_ROOT
 from tests.conftest import who
 from tests.fakes import FakeClock, FakeCluster
 

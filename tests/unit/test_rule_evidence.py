@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bot.diagnosis.catalogue import (
+from flannel_bot.diagnosis.catalogue import (
     CATALOGUE,
     DNS_LOG,
     EVENT,
@@ -30,11 +30,11 @@ from bot.diagnosis.catalogue import (
     KUBE_PROXY_LOG,
     NODE_CONDITION,
 )
-from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.diagnosis.findings import CONFIRMED, INFERRED, Finding
-from bot.diagnosis.rules import RULES, diagnose
-from bot.lab import objects
-from bot.wiring import evidence_from_bundle
+from flannel_bot.diagnosis.evidence import Evidence, ProbeOutput
+from flannel_bot.diagnosis.findings import CONFIRMED, INFERRED, Finding
+from flannel_bot.diagnosis.rules import RULES, diagnose
+from flannel_bot.lab import objects
+from flannel_bot.wiring import evidence_from_bundle
 from tests.unit.test_rules import (
     PROBES,
     SPEC,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.diagnosis.evidence import Evidence, ProbeOutput
-from bot.diagnosis.rule import RuleDefinitionError, ranks, rule
-from bot.diagnosis.rules import AREAS, RULES, diagnose
-from bot.executors.kube import parse_configmap, parse_daemonset, parse_node, parse_pod
-from bot.lab import objects
-from bot.lab.topology import LabSpec
-from bot.ports.cluster import EventInfo, Rbac, RbacRule
+from flannel_bot.diagnosis.evidence import Evidence, ProbeOutput
+from flannel_bot.diagnosis.rule import RuleDefinitionError, ranks, rule
+from flannel_bot.diagnosis.rules import AREAS, RULES, diagnose
+from flannel_bot.executors.kube import parse_configmap, parse_daemonset, parse_node, parse_pod
+from flannel_bot.lab import objects
+from flannel_bot.lab.topology import LabSpec
+from flannel_bot.ports.cluster import EventInfo, Rbac, RbacRule
 
 SPEC = LabSpec(name="cap", nodes=3, underlay="172.31.248.0/24")
 PROBES = json.loads(

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.errors import PlanRefused, ReadRefused
-from bot.ports.nodes import CommandResult
-from bot.runbook import (
+from flannel_bot.errors import PlanRefused, ReadRefused
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.runbook import (
     BRIDGE_NF_CALL_IPTABLES,
     CreateObject,
     DeletePod,
@@ -24,16 +24,16 @@ from bot.runbook import (
     WaitForPod,
     WriteFile,
 )
-from bot.runs.engine import Engine
-from bot.runs.facts import LiveFacts
-from bot.runs.registry import Registry, load_runbook
-from bot.store import SqliteStore
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.facts import LiveFacts
+from flannel_bot.runs.registry import Registry, load_runbook
+from flannel_bot.store import SqliteStore
 from tests.conftest import who
 from tests.fakes import FakeCluster
 
 HEADER = (
     "from dataclasses import dataclass\n"
-    "from bot.runbook import *\n"
+    "from flannel_bot.runbook import *\n"
     "@dataclass(frozen=True)\nclass Params:\n    node: NodeName\n"
 )
 

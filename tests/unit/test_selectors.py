@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import ExecutorError
-from bot.executors.selectors import fields_match, labels_match
+from flannel_bot.errors import ExecutorError
+from flannel_bot.executors.selectors import fields_match, labels_match
 
 LABELS = {"app": "flannel", "tier": "node", "k8s-app": "flannel"}
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bot.service.handler import Reply
-from bot.settings import REPO_ROOT
-from bot.slack.blocks import defuse
-from bot.slack.messages import Messages
+from flannel_bot.service.handler import Reply
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.slack.blocks import defuse
+from flannel_bot.slack.messages import Messages
 from tests.unit.test_diagnose_templates import br_netfilter, reply_data
 from tests.unit.test_slack_templates import plan_view, run_view
 

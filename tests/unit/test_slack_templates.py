@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from bot.diagnosis.findings import Finding, Fix
-from bot.service.handler import Reply
-from bot.settings import REPO_ROOT
-from bot.slack.blocks import check_limits
-from bot.slack.messages import Messages
+from flannel_bot.diagnosis.findings import Finding, Fix
+from flannel_bot.service.handler import Reply
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.slack.blocks import check_limits
+from flannel_bot.slack.messages import Messages
 
 MESSAGES = Messages(REPO_ROOT / "templates")
 NASTY = "<!channel> `x```y` & <@U1> " + "é" * 50

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.render import Renderer
-from bot.service.handler import Service
-from bot.settings import REPO_ROOT
-from bot.store import SqliteStore
+from flannel_bot.render import Renderer
+from flannel_bot.service.handler import Service
+from flannel_bot.settings import REPO_ROOT
+from flannel_bot.store import SqliteStore
 from tests.conftest import who
 from tests.fakes import FakeCluster
 

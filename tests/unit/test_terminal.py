@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ApprovalRefused, IdentityRefused
-from bot.ports.store import Requester
-from bot.runs.engine import Engine
-from bot.settings import ConfigError, load_settings
-from bot.terminal import Terminal, os_login
+from flannel_bot.errors import ApprovalRefused, IdentityRefused
+from flannel_bot.ports.store import Requester
+from flannel_bot.runs.engine import Engine
+from flannel_bot.settings import ConfigError, load_settings
+from flannel_bot.terminal import Terminal, os_login
 from tests.conftest import who
 
 

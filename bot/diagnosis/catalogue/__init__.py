@@ -10,8 +10,8 @@ A line that establishes a cause a flannel restart cannot cure says so (`restart_
 
 from __future__ import annotations
 
-from bot.diagnosis.catalogue import cni, coredns, flanneld, k3s, kernel, kube_proxy, kubelet
-from bot.diagnosis.catalogue.message import (
+from flannel_bot.diagnosis.catalogue import cni, coredns, flanneld, k3s, kernel, kube_proxy, kubelet
+from flannel_bot.diagnosis.catalogue.message import (
     DNS_LOG,
     EVENT,
     FLANNEL_LOG,

@@ -6,7 +6,7 @@ literal line the producer prints as its `example`.
 
 from __future__ import annotations
 
-from bot.diagnosis.catalogue.message import (
+from flannel_bot.diagnosis.catalogue.message import (
     EVENT,
     KUBELET_JOURNAL,
     NODE_CONDITION,

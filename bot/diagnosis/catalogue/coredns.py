@@ -3,7 +3,7 @@ the pod network, whose log shows what any pod meets on its way to the API Servic
 
 from __future__ import annotations
 
-from bot.diagnosis.catalogue.message import DNS_LOG, Message
+from flannel_bot.diagnosis.catalogue.message import DNS_LOG, Message
 
 MESSAGES: tuple[Message, ...] = (
     Message(

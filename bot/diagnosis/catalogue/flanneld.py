@@ -6,7 +6,7 @@ literal line the producer prints as its `example`.
 
 from __future__ import annotations
 
-from bot.diagnosis.catalogue.message import (
+from flannel_bot.diagnosis.catalogue.message import (
     FLANNEL_LOG,
     K3S_JOURNAL,
     Message,

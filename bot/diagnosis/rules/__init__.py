@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import Finding
-from bot.diagnosis.rule import RULES, rank
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import Finding
+from flannel_bot.diagnosis.rule import RULES, rank
 
 # the areas, from the cluster down to the pod: rules rank in this order unless `explains` decides
 AREAS = (

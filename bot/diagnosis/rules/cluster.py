@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.releases import defects
-from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.releases import defects
+from flannel_bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 CRASH_EFFECTS = ("flannel-crashloop", "subnet-env-missing")
 

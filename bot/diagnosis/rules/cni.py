@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import INFERRED, EvidenceLine, Fix
-from bot.diagnosis.node_facts import (
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import INFERRED, EvidenceLine, Fix
+from flannel_bot.diagnosis.node_facts import (
     CNI_CONFIG,
     CNI_PLUGINS,
     K3S_CNI_CONFIG,
@@ -17,8 +17,8 @@ from bot.diagnosis.node_facts import (
     in_cidr,
     is_flannel_conf,
 )
-from bot.diagnosis.rule import Found, inferred, leased_subnet, rule
-from bot.ports.cluster import PodInfo
+from flannel_bot.diagnosis.rule import Found, inferred, leased_subnet, rule
+from flannel_bot.ports.cluster import PodInfo
 
 REQUIRED_PLUGINS = ("bridge", "flannel", "host-local", "portmap")
 PLUGIN_MECHANISM = (

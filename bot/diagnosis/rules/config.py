@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.rule import Found, inferred, quote, rule
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.rule import Found, inferred, quote, rule
 
 CRASH_EFFECTS = ("flannel-crashloop", "subnet-env-missing")
 NETCONF_FIX = (

@@ -7,11 +7,11 @@ import json
 import re
 from collections.abc import Iterator
 
-from bot.diagnosis.catalogue.message import Sighting
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import LINKS, NEIGHBOURS, ROUTES, in_cidr
-from bot.diagnosis.rule import Found, inferred, leased_subnet, quote, rule, sighted_by_node
+from flannel_bot.diagnosis.catalogue.message import Sighting
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.node_facts import LINKS, NEIGHBOURS, ROUTES, in_cidr
+from flannel_bot.diagnosis.rule import Found, inferred, leased_subnet, quote, rule, sighted_by_node
 
 
 @rule("stale-interface-address", "critical", explains=("flannel-crashloop", "subnet-env-missing"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence, matching_lines
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import FILTER_TABLE, IP_FORWARD, LEGACY_RULES, RuleTable
-from bot.diagnosis.rule import Found, inferred, rule
+from flannel_bot.diagnosis.evidence import Evidence, matching_lines
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.node_facts import FILTER_TABLE, IP_FORWARD, LEGACY_RULES, RuleTable
+from flannel_bot.diagnosis.rule import Found, inferred, rule
 
 
 @rule("iptables-backend-mismatch", "warning", explains=("iptables-rules-failed",))

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import yaml
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.kube_proxy_config import configured_mode, suggestion, unknown_fields
-from bot.diagnosis.node_facts import LOCAL_ROUTES, ROUTES, in_cidr
-from bot.diagnosis.rule import Found, inferred, quote, rule
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.kube_proxy_config import configured_mode, suggestion, unknown_fields
+from flannel_bot.diagnosis.node_facts import LOCAL_ROUTES, ROUTES, in_cidr
+from flannel_bot.diagnosis.rule import Found, inferred, quote, rule
 
 
 @rule(

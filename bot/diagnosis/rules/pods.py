@@ -6,10 +6,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence, matching_lines
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import IPAM, reserved_address
-from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
+from flannel_bot.diagnosis.evidence import Evidence, matching_lines
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.node_facts import IPAM, reserved_address
+from flannel_bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
 @rule("flannel-oomkilled", "warning", explains=("flannel-crashloop",))

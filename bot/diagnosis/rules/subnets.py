@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.node_facts import ROUTES, SUBNET_ENV, in_cidr
-from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.node_facts import ROUTES, SUBNET_ENV, in_cidr
+from flannel_bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
 @rule("podcidr-not-assigned", "critical", explains=("flannel-crashloop", "subnet-env-missing"))

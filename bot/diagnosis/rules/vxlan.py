@@ -7,10 +7,10 @@ import json
 import re
 from collections.abc import Iterator
 
-from bot.diagnosis.evidence import Evidence
-from bot.diagnosis.findings import EvidenceLine, Fix
-from bot.diagnosis.net_conf import Backend
-from bot.diagnosis.node_facts import (
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.net_conf import Backend
+from flannel_bot.diagnosis.node_facts import (
     FDB,
     FILTER_TABLE,
     LINKS,
@@ -21,7 +21,7 @@ from bot.diagnosis.node_facts import (
     Link,
     in_cidr,
 )
-from bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
+from flannel_bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 # how iptables-save may name an IP protocol without ports

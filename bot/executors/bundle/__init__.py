@@ -77,10 +77,10 @@ kube-flannel (their last `log_lines` lines), previous logs of containers that re
 probe outputs of every node (or of `only`).
 """
 
-from bot.executors.bundle.layout import LOG_LINES, NAMESPACED_LISTS
-from bot.executors.bundle.limits import Limits
-from bot.executors.bundle.read import BundleReader
-from bot.executors.bundle.write import write_bundle
+from flannel_bot.executors.bundle.layout import LOG_LINES, NAMESPACED_LISTS
+from flannel_bot.executors.bundle.limits import Limits
+from flannel_bot.executors.bundle.read import BundleReader
+from flannel_bot.executors.bundle.write import write_bundle
 
 __all__ = [
     "LOG_LINES",

@@ -21,8 +21,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import BundleFileRefused
-from bot.executors.bundle.limits import Budget, size
+from flannel_bot.errors import BundleFileRefused
+from flannel_bot.executors.bundle.limits import Budget, size
 
 CHUNK = 1 << 20
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

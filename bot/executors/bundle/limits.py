@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.errors import BundleFileRefused
+from flannel_bot.errors import BundleFileRefused
 
 
 @dataclass(frozen=True)

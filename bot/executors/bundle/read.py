@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.errors import (
+from flannel_bot.errors import (
     BotError,
     BundleFileRefused,
     ExecutorError,
@@ -33,9 +33,9 @@ from bot.errors import (
     NotFound,
     UserError,
 )
-from bot.executors import selectors
-from bot.executors.bundle.files import BundleFiles
-from bot.executors.bundle.layout import (
+from flannel_bot.executors import selectors
+from flannel_bot.executors.bundle.files import BundleFiles
+from flannel_bot.executors.bundle.layout import (
     ERRORS,
     FLANNEL_NAMESPACES,
     LOST,
@@ -47,9 +47,9 @@ from bot.executors.bundle.layout import (
     Json,
     field_value,
 )
-from bot.executors.bundle.limits import Budget, Limits, size
-from bot.executors.bundle.listjson import decode_items, nesting
-from bot.executors.kube import (
+from flannel_bot.executors.bundle.limits import Budget, Limits, size
+from flannel_bot.executors.bundle.listjson import decode_items, nesting
+from flannel_bot.executors.kube import (
     parse_configmap,
     parse_daemonset,
     parse_event,
@@ -57,7 +57,7 @@ from bot.executors.kube import (
     parse_pod,
     parse_service,
 )
-from bot.ports.cluster import (
+from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
     EventInfo,
@@ -67,8 +67,8 @@ from bot.ports.cluster import (
     RbacRule,
     ServiceInfo,
 )
-from bot.ports.nodes import CommandResult
-from bot.ports.probes import PROBES, Probe
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.probes import PROBES, Probe
 
 _BY_ARGV: Mapping[tuple[str, ...], Probe] = {p.argv: p for p in PROBES}
 _START = re.compile(

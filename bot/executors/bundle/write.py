@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ExecutorError, NotFound, UserError
-from bot.executors.bundle.layout import (
+from flannel_bot.errors import ExecutorError, NotFound, UserError
+from flannel_bot.executors.bundle.layout import (
     BASE_NAMESPACES,
     ERRORS,
     FLANNEL_NAMESPACES,
@@ -32,10 +32,10 @@ from bot.executors.bundle.layout import (
     Json,
     field_value,
 )
-from bot.executors.kube import KubeClient, parse_node, parse_pod
-from bot.ports.nodes import FanOutExecutor
-from bot.ports.probes import PROBES
-from bot.redaction import redact, scrub
+from flannel_bot.executors.kube import KubeClient, parse_node, parse_pod
+from flannel_bot.ports.nodes import FanOutExecutor
+from flannel_bot.ports.probes import PROBES
+from flannel_bot.redaction import redact, scrub
 
 
 class _Writer:

@@ -4,9 +4,9 @@ client. The Lease calls of leader election are in lease.py; calls.py describes o
 error messages and RBAC advice.
 """
 
-from bot.executors.kube.client import DEFAULT_KUBECONFIG, KubeClient, KubeSettings
-from bot.executors.kube.lease import Leases
-from bot.executors.kube.parsing import (
+from flannel_bot.executors.kube.client import DEFAULT_KUBECONFIG, KubeClient, KubeSettings
+from flannel_bot.executors.kube.lease import Leases
+from flannel_bot.executors.kube.parsing import (
     describe_pod,
     parse_configmap,
     parse_daemonset,

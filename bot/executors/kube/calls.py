@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.errors import ApiForbidden
+from flannel_bot.errors import ApiForbidden
 
 _USER = re.compile(r'User "([^"]*)"')
 _SERVICE_ACCOUNT = "system:serviceaccount:"

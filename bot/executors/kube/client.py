@@ -37,10 +37,10 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from bot.errors import ApiError, ApiUnreachable, KubeConfigError, NotFound
-from bot.executors.kube.calls import ApiCall, api_call, forbidden
-from bot.executors.kube.lease import Leases
-from bot.executors.kube.parsing import (
+from flannel_bot.errors import ApiError, ApiUnreachable, KubeConfigError, NotFound
+from flannel_bot.executors.kube.calls import ApiCall, api_call, forbidden
+from flannel_bot.executors.kube.lease import Leases
+from flannel_bot.executors.kube.parsing import (
     Json,
     _dict,
     _list,
@@ -53,7 +53,7 @@ from bot.executors.kube.parsing import (
     parse_rbac,
     parse_service,
 )
-from bot.ports.cluster import (
+from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
     EventInfo,

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from kubernetes import client
 
-from bot.errors import NotFound
-from bot.executors.kube.calls import ApiCall, api_call
+from flannel_bot.errors import NotFound
+from flannel_bot.executors.kube.calls import ApiCall, api_call
 
 Json = dict[str, Any]
 _GROUP = "coordination.k8s.io"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.ports.cluster import (
+from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     ContainerInfo,
     DaemonSetInfo,

@@ -23,11 +23,16 @@ One module per part: `resources` (the kinds served), `errors` (`StatusError`), `
 handler) and `server` (`ApiServer`, `write_kubeconfig`).
 """
 
-from bot.lab.apiserver.authorization import Authorizer, PolicyRule, RequestAttributes
-from bot.lab.apiserver.errors import StatusError
-from bot.lab.apiserver.resources import RESOURCES, Resource, ResourceTable
-from bot.lab.apiserver.server import DEFAULT_NAMESPACES, VERSION_INFO, ApiServer, write_kubeconfig
-from bot.lab.apiserver.store import Change, ObjectStore
+from flannel_bot.lab.apiserver.authorization import Authorizer, PolicyRule, RequestAttributes
+from flannel_bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.resources import RESOURCES, Resource, ResourceTable
+from flannel_bot.lab.apiserver.server import (
+    DEFAULT_NAMESPACES,
+    VERSION_INFO,
+    ApiServer,
+    write_kubeconfig,
+)
+from flannel_bot.lab.apiserver.store import Change, ObjectStore
 
 __all__ = [
     "DEFAULT_NAMESPACES",

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.errors import StatusError
 
 if TYPE_CHECKING:
-    from bot.lab.apiserver.resources import Obj
+    from flannel_bot.lab.apiserver.resources import Obj
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bot.errors import BotError
+from flannel_bot.errors import BotError
 
 if TYPE_CHECKING:
-    from bot.lab.apiserver.resources import Obj, Resource
+    from flannel_bot.lab.apiserver.resources import Obj, Resource
 
 
 class StatusError(BotError):

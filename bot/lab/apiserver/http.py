@@ -20,14 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from bot.lab.apiserver.authorization import RequestAttributes
-from bot.lab.apiserver.errors import StatusError
-from bot.lab.apiserver.resources import Obj, Resource
-from bot.lab.apiserver.selectors import matcher, parse_selectors, translate
-from bot.lab.apiserver.store import DeleteOptions, WatchEvent
+from flannel_bot.lab.apiserver.authorization import RequestAttributes
+from flannel_bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.resources import Obj, Resource
+from flannel_bot.lab.apiserver.selectors import matcher, parse_selectors, translate
+from flannel_bot.lab.apiserver.store import DeleteOptions, WatchEvent
 
 if TYPE_CHECKING:
-    from bot.lab.apiserver.server import ApiServer
+    from flannel_bot.lab.apiserver.server import ApiServer
 
 _log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.errors import StatusError
 
 Obj = dict[str, Any]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Mapping
 
-from bot.lab.apimachinery import FieldSelector, LabelSelector, SelectorError, field_value
-from bot.lab.apiserver.errors import StatusError
-from bot.lab.apiserver.resources import Obj, Resource
-from bot.lab.apiserver.store import WatchEvent
+from flannel_bot.lab.apimachinery import FieldSelector, LabelSelector, SelectorError, field_value
+from flannel_bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.resources import Obj, Resource
+from flannel_bot.lab.apiserver.store import WatchEvent
 
 _FIELD_PATHS = {("events", "source"): "source.component"}
 _BOOL_FIELDS = frozenset(["spec.hostNetwork", "spec.unschedulable"])

@@ -20,20 +20,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bot.lab.apimachinery import (
+from flannel_bot.lab.apimachinery import (
     JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     PatchError,
     apply_patch,
 )
-from bot.lab.apiserver.authorization import Authorizer, PolicyRule, RequestAttributes
-from bot.lab.apiserver.errors import StatusError
-from bot.lab.apiserver.http import HttpServer, list_item, parse_bool, parse_int
-from bot.lab.apiserver.resources import RESOURCES, Obj, Resource, ResourceTable
-from bot.lab.apiserver.selectors import matcher, parse_selectors
-from bot.lab.apiserver.store import Change, DeleteOptions, ObjectStore, sort_key
-from bot.ports.clock import Clock, SystemClock
+from flannel_bot.lab.apiserver.authorization import Authorizer, PolicyRule, RequestAttributes
+from flannel_bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.http import HttpServer, list_item, parse_bool, parse_int
+from flannel_bot.lab.apiserver.resources import RESOURCES, Obj, Resource, ResourceTable
+from flannel_bot.lab.apiserver.selectors import matcher, parse_selectors
+from flannel_bot.lab.apiserver.store import Change, DeleteOptions, ObjectStore, sort_key
+from flannel_bot.ports.clock import Clock, SystemClock
 
 Hook = Callable[[str, Obj], None]
 

@@ -15,16 +15,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.lab.apiserver.errors import StatusError
-from bot.lab.apiserver.resources import Obj, Resource, ResourceTable
-from bot.lab.apiserver.validation import (
+from flannel_bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.resources import Obj, Resource, ResourceTable
+from flannel_bot.lab.apiserver.validation import (
     apply_defaults,
     check_immutable,
     check_type,
     reset_status,
     validate,
 )
-from bot.ports.clock import Clock
+from flannel_bot.ports.clock import Clock
 
 Key = tuple[str, str, str, str | None, str]  # group, version, plural, namespace, name
 

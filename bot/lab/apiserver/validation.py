@@ -12,9 +12,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bot.lab.apimachinery import LabelSelector, SelectorError, is_dns1123_label, name_problem
-from bot.lab.apiserver.errors import StatusError
-from bot.lab.apiserver.resources import APPS, CORE, Obj, Resource
+from flannel_bot.lab.apimachinery import (
+    LabelSelector,
+    SelectorError,
+    is_dns1123_label,
+    name_problem,
+)
+from flannel_bot.lab.apiserver.errors import StatusError
+from flannel_bot.lab.apiserver.resources import APPS, CORE, Obj, Resource
 
 
 def check_type(res: Resource, obj: Obj) -> Obj:
