@@ -56,6 +56,7 @@ usage: flannel-bot [--user NAME] [--json] [--config F] [--db F] [--recording F] 
   runbooks lock              record new runbook versions in runbooks/runbooks.lock (developers)
   lab up|down|status|break   a Flannel lab cluster on this machine (Linux, root): `lab --help`
   version | --version        print flannel-bot's version (needs no config or cluster)
+  node --commands JSON ...   inside a node-exec pod: run argv lists in the host's namespaces
 
   --user NAME     who you are for policy and the audit log (default: $USER); approve and deny
                   count as your OS login instead (mapped by [terminal] users)
@@ -375,8 +376,13 @@ def clusters_built(words: Sequence[str]) -> ClusterUse:
 
 @redacted_output  # every reply, progress line, error and log record, secrets redacted
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["node"]:  # inside a node-exec pod: its own flags, no config, no cluster
+        from flannel_bot.executors.nodeside import main as node_main
+
+        return node_main(raw[1:], os.environ if env is None else env)
     try:
-        inv = split_argv(sys.argv[1:] if argv is None else argv)
+        inv = split_argv(raw)
         if not inv.words or inv.words == ["--help"]:
             print(GLOBAL_HELP, end="")
             return 0
