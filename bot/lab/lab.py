@@ -26,6 +26,7 @@ from typing import Any
 
 from flannel_bot.lab import flannel, k3s, objects
 from flannel_bot.lab.apiserver import ApiServer, StatusError
+from flannel_bot.lab.kubelet import Kubelet, NodeRuntime
 from flannel_bot.lab.network import (
     LabError,
     in_netns,
@@ -40,6 +41,7 @@ from flannel_bot.lab.objects import FLANNEL_DS, FLANNEL_NS
 from flannel_bot.lab.topology import API_SERVICE_IP, LabSpec, NodeSpec
 
 FLANNEL_SA_USER = "system:serviceaccount:kube-flannel:flannel"
+BOT_NAMESPACE = "flannel-bot"  # where deploy/base puts the bot, and its node-exec pods
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Lab:
         self._stop = threading.Event()
         self._kubelet = threading.Thread(target=self._kubelet_loop, daemon=True)
         self.kubelet_stopped: set[str] = set()  # k3s nodes whose k3s (and kubelet) is not up
+        self.pods = Kubelet(self.api, self.node_runtime)  # runs the bot's node-exec pods
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class Lab:
             self.api.on_delete(self._on_delete)
             self.api.on_change(self._on_change)
             self._kubelet.start()
+            self.pods.start()
             self.api.write_kubeconfig(self.kubeconfig, context=f"flannel-lab-{self.spec.name}")
             self.bot_config.write_text(self._bot_config())
             self._write_state()
@@ -90,6 +94,7 @@ class Lab:
         self._stop.set()
         if self._kubelet.is_alive():
             self._kubelet.join(timeout=10)
+        self.pods.stop()
         self.api.stop()
         for worker in self._workers:
             worker.join(timeout=10)
@@ -158,7 +163,7 @@ class Lab:
             self._populate_k3s()
             return
         spec, api = self.spec, self.api
-        for ns in (FLANNEL_NS,):
+        for ns in (FLANNEL_NS, BOT_NAMESPACE):
             api.create(objects.namespace(ns))
         for node in spec.all_nodes():
             api.create(objects.node(node))
@@ -183,6 +188,7 @@ class Lab:
         (the nodes still carry kube-proxy's Service rules); each node's journal holds its k3s
         and flannel start."""
         spec, api = self.spec, self.api
+        api.create(objects.namespace(BOT_NAMESPACE))
         for node in spec.all_nodes():
             api.create(objects.k3s_node(spec, node))
         for obj in objects.kubernetes_service(spec):
@@ -240,6 +246,16 @@ class Lab:
             self.api.create(pod)
             self._spawn(functools.partial(self.start_flannel, node, name))
 
+    def node_runtime(self, name: str) -> NodeRuntime | None:
+        """A lab node as the pod kubelet sees it: the process holding its namespaces (its sshd,
+        started in the node's network and mount namespaces), None while the node is down."""
+        try:
+            node = self.spec.by_name(name)
+        except KeyError:
+            return None
+        up = name not in self.kubelet_stopped and not self._stop.is_set()
+        return NodeRuntime(sshd_pid(node) if up else None, node.underlay_ip)
+
     def settle(self) -> None:
         """Wait for the flannel and kube-proxy starts the lab's controllers have spawned."""
         for worker in list(self._workers):
@@ -285,9 +301,13 @@ class Lab:
         would let the CNI plugin through (subnet.env, cni0 and flannel.1 addresses, a free IP)."""
         if node.name in self.kubelet_stopped:
             return
-        stuck = self.api.list(
-            "pods", "default", field_selector=f"spec.nodeName={node.name},status.phase=Pending"
-        )
+        stuck = [
+            pod
+            for pod in self.api.list(
+                "pods", "default", field_selector=f"spec.nodeName={node.name},status.phase=Pending"
+            )
+            if not pod["spec"].get("hostNetwork")  # no sandbox network to wait for
+        ]
         if not stuck:
             return
         if node.k3s:

@@ -400,6 +400,11 @@ class ApiServer:
                 raise StatusError.bad_request(
                     f'previous terminated container "{container}" in pod "{name}" not found'
                 )
+            waiting = _waiting_reason(pod, container)
+            if waiting is not None:  # the kubelet's answer for a container with no log yet
+                raise StatusError.bad_request(
+                    f'container "{container}" in pod "{name}" is waiting to start: {waiting}'
+                )
             text = ""
         tail = parse_int(query.get("tailLines"), "tailLines")
         if tail is not None and tail >= 0:
@@ -542,6 +547,29 @@ class ApiServer:
         ns = namespace if res.namespaced else None
         items, _ = self._store.select(res, ns, matcher(res, ns, labels, fields))
         return copy.deepcopy(items)
+
+
+def _waiting_reason(pod: Obj, container: str) -> str | None:
+    """Why `container` of a pod bound to a node has not started (None: it has, or the pod is
+    not bound to a node yet, when the real server answers an empty log)."""
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return None
+    status = pod.get("status") or {}
+    statuses = [
+        s
+        for field_name in ("containerStatuses", "initContainerStatuses")
+        for s in status.get(field_name) or []
+    ]
+    mine = next((s for s in statuses if s.get("name") == container), None)
+    if mine is None:
+        return "ContainerCreating" if status.get("phase", "Pending") == "Pending" else None
+    state = mine.get("state") or {}
+    if "running" in state or "terminated" in state:
+        return None
+    reason = str((state.get("waiting") or {}).get("reason") or "ContainerCreating")
+    pulls = {"ErrImagePull": "image can't be pulled"}
+    pulls["ImagePullBackOff"] = "trying and failing to pull image"
+    return pulls.get(reason, reason)
 
 
 def _api_group(group: str, versions: Sequence[str]) -> Obj:
