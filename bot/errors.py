@@ -189,6 +189,41 @@ class CommandTimeout(NodeError):
         self.stderr = stderr
 
 
+class NodePodError(NodeError):
+    """Node work through a node-exec pod (`[nodes] access = "pod"`) failed; `pod` names it and
+    `reason` says why in one word (Unschedulable, ImagePull, PodSecurity, Forbidden, ...)."""
+
+    def __init__(self, message: str, *, node: str = "", pod: str = "", reason: str = "") -> None:
+        super().__init__(message, node=node)
+        self.pod = pod
+        self.reason = reason
+
+
+class NodePodNotStarted(NodePodError):
+    """The pod did not start on the node within `[nodes] start_timeout`: nothing ran there."""
+
+
+class NodePodUnschedulable(NodePodNotStarted):
+    """The node refused the pod (taints it does not tolerate, no room, the node's admission)."""
+
+
+class NodePodImagePull(NodePodNotStarted):
+    """The node could not pull `[nodes] image` (name, registry access, pull secret)."""
+
+
+class NodePodNodeMissing(NodePodNotStarted):
+    """The node is not in the cluster (any more): the pod can never start there."""
+
+
+class NodePodRefused(NodePodNotStarted):
+    """The API server refused to create the pod: RBAC (`reason` Forbidden) or the namespace's
+    PodSecurity level (`reason` PodSecurity)."""
+
+
+class NodePodFailed(NodePodError):
+    """The pod ran but did not report every command: killed, out of memory, past its deadline."""
+
+
 class KubeConfigError(ExecutorError):
     """No usable kubeconfig or in-cluster config; the message names the file and context."""
 

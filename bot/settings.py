@@ -6,6 +6,7 @@ overrides) > environment > config file > defaults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flannel_bot.errors import UnknownCluster, UserError
+from flannel_bot.executors.node_settings import DEFAULT_NAMESPACE, NodeSettings
 from flannel_bot.executors.ssh_settings import SshSettings
 from flannel_bot.runs.policy import Policy, RunbookRule
 
@@ -115,6 +117,7 @@ class ClusterSettings:
     in_cluster: bool = False
     recording: Path | None = None
     ssh: SshSettings = field(default_factory=SshSettings)
+    nodes: NodeSettings = field(default_factory=NodeSettings)  # `[nodes]`: ssh or pod
 
 
 @dataclass(frozen=True)
@@ -364,6 +367,35 @@ def parse_ssh(raw: Mapping[str, Any], base: Path) -> SshSettings:
         raise ConfigError(f"[ssh]: {exc}") from None
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def parse_nodes(
+    raw: Mapping[str, Any], in_cluster: bool, sa_namespace: Path = SERVICE_ACCOUNT_NAMESPACE
+) -> NodeSettings:
+    """`[nodes]`: access "ssh" or "pod" (default "pod" in-cluster, else "ssh"), namespace
+    (default the in-cluster ServiceAccount's, else flannel-bot), image, parallel,
+    start_timeout."""
+    known = set(NodeSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"[nodes] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = dict(raw)
+    values.setdefault("access", "pod" if in_cluster else "ssh")
+    if "namespace" not in values:
+        namespace = DEFAULT_NAMESPACE
+        if in_cluster:
+            with contextlib.suppress(OSError):
+                namespace = sa_namespace.read_text().strip() or DEFAULT_NAMESPACE
+        values["namespace"] = namespace
+    try:
+        return NodeSettings(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[nodes]: {exc}") from None
+
+
 def _file(table: Mapping[str, Any], key: str, base: Path) -> Path | None:
     """A path setting, relative to the config file's directory."""
     if not table.get(key):
@@ -372,7 +404,7 @@ def _file(table: Mapping[str, Any], key: str, base: Path) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
-_CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "recording", "ssh"}
+_CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "recording", "ssh", "nodes"}
 
 
 def parse_clusters(
@@ -380,9 +412,11 @@ def parse_clusters(
     base: Path,
     top: ClusterSettings,
     top_ssh: Mapping[str, Any],
+    top_nodes: Mapping[str, Any] | None = None,
 ) -> tuple[ClusterSettings, ...]:
-    """`[clusters.<name>]` tables. Each inherits the top-level kubeconfig and `[ssh]`; a
-    table's own `[clusters.<name>.ssh]` overrides `[ssh]` setting by setting."""
+    """`[clusters.<name>]` tables. Each inherits the top-level kubeconfig, `[ssh]` and
+    `[nodes]`; a table's own `[clusters.<name>.ssh]` (`.nodes`) overrides them setting by
+    setting."""
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("[clusters] must hold one table per cluster: [clusters.prod-eu] ...")
     out = []
@@ -407,6 +441,15 @@ def parse_clusters(
             ssh = parse_ssh({**top_ssh, **ssh_raw}, base)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        nodes_raw = table.get("nodes", {})
+        if not isinstance(nodes_raw, dict):
+            raise ConfigError(f"{where}.nodes must be a table like [nodes]")
+        try:
+            nodes = parse_nodes(
+                {**(top_nodes or {}), **nodes_raw}, bool(table.get("in_cluster", False))
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
         if table.get("recording") and (table.get("in_cluster") or table.get("kubeconfig")):
             raise ConfigError(
@@ -421,6 +464,7 @@ def parse_clusters(
                 in_cluster=bool(table.get("in_cluster", False)),
                 recording=_file(table, "recording", base),
                 ssh=ssh,
+                nodes=nodes,
             )
         )
     return tuple(out)
@@ -465,6 +509,7 @@ def load_settings(
         "check_interval",
         "policy",
         "ssh",
+        "nodes",
         "slack",
         "audit",
         "leader",
@@ -481,20 +526,25 @@ def load_settings(
             f"config {config} has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
         )
     given = overrides or {}
+    in_cluster_env = env.get("FLANNEL_BOT_IN_CLUSTER", "") in ("1", "true")
+    in_cluster = bool(raw.get("in_cluster", False)) or in_cluster_env
+    nodes_raw = raw.get("nodes", {})
+    if not isinstance(nodes_raw, dict):
+        raise ConfigError('[nodes] must be a table: [nodes] access = "pod"')
     top = ClusterSettings(
         kubeconfig=path("kubeconfig", "KUBECONFIG"),
         context=given.get("context") or raw.get("context"),
-        in_cluster=bool(raw.get("in_cluster", False))
-        or env.get("FLANNEL_BOT_IN_CLUSTER", "") in ("1", "true"),
+        in_cluster=in_cluster,
         recording=path("recording", "FLANNEL_BOT_RECORDING"),
         ssh=parse_ssh(raw.get("ssh", {}), base),
+        nodes=parse_nodes(nodes_raw, in_cluster),
     )
     # A cluster named on the command line (--recording, --dump, --context) is the only one
     explicit = any(given.get(k) for k in ("recording", "context")) or env.get(
         "FLANNEL_BOT_RECORDING"
     )
     if "clusters" in raw and not explicit:
-        clusters = parse_clusters(raw["clusters"], base, top, raw.get("ssh", {}))
+        clusters = parse_clusters(raw["clusters"], base, top, raw.get("ssh", {}), nodes_raw)
         default = str(raw.get("default_cluster") or clusters[0].name)
     else:
         clusters, default = (top,), DEFAULT_CLUSTER

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ from flannel_bot.store import SqliteStore
 if TYPE_CHECKING:  # the clients are imported by the commands that use them: start-up time
     from flannel_bot.diagnosis.evidence import Evidence
     from flannel_bot.executors.bundle import Limits
+    from flannel_bot.executors.kube import KubeClient
+    from flannel_bot.executors.kube.nodepods import PodNodeExecutor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,9 @@ class App:
 
 
 def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecutor, FanOutExecutor]:
-    """A recording if the cluster is one, else the live API (kubeconfig or in-cluster) and SSH
-    to each node's InternalIP."""
+    """A recording if the cluster is one, else the live API (kubeconfig or in-cluster) and, by
+    `[nodes] access`, SSH to each node's InternalIP or node-exec pods through the same API
+    client (whose leftovers from a killed bot are deleted here, before any new one is made)."""
     if cluster.recording is not None:
         if cluster.recording.is_dir():
             from flannel_bot.executors.bundle import BundleReader
@@ -71,6 +77,9 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
         )
     )
 
+    if cluster.nodes.access == "pod":
+        return kube, node_pods(kube, cluster)
+
     def node_address(node: str) -> str:
         address = kube.get_node(node).internal_ip
         if not address:
@@ -81,6 +90,22 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
 
     on_error = functools.partial(count_ssh_error, cluster=cluster.name)
     return kube, SshExecutor(cluster.ssh, resolve=node_address, on_error=on_error)
+
+
+def node_pods(kube: KubeClient, cluster: ClusterSettings) -> PodNodeExecutor:
+    """The pod transport for a cluster, its leftover pods deleted first. A cleanup the API
+    refuses is logged, not fatal: each run's pods are deleted in any case, and diagnose shows
+    the refusal on the nodes if creating pods is refused too."""
+    from flannel_bot.executors.kube.nodepods import PodNodeExecutor
+
+    pods = PodNodeExecutor(
+        kube, cluster.nodes, cluster.name, command_timeout=cluster.ssh.command_timeout
+    )
+    try:
+        pods.cleanup_leftovers()
+    except ExecutorError as exc:
+        log.warning("cluster %s: could not delete leftover node-exec pods: %s", cluster.name, exc)
+    return pods
 
 
 def count_ssh_error(kind: str, cluster: str = DEFAULT_CLUSTER) -> None:
@@ -149,6 +174,7 @@ def build_cluster(
         check_interval=settings.check_interval,
         probe_nodes=not recorded,
         cluster=name,
+        node_access=cs.nodes.access,
     )
     return Cluster(name, engine, None if recorded else nodes)
 

@@ -76,6 +76,10 @@ class ListPods:
         }
 
 
+def _on_node(node: str, via: str) -> str:
+    return f"ssh {node}" if via == "ssh" else f"node {node} (via {via})"
+
+
 @dataclass(frozen=True)
 class RunOnNode:
     """argv on a node. A non-zero exit fails the step unless `may_fail` (a probe whose failure
@@ -95,8 +99,10 @@ class RunOnNode:
         """A read when the argv is one of the probe set's reads; anything else changes the node."""
         return Risk.READ if recognise(self.argv) is not None else Risk.CHANGE
 
-    def render(self) -> str:
-        line = f"ssh {self.node} -- {shlex.join(('sudo', *self.argv) if self.sudo else self.argv)}"
+    def render(self, via: str = "ssh") -> str:
+        """`via`: the node transport ([nodes] access); "ssh" keeps the form plans always had."""
+        words = shlex.join(("sudo", *self.argv) if self.sudo else self.argv)
+        line = f"{_on_node(self.node, via)} -- {words}"
         return f"{line}  (a failure is recorded, not fatal)" if self.may_fail else line
 
     def to_json(self) -> dict[str, Any]:
@@ -235,9 +241,9 @@ class WriteFile:
         )
         return ("sh", "-c", script, "write-file", self.path, self.mode, self.content)
 
-    def render(self) -> str:
+    def render(self, via: str = "ssh") -> str:
         body = "\n".join(f"    | {line}" for line in self.content.splitlines())
-        return f"ssh {self.node} -- write {self.path} (mode {self.mode}):\n{body}"
+        return f"{_on_node(self.node, via)} -- write {self.path} (mode {self.mode}):\n{body}"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -72,11 +72,13 @@ class Engine:
         check_interval: float = 1.0,
         probe_nodes: bool = True,
         cluster: str = "default",
+        node_access: str = "ssh",
     ) -> None:
         """`probe_nodes=False` where the node executor is a recording that cannot run diagnose's
         probes: diagnose-verify then judges by the API alone. `cluster` names the cluster the
         executors reach: plans, runs, their change locks and audit events carry it."""
         self.cluster = cluster
+        self.node_access = node_access  # [nodes] access: plans show it and their hash binds it
         self.store = store
         self.registry = registry
         self.policy = policy
@@ -104,7 +106,7 @@ class Engine:
                         f"node `{name}` is not in the cluster; known nodes: "
                         f"{', '.join(known) or 'none'}"
                     )
-        return build_plan(runbook, params, self.facts, self.cluster)
+        return build_plan(runbook, params, self.facts, self.cluster, self.node_access)
 
     def plan(self, ref: str, raw_params: Mapping[str, str], who: Requester) -> Plan:
         plan = self.prepare(ref, raw_params)

@@ -3,7 +3,8 @@
 Planning only reads, and refuses a plan that breaks a safety rule: a step whose actions are
 riskier than the step declares (a `read` step returning a pod delete), an action no applier
 carries out, a node read outside the probe set. The hash covers runbook id, version, code hash,
-parameters, targets and every rendered action, so an approval cannot be carried over to anything
+parameters, targets, every rendered action and, when it acts on nodes, how it reaches them
+(`[nodes] access`), so an approval cannot be carried over to anything
 but the exact plan it was given for.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from flannel_bot.diagnosis.evidence import distribution_of
 from flannel_bot.errors import PlanRefused, ReadRefused
-from flannel_bot.runs.actions import Action, Risk
+from flannel_bot.runs.actions import Action, Risk, RunOnNode, WriteFile
 from flannel_bot.runs.appliers import applier_for
 from flannel_bot.runs.distributions import refused_somewhere, wrong_on
 from flannel_bot.runs.params import params_to_json
@@ -41,7 +42,7 @@ class PlannedStep:
         """How a step with nothing to do reports itself."""
         return f"no change: {self.no_change or NO_CHANGE}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, node_access: str = "ssh") -> dict[str, Any]:
         out = {
             "index": self.index,
             "name": self.step.name,
@@ -50,12 +51,20 @@ class PlannedStep:
             "timeout": self.step.timeout,
             "check": self.step.check.__name__ if self.step.check else None,
             "actions": [
-                {"render": a.render(), "target": a.target, **a.to_json()} for a in self.actions
+                {"render": rendered(a, node_access), "target": a.target, **a.to_json()}
+                for a in self.actions
             ],
         }
         if self.no_change:
             out["no_change"] = self.no_change
         return out
+
+
+def rendered(action: Action, node_access: str) -> str:
+    """An action as the plan shows it; a node action names the transport it runs over."""
+    if isinstance(action, RunOnNode | WriteFile):
+        return action.render(via=node_access)
+    return action.render()
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Plan:
     params: Any
     steps: tuple[PlannedStep, ...]
     cluster: str = "default"
+    node_access: str = "ssh"  # [nodes] access: how node actions reach the node (ssh or pod)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -73,19 +83,27 @@ class Plan:
         )
 
     @property
+    def touches_nodes(self) -> bool:
+        return any(a.target.startswith("node/") for s in self.steps for a in s.actions)
+
+    @property
     def changes_anything(self) -> bool:
         return any(s.risk is not Risk.READ and s.actions for s in self.steps)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "cluster": self.cluster,
             "runbook": self.runbook.id,
             "version": str(self.runbook.version),
             "code_hash": self.runbook.code_hash,
             "params": params_to_json(self.params),
             "targets": list(self.targets),
-            "steps": [s.to_json() for s in self.steps],
+            "steps": [s.to_json(self.node_access) for s in self.steps],
         }
+        if self.touches_nodes:
+            # in the hash: an approval of a plan over SSH does not approve it over pods
+            out["node_access"] = self.node_access
+        return out
 
     @property
     def hash(self) -> str:
@@ -97,11 +115,18 @@ class Plan:
         return self.hash.removeprefix("sha256:")[:12]
 
 
-def build_plan(runbook: Runbook, params: Any, facts: Facts, cluster: str = "default") -> Plan:
+def build_plan(
+    runbook: Runbook,
+    params: Any,
+    facts: Facts,
+    cluster: str = "default",
+    node_access: str = "ssh",
+) -> Plan:
     """Render every step against the current cluster state, without changing anything."""
     refuse_on_distribution(runbook, facts)
     return Plan(
         cluster=cluster,
+        node_access=node_access,
         runbook=runbook,
         params=params,
         steps=tuple(plan_step(runbook, i, s, facts, params) for i, s in enumerate(runbook.steps)),

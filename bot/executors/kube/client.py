@@ -409,6 +409,16 @@ class KubeClient:
         call = api_call("delete", "pods", namespace, name)
         self._send(call, self._core.delete_namespaced_pod, name, namespace)
 
+    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> Json:
+        """POST a pod (a node-exec pod: bot.executors.kube.nodepods); the server's copy back."""
+        call = api_call("create", "pods", namespace)
+        return self._json(call, self._core.create_namespaced_pod, namespace, dict(body))
+
+    def read_pod_raw(self, namespace: str, name: str) -> Json:
+        """A pod as the API returns it: its conditions and container states say why it waits."""
+        call = api_call("get", "pods", namespace, name)
+        return self._json(call, self._core.read_namespaced_pod, name, namespace)
+
     def patch_configmap(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
         """Sets the given keys of `data`; other keys are kept."""
         call = api_call("patch", "configmaps", namespace, name)
