@@ -84,7 +84,8 @@ class Plan:
 
     @property
     def touches_nodes(self) -> bool:
-        return any(a.target.startswith("node/") for s in self.steps for a in s.actions)
+        """Whether an action runs on a node (over `[nodes] access`), not only through the API."""
+        return any(isinstance(a, RunOnNode | WriteFile) for s in self.steps for a in s.actions)
 
     @property
     def changes_anything(self) -> bool:

@@ -16,14 +16,20 @@ CRASH_EFFECTS = ("flannel-crashloop", "subnet-env-missing")
 @rule("node-unreachable", "critical")
 def node_unreachable(ev: Evidence) -> Iterator[Found]:
     for node, error in sorted(ev.unreachable.items()):
+        # the pod transport ([nodes] access = "pod") names its node-exec pod in every error
+        by_pod = "node-exec pod" in error
         yield Found(
             (node,),
             f"node {node} did not answer the probes",
             "Without the node's own view (sysctls, interfaces, routes, files) the node-side "
             "checks were skipped for it; the API-side findings still apply.",
-            [EvidenceLine(f"{node}: ssh", error)],
+            [EvidenceLine(f"{node}: {'pod' if by_pod else 'ssh'}", error)],
             Fix(
-                "check that the node is up and sshd answers (and that its host key in "
+                "fix what stopped the node-exec pod (the reason above: the node's kubelet, "
+                "taints, image pull, PodSecurity or RBAC in the bot's namespace), then run "
+                "diagnose again"
+                if by_pod
+                else "check that the node is up and sshd answers (and that its host key in "
                 "known_hosts is current), then run diagnose again"
             ),
         )

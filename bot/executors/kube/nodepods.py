@@ -36,6 +36,7 @@ from flannel_bot.errors import (
     ApiForbidden,
     CommandTimeout,
     ExecutorError,
+    NodePodError,
     NodePodFailed,
     NodePodImagePull,
     NodePodNodeMissing,
@@ -351,8 +352,15 @@ class PodNodeExecutor:
             created = True
             phase = self._wait_for_end(node, name, timeout)
             return self._results(node, name, phase)
-        except ExecutorError as exc:
+        except (NodePodError, CommandTimeout) as exc:
             return exc
+        except ExecutorError as exc:  # the API failed mid-way (unreachable, 5xx): say where
+            return NodePodError(
+                f"node {node}: node-exec pod {self.settings.namespace}/{name}: {exc}",
+                node=node,
+                pod=name,
+                reason=type(exc).__name__,
+            )
         finally:
             if created:
                 self._delete(name)
@@ -480,8 +488,8 @@ class PodNodeExecutor:
         if parsed.timed_out:
             last = parsed.results[-1]
             raise CommandTimeout(
-                f"`{' '.join(last.argv)}` on node {node} (pod {name}) did not finish within "
-                "its deadline; killed it",
+                f"`{' '.join(last.argv)}` on node {node} (node-exec pod {ns}/{name}) did not "
+                "finish within its deadline; killed it",
                 node=node,
                 stdout=last.stdout,
                 stderr=last.stderr,

@@ -1,0 +1,181 @@
+"""`[nodes] access`: the pod transport's pure parts (pod, names, log, start problems), its
+settings, and plans that name the transport and bind it in their hash."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from flannel_bot.executors.kube.nodepods import (
+    LEFTOVER_SELECTOR,
+    label_value,
+    leftover_selector,
+    parse_node_log,
+    pod_name,
+    pod_spec,
+    start_problem,
+)
+from flannel_bot.executors.node_settings import DEFAULT_IMAGE, NodeSettings
+from flannel_bot.runs.engine import Engine
+from flannel_bot.settings import ConfigError, load_settings, parse_nodes
+from tests.conftest import who
+
+SETTINGS = NodeSettings(access="pod", namespace="ops", image="reg/flannel-bot:1", start_timeout=30)
+
+
+def test_the_pod_is_pinned_privileged_in_the_host_namespaces_and_runs_argv_as_json() -> None:
+    commands = [["ip", "-j", "addr"], ["sh", "-c", "echo $HOME; true"]]
+    pod = pod_spec("w1", "flannel-bot-node-w1-abcde", commands, 9.2, SETTINGS, "prod")
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert pod["metadata"]["namespace"] == "ops"
+    assert pod["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "flannel-bot",
+        "app.kubernetes.io/component": "node-exec",
+        "app.kubernetes.io/managed-by": "flannel-bot",
+        "flannel-bot.io/node": "w1",
+        "flannel-bot.io/cluster": "prod",
+    }
+    assert (spec["nodeName"], spec["hostNetwork"], spec["hostPID"]) == ("w1", True, True)
+    assert spec["restartPolicy"] == "Never" and spec["terminationGracePeriodSeconds"] == 0
+    assert spec["activeDeadlineSeconds"] == 10 + 30  # ceil(timeout) + start_timeout
+    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert container["securityContext"] == {"privileged": True}
+    assert container["image"] == "reg/flannel-bot:1"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"] == ["flannel-bot", "node"]
+    args = container["args"]
+    assert args[:4] == ["--host-pid", "1", "--timeout", "10"]
+    assert json.loads(args[args.index("--commands") + 1]) == commands  # words, never a shell line
+
+
+def test_names_and_labels_are_valid_for_any_node_name() -> None:
+    long = "node-" + "x" * 80 + ".example.com"
+    name = pod_name(long, "abcde")
+    assert (
+        len(name) <= 63 and name.startswith("flannel-bot-node-node-x") and name.endswith("-abcde")
+    )
+    assert pod_name("W1.Example", "zzzzz") == "flannel-bot-node-w1-example-zzzzz"
+    assert len(pod_name("w1")) == len("flannel-bot-node-w1-") + 5
+    assert pod_name("w1") != pod_name("w1")
+    value = label_value(long)
+    assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
+    assert leftover_selector("prod") == f"{LEFTOVER_SELECTOR},flannel-bot.io/cluster=prod"
+
+
+def test_the_log_is_read_line_by_line_and_done_is_required() -> None:
+    lines = [
+        {"argv": ["ip", "a"], "exit_code": 0, "stdout": "x", "stderr": "", "duration_s": 0.1,
+         "truncated": False},
+        {"argv": ["false"], "exit_code": 1, "stdout": "", "stderr": "e", "duration_s": 0.0,
+         "truncated": True},
+    ]  # fmt: skip
+    text = "\n".join(json.dumps(x) for x in lines)
+    whole = parse_node_log("w1", text + '\nwarning: noise\n{"done": true, "commands": 2}\n')
+    assert whole.done and not whole.timed_out
+    assert [(r.node, r.argv, r.exit_code, r.truncated) for r in whole.results] == [
+        ("w1", ("ip", "a"), 0, False),
+        ("w1", ("false",), 1, True),
+    ]
+    assert whole.noise == ("warning: noise",)
+    cut = parse_node_log("w1", text + "\nKilled\n")
+    assert not cut.done and len(cut.results) == 2 and cut.noise == ("Killed",)
+    late = parse_node_log(
+        "w1", '{"argv": ["sleep"], "exit_code": 124, "timed_out": true}\n{"done": true}\n'
+    )
+    assert late.timed_out and late.done
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ({"phase": "Pending"}, None),
+        (
+            {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+                ]
+            },
+            "Unschedulable",
+        ),
+        (
+            {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}]},
+            "ImagePullBackOff",
+        ),
+        ({"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}, None),
+        ({"phase": "Failed", "reason": "OutOfcpu", "message": "no cpu"}, "OutOfcpu"),
+    ],
+)
+def test_start_problems_are_read_from_the_pods_status(status: dict, reason: str | None) -> None:
+    found = start_problem({"status": status})
+    assert (found[0] if found else None) == reason
+
+
+def test_nodes_settings_default_by_where_the_bot_runs(tmp_path: Path) -> None:
+    assert parse_nodes({}, in_cluster=False) == NodeSettings(access="ssh")
+    sa = tmp_path / "namespace"
+    sa.write_text("bots\n")
+    inside = parse_nodes({}, in_cluster=True, sa_namespace=sa)
+    assert (inside.access, inside.namespace, inside.image) == ("pod", "bots", DEFAULT_IMAGE)
+    assert parse_nodes({}, True, tmp_path / "missing").namespace == "flannel-bot"
+
+
+def test_nodes_per_cluster_inherit_and_override(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[nodes]\naccess = "pod"\nparallel = 4\n'
+        '[clusters.a]\nrecording = "a.json"\n'
+        '[clusters.b]\nrecording = "b.json"\n[clusters.b.nodes]\naccess = "ssh"\n'
+    )
+    settings = load_settings(config, env={})
+    a, b = settings.cluster("a").nodes, settings.cluster("b").nodes
+    assert (a.access, a.parallel) == ("pod", 4)
+    assert (b.access, b.parallel) == ("ssh", 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[nodes]\naccess = "kubectl"\n', '[nodes]: access must be "ssh" or "pod"'),
+        ("[nodes]\nparallel = 0\n", "[nodes]: parallel must be a whole number of at least 1"),
+        ("[nodes]\nstart_timeout = -1\n", "[nodes]: start_timeout must be positive"),
+        ('[nodes]\nnamespace = "Bad_NS"\n', "is not a namespace name"),
+        ('[nodes]\nimage = "a b"\n', "is not an image reference"),
+        ("[nodes]\nacess = 1\n", "[nodes] has no setting `acess`"),
+        ('nodes = "pod"\n', "[nodes] must be a table"),
+        ("[clusters.a]\nnodes = 3\n", "[clusters.a].nodes must be a table"),
+    ],
+)
+def test_nodes_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(config, env={})
+    assert message in str(err.value)
+
+
+def test_a_node_plan_names_its_transport_and_its_hash_binds_it(
+    make_engine: Callable[..., Engine],
+) -> None:
+    over_ssh = make_engine().plan("node.check", {"node": "w2"}, who("alice"))
+    over_pod = make_engine(node_access="pod").plan("node.check", {"node": "w2"}, who("alice"))
+    assert over_ssh.to_json()["node_access"] == "ssh"
+    assert over_pod.to_json()["node_access"] == "pod"
+    assert over_ssh.hash != over_pod.hash  # approving one does not approve the other
+    renders = [a["render"] for s in over_pod.to_json()["steps"] for a in s["actions"]]
+    assert renders and all(r.startswith("node w2 (via pod) -- ") for r in renders)
+    ssh_renders = [a["render"] for s in over_ssh.to_json()["steps"] for a in s["actions"]]
+    assert all(r.startswith("ssh w2 -- ") for r in ssh_renders)
+
+
+def test_a_plan_only_through_the_api_is_the_same_over_either_transport(
+    make_engine: Callable[..., Engine],
+) -> None:
+    ref, params = "flannel.restart-pods@1.1.0", {"nodes": "w2"}
+    over_ssh = make_engine().plan(ref, params, who("alice"))
+    over_pod = make_engine(node_access="pod").plan(ref, params, who("alice"))
+    assert "node_access" not in over_ssh.to_json()
+    assert over_ssh.hash == over_pod.hash
