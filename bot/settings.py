@@ -100,6 +100,14 @@ class TerminalSettings:
     env_user: str = ""  # FLANNEL_BOT_USER: a name claimed, as --user claims one
 
 
+@dataclass(frozen=True)
+class ServeSettings:
+    """`[serve]`: where `serve` runs its heavy commands (bot.slack.workers says why)."""
+
+    workers: int = 2  # worker processes, so heavy commands at once; 0 runs them in serve itself
+    queue: int = 20  # heavy commands that may wait for a worker; beyond, one is refused
+
+
 # a report is built in memory, about 7 KB per event: 50,000 fit the Deployment's 512 MiB
 MAX_REPORT_EVENTS = 50_000
 DEFAULT_CLUSTER = "default"
@@ -135,6 +143,7 @@ class Settings:
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     identity: str = ""  # this replica, for the Lease: $POD_NAME, else host:pid
     terminal: TerminalSettings = field(default_factory=TerminalSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def cluster(self, name: str | None = None) -> ClusterSettings:
         """A configured cluster by name (the default one when None)."""
@@ -326,6 +335,22 @@ def parse_audit(raw: Mapping[str, Any]) -> tuple[int, int]:
     return days, cap
 
 
+def parse_serve(raw: Mapping[str, Any]) -> ServeSettings:
+    known = set(ServeSettings.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"[serve] has no setting `{unknown[0]}`; known: {', '.join(sorted(known))}"
+        )
+    counts = {}
+    for key in sorted(known):
+        value = raw.get(key, getattr(ServeSettings, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"[serve] {key} must be a whole number (0 or more), not {value!r}")
+        counts[key] = value
+    return ServeSettings(**counts)
+
+
 def parse_terminal(raw: Mapping[str, Any], env: Mapping[str, str]) -> TerminalSettings:
     known = {"approver", "users"}
     unknown = sorted(set(raw) - known)
@@ -514,6 +539,7 @@ def load_settings(
         "audit",
         "leader",
         "terminal",
+        "serve",
     }
     if "cluster" in raw:
         raise ConfigError(
@@ -568,4 +594,5 @@ def load_settings(
         leader=parse_leader(raw.get("leader", {})),
         identity=env.get("POD_NAME") or f"{socket.gethostname()}:{os.getpid()}",
         terminal=parse_terminal(raw.get("terminal", {}), env),
+        serve=parse_serve(raw.get("serve", {})),
     )

@@ -5,7 +5,8 @@ rest of the listener in its thread pool. A request that arrives again (HTTP retr
 redeliveries, a second delivery of one click) is recognised by its trigger id (or, without one,
 its signed bytes: bot.slack.deliveries) or action timestamp, recorded atomically in SQLite, and
 done only once. Replies go to a thread started by the command, mentioning the requester; errors
-go to the requester alone (ephemeral).
+go to the requester alone (ephemeral). Heavy commands (diagnose, audit verify, audit reports) run
+in worker processes (bot.slack.workers), so that they cannot hold up the acks.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from flannel_bot.errors import UserError
-from flannel_bot.ports.store import Requester
+from flannel_bot.ports.store import EventKind, Requester
 from flannel_bot.service import commands as c
 from flannel_bot.service.handler import Reply
 from flannel_bot.settings import SlackSettings
@@ -40,6 +41,7 @@ from flannel_bot.slack.identity import Identity
 from flannel_bot.slack.messages import Messages
 from flannel_bot.slack.origin import click_refusal, command_refusal, team_of
 from flannel_bot.slack.progress import Progress
+from flannel_bot.slack.workers import Job, Outcome, QueueFull, WorkerPool, clock_offset, is_heavy
 from flannel_bot.wiring import App
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,18 @@ class SlackAdapter:
         # Bolt's listener threads only ack; the work queues here, so a burst of slow commands
         # never holds up the next ack (Slack gives up after 3 seconds)
         self.work = ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-work")
+        # and heavy commands run in other processes, which hold no GIL of this one
+        serve = app.settings.serve
+        self.heavy = (
+            WorkerPool(app.settings, serve.workers, serve.queue) if serve.workers > 0 else None
+        )
         self.bolt = self._build()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Finish the work under way (the waiting heavy commands are cancelled, and told so)."""
+        if self.heavy is not None:
+            self.heavy.shutdown(timeout)
+        self.work.shutdown(wait=True, cancel_futures=False)
 
     def _build(self) -> BoltApp:
         bolt = BoltApp(
@@ -211,12 +224,68 @@ class SlackAdapter:
         )
         thread_ts = str(root["ts"])
         source["thread_ts"] = thread_ts
-        reply = self.app.service.handle(text, Requester(name, source), parsed)
+        who = Requester(name, source)
+        if self.heavy is not None and is_heavy(parsed):
+            self._in_worker(self.heavy, text, who, parsed, channel, thread_ts, user_id)
+            return
+        self._replied(self.app.service.handle(text, who, parsed), channel, thread_ts, user_id, text)
+
+    def _replied(
+        self, reply: Reply, channel: str, thread_ts: str, user_id: str, command: str
+    ) -> None:
+        """A command's reply in its thread; an error to the requester alone, its thread gone."""
         if reply.kind == "error":
             self._quietly(lambda: self.client.chat_delete(channel=channel, ts=thread_ts))
             self._ephemeral(channel, user_id, reply)
             return
-        self._answer(reply, channel, thread_ts, user_id, text)
+        self._answer(reply, channel, thread_ts, user_id, command)
+
+    def _in_worker(
+        self,
+        pool: WorkerPool,
+        text: str,
+        who: Requester,
+        parsed: c.Command,
+        channel: str,
+        thread_ts: str,
+        user_id: str,
+    ) -> None:
+        """A heavy command, handled in a worker process; its reply is posted from here."""
+        clock = self.app.engine.clock
+        job = Job(text, who, parsed, self.app.engine.policy, clock_offset(clock))
+
+        def done(outcome: Outcome) -> None:
+            self.app.store.announce(outcome.events)  # recorded there: counted here
+            if outcome.died:  # it recorded the command; what became of it is recorded here
+                self.app.store.record(
+                    EventKind.COMMAND_FAILED,
+                    actor=who.user,
+                    source=who.source,
+                    data={
+                        "text": text,
+                        "error": outcome.reply.data["message"],
+                        "error_type": outcome.reply.data["error_type"],
+                    },
+                )
+            self._replied(outcome.reply, channel, thread_ts, user_id, text)
+
+        try:
+            place = pool.submit(job, done)
+        except QueueFull as busy:
+            self._replied(
+                self.app.service.refuse(text, who, busy), channel, thread_ts, user_id, text
+            )
+            return
+        if place:
+            workers = pool.workers
+            self._quietly(
+                lambda: self.client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    text=f"<@{user_id}> queued, number {place} in line: it starts when one "
+                    f"of the {workers} running heavy commands (diagnose, audit) is free.",
+                )
+            )
 
     def _click(self, body: dict[str, Any], words: Sequence[str]) -> None:
         """A button: the same command grammar, in the thread the button sits in."""
@@ -277,6 +346,8 @@ class SlackAdapter:
         """The report as a file in the thread (files.getUploadURLExternal, then
         files.completeUploadExternal), with its summary as the message that carries it."""
         fmt, data = reply.data["format"], reply.data["report"]
+        # rendered by the worker that built it, or here
+        content = reply.data.get("content") or self.messages.renderer.reply(reply)
         s, chain = data["summary"], data["chain"]
         statuses = ", ".join(f"{n} {status}" for status, n in s["by_status"].items())
         summary = (
@@ -289,7 +360,7 @@ class SlackAdapter:
         self.client.files_upload_v2(
             channel=channel,
             thread_ts=thread_ts,
-            content=self.messages.renderer.reply(reply),
+            content=content,
             filename=f"flannel-audit-report.{fmt}",
             title=f"flannel-bot audit report ({data['selection']})",
             initial_comment=summary,

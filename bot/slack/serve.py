@@ -171,6 +171,6 @@ def serve(
     finally:
         server.shutdown()
         adapter.beacon.stop()
-        adapter.work.shutdown(wait=True, cancel_futures=False)
+        adapter.close()  # heavy commands waiting for a worker are cancelled, and told so
         adapter.progress.stop()
     return 1 if lost_lead else 0  # a replica that lost the Lease exits, to come back a standby

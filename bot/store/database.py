@@ -20,6 +20,7 @@ import json
 import logging
 import multiprocessing
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from flannel_bot.ports.store import (
     Event,
     EventFilter,
     EventKind,
+    RunBrief,
     RunRecord,
     RunStatus,
 )
@@ -141,6 +143,20 @@ def _to_run(row: dict[str, Any]) -> RunRecord:
             "plan": json.loads(row["plan"]),
             "cancel_requested": bool(row["cancel_requested"]),
         }
+    )
+
+
+def _to_brief(row: Sequence[Any]) -> RunBrief:
+    run_id, runbook, version, status, requester, cluster, channel, thread = row
+    asked = (("channel", channel), ("thread_ts", thread))
+    return RunBrief(
+        run_id,
+        sys.intern(runbook),
+        sys.intern(version),
+        sys.intern(status),
+        sys.intern(requester),
+        sys.intern(cluster),
+        {key: value for key, value in asked if value is not None},
     )
 
 
@@ -428,6 +444,20 @@ class SqliteStore:
         """Called with every event after its transaction commits (the notifiers)."""
         self._listeners.append(listener)
 
+    def announce(self, events: Sequence[Event]) -> None:
+        """Tell this store's listeners about events another process committed to the same file
+        (a worker of `serve`), as if they had been committed here."""
+        self._notify(events)
+
+    def _notify(self, events: Sequence[Event]) -> None:
+        for event in events:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    # a broken notifier must not turn a committed step into a crashed run
+                    log.exception("event listener failed on event %s (%s)", event.id, event.kind)
+
     @property
     def db(self) -> sqlite_utils.Database:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
@@ -550,13 +580,7 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise error from exc
-        for event in tx.events:
-            for listener in self._listeners:
-                try:
-                    listener(event)
-                except Exception:
-                    # a broken notifier must not turn a committed step into a crashed run
-                    log.exception("event listener failed on event %s (%s)", event.id, event.kind)
+        self._notify(tx.events)
 
     @_named_errors
     def _migrate(self) -> None:
@@ -674,6 +698,30 @@ class SqliteStore:
             args.append(plan_mentions)
         query = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id"  # noqa: S608
         return {r["id"]: _to_run(r) for r in _rows(self.db, query, args)}
+
+    @_named_errors
+    def run_briefs(self, ids: Sequence[int] | None = None) -> dict[int, RunBrief]:
+        """Runs by id (None: all) without their plans: the columns an export reads, where each was
+        asked picked out in SQL and repeated names shared, a few hundred bytes a run."""
+        where, args = "1", list(ids or ())
+        if ids is not None:
+            where = f"id IN ({','.join('?' * len(ids)) or 'NULL'})"
+        query = (
+            "SELECT id, runbook, version, status, requester, cluster, "  # noqa: S608
+            "json_extract(source, '$.channel'), json_extract(source, '$.thread_ts') "
+            f"FROM runs WHERE {where} ORDER BY id"
+        )
+        return {row[0]: _to_brief(row) for row in self.db.execute(query, args)}
+
+    @_named_errors
+    def run_ids_matching(self, where: EventFilter) -> list[int]:
+        """The runs the events `where` selects belong to, in order, without reading the events."""
+        sql, args = _where(where)
+        query = (
+            f"SELECT DISTINCT run_id FROM events WHERE {sql} AND run_id IS NOT NULL "  # noqa: S608
+            "ORDER BY run_id"
+        )
+        return [int(row[0]) for row in self.db.execute(query, args)]
 
     @_named_errors
     def head_hash(self) -> str:

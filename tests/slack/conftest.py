@@ -145,5 +145,5 @@ def bot(slack: FakeSlack, tmp_path: Path, bot_config: str) -> Iterator[SlackBot]
         yield SlackBot(slack, adapter, f"http://{host}:{port}/slack/events", clock)
     finally:
         server.shutdown()
-        adapter.work.shutdown(wait=True)
+        adapter.close()
         adapter.progress.stop()
