@@ -145,7 +145,7 @@ def test_in_another_namespace_the_rules_are_the_same_and_kube_proxy_stays_in_kub
     }
     subject = {"kind": "ServiceAccount", "name": "flannel-bot", "namespace": "ops"}
     bindings = [o for (kind, _, _), o in rendered.items() if kind.endswith("Binding")]
-    assert len(bindings) == 4
+    assert len(bindings) == 5
     assert all(b["subjects"] == [subject] for b in bindings)
     assert settings_toml(rendered, "ops")["leader"]["lease"] == "ops/flannel-bot"
     assert rendered[("Role", "flannel-bot-leader", "ops")]
@@ -279,3 +279,68 @@ def test_helm_lint_finds_no_error(values: dict[str, Any] | None) -> None:
     report = helm.lint(CHART, values, strict=True, namespace="flannel-bot")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def pod_writes(rules: list[Any]) -> list[tuple[str, str | None]]:
+    """(verb, namespace) of every grant to create pods: None is every namespace."""
+    return [
+        (verb, r.namespace)
+        for r in rules
+        for verb in r.verbs
+        if verb in ("create", "*") and {"pods", "*"} & set(r.resources)
+    ]
+
+
+@pytest.mark.parametrize("namespace", ["flannel-bot", "ops"])
+def test_node_exec_pods_may_be_created_only_in_the_bots_namespace(
+    base: dict[Key, dict[str, Any]], namespace: str
+) -> None:
+    """[nodes] access = "pod": creating pods is the widest grant the bot has (a privileged pod
+    is root on a node), so it is held to the bot's own namespace, in both renders."""
+    renders = [list(chart(namespace=namespace).values())]
+    if namespace == "flannel-bot":
+        renders.append(list(base.values()))
+    for docs in renders:
+        rules = rbac.granted_rules(docs, namespace)
+        assert pod_writes(rules) == [("create", namespace)]
+        exec_rules = [r for r in rules if r.namespace == namespace and "pods" in r.resources]
+        assert {v for r in exec_rules for v in r.verbs} == {"create", "get", "list", "delete"}
+        assert any(r.namespace == namespace and r.resources == ("pods/log",) for r in rules)
+        roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+        assert not any(
+            "create" in rule["verbs"] and "pods" in rule["resources"]
+            for role in roles
+            if role["kind"] == "ClusterRole"
+            for rule in role["rules"]
+        )
+
+
+def test_the_bots_namespace_allows_privileged_pods_and_the_bot_uses_them(
+    base: dict[Key, dict[str, Any]],
+) -> None:
+    privileged = {"pod-security.kubernetes.io/enforce": "privileged"}
+    for rendered in (base, chart({"createNamespace": True})):
+        labels = rendered[("Namespace", "flannel-bot", None)]["metadata"]["labels"]
+        assert privileged.items() <= labels.items()
+        nodes = settings_toml(rendered)["nodes"]
+        assert (nodes["access"], nodes["namespace"]) == ("pod", "flannel-bot")
+    assert settings_toml(chart(namespace="ops"), "ops")["nodes"]["namespace"] == "ops"
+
+
+def test_nodes_over_ssh_render_no_pod_role_and_no_privileged_namespace() -> None:
+    rendered = chart({"createNamespace": True, "nodes": {"access": "ssh"}})
+    assert ("Role", "flannel-bot-node-exec", "flannel-bot") not in rendered
+    assert pod_writes(rbac.granted_rules(list(rendered.values()))) == []
+    labels = rendered[("Namespace", "flannel-bot", None)]["metadata"]["labels"]
+    assert "pod-security.kubernetes.io/enforce" not in labels
+    assert settings_toml(rendered)["nodes"]["access"] == "ssh"
+
+
+def test_default_settings_reach_nodes_through_pods(tmp_path: Path) -> None:
+    config = tmp_path / "flannel-bot.toml"
+    config.write_text(
+        chart()[("ConfigMap", "flannel-bot-config", "flannel-bot")]["data"]["flannel-bot.toml"]
+    )
+    nodes = load_settings(config, env={}).cluster().nodes
+    assert (nodes.access, nodes.namespace) == ("pod", "flannel-bot")
+    assert nodes.image.endswith(f":{flannel_bot.__version__}")
