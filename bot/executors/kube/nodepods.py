@@ -281,6 +281,10 @@ class PodNodeExecutor:
     def transport(self) -> str:
         return "pod"
 
+    def close(self) -> None:
+        """Nothing of its own to close: the API client is the cluster's, closed by its owner;
+        every pod was deleted when its `run_many` returned."""
+
     # -- public API -----------------------------------------------------------------------------
 
     def cleanup_leftovers(self) -> list[str]:
