@@ -35,6 +35,37 @@ def flannel_lab() -> Iterator[Lab]:
     yield from running_lab(SPEC)
 
 
+ACCESS = ("ssh", "pod")  # how the bot reaches nodes: `[nodes] access`
+NODE_EXEC = "app.kubernetes.io/component=node-exec,app.kubernetes.io/managed-by=flannel-bot"
+
+
+def bot_config(lab: Lab, access: str, directory: Path) -> Path:
+    """The lab's bot config reaching nodes over `access`: SSH as written by the lab, or
+    node-exec pods the lab's kubelet runs."""
+    if access == "ssh":
+        return lab.bot_config
+    path = directory / f"flannel-bot-{access}.toml"
+    path.write_text(f'{lab.bot_config.read_text()}\n[nodes]\naccess = "{access}"\n')
+    return path
+
+
+def node_exec_pods(lab: Lab) -> list[str]:
+    """`namespace/name` of the bot's node-exec pods still in the API, in any namespace."""
+    return [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in lab.api.list("pods", label_selector=NODE_EXEC)
+    ]
+
+
+@pytest.fixture(params=ACCESS)
+def access(request: pytest.FixtureRequest, flannel_lab: Lab) -> Iterator[str]:
+    """Each test using it runs once over SSH and once over pods; a pod-transport test must
+    leave no node-exec pod behind."""
+    yield str(request.param)
+    if request.param == "pod":
+        assert node_exec_pods(flannel_lab) == [], "node-exec pods left behind"
+
+
 def ssh_settings(lab: Lab, **overrides: object) -> SshSettings:
     assert lab.files is not None
     args: dict[str, object] = {
@@ -77,4 +108,14 @@ def all_reachable(reach: dict[str, dict[str, bool]]) -> bool:
     return all(ok for row in reach.values() for ok in row.values())
 
 
-__all__ = ["SPEC", "all_reachable", "healthy", "internal_ip", "json", "ssh_settings"]
+__all__ = [
+    "ACCESS",
+    "SPEC",
+    "all_reachable",
+    "bot_config",
+    "healthy",
+    "internal_ip",
+    "json",
+    "node_exec_pods",
+    "ssh_settings",
+]

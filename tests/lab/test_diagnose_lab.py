@@ -1,5 +1,6 @@
 """Diagnose through the real executors against the lab: every `lab break` scenario is named first,
-on the right node; a healthy lab gives no warning-or-worse finding."""
+on the right node; a healthy lab gives no warning-or-worse finding. Each runs once with the nodes
+reached over SSH and once through node-exec pods (`[nodes] access`), with the same findings."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from flannel_bot.lab.lab import Lab
 from flannel_bot.ports.clock import SystemClock
 from flannel_bot.settings import load_settings
 from flannel_bot.wiring import build_executors, evidence_from_bundle
+from tests.lab.conftest import bot_config
 
 pytestmark = pytest.mark.integration
 NODE = "w2"
@@ -41,9 +43,13 @@ EXPECTED = {
 }
 
 
-def run_diagnose(lab: Lab, bundle: Path | None = None) -> list[Finding]:
-    """Diagnose live; with `bundle`, also write a support bundle there from the same cluster."""
-    settings = load_settings(lab.bot_config, env={"HOME": "/root"})
+def run_diagnose(
+    lab: Lab, bundle: Path | None = None, access: str = "ssh", config_dir: Path | None = None
+) -> list[Finding]:
+    """Diagnose live, reaching nodes over `access`; with `bundle`, also write a support bundle
+    there from the same cluster."""
+    config = bot_config(lab, access, config_dir or Path(lab.spec.dir))
+    settings = load_settings(config, env={"HOME": "/root"})
     kube, nodes = build_executors(settings.cluster(), SystemClock())
     assert isinstance(kube, KubeClient)
     try:
@@ -52,28 +58,43 @@ def run_diagnose(lab: Lab, bundle: Path | None = None) -> list[Finding]:
             write_bundle(kube, nodes, bundle)
         return findings
     finally:
-        nodes.close()  # type: ignore[attr-defined]
+        close = getattr(nodes, "close", None)  # SSH connections; pods are gone already
+        if close is not None:
+            close()
+
+
+# scenario -> access -> what diagnose concluded: both transports must conclude the same
+CONCLUDED: dict[str, dict[str, list[tuple[str, str, tuple[str, ...]]]]] = {}
+
+
+def concluded(scenario: str, access: str, findings: list[Finding]) -> None:
+    """Record this transport's conclusions; the second transport to run must match the first."""
+    seen = CONCLUDED.setdefault(scenario, {})
+    seen[access] = [(f.id, f.severity, tuple(f.nodes)) for f in findings]
+    assert len(set(map(tuple, seen.values()))) == 1, seen
 
 
 def test_every_scenario_has_an_expected_finding() -> None:
     assert set(EXPECTED) == set(faults.SCENARIOS)
 
 
-def test_healthy_lab_has_no_warnings(flannel_lab: Lab) -> None:
-    findings = run_diagnose(flannel_lab)
+def test_healthy_lab_has_no_warnings(flannel_lab: Lab, access: str, tmp_path: Path) -> None:
+    findings = run_diagnose(flannel_lab, access=access, config_dir=tmp_path)
     assert [(f.id, f.nodes) for f in findings if f.severity != "info"] == []
+    concluded("healthy", access, findings)
 
 
 @pytest.mark.parametrize("scenario", list(faults.SCENARIOS))
 def test_scenario_is_diagnosed_first_on_the_right_node(
-    scenario: str, flannel_lab: Lab, tmp_path: Path
+    scenario: str, access: str, flannel_lab: Lab, tmp_path: Path
 ) -> None:
     faults.inject(flannel_lab, scenario, NODE)
     try:
-        findings = run_diagnose(flannel_lab, bundle=tmp_path / "bundle")
+        findings = run_diagnose(flannel_lab, tmp_path / "bundle", access, tmp_path)
     finally:
         faults.undo(flannel_lab, scenario, NODE)
     assert findings, "no findings"
+    concluded(scenario, access, findings)
     first = findings[0]
     assert first.id == EXPECTED[scenario], [(f.id, f.nodes) for f in findings]
     assert NODE in first.nodes
