@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from flannel_bot.errors import BotError
 from flannel_bot.executors.kube import KubeClient
-from flannel_bot.settings import Settings
+from flannel_bot.executors.node_settings import NodeSettings
+from flannel_bot.settings import ClusterSettings, Settings
 from flannel_bot.slack.health import WebClient, slack_health
 from flannel_bot.wiring import App
 
@@ -27,6 +28,23 @@ NEEDED: tuple[tuple[str, str, str | None, str, str | None], ...] = (
     ("delete", "pods", "kube-flannel", "", None),
     ("patch", "configmaps", "kube-system", "", "kube-proxy"),
 )
+
+
+def node_pod_rights(nodes: NodeSettings) -> tuple[tuple[str, str, str | None, str, None], ...]:
+    """What [nodes] access = "pod" needs beyond NEEDED, in its own namespace."""
+    if nodes.access != "pod":
+        return ()
+    ns = nodes.namespace
+    return (
+        ("create", "pods", ns, "", None),
+        ("get", "pods", ns, "", None),
+        ("delete", "pods", ns, "", None),
+        ("get", "pods/log", ns, "", None),
+    )
+
+
+def settings_of(app: App, cluster: str) -> ClusterSettings:
+    return app.settings.cluster(cluster)
 
 
 @dataclass(frozen=True)
@@ -92,10 +110,11 @@ def _cluster_checks(app: App, name: str, label: str) -> list[Check]:
     if isinstance(kube, KubeClient) and nodes:
 
         def rights() -> Check:
+            needed = NEEDED + node_pod_rights(settings_of(app, name).nodes)
             missing = [
-                f"{verb} {resource}" + (f"/{name}" if name else "") + (f" in {ns}" if ns else "")
-                for verb, resource, ns, group, name in NEEDED
-                if not kube.can_i(verb, resource, ns, group, name)
+                f"{verb} {resource}" + (f"/{what}" if what else "") + (f" in {ns}" if ns else "")
+                for verb, resource, ns, group, what in needed
+                if not kube.can_i(verb, resource, ns, group, what)
             ]
             if missing:
                 return Check(
@@ -104,20 +123,22 @@ def _cluster_checks(app: App, name: str, label: str) -> list[Check]:
                     f"the bot may not {', '.join(missing)}; apply deploy/base/rbac.yaml to its "
                     "ServiceAccount",
                 )
-            return Check(f"permissions{label}", "OK", f"{len(NEEDED)} API permissions checked")
+            return Check(f"permissions{label}", "OK", f"{len(needed)} API permissions checked")
 
         out.append(_guard(f"permissions{label}", rights))
     prober = cluster.prober
     if nodes and prober is not None:
+        via = settings_of(app, name).nodes.access  # "ssh", or "pod": a node-exec pod each
+        ran = "reachable, host key known" if via == "ssh" else "a node-exec pod ran on it"
 
         def reach(node: str) -> Check:
             result = prober.run(node, ["true"], 10)
             if result.exit_code != 0:
-                return Check(f"ssh{label} {node}", "FAIL", f"`true` exited {result.exit_code}")
-            return Check(f"ssh{label} {node}", "OK", "reachable, host key known")
+                return Check(f"{via}{label} {node}", "FAIL", f"`true` exited {result.exit_code}")
+            return Check(f"{via}{label} {node}", "OK", ran)
 
         with ThreadPoolExecutor(8) as pool:
-            out += list(pool.map(lambda n: _guard(f"ssh{label} {n}", lambda: reach(n)), nodes))
+            out += list(pool.map(lambda n: _guard(f"{via}{label} {n}", lambda: reach(n)), nodes))
     return out
 
 
