@@ -124,7 +124,7 @@ def evidence_from_bundle(
     from flannel_bot.diagnosis.collect import collect
     from flannel_bot.executors.bundle import BundleReader
 
-    reader = BundleReader(path, limits)
+    reader = BundleReader(path, limits, cache_probes=False)  # read once, node by node
     return collect(reader, reader, only, deep=deep)
 
 

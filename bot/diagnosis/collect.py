@@ -9,10 +9,11 @@ looks healthy or not; a previous container's log only where one restarted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flannel_bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
+from flannel_bot.diagnosis.peer_tables import TABLES, PeerTableReducer
 from flannel_bot.errors import BotError, ExecutorError
 from flannel_bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
 from flannel_bot.ports.nodes import NodeExecutor
@@ -116,26 +117,73 @@ def _log_containers(pod: PodInfo) -> list[tuple[str, bool]]:
 
 
 def probe_nodes(
-    nodes: NodeExecutor, names: Sequence[str], ev: Evidence, timeout: float = 30.0
+    nodes: NodeExecutor,
+    names: Sequence[str],
+    ev: Evidence,
+    timeout: float = 30.0,
+    reduce_tables: bool = True,
 ) -> None:
-    """Run the probe set on each node, all nodes at once, within `timeout`."""
+    """Run the probe set on each node, all nodes at once, within `timeout`.
+
+    Each node's answers are turned into evidence as they come, one node at a time, and its VXLAN
+    peer tables reduced (`peer_tables`) before the next is taken: an executor with `run_each`
+    (a support bundle) reads the next node's files only then, so the tables of every node are
+    never held at once. `reduce_tables=False` keeps them whole (the path before the reduction,
+    for comparing)."""
     commands = {n: [list(p.argv) for p in PROBES] for n in names}
+    run_each = getattr(nodes, "run_each", None)
     run_many = getattr(nodes, "run_many", None)
-    if callable(run_many):
-        results = run_many(commands, timeout)
+    results: Iterable[tuple[str, object]]
+    if callable(run_each):
+        results = run_each(commands, timeout)
+    elif callable(run_many):
+        results = _draining(run_many(commands, timeout))
     else:
         with ThreadPoolExecutor(8) as pool:
-            results = dict(
-                zip(names, pool.map(lambda n: _sequential(nodes, n, timeout), names), strict=True)
+            results = zip(
+                names, pool.map(lambda n: _sequential(nodes, n, timeout), names), strict=True
             )
-    for node, outcome in results.items():
+    reducer = _reducer(ev) if reduce_tables else None
+    for node, outcome in results:
         if isinstance(outcome, Exception):
             ev.unreachable[node] = str(outcome)
             continue
-        ev.probes[node] = {
+        assert isinstance(outcome, Sequence)
+        outputs = {
             probe.id: ProbeOutput(r.exit_code, r.stdout, r.stderr)
             for probe, r in zip(PROBES, outcome, strict=False)
         }
+        del outcome
+        if reducer is not None:
+            reduced = {}
+            for probe_id in TABLES:
+                out = outputs.get(probe_id)
+                table = None if out is None else reducer.reduce(probe_id, out)
+                if table is not None:
+                    outputs[probe_id] = table.out
+                    reduced[probe_id] = table
+            if reduced:
+                ev.peer_tables[node] = reduced
+        ev.probes[node] = outputs
+
+
+def _reducer(ev: Evidence) -> PeerTableReducer | None:
+    """A reducer of the peer tables for a VXLAN cluster on flannel.1 (the only tables that
+    grow with the square of the nodes); None for other backends, whose rules read the tables
+    whole."""
+    backend = ev.backend()
+    if backend.type != "vxlan" or backend.device != "flannel.1":
+        return None
+    return PeerTableReducer(ev.peers_wanted())
+
+
+def _draining(results: Mapping[str, object]) -> Iterator[tuple[str, object]]:
+    """A fan-out's results node by node, each dropped once taken."""
+    pending = results if isinstance(results, dict) else dict(results)
+    del results
+    while pending:
+        node = next(iter(pending))
+        yield node, pending.pop(node)
 
 
 def _sequential(nodes: NodeExecutor, node: str, timeout: float) -> object:
@@ -182,6 +230,7 @@ def collect(
     timeout: float = 30.0,
     known: Sequence[NodeInfo] | None = None,
     log_lines: int = LOG_TAIL,
+    reduce_tables: bool = True,
 ) -> Evidence:
     """The evidence for diagnose. A reader that is a `Recording` (a support bundle) says what
     only it knows, e.g. which probes it simply does not contain; `_from_recording` applies it.
@@ -191,7 +240,7 @@ def collect(
     if nodes is None:
         ev.gaps.append("no node access: findings that need node probes were not checked")
     else:
-        probe_nodes(nodes, names, ev, timeout)
+        probe_nodes(nodes, names, ev, timeout, reduce_tables)
         if deep:
             deep_check(nodes, ev, names)
     if isinstance(kube, Recording):

@@ -26,6 +26,7 @@ from flannel_bot.diagnosis.catalogue import (
     Sighting,
 )
 from flannel_bot.diagnosis.net_conf import Backend, NetConf, backend_of, parse_net_conf
+from flannel_bot.diagnosis.peer_tables import PeersWanted, PeerTable, peers_wanted
 from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
@@ -84,6 +85,9 @@ class Evidence:
     logs: dict[tuple[str, str, str, bool], str] = field(default_factory=dict)
     rbac: Rbac = field(default_factory=Rbac)
     probes: dict[str, dict[str, ProbeOutput]] = field(default_factory=dict)
+    # node -> probe id -> its VXLAN peer table as reduced when read (see peer_tables); the
+    # probe output kept in `probes` is then the reduced one
+    peer_tables: dict[str, dict[str, PeerTable]] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
     deep: dict[str, dict[str, bool]] = field(default_factory=dict)
     gaps: list[str] = field(default_factory=list)
@@ -97,14 +101,23 @@ class Evidence:
     def flannel_pods(self) -> list[PodInfo]:
         """flanneld's pods: flannel's own DaemonSet (either namespace, any release) or canal's
         (RKE2's default: flannel runs beside calico as the `kube-flannel` container)."""
-        return [
-            p
-            for p in self.pods
-            if p.namespace in FLANNEL_NAMESPACES
-            and (
-                p.labels.get("app") == "flannel" or p.labels.get("k8s-app") in ("flannel", "canal")
+        # rules ask once per node: one pass over the pods, kept while `pods` is the same list
+        cached = self.__dict__.get("_flannel_pods")
+        if cached is None or cached[0] is not self.pods or cached[1] != len(self.pods):
+            cached = self.__dict__["_flannel_pods"] = (
+                self.pods,
+                len(self.pods),
+                [
+                    p
+                    for p in self.pods
+                    if p.namespace in FLANNEL_NAMESPACES
+                    and (
+                        p.labels.get("app") == "flannel"
+                        or p.labels.get("k8s-app") in ("flannel", "canal")
+                    )
+                ],
             )
-        ]
+        return list(cached[2])
 
     def kube_proxy_pods(self) -> list[PodInfo]:
         return [p for p in self.pods if p.labels.get("k8s-app") == "kube-proxy"]
@@ -191,6 +204,26 @@ class Evidence:
 
     def probe(self, node: str, probe_id: str) -> ProbeOutput | None:
         return self.probes.get(node, {}).get(probe_id)
+
+    def peer_table(self, node: str, probe_id: str) -> PeerTable | None:
+        """The node's peer table as reduced when read; None when the evidence holds the table
+        whole (or it was replaced since: the reduction describes one output only)."""
+        table = self.peer_tables.get(node, {}).get(probe_id)
+        if table is None or table.out is not self.probe(node, probe_id):
+            return None
+        return table
+
+    def peers_wanted(self) -> PeersWanted:
+        """The VXLAN entries flanneld programs for each peer, from the Node annotations."""
+        cached = self.__dict__.get("_peers_wanted")
+        if cached is None or cached[0] is not self.nodes or cached[1] != len(self.nodes):
+            cached = self.__dict__["_peers_wanted"] = (
+                self.nodes,
+                len(self.nodes),
+                peers_wanted(self.nodes),
+            )
+        wanted: PeersWanted = cached[2]
+        return wanted
 
     def sightings(self) -> list[Sighting]:
         """Every catalogued line in the logs, events, node conditions and node journals, once."""

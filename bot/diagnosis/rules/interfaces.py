@@ -6,6 +6,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from flannel_bot.diagnosis.catalogue.message import Sighting
 from flannel_bot.diagnosis.evidence import Evidence
@@ -247,40 +248,58 @@ def stale_peer_entries(ev: Evidence, reported: set[str]) -> Iterator[Found]:
         for node in ev.probed()
         if (link := (ev.fact(node, LINKS) or {}).get("flannel.1")) is not None and link.mac
     }
+    if not devices:
+        return
+    # every node's neighbour entries by address, read once (not once per pair of nodes); a
+    # table reduced on reading holds only the unwanted entries, and every wanted one it did
+    # not miss (`held`)
+    by_address: dict[str, list[tuple[str, str]]] = {}
+    reduced: dict[str, frozenset[Any]] = {}
+    for other in ev.probed():
+        table = ev.peer_table(other, "ip-neigh")
+        if table is not None:
+            reduced[other] = table.missing
+        for ip, mac in ev.fact(other, NEIGHBOURS) or set():
+            by_address.setdefault(ip, []).append((other, mac))
+    wanted_macs: dict[str, list[str]] = {}
+    for ip, mac in ev.peers_wanted().neighbours if reduced else ():
+        wanted_macs.setdefault(ip, []).append(mac)
     for node, link in sorted(devices.items()):
         if node in reported:
             continue
         vtep = {a.split("/")[0] for a in link.inet}
-        for other in ev.probed():
-            if other == node:
-                continue
-            stale = sorted(
-                mac
-                for ip, mac in ev.fact(other, NEIGHBOURS) or set()
-                if ip in vtep and mac != link.mac
+        stale: dict[str, set[str]] = {}
+        for ip in vtep:
+            for other, mac in by_address.get(ip, ()):
+                if other != node and mac != link.mac:
+                    stale.setdefault(other, set()).add(mac)
+            for mac in wanted_macs.get(ip, ()):
+                if mac == link.mac:
+                    continue
+                for other, missing in reduced.items():
+                    if other != node and (ip, mac) not in missing:
+                        stale.setdefault(other, set()).add(mac)
+        if stale:
+            other = min(stale)  # the first in name order, as ev.probed() lists them
+            first = min(stale[other])
+            yield Found(
+                (node,),
+                f"{other} sends to {node}'s VTEP at MAC {first}; flannel.1 on {node} "
+                f"has {link.mac}",
+                "flannel.1's MAC changed after flanneld published it (udev's "
+                "MACAddressPolicy=persistent on systemd 242+, or NetworkManager), so peers "
+                "address the encapsulated frames to a MAC the node drops.",
+                [
+                    EvidenceLine.probe(node, "ip-addr", f"flannel.1 link/ether {link.mac}"),
+                    EvidenceLine.probe(other, "ip-neigh", f"{sorted(vtep)[0]} lladdr {first}"),
+                ],
+                Fix.restart(
+                    ev.flannel_namespace(),
+                    [node],
+                    "stop udev renaming it (a .link file with MACAddressPolicy=none for "
+                    "flannel*), then restart flannel on the node so it republishes the MAC",
+                ),
             )
-            if stale:
-                yield Found(
-                    (node,),
-                    f"{other} sends to {node}'s VTEP at MAC {stale[0]}; flannel.1 on {node} "
-                    f"has {link.mac}",
-                    "flannel.1's MAC changed after flanneld published it (udev's "
-                    "MACAddressPolicy=persistent on systemd 242+, or NetworkManager), so peers "
-                    "address the encapsulated frames to a MAC the node drops.",
-                    [
-                        EvidenceLine.probe(node, "ip-addr", f"flannel.1 link/ether {link.mac}"),
-                        EvidenceLine.probe(
-                            other, "ip-neigh", f"{sorted(vtep)[0]} lladdr {stale[0]}"
-                        ),
-                    ],
-                    Fix.restart(
-                        ev.flannel_namespace(),
-                        [node],
-                        "stop udev renaming it (a .link file with MACAddressPolicy=none for "
-                        "flannel*), then restart flannel on the node so it republishes the MAC",
-                    ),
-                )
-                break
 
 
 def vtep_mac(backend_data: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.findings import EvidenceLine, Fix
 from flannel_bot.diagnosis.node_facts import ROUTES, SUBNET_ENV, in_cidr
+from flannel_bot.diagnosis.peer_tables import SortedNetworks, address_key, inside, network_of
 from flannel_bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
 
@@ -144,13 +145,27 @@ def network_cidr_mismatch(ev: Evidence) -> Iterator[Found]:
 
 @rule("subnet-overlap", "critical")
 def subnet_overlap(ev: Evidence) -> Iterator[Found]:
+    wanted: SortedNetworks | None = None
     for name in ev.probed():
         routes = ev.fact(name, ROUTES) or []
         flannel = [r.dst for r in routes if r.dev.startswith("flannel") and "/" in r.dst]
+        table = ev.peer_table(name, "ip-route")
         for r in routes:
             if r.dev.startswith(("flannel", "cni0")) or "/" not in r.dst or r.scope != "link":
                 continue
-            shadowed = [d for d in flannel if in_cidr(d.split("/")[0], r.dst)]
+            network = network_of(r.dst)
+            if network is None:
+                continue
+            shadowed = [d for d in flannel if inside(d.split("/")[0], network)]
+            if table is not None:
+                # the peers' routes the reduction left out (every wanted one it did not miss),
+                # merged with the rest in address order, the order `ip route` lists them in
+                if wanted is None:
+                    wanted = SortedNetworks(ev.peers_wanted().routes)
+                elided = [d for d in wanted.within(network) if d not in table.missing]
+                shadowed = sorted(
+                    shadowed + elided, key=lambda d: address_key(d.split("/")[0]) or (0, 0)
+                )
             if shadowed:
                 yield Found(
                     (name,),

@@ -3,9 +3,9 @@ routes and VXLAN entries, host-gw's L2, MTU, offload, wireguard/ipsec peers."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.findings import EvidenceLine, Fix
@@ -18,6 +18,7 @@ from flannel_bot.diagnosis.node_facts import (
     OFFLOAD,
     ROUTES,
     SUBNET_ENV,
+    Fact,
     Link,
     in_cidr,
 )
@@ -89,21 +90,8 @@ PEER_MECHANISM = (
 @rule("vxlan-peer-missing", "critical")
 def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
     # Each node holds an entry per peer in three tables, so the data grows with nodes squared:
-    # compare whole sets per node and format text only for what is missing.
-    routes_want: dict[str, str] = {}
-    neigh_want: dict[tuple[str, str], str] = {}
-    fdb_want: dict[tuple[str, str], str] = {}
-    for peer in ev.nodes:
-        data = peer.annotations.get("flannel.alpha.coreos.com/backend-data", "")
-        try:
-            mac = str(json.loads(data).get("VtepMAC", "")).lower() if data else ""
-        except (ValueError, AttributeError):
-            mac = ""
-        public = peer.annotations.get("flannel.alpha.coreos.com/public-ip", peer.internal_ip)
-        if peer.pod_cidr and mac:
-            routes_want[peer.pod_cidr] = peer.name
-            neigh_want[(peer.pod_cidr.split("/")[0], mac)] = peer.name
-            fdb_want[(mac, public)] = peer.name
+    # the tables are reduced when read (peer_tables), and text is made only for what is missing.
+    wanted = ev.peers_wanted()
     yield from inferred(
         ev,
         "vxlan-peer-missing",
@@ -121,16 +109,13 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
     for node in ev.probed():
         if "flannel.1" not in (ev.fact(node, LINKS) or {}):
             continue
-        routes = {r.dst for r in ev.fact(node, ROUTES) or [] if r.dev == "flannel.1"}
-        neigh = ev.fact(node, NEIGHBOURS) or set()
-        fdb = ev.fact(node, FDB) or set()
         gaps: dict[str, list[str]] = {}
-        for cidr in routes_want.keys() - routes:
-            gaps.setdefault(routes_want[cidr], []).append(f"route {cidr} via flannel.1")
-        for vtep, mac in neigh_want.keys() - neigh:
-            gaps.setdefault(neigh_want[(vtep, mac)], []).append(f"neighbour {vtep} {mac}")
-        for mac, dst in fdb_want.keys() - fdb:
-            gaps.setdefault(fdb_want[(mac, dst)], []).append(f"fdb {mac} dst {dst}")
+        for cidr in _absent(ev, node, ROUTES, wanted.routes):
+            gaps.setdefault(wanted.routes[cidr], []).append(f"route {cidr} via flannel.1")
+        for vtep, mac in _absent(ev, node, NEIGHBOURS, wanted.neighbours):
+            gaps.setdefault(wanted.neighbours[(vtep, mac)], []).append(f"neighbour {vtep} {mac}")
+        for mac, dst in _absent(ev, node, FDB, wanted.fdb):
+            gaps.setdefault(wanted.fdb[(mac, dst)], []).append(f"fdb {mac} dst {dst}")
         gaps.pop(node, None)  # a node has no entries for itself
         if gaps:
             missing = [f"{peer}: missing {'; '.join(what)}" for peer, what in sorted(gaps.items())]
@@ -146,6 +131,20 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
                     "restart flannel on the node (it re-adds every peer)",
                 ),
             )
+
+
+def _absent(ev: Evidence, node: str, fact: Fact[Any], wanted: Mapping[Any, str]) -> Iterable[Any]:
+    """The wanted entries a node's table lacks: from its reduction when it was reduced on
+    reading, else from the whole table."""
+    table = ev.peer_table(node, fact.probe.id)
+    if table is not None:
+        return table.missing
+    parsed = ev.fact(node, fact) or ()
+    if fact is ROUTES:
+        present: set[Any] = {r.dst for r in parsed if r.dev == "flannel.1"}
+    else:
+        present = set(parsed)
+    return wanted.keys() - present
 
 
 @rule("hostgw-not-l2", "critical")

@@ -20,7 +20,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,10 @@ class BundleReader:
     gap and answers empty), only where the live executor would too (NotFound for an absent
     object, NodeUnreachable for a node the bundle marks UNREACHABLE). Writes (`delete_pod`,
     `patch_configmap`) raise ExecutorError: a bundle is a record, not a cluster. `limits` bound
-    what it reads (see `limits.Limits`); `clock` times it.
+    what it reads (see `limits.Limits`); `clock` times it. `cache_probes=False`: node probe
+    outputs are read each time they are asked for, not kept (a reader used once, by a caller
+    that reduces each node's outputs as it goes, need not hold every node's text: the peer
+    tables grow with the square of the cluster); a long-lived reader keeps them.
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class BundleReader:
         path: Path | str,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cache_probes: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.cache_probes = cache_probes
         if not self.path.is_dir():
             problem = "does not exist" if not self.path.exists() else "is not a directory"
             raise UserError(
@@ -194,14 +199,20 @@ class BundleReader:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _whole(self, rel: str, limit: int, what: str, lost: str) -> str | _Refused | None:
+    def _whole(
+        self, rel: str, limit: int, what: str, lost: str, keep: bool = True
+    ) -> str | _Refused | None:
         """A small file's text (read once), None if absent, REFUSED if refused or unreadable
-        (a gap saying `lost`); undecodable bytes are replaced, not fatal."""
+        (a gap saying `lost`); undecodable bytes are replaced, not fatal. `keep=False`: the
+        text is not remembered (see `cache_probes`); a refusal is, so it is reported once."""
         with self._lock:
             if rel not in self._texts:
                 try:
                     data = self._files.read(rel, limit, what)
-                    self._texts[rel] = None if data is None else _decode(data)
+                    text = None if data is None else _decode(data)
+                    if not keep:
+                        return text
+                    self._texts[rel] = text
                 except BundleFileRefused as exc:
                     self._refusal(exc, lost)
                     self._texts[rel] = REFUSED
@@ -670,15 +681,23 @@ class BundleReader:
     ) -> dict[str, list[CommandResult] | Exception]:
         """Like the SSH executor's fan-out; a node the bundle has no probes for is left out
         (it was not probed, which is a gap, not a failure of the node)."""
-        results: dict[str, list[CommandResult] | Exception] = {}
+        return dict(self.run_each(commands, timeout))
+
+    def run_each(
+        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+    ) -> Iterator[tuple[str, list[CommandResult] | Exception]]:
+        """`run_many` one node at a time: a node's files are read only when the caller takes
+        it, so a caller that reduces each node's answers never holds every node's at once."""
         for node, argvs in commands.items():
             if not self._has_probes(node):
                 continue
             try:
-                results[node] = [self.run(node, argv, timeout or 0.0) for argv in argvs]
+                outcome: list[CommandResult] | Exception = [
+                    self.run(node, argv, timeout or 0.0) for argv in argvs
+                ]
             except BotError as exc:
-                results[node] = exc
-        return results
+                outcome = exc
+            yield node, outcome
 
     def _node_dir(self, node: str) -> str | None:
         return f"{PROBES_DIR}/{node}" if SAFE_NAME.fullmatch(node) else None
@@ -731,13 +750,14 @@ class BundleReader:
         base = f"{where}/{probe.id}"
         lost = f"{probe.why} on {node} was not checked (probe {probe.id})"
         output = self.limits.output_bytes
-        stdout = self._whole(f"{base}.txt", output, "probe output", lost)
+        keep = self.cache_probes
+        stdout = self._whole(f"{base}.txt", output, "probe output", lost, keep)
         if not isinstance(stdout, str):
             if stdout is None and self._is_dir(where) is True:
                 self._gap(f"{base}.txt is missing: {lost}")
             return None
-        exit_text = self._whole(f"{base}.exit", self.limits.note_bytes, "exit code", lost)
-        stderr = self._whole(f"{base}.err", output, "probe output", lost)
+        exit_text = self._whole(f"{base}.exit", self.limits.note_bytes, "exit code", lost, keep)
+        stderr = self._whole(f"{base}.err", output, "probe output", lost, keep)
         if isinstance(exit_text, _Refused) or isinstance(stderr, _Refused):
             return None
         exit_code = 0

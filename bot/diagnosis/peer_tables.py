@@ -1,0 +1,228 @@
+"""A node's VXLAN peer tables reduced to what differs from the peers it should know.
+
+On a VXLAN cluster every node's route, neighbour and FDB tables hold an entry per peer, so their
+text grows with nodes squared (5,000 nodes: 7 GB). The rules need from them only which expected
+entries are absent (vxlan-peer-missing), which entries are not the expected ones (a stale MAC, a
+route to a subnet no node has), and for a few rules the expected entries themselves, which the
+Node annotations say. So each node's three tables are reduced as soon as they are read: the
+entries that are exactly what flanneld programs for a known peer are counted and dropped, the
+rest stays as probe output (parsed by the same `Fact` parsers as before), and `PeerTable` says
+which expected entries were absent. The reduction is lossless with respect to the wanted set:
+the dropped entries are `wanted - missing`.
+
+Speed: the tables of all nodes repeat the same entries (peer P's route reads the same on every
+node), so an entry's text is parsed once for the whole cluster and recognised afterwards by a
+set lookup; a table is split into entries as text, never parsed whole, unless its text is not
+the compact one-object-per-entry form `ip -j` prints (then it is parsed as JSON, exactly as the
+`Fact` parsers do). No I/O here: callers pass the text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import ipaddress
+import json
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flannel_bot.ports.cluster import NodeInfo
+from flannel_bot.ports.probes import ProbeOutput
+
+BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
+PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
+DEVICE = "flannel.1"
+TABLES = ("ip-route", "ip-neigh", "fdb")
+# distinct entry texts remembered across nodes; past this the memo starts afresh (a cluster
+# whose entries all differ gains nothing from it, and memory stays bounded)
+MEMO_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class PeersWanted:
+    """What flanneld programs on every node for each peer, from the Node annotations: the key of
+    each table's entry -> the peer it is for."""
+
+    routes: Mapping[str, str] = field(default_factory=dict)  # podCIDR
+    neighbours: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (VTEP, MAC)
+    fdb: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (MAC, public IP)
+
+    def of(self, probe_id: str) -> Mapping[Any, str]:
+        if probe_id == "ip-route":
+            return self.routes
+        return self.neighbours if probe_id == "ip-neigh" else self.fdb
+
+
+def peers_wanted(nodes: Iterable[NodeInfo]) -> PeersWanted:
+    """Each node with a podCIDR and a VTEP MAC in its backend-data is a VXLAN peer."""
+    routes: dict[str, str] = {}
+    neighbours: dict[tuple[str, str], str] = {}
+    fdb: dict[tuple[str, str], str] = {}
+    for peer in nodes:
+        data = peer.annotations.get(BACKEND_DATA, "")
+        try:
+            mac = str(json.loads(data).get("VtepMAC", "")).lower() if data else ""
+        except (ValueError, AttributeError):
+            mac = ""
+        public = peer.annotations.get(PUBLIC_IP, peer.internal_ip)
+        if peer.pod_cidr and mac:
+            routes[peer.pod_cidr] = peer.name
+            neighbours[(peer.pod_cidr.split("/")[0], mac)] = peer.name
+            fdb[(mac, public)] = peer.name
+    return PeersWanted(routes, neighbours, fdb)
+
+
+@dataclass(frozen=True, eq=False)
+class PeerTable:
+    """One node's table after reduction: `out` is what the evidence keeps (the entries that are
+    not wanted ones, in their order), `entries` how many the node's table held, `missing` the
+    wanted keys it lacked. Compared by identity: it describes exactly one kept output."""
+
+    out: ProbeOutput
+    entries: int
+    missing: frozenset[Any]
+
+
+# -- the keys: what each table's parser in node_facts reads from an entry ------------------------
+
+
+def _route_key(entry: Mapping[str, Any]) -> Hashable | None:
+    # only a route as flanneld adds it (no scope, protocol or type: those would make it a
+    # connected or local route to other rules) is a wanted one
+    if str(entry.get("dev") or "") != DEVICE:
+        return None
+    if entry.get("scope") or entry.get("protocol") or entry.get("type"):
+        return None
+    return str(entry.get("dst") or "")
+
+
+def _neighbour_key(entry: Mapping[str, Any]) -> Hashable | None:
+    return (str(entry.get("dst")), str(entry.get("lladdr", "")).lower())
+
+
+def _fdb_key(entry: Mapping[str, Any]) -> Hashable | None:
+    return (str(entry.get("mac", "")).lower(), str(entry.get("dst", "")))
+
+
+KEYS: dict[str, Callable[[Mapping[str, Any]], Hashable | None]] = {
+    "ip-route": _route_key,
+    "ip-neigh": _neighbour_key,
+    "fdb": _fdb_key,
+}
+_NOT_AN_ENTRY = object()
+
+
+class PeerTableReducer:
+    """Reduces each node's peer tables against one `PeersWanted`; keeps, across nodes, the key of
+    every entry text it has parsed (bounded by MEMO_LIMIT)."""
+
+    def __init__(self, wanted: PeersWanted) -> None:
+        self.wanted = wanted
+        self._memo: dict[str, dict[str, Any]] = {pid: {} for pid in TABLES}
+
+    def reduce(self, probe_id: str, out: ProbeOutput) -> PeerTable | None:
+        """The reduced table, or None when the output is not one this can reduce losslessly (a
+        failed probe, plain text from a hand-made bundle): the evidence then keeps it whole."""
+        if probe_id not in TABLES or not out.ok:
+            return None
+        text = out.stdout.strip()
+        if not text.startswith("["):
+            return None
+        want = self.wanted.of(probe_id)
+        fragments = _fragments(text)
+        keys = None if fragments is None else self._keys(probe_id, fragments)
+        if fragments is None or keys is None:
+            return self._reduce_parsed(probe_id, out, want)
+        kept = [f for f, k in zip(fragments, keys, strict=True) if k not in want]
+        missing = frozenset(want.keys() - set(keys))
+        stdout = "[" + ",".join("{" + f + "}" for f in kept) + "]\n" if kept else "[]\n"
+        return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(fragments), missing)
+
+    def _keys(self, probe_id: str, fragments: list[str]) -> list[Any] | None:
+        memo = self._memo[probe_id]
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()
+        unknown = set(fragments).difference(memo)
+        key = KEYS[probe_id]
+        for fragment in unknown:
+            try:
+                value = json.loads("{" + fragment + "}")
+            except ValueError:
+                return None
+            memo[fragment] = key(value) if isinstance(value, dict) else _NOT_AN_ENTRY
+        keys = list(map(memo.__getitem__, fragments))
+        return None if _NOT_AN_ENTRY in keys else keys
+
+    def _reduce_parsed(self, probe_id: str, out: ProbeOutput, want: Mapping[Any, str]) -> PeerTable:
+        try:
+            value = json.loads(out.stdout or "[]")
+        except ValueError:
+            value = []
+        entries = [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+        key = KEYS[probe_id]
+        keys = [key(e) for e in entries]
+        kept = [e for e, k in zip(entries, keys, strict=True) if k not in want]
+        missing = frozenset(want.keys() - set(keys))
+        stdout = json.dumps(kept, separators=(",", ":")) + "\n"
+        return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(entries), missing)
+
+
+def _fragments(text: str) -> list[str] | None:
+    """The entries of a compact JSON array of flat objects, each without its braces; None when
+    the text is not in that form (whitespace, nested objects), or holds no entry."""
+    if text == "[]":
+        return []
+    if not (text.startswith("[{") and text.endswith("}]")):
+        return None
+    body = text[2:-2]
+    if "{" in body or "}" in body.replace("},{", ""):
+        return None  # nested objects or a brace inside a value: parse it whole
+    return body.split("},{")
+
+
+# -- what rules ask of a reduced table ----------------------------------------------------------
+
+
+class SortedNetworks:
+    """The wanted podCIDRs of a cluster by network address, to find those inside a network in
+    O(log n) instead of one address parse per peer per node."""
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        pairs = sorted((a, c) for c in cidrs if (a := address_key(c.split("/")[0])) is not None)
+        self._keys = [a for a, _ in pairs]
+        self._cidrs = [c for _, c in pairs]
+
+    def within(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
+        """The podCIDRs whose network address lies in `network`, in address order."""
+        v = network.version
+        lo = bisect.bisect_left(self._keys, (v, int(network.network_address)))
+        hi = bisect.bisect_right(self._keys, (v, int(network.broadcast_address)))
+        return self._cidrs[lo:hi]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def address_key(text: str) -> tuple[int, int] | None:
+    """(IP version, address as an integer), or None for junk: addresses compared as numbers."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return address.version, int(address)
+
+
+def inside(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """`node_facts.in_cidr` for a network parsed once: whether an address lies in it."""
+    key = address_key(address)
+    return (
+        key is not None
+        and key[0] == network.version
+        and int(network.network_address) <= key[1] <= int(network.broadcast_address)
+    )
+
+
+def network_of(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None

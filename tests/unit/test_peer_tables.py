@@ -1,0 +1,167 @@
+"""The VXLAN peer tables reduced when read give the same findings as the tables read whole: every
+incident of test_rules, and the ones that read the peers' entries themselves (a stale VTEP MAC in
+a peer's neighbour table, a local network shadowing peers' routes), collected both ways through
+`probe_nodes` from the same node outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from flannel_bot.diagnosis.collect import probe_nodes
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.peer_tables import PeersWanted, PeerTableReducer, peers_wanted
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.probes import PROBES, ProbeOutput
+from tests.unit.test_rules import CASES, edit_json_probe, healthy
+
+BY_ARGV = {p.argv: p.id for p in PROBES}
+
+
+class RecordedNodes:
+    """A node executor answering each probe with the output an Evidence holds for it."""
+
+    def __init__(self, probes: dict[str, dict[str, ProbeOutput]]) -> None:
+        self.probes = probes
+
+    def run(
+        self, node: str, argv: Sequence[str], timeout: float, sudo: bool = False
+    ) -> CommandResult:
+        out = self.probes[node].get(BY_ARGV[tuple(argv)])
+        if out is None:
+            return CommandResult(node, tuple(argv), 127, "", "not recorded")
+        return CommandResult(node, tuple(argv), out.exit_code, out.stdout, out.stderr)
+
+
+def collected(ev: Evidence, reduce_tables: bool) -> Evidence:
+    """`ev` with its node outputs taken again through probe_nodes."""
+    again = Evidence(
+        nodes=ev.nodes,
+        pods=ev.pods,
+        daemonsets=ev.daemonsets,
+        configmaps=ev.configmaps,
+        events=ev.events,
+        services=ev.services,
+        logs=ev.logs,
+        rbac=ev.rbac,
+        unreachable=dict(ev.unreachable),
+    )
+    probe_nodes(RecordedNodes(ev.probes), sorted(ev.probes), again, 5.0, reduce_tables)
+    for node, outputs in again.probes.items():  # what the recording did not hold is unknown
+        for probe_id in [p for p, out in outputs.items() if out.stderr == "not recorded"]:
+            del outputs[probe_id]
+    return again
+
+
+def stale_vtep_mac(ev: Evidence) -> None:
+    """flannel.1 on w2 got a new MAC after flanneld published the old one: the peers' entries
+    (the annotated MAC, which the reduction drops as wanted) are stale."""
+
+    def renamed(links: list[dict[str, object]]) -> list[dict[str, object]]:
+        for link in links:
+            if link["ifname"] == "flannel.1":
+                link["address"] = "0a:fb:00:02:99:99"
+        return links
+
+    edit_json_probe(ev, "w2", "ip-addr", renamed)
+
+
+def stale_neighbour(ev: Evidence) -> None:
+    """w3's neighbour entry for w2's VTEP names a MAC nobody published (kept by the reduction)."""
+
+    def edited(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+        for e in entries:
+            if e["dst"] == "10.244.2.0":
+                e["lladdr"] = "0a:fb:00:02:77:77"
+        return entries
+
+    edit_json_probe(ev, "w3", "ip-neigh", edited)
+
+
+def docker_network(ev: Evidence) -> None:
+    """A local network on w1 holding the pod network: it shadows the peers' routes."""
+    edit_json_probe(
+        ev,
+        "w1",
+        "ip-route",
+        lambda routes: [
+            *routes,
+            {"dst": "10.244.0.0/16", "dev": "docker0", "scope": "link", "flags": []},
+        ],
+    )
+
+
+def peer_route_lost(ev: Evidence) -> None:
+    edit_json_probe(ev, "w1", "ip-route", lambda rs: [r for r in rs if r["dst"] != "10.244.3.0/24"])
+
+
+MORE: dict[str, Callable[[Evidence], None]] = {
+    "stale-vtep-mac": stale_vtep_mac,
+    "stale-neighbour": stale_neighbour,
+    "docker-network": docker_network,
+    "peer-route-lost": peer_route_lost,
+}
+MUTATIONS = {**{name: mutate for name, (_, _, mutate) in CASES.items()}, **MORE}
+
+
+@pytest.mark.parametrize("case", ["healthy", *MUTATIONS])
+def test_reduced_tables_give_the_findings_of_whole_tables(case: str) -> None:
+    ev = healthy()
+    if case != "healthy":
+        MUTATIONS[case](ev)
+    whole = collected(ev, reduce_tables=False)
+    reduced = collected(ev, reduce_tables=True)
+    assert not whole.peer_tables
+    if case not in ("not-deployed", "mismatch"):  # no vxlan, or no Network to read one from
+        assert set(reduced.peer_tables) == set(reduced.probes)
+    assert diagnose(reduced) == diagnose(whole)
+    if case in MORE:
+        assert diagnose(whole), "the case shows nothing"
+
+
+def test_a_table_keeps_only_what_is_not_a_wanted_entry() -> None:
+    ev = healthy()
+    wanted = peers_wanted(ev.nodes)
+    reducer = PeerTableReducer(wanted)
+    routes = ev.probes["w1"]["ip-route"]
+    table = reducer.reduce("ip-route", routes)
+    assert table is not None
+    kept = json.loads(table.out.stdout)
+    assert [r["dst"] for r in kept] == ["10.96.0.0/12", "10.244.1.0/24", "172.31.248.0/24"]
+    assert table.entries == 5
+    # w1's own subnet is wanted of the others, never of w1: its cni0 route is not the wanted one
+    assert table.missing == frozenset({"10.244.1.0/24"})
+    fdb = reducer.reduce("fdb", ev.probes["w1"]["fdb"])
+    assert fdb is not None and fdb.out.stdout == "[]\n" and fdb.entries == 2
+    assert fdb.missing == {("0a:fb:00:01:00:01", "172.31.248.11")}
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        # pretty-printed, nested objects, a brace inside a value: parsed whole, same result
+        '[ {"dst": "10.244.2.0", "lladdr": "0a:fb:00:02:00:01"} ]',
+        '[{"dst":"10.244.2.0","lladdr":"0a:fb:00:02:00:01","m":{"a":1}},{"dst":"x}"}]',
+        '[{"dst":"10.244.2.0","lladdr":"0A:FB:00:02:00:01"},{"dst":"10.9.9.9","lladdr":"x"}]',
+    ],
+)
+def test_every_form_of_json_reduces_to_the_same_facts(stdout: str) -> None:
+    wanted = PeersWanted(neighbours={("10.244.2.0", "0a:fb:00:02:00:01"): "w2", ("a", "b"): "x"})
+    table = PeerTableReducer(wanted).reduce("ip-neigh", ProbeOutput(0, stdout))
+    assert table is not None
+    assert table.missing == {("a", "b")}
+    kept = json.loads(table.out.stdout)
+    assert all(
+        (e.get("dst"), str(e.get("lladdr", "")).lower()) not in wanted.neighbours for e in kept
+    )
+    assert len(kept) == table.entries - 1
+
+
+def test_text_and_failed_tables_are_kept_whole() -> None:
+    reducer = PeerTableReducer(PeersWanted())
+    text = ProbeOutput(0, "10.244.2.0 dev flannel.1 lladdr 0a:fb:00:02:00:01 PERMANENT\n")
+    assert reducer.reduce("ip-neigh", text) is None
+    assert reducer.reduce("fdb", ProbeOutput(1, "", "no such device")) is None
