@@ -124,6 +124,10 @@ class ClusterSettings:
     context: str | None = None
     in_cluster: bool = False
     recording: Path | None = None
+    # `api_server`: the API server's real endpoint (https://10.0.0.10:6443), used instead of the
+    # in-cluster Service IP or the kubeconfig's server, so the bot still reaches the API when
+    # kube-proxy (which carries the Service IP) is what is broken
+    api_server: str | None = None
     ssh: SshSettings = field(default_factory=SshSettings)
     nodes: NodeSettings = field(default_factory=NodeSettings)  # `[nodes]`: ssh or pod
 
@@ -421,6 +425,16 @@ def parse_nodes(
         raise ConfigError(f"[nodes]: {exc}") from None
 
 
+def _api_server(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/]+/?", value):
+        raise ConfigError(
+            f"{where}: api_server must be the API server's URL, like https://10.0.0.10:6443"
+        )
+    return value.rstrip("/")
+
+
 def _file(table: Mapping[str, Any], key: str, base: Path) -> Path | None:
     """A path setting, relative to the config file's directory."""
     if not table.get(key):
@@ -429,7 +443,7 @@ def _file(table: Mapping[str, Any], key: str, base: Path) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
-_CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "recording", "ssh", "nodes"}
+_CLUSTER_KEYS = {"kubeconfig", "context", "in_cluster", "recording", "ssh", "nodes", "api_server"}
 
 
 def parse_clusters(
@@ -488,6 +502,7 @@ def parse_clusters(
                 context=str(table["context"]) if table.get("context") else None,
                 in_cluster=bool(table.get("in_cluster", False)),
                 recording=_file(table, "recording", base),
+                api_server=_api_server(table.get("api_server"), where) or top.api_server,
                 ssh=ssh,
                 nodes=nodes,
             )
@@ -528,6 +543,7 @@ def load_settings(
         "kubeconfig",
         "context",
         "in_cluster",
+        "api_server",
         "clusters",
         "default_cluster",
         "templates",
@@ -562,6 +578,7 @@ def load_settings(
         context=given.get("context") or raw.get("context"),
         in_cluster=in_cluster,
         recording=path("recording", "FLANNEL_BOT_RECORDING"),
+        api_server=_api_server(raw.get("api_server"), "api_server"),
         ssh=parse_ssh(raw.get("ssh", {}), base),
         nodes=parse_nodes(nodes_raw, in_cluster),
     )

@@ -74,6 +74,7 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
             kubeconfig=None if cluster.in_cluster else kubeconfig,
             context=cluster.context,
             in_cluster=cluster.in_cluster,
+            server=cluster.api_server,
         )
     )
 

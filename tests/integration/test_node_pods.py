@@ -19,6 +19,7 @@ from flannel_bot.diagnosis.collect import probe_nodes
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.rules.cluster import node_unreachable
 from flannel_bot.errors import (
+    ApiUnreachable,
     CommandTimeout,
     NodePodImagePull,
     NodePodNodeMissing,
@@ -33,8 +34,11 @@ from flannel_bot.executors.kube.nodepods import (
     pod_labels,
 )
 from flannel_bot.executors.node_settings import NodeSettings
-from flannel_bot.lab.apiserver import ApiServer
+from flannel_bot.lab.apiserver import ApiServer, write_kubeconfig
 from flannel_bot.lab.kubelet import Kubelet, NodeRuntime
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.settings import load_settings
+from flannel_bot.wiring import build_executors
 
 pytestmark = pytest.mark.integration
 
@@ -232,3 +236,23 @@ def test_diagnosis_shows_a_pod_that_could_not_start_as_the_nodes_evidence(
     assert line.source == "down: pod" and "did not start within 1s" in line.text
     assert "node-exec pod" in found[0].fix.manual
     assert pods_left(server) == []
+
+
+def test_api_server_setting_reaches_the_server_when_the_configured_address_does_not(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    """`api_server`: the real endpoint beside the Service IP kube-proxy carries (here a
+    kubeconfig naming a dead address); the pod transport needs only that API."""
+    dead = write_kubeconfig(tmp_path / "dead", "http://127.0.0.1:9")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'kubeconfig = "{dead}"\napi_server = "{server.url}"\n[nodes]\naccess = "pod"\n'
+    )
+    cluster = load_settings(config, env={}).cluster()
+    assert cluster.api_server == server.url
+    kube, nodes = build_executors(cluster, SystemClock())
+    assert isinstance(kube, KubeClient) and isinstance(nodes, PodNodeExecutor)
+    assert "w1" in [n.name for n in kube.list_nodes()]
+    without = KubeClient.from_settings(KubeSettings(kubeconfig=dead, request_timeout=2))
+    with pytest.raises(ApiUnreachable):
+        without.list_nodes()

@@ -147,6 +147,8 @@ def test_nodes_per_cluster_inherit_and_override(tmp_path: Path) -> None:
         ("[nodes]\nacess = 1\n", "[nodes] has no setting `acess`"),
         ('nodes = "pod"\n', "[nodes] must be a table"),
         ("[clusters.a]\nnodes = 3\n", "[clusters.a].nodes must be a table"),
+        ('api_server = "10.0.0.1:6443"\n', "api_server must be the API server's URL"),
+        ('[clusters.a]\napi_server = "x y"\n', "[clusters.a]: api_server must be"),
     ],
 )
 def test_nodes_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:

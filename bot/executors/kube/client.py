@@ -81,6 +81,9 @@ class KubeSettings:
     context: str | None = None
     in_cluster: bool = False
     request_timeout: float = 10.0
+    # the API server's own address, instead of the in-cluster Service IP (or the kubeconfig's):
+    # the Service IP goes through kube-proxy, which may be the very thing that is broken
+    server: str | None = None
 
     def __post_init__(self) -> None:
         if self.in_cluster and (self.kubeconfig is not None or self.context is not None):
@@ -138,6 +141,8 @@ class KubeClient:
                     f"cannot load the in-cluster Kubernetes config: {exc} (is the bot running in "
                     f"a pod with a ServiceAccount token mounted?)"
                 ) from exc
+            if settings.server:
+                cfg.host = settings.server
             return cls(client.ApiClient(cfg), settings)
         path = (settings.kubeconfig or DEFAULT_KUBECONFIG).expanduser()
         context = f"context {settings.context!r}" if settings.context else "its current context"
@@ -166,6 +171,8 @@ class KubeClient:
             AttributeError,
         ) as exc:
             raise KubeConfigError(f"cannot load kubeconfig {path} with {context}: {exc}") from exc
+        if settings.server:
+            api.configuration.host = settings.server
         return cls(api, settings)
 
     @property
