@@ -196,10 +196,12 @@ def _kube_proxy_fixed(lab: Lab, node: NodeSpec) -> None:
 
 
 def _ipvs_local_route(lab: Lab, node: NodeSpec) -> None:
+    # a fix takes the address and route away but may leave kube-ipvs0 itself (as on a node)
+    linked = in_netns(node.netns, ["ip", "-o", "link", "show", "kube-ipvs0"], check=False)
     ip_batch(
         [
-            "link add kube-ipvs0 type bridge",
-            f"addr add {API_SERVICE_IP}/32 dev kube-ipvs0",
+            *([] if linked.strip() else ["link add kube-ipvs0 type bridge"]),
+            f"addr replace {API_SERVICE_IP}/32 dev kube-ipvs0",
             f"route replace local {API_SERVICE_IP} dev kube-ipvs0 table local proto kernel "
             f"scope host src {API_SERVICE_IP}",
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from flannel_bot.lab.lab import Lab
 from flannel_bot.ports.clock import SystemClock
 from flannel_bot.settings import load_settings
 from flannel_bot.wiring import build_executors
+from tests.lab.conftest import bot_config, node_exec_pods
 from tests.polling import newest_ready, poll
 
 pytestmark = pytest.mark.integration
@@ -66,11 +68,11 @@ def test_ssh_executor_resolves_nodes_through_the_api(executors: tuple[KubeClient
 
 
 def test_the_bot_restarts_flannel_on_the_lab_with_approval(
-    flannel_lab: Lab, tmp_path: Path
+    flannel_lab: Lab, access: str, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
-        "FLANNEL_BOT_CONFIG": str(flannel_lab.bot_config),
+        "FLANNEL_BOT_CONFIG": str(bot_config(flannel_lab, access, tmp_path)),
         "FLANNEL_BOT_DB": str(tmp_path / "bot.db"),
     }
 
@@ -97,3 +99,36 @@ def test_the_bot_restarts_flannel_on_the_lab_with_approval(
     after = {p["metadata"]["name"] for p in flannel_lab.api.list("pods", "kube-flannel")}
     assert len(after - before) == 1
     assert bot("alice", "audit", "verify").returncode == 0
+
+
+def test_node_exec_pods_a_killed_bot_left_are_gone_after_its_next_start(
+    flannel_lab: Lab, tmp_path: Path
+) -> None:
+    """SIGKILL leaves no `finally` to run: the bot's next start deletes what it left."""
+    env = {
+        **os.environ,
+        "FLANNEL_BOT_CONFIG": str(bot_config(flannel_lab, "pod", tmp_path)),
+        "FLANNEL_BOT_DB": str(tmp_path / "bot.db"),
+    }
+    argv = [FLANNEL_BOT, "--user", "alice", "diagnose"]
+    # w3's kubelet is down, so its pod waits (start_timeout) and is surely there at the kill
+    flannel_lab.kubelet_stopped.add("w3")
+    try:
+        bot = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            poll(
+                lambda: node_exec_pods(flannel_lab),
+                lambda pods: any("-w3-" in p for p in pods),
+                timeout=60,
+            )
+        finally:
+            bot.send_signal(signal.SIGKILL)
+            bot.wait(timeout=10)
+        left = node_exec_pods(flannel_lab)
+        assert any("-w3-" in p for p in left), left
+    finally:
+        flannel_lab.kubelet_stopped.discard("w3")
+    again = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "deleted node-exec pods a previous run left" in again.stderr, again.stderr
+    assert node_exec_pods(flannel_lab) == []

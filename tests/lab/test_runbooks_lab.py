@@ -30,7 +30,7 @@ from flannel_bot.settings import load_settings
 from flannel_bot.wiring import App, build_app
 
 from . import rbac
-from .conftest import all_reachable
+from .conftest import ACCESS, all_reachable, bot_config, node_exec_pods
 
 pytestmark = pytest.mark.integration
 
@@ -139,9 +139,14 @@ def shipped_rbac(flannel_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
-def app(flannel_lab: Lab, tmp_path: Path, shipped_rbac: Path) -> Iterator[App]:
+def app(
+    flannel_lab: Lab, tmp_path: Path, shipped_rbac: Path, request: pytest.FixtureRequest
+) -> Iterator[App]:
+    """The bot as deployed; it reaches nodes over SSH unless the test asks for another
+    `[nodes] access` (indirect parametrization); over pods, it must leave none behind."""
+    access = str(getattr(request, "param", "ssh"))
     settings = load_settings(
-        flannel_lab.bot_config,
+        bot_config(flannel_lab, access, tmp_path),
         env={"HOME": "/root"},
         overrides={
             "db": str(tmp_path / "bot.db"),
@@ -158,6 +163,8 @@ def app(flannel_lab: Lab, tmp_path: Path, shipped_rbac: Path) -> Iterator[App]:
     finally:
         with contextlib.suppress(Exception):
             app.engine.nodes.close()  # type: ignore[attr-defined]
+    if access == "pod":
+        assert node_exec_pods(flannel_lab) == [], "node-exec pods left behind"
 
 
 def findings(app: App, nodes: list[str] | None = None) -> list[dict[str, Any]]:
@@ -184,6 +191,7 @@ def lab_state(lab: Lab, node: str) -> str:
 RAN: set[str] = set()  # the cases that ran in this session: the RBAC check needs them all
 
 
+@pytest.mark.parametrize("app", ACCESS, indirect=True)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> None:
     RAN.add(case.scenario)
