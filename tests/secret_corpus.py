@@ -6,7 +6,7 @@ abcdef.0123456789abcdef, Slack's webhook placeholder) or a synthetic value of th
 is real. Each sits in the context it is met in (a kubeconfig, an env file, a flag, a JSON log line,
 a journal), and `leaks` names the fragments that must not survive redaction. The look-alikes are
 what a flannel incident is made of (node and pod names, addresses, digests, flannel's own log
-lines) and must come out unchanged. `bench/secrets.py` prints the figures;
+lines) and must come out unchanged. `bench/redaction_corpus.py` prints the figures;
 tests/unit/test_redaction.py holds them at every secret caught and no look-alike touched.
 """
 

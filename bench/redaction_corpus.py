@@ -11,7 +11,7 @@ threads showed: pods, events, flanneld and kubelet logs, probe outputs) it chang
 the probe outputs of a healthy lab node (tests/fixtures/lab-probes-healthy.json), which hold no
 secret: the common case.
 
-Run: `.venv/bin/python bench/secrets.py [--repeat 50]`.
+Run: `.venv/bin/python bench/redaction_corpus.py [--repeat 50]`.
 """
 
 from __future__ import annotations
