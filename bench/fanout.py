@@ -1,4 +1,4 @@
-"""Node probe fan-out over lab nodes: flannel-bot's SSH executor vs Ansible vs `ssh` loops.
+"""Node probe fan-out over lab nodes: flannel-bot's SSH and pod executors vs Ansible vs `ssh` loops.
 
 Builds its own lab (Linux, root), runs the same read-only probe set on every node, side by side
 in one run, and prints median wall times and ratios:
@@ -14,6 +14,17 @@ in one run, and prints median wall times and ratios:
   ansible warm      ansible tuned again, its ssh ControlPersist masters already open
   bot-cold          SshExecutor.run_many with fresh connections (connect + 12 commands per node)
   bot-warm          the same executor again, its connections already open
+  pods              PodNodeExecutor.run_many as `[nodes] access = "pod"` runs it: one node-exec
+                    pod per node (all 12 commands in it), 16 at a time, through the lab's API
+                    server (HTTP on 127.0.0.1) and the lab's kubelet, which runs `flannel-bot node`
+                    in the node's namespaces; results read from the pod log, the pod deleted
+  pods, one at a time  the same, one node after the other, as a loop of `kubectl debug node/...`
+                    runs would go (create, wait, read, delete, next node)
+
+The lab's kubelet starts each pod as a Python process (`flannel-bot node`, ~0.1-0.2 s of start-up
+on these cores) with no image pull and no container runtime; on a real node a pod's start adds the
+runtime's sandbox and container start (typically 1-2 s, the image already pulled), so the pod
+rows are a lower bound of the API round trips, not a prediction of a real cluster's figure.
 
 The cold Ansible rows start every run with no ssh master open (the previous run's are closed,
 untimed), like bot-cold. Both Ansible configurations, besides the knobs above, only point
@@ -24,9 +35,10 @@ ANSIBLE_HOME in the temporary directory. Every run of every method must succeed 
 (for Ansible: exit code 0, `CHANGED | rc=0` for each host, and each host's output shows its own
 underlay address), or the benchmark fails.
 
-ansible-core is not a dependency of flannel-bot: pass `--ansible PATH` or have `ansible` on PATH.
+ansible-core is not a dependency of flannel-bot: pass `--ansible PATH`, have `ansible` on PATH, or
+`--no-ansible` to leave its rows out.
 
-Usage: python bench/fanout.py [--nodes 20] [--repeat 5] [--ansible PATH]
+Usage: python bench/fanout.py [--nodes 20] [--repeat 5] [--ansible PATH | --no-ansible]
 """
 
 from __future__ import annotations
@@ -46,6 +58,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from flannel_bot.executors.kube import KubeClient, KubeSettings
+from flannel_bot.executors.kube.nodepods import PodNodeExecutor
+from flannel_bot.executors.node_settings import NodeSettings
 from flannel_bot.executors.ssh import SshExecutor
 from flannel_bot.executors.ssh_settings import SshSettings
 from flannel_bot.lab.lab import Lab
@@ -204,13 +219,16 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ansible", help="the ansible executable (default: `ansible` on PATH)")
+    parser.add_argument("--no-ansible", action="store_true", help="leave the Ansible rows out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fanout-ansible-") as tmp:
         bench(args, Path(tmp))
 
 
 def bench(args: argparse.Namespace, tmp: Path) -> None:
-    ansible_exe, ansible_version = find_ansible(args.ansible, tmp)
+    ansible_exe, ansible_version = (
+        ("", "no ansible") if args.no_ansible else find_ansible(args.ansible, tmp)
+    )
     spec = LabSpec(
         name="bch",
         nodes=args.nodes,
@@ -263,28 +281,46 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
         def bot_warm() -> None:
             check(warm.run_many({n: PROBES for n in names}, timeout=60))
 
+        kube = KubeClient.from_settings(KubeSettings(kubeconfig=lab.kubeconfig))
+        pods = PodNodeExecutor(kube, NodeSettings(access="pod"), "bench")
+        one_by_one = PodNodeExecutor(kube, NodeSettings(access="pod", parallel=1), "bench")
+
+        def over_pods() -> None:
+            check(pods.run_many({n: PROBES for n in names}, timeout=60))
+
+        def pods_sequential() -> None:
+            for n in names:  # a loop of `kubectl debug node/N`: one pod, then the next
+                check(one_by_one.run_many({n: PROBES}, timeout=60))
+
         try:
             results = {
                 "ssh-loop (sequential)": timed(ssh_loop, args.repeat),
                 "ssh, 8 in parallel": timed(ssh_parallel, args.repeat),
-                "ansible -m shell, default (5 forks)": timed(
-                    default.run, args.repeat, before=default.close_masters
-                ),
-                f"ansible -m shell, tuned ({args.nodes} forks)": timed(
-                    tuned.run, args.repeat, before=tuned.close_masters
-                ),
             }
-            tuned.close_masters()
-            tuned.run()  # opens the masters the warm row reuses
-            results["ansible tuned, ssh masters open"] = timed(tuned.run, args.repeat)
+            if not args.no_ansible:
+                results["ansible -m shell, default (5 forks)"] = timed(
+                    default.run, args.repeat, before=default.close_masters
+                )
+                results[f"ansible -m shell, tuned ({args.nodes} forks)"] = timed(
+                    tuned.run, args.repeat, before=tuned.close_masters
+                )
+                tuned.close_masters()
+                tuned.run()  # opens the masters the warm row reuses
+                results["ansible tuned, ssh masters open"] = timed(tuned.run, args.repeat)
             results["bot-cold (fresh connections)"] = timed(bot_cold, args.repeat)
             results["bot-warm (reused connections)"] = timed(bot_warm, args.repeat)
+            results["pods (16 at a time)"] = timed(over_pods, args.repeat)
+            results["pods, one at a time (kubectl debug)"] = timed(pods_sequential, args.repeat)
+            left = kube.list_pods(NodeSettings().namespace)
+            if left:
+                raise SystemExit(f"node-exec pods left behind: {[p.name for p in left]}")
         finally:
             default.close_masters()
             tuned.close_masters()
             warm.close()
     base = results["ssh-loop (sequential)"]
-    ans = results["ansible -m shell, default (5 forks)"]
+    ans = results.get("ansible -m shell, default (5 forks)", base)
+    versus = "ansible default" if "ansible -m shell, default (5 forks)" in results else "ssh-loop"
     print(
         f"probe set: {len(PROBES)} read-only commands on each of {args.nodes} lab nodes, "
         f"median of {args.repeat} runs; {ansible_version}"
@@ -292,7 +328,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     for name, seconds in results.items():
         print(
             f"  {name:38} {seconds * 1000:8.0f} ms   {base / seconds:6.1f}x vs ssh-loop"
-            f"   {ans / seconds:6.1f}x vs ansible default"
+            f"   {ans / seconds:6.1f}x vs {versus}"
         )
 
 
