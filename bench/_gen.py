@@ -340,11 +340,17 @@ class ProbeOutputs:
 
 
 def write_dump(
-    root: Path, nodes: int, pods: int, events: int | None = None, share: float = 0.01
+    root: Path,
+    nodes: int,
+    pods: int,
+    events: int | None = None,
+    share: float = 0.01,
+    probes: bool = True,
 ) -> Dump:
     """Write a bundle of `nodes` nodes and `pods` pods (2 DaemonSet pods per node, the rest
     workloads) into `root`, about `share` of the nodes broken; `events` background events
-    (default: one per ten pods)."""
+    (default: one per ten pods). `probes=False`: the API objects and logs only (no probes/
+    directory), as `diagnose --dump` without node access writes it."""
     spec, out = _SPEC, _Out(root)
     cluster = scale_nodes(nodes)
     workloads = pods - 2 * nodes
@@ -452,19 +458,27 @@ def write_dump(
     ]
     out.list("rbac.json", "List", "v1", rbac)
 
-    probes = ProbeOutputs(cluster)
+    if probes:
+        write_probes(out, cluster, per_node, faults)
+    events_total = written + len(flannel_events)
+    return Dump(root, nodes, 2 * nodes + workloads, events_total, faults, out.files, out.bytes)
+
+
+def write_probes(
+    out: _Out, cluster: list[ScaleNode], per_node: list[int], faults: dict[str, str]
+) -> None:
+    """Every node's probe outputs under probes/ (see ProbeOutputs)."""
+    outputs = ProbeOutputs(cluster)
     for i, n in enumerate(cluster):
         fault = faults.get(n.name)
         running = per_node[i] - (fault == "subnet-env" and per_node[i] > 0)  # one is Pending
-        for pid, (stdout, rc, stderr) in probes.node(n, running, fault).items():
+        for pid, (stdout, rc, stderr) in outputs.node(n, running, fault).items():
             base = f"probes/{n.name}/{pid}"
             out.text(f"{base}.txt", stdout)
             if stderr:
                 out.text(f"{base}.err", stderr)
             if rc:
                 out.text(f"{base}.exit", f"{rc}\n")
-    events_total = written + len(flannel_events)
-    return Dump(root, nodes, 2 * nodes + workloads, events_total, faults, out.files, out.bytes)
 
 
 def namespace_files(

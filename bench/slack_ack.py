@@ -29,16 +29,30 @@ holds N half-open connections to it (each sends part of a request head, then not
 server closes after its read timeout is opened again at once), and prints the acks with and
 without them side by side, with the server's threads and memory meanwhile.
 
+`--background N` measures instead the acks beside heavy work: the bot's cluster is a support
+bundle (`--recording DIR`, or one of `--nodes` nodes (1,000) and 30 pods per node that
+bench/_gen.py writes into a temporary directory first), and the same load is sent twice to each
+of two bots, once alone and once while N `/flannel diagnose` commands of that bundle run inside
+the same bot (sent as signed requests too; each one answered is followed by the next, so N run
+all along the load, which starts `--settle` seconds after them). The two bots are the old path,
+`[serve] workers = 0` (heavy commands in threads of the serve process) and the new one,
+`[serve] workers = --workers` (2; in worker processes, bot.slack.workers). Prints ack
+p50/p90/p99 with and without the background work for both, side by side, how many diagnoses
+ran and finished during the load, and their replies checked (each must be the bundle's report).
+
 Usage (from the repo root):
   .venv/bin/python bench/slack_ack.py [--requests 500] [--concurrency 20] [--text help]
                                       [--slow-api 0] [--warmup 20] [--reply-timeout 60]
                                       [--slow-clients 0]
+  .venv/bin/python bench/slack_ack.py --background 2 [--recording DIR | --nodes 1000]
+                                      [--workers 2] [--settle 5] [--requests 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import logging
 import multiprocessing
 import os
@@ -73,7 +87,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `tests` is not installed; the fake and the signer live there
     sys.path.insert(0, str(REPO))
 
-from tests.slack.conftest import CONFIG, SECRET  # noqa: E402
+from tests.slack.conftest import CONFIG, EXAMPLE_CLUSTER, SECRET  # noqa: E402
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack  # noqa: E402
 from tests.slack.signing import new_trigger_id, sign, slash_command_body  # noqa: E402
 from tests.slack.wire import HALF_HEAD, address  # noqa: E402
@@ -240,9 +254,18 @@ def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, HttpServer]:
     return bolt, server
 
 
-def flannel_bot(slack: FakeSlack, tmp: Path) -> tuple[SlackAdapter, HttpServer]:
+def flannel_bot(
+    slack: FakeSlack, tmp: Path, recording: Path | None = None, workers: int | None = None
+) -> tuple[SlackAdapter, HttpServer]:
+    """The bot on the recorded example cluster, or on `recording`; `workers`: [serve] workers."""
+    text = CONFIG
+    if recording is not None:
+        text = text.replace(f'recording = "{EXAMPLE_CLUSTER}"', f'recording = "{recording}"')
+    if workers is not None:
+        text += f"\n[serve]\nworkers = {workers}\n"
+    tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "flannel-bot.toml"
-    config.write_text(CONFIG)
+    config.write_text(text)
     env = {
         "HOME": str(tmp),
         "SLACK_BOT_TOKEN": "xoxb-bench",
@@ -447,6 +470,198 @@ def report_problems(
     return lines
 
 
+# ----- heavy work in the background (--background) ----------------------------------------------
+
+
+class Background:
+    """`count` diagnoses kept running in the bot: each slot sends `/flannel diagnose` (from a
+    channel of its own) and, once its reply is posted, the next, until `stop`."""
+
+    def __init__(self, url: str, slack: FakeSlack, count: int, prefix: str) -> None:
+        self.url, self.slack, self.prefix = url, slack, prefix
+        self.stop = threading.Event()
+        self.sent: list[tuple[str, float]] = []  # channel, when sent
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(count)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def _slot(self, slot: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            channel = f"{self.prefix}{slot}{n:04d}"
+            with self.lock:
+                self.sent.append((channel, time.monotonic()))
+            _one(self.url, 0, channel, "diagnose")
+            while not self.stop.is_set() and not self.answered(channel):
+                self.stop.wait(0.25)
+            n += 1
+
+    def answered(self, channel: str) -> float | None:
+        """When the diagnose from `channel` was answered (its threaded reply or an error)."""
+        for call in self.slack.calls():
+            if call.params.get("channel") != channel:
+                continue
+            if call.method == "chat.postEphemeral" or (
+                call.method == "chat.postMessage" and call.params.get("thread_ts")
+            ):
+                return call.at
+        return None
+
+    def finish(self, timeout: float) -> None:
+        """No more diagnoses; wait for those sent to be answered."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(self.answered(ch) for ch, _ in self.sent):
+            time.sleep(0.5)
+
+
+@dataclass
+class Mode:
+    name: str
+    alone: list[Sample]
+    busy: list[Sample]
+    window: tuple[float, float]  # the busy load's first send and last answer
+    diagnoses: list[tuple[float, float | None]]  # sent, answered
+    bad_replies: list[str]
+
+
+def bundle_for(args: argparse.Namespace, tmp: Path) -> Path:
+    if args.recording is not None:
+        return Path(args.recording).resolve()
+    from _gen import write_dump  # only this mode writes a bundle
+
+    started = time.monotonic()
+    dump = write_dump(tmp / "bundle", args.nodes, args.nodes * 30)
+    print(
+        f"wrote a {dump.nodes:,}-node bundle ({dump.pods:,} pods, {dump.bytes / 1e6:,.0f} MB) "
+        f"in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    return dump.path
+
+
+def run_mode(
+    name: str,
+    workers: int,
+    slack: FakeSlack,
+    clients: Executor,
+    tmp: Path,
+    recording: Path,
+    args: argparse.Namespace,
+) -> Mode:
+    tag = "I" if workers == 0 else "W"
+    adapter, server = flannel_bot(slack, tmp / name, recording, workers)
+    url, thread = serve(server)
+    adapter.progress.start()
+    if adapter.heavy is not None:
+        adapter.heavy.start()  # as `serve` does
+    n, c, text = args.requests, args.concurrency, args.text
+    background = Background(url, slack, args.background, f"B{tag}")
+    try:
+        warm = load(clients, url, args.warmup, c, text, f"W{tag}")
+        wait_for_work(slack, f"W{tag}", sum(s[3] == 200 for s in warm), 0.5, args.reply_timeout)
+        alone = load(clients, url, n, c, text, f"A{tag}")
+        wait_for_work(slack, f"A{tag}", sum(s[3] == 200 for s in alone), 0.5, args.reply_timeout)
+        background.start()
+        time.sleep(args.settle)  # past the diagnoses' start (a worker's start-up, say)
+        busy = load(clients, url, n, c, text, f"L{tag}")
+        window = (min(s[1] for s in busy), max(s[2] for s in busy))
+        print(f"  {name}: load done; waiting for the background diagnoses to end", flush=True)
+        background.finish(args.reply_timeout * 10)
+        wait_for_work(slack, f"L{tag}", sum(s[3] == 200 for s in busy), 0.5, args.reply_timeout)
+    finally:
+        background.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        executor = adapter.bolt.listener_runner.listener_executor
+        if isinstance(executor, ThreadPoolExecutor):
+            executor.shutdown(wait=True, cancel_futures=True)
+        adapter.close(timeout=0)
+        adapter.progress.stop()
+        adapter.app.store.close()
+    diagnoses = [(sent, background.answered(ch)) for ch, sent in background.sent]
+    bad = []
+    for channel, _ in background.sent:
+        replies = [
+            call
+            for call in slack.calls("chat.postMessage")
+            if call.params.get("channel") == channel and call.params.get("thread_ts")
+        ]
+        if not replies or "here it is" not in json.dumps(replies[0].params):
+            bad.append(channel)
+    return Mode(name, alone, busy, window, diagnoses, bad)
+
+
+def background_main(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    spawn = multiprocessing.get_context("spawn")
+    modes: list[Mode] = []
+    with (
+        ProcessPoolExecutor(1, mp_context=spawn) as clients,
+        FakeSlack() as slack,
+        tempfile.TemporaryDirectory(prefix="flannel-bench-") as tmp_name,
+    ):
+        tmp = Path(tmp_name)
+        slack.usergroups = {"SAPPROVERS": ["UCAROL"]}
+        recording = bundle_for(args, tmp)
+        for name, workers in (("old, in serve", 0), (f"new, {args.workers} workers", args.workers)):
+            print(f"{name}: running", flush=True)
+            modes.append(run_mode(name, workers, slack, clients, tmp, recording, args))
+        fake_errors = list(slack.errors)
+
+    n, c = args.requests, args.concurrency
+    print(
+        f"\n{n} signed `/flannel {args.text}` commands at concurrency {c}, alone and beside "
+        f"{args.background} `/flannel diagnose` of {recording} running in the same bot "
+        f"(old path: in serve's threads; new: [serve] workers = {args.workers}); "
+        "latency from sending the request"
+    )
+    print(HEADER)
+    for mode in modes:
+        print(ack_row(f"{mode.name}: ack alone", mode.alone).line())
+        print(ack_row(f"{mode.name}: ack beside diagnoses", mode.busy).line())
+    old, new = modes
+    for mode in modes:
+        alone, busy = ack_row("", mode.alone), ack_row("", mode.busy)
+        start, end = mode.window
+        running = sum(1 for sent, done in mode.diagnoses if sent < end and (done or end) > start)
+        finished = [done - sent for sent, done in mode.diagnoses if done is not None]
+        print(
+            f"  {mode.name}: beside / alone: p50 {ratio(busy.p(0.5), alone.p(0.5))}, "
+            f"p99 {ratio(busy.p(0.99), alone.p(0.99))}; {running} diagnoses overlapped the "
+            f"{end - start:.1f} s load, {len(finished)} of {len(mode.diagnoses)} answered "
+            f"(each in {min(finished, default=0):.0f}-{max(finished, default=0):.0f} s)"
+        )
+    old_busy, new_busy = ack_row("", old.busy), ack_row("", new.busy)
+    print(
+        f"  new / old, beside diagnoses: p50 {ratio(new_busy.p(0.5), old_busy.p(0.5))}, "
+        f"p99 {ratio(new_busy.p(0.99), old_busy.p(0.99))}; new p99 "
+        f"{new_busy.p(0.99) * 1000:.1f} ms (goal <= 50 ms)"
+    )
+    print(f"  total {time.monotonic() - started:.0f} s")
+    lines: list[str] = []
+    for mode in modes:
+        lines += report_problems(f"{mode.name} alone", mode.alone)
+        lines += report_problems(f"{mode.name} beside diagnoses", mode.busy)
+        if mode.bad_replies:
+            lines.append(
+                f"{mode.name}: {len(mode.bad_replies)} diagnose(s) got no report "
+                f"(e.g. {mode.bad_replies[0]})"
+            )
+    lines += [f"fake Slack error: {e!r}" for e in fake_errors[:5]]
+    print("problems: " + ("none" if not lines else ""))
+    for line in lines:
+        print(f"  {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -468,8 +683,25 @@ def main() -> None:
         metavar="N",
         help="then the load again beside N half-open connections (0: not)",
     )
+    parser.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the load alone and beside N diagnoses, in serve vs in workers (0: not)",
+    )
+    parser.add_argument("--recording", type=Path, help="--background: the bundle to diagnose")
+    parser.add_argument("--nodes", type=int, default=1000, help="--background: bundle size")
+    parser.add_argument("--workers", type=int, default=2, help="--background: [serve] workers")
+    parser.add_argument("--settle", type=float, default=5.0, help="--background: seconds")
     args = parser.parse_args()
     raise_file_limit()
+    if args.background > 0:
+        for name in PROXY_ENV_VARS:
+            os.environ.pop(name, None)
+        logging.getLogger().setLevel(logging.WARNING)
+        background_main(args)
+        return
 
     for name in PROXY_ENV_VARS:  # slack_sdk would send even 127.0.0.1 through a proxy
         os.environ.pop(name, None)
@@ -528,6 +760,8 @@ def main() -> None:
                 if isinstance(executor, ThreadPoolExecutor):
                     executor.shutdown(wait=True, cancel_futures=True)
             adapter.work.shutdown(wait=True, cancel_futures=True)
+            if adapter.heavy is not None:
+                adapter.heavy.shutdown(timeout=0)
             adapter.progress.stop()
             adapter.app.store.close()
         done = posts(slack, "CM")

@@ -231,14 +231,20 @@ class SlackAdapter:
         self._replied(self.app.service.handle(text, who, parsed), channel, thread_ts, user_id, text)
 
     def _replied(
-        self, reply: Reply, channel: str, thread_ts: str, user_id: str, command: str
+        self,
+        reply: Reply,
+        channel: str,
+        thread_ts: str,
+        user_id: str,
+        command: str,
+        rendered: tuple[dict[str, Any], str | None] | None = None,
     ) -> None:
         """A command's reply in its thread; an error to the requester alone, its thread gone."""
         if reply.kind == "error":
             self._quietly(lambda: self.client.chat_delete(channel=channel, ts=thread_ts))
             self._ephemeral(channel, user_id, reply)
             return
-        self._answer(reply, channel, thread_ts, user_id, command)
+        self._answer(reply, channel, thread_ts, user_id, command, rendered)
 
     def _in_worker(
         self,
@@ -252,7 +258,7 @@ class SlackAdapter:
     ) -> None:
         """A heavy command, handled in a worker process; its reply is posted from here."""
         clock = self.app.engine.clock
-        job = Job(text, who, parsed, self.app.engine.policy, clock_offset(clock))
+        job = Job(text, who, parsed, self.app.engine.policy, f"<@{user_id}>", clock_offset(clock))
 
         def done(outcome: Outcome) -> None:
             self.app.store.announce(outcome.events)  # recorded there: counted here
@@ -267,7 +273,7 @@ class SlackAdapter:
                         "error_type": outcome.reply.data["error_type"],
                     },
                 )
-            self._replied(outcome.reply, channel, thread_ts, user_id, text)
+            self._replied(outcome.reply, channel, thread_ts, user_id, text, outcome.rendered)
 
         try:
             place = pool.submit(job, done)
@@ -320,23 +326,30 @@ class SlackAdapter:
         self._answer(reply, channel, thread_ts, user_id, " ".join(words))
 
     def _answer(
-        self, reply: Reply, channel: str, thread_ts: str, user_id: str, command: str
+        self,
+        reply: Reply,
+        channel: str,
+        thread_ts: str,
+        user_id: str,
+        command: str,
+        rendered: tuple[dict[str, Any], str | None] | None = None,
     ) -> None:
+        """`rendered`: the message and snippet (Messages.answer), made by a worker already."""
         if reply.kind == "run":
             self.progress.poll()  # the progress and approval messages come from the events
             return
         if reply.kind == "audit_report":
             self._upload_report(reply, channel, thread_ts, user_id)
             return
-        payload = self.messages.reply(reply, f"<@{user_id}>", command)
+        payload, snippet = rendered or self.messages.answer(reply, f"<@{user_id}>", command)
         self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **payload)
-        if reply.kind == "diagnose" and self.messages.findings_left_out(payload, reply.data):
+        if snippet is not None:
             # what did not fit in 50 blocks goes to the thread whole, as a text snippet
             self._quietly(
                 lambda: self.client.files_upload_v2(
                     channel=channel,
                     thread_ts=thread_ts,
-                    content=self.messages.renderer.reply(reply),
+                    content=snippet,
                     filename="flannel-diagnose.txt",
                     title="flannel diagnose: every finding with its evidence",
                 )

@@ -71,6 +71,13 @@ class Messages:
             f"`/flannel {mrkdwn(command, 200)}`", self.renderer.reply(reply), mention, command
         )
 
+    def answer(self, reply: Reply, mention: str, command: str) -> tuple[dict[str, Any], str | None]:
+        """A command's reply for its thread, and for a diagnose whose findings did not all fit
+        in the message, every finding with its evidence as a text snippet to attach."""
+        payload = self.reply(reply, mention, command)
+        left_out = reply.kind == "diagnose" and self.findings_left_out(payload, reply.data)
+        return payload, self.renderer.reply(reply) if left_out else None
+
     def text(self, title: str, body: str, mention: str, command: str) -> dict[str, Any]:
         """Terminal output as code blocks within the limits; what does not fit is counted."""
         return self._render("text", title=title, body=body, mention=mention, command=command)

@@ -136,6 +136,8 @@ def serve(
         raise ConfigError("cannot serve Slack: " + "; ".join(problems))
     watch_metrics(app)
     adapter = SlackAdapter(app, settings)
+    if adapter.heavy is not None:
+        adapter.heavy.start()
     if settings.audit_head_every_minutes > 0:
         adapter.beacon.every(settings.audit_head_every_minutes)
     if retention_days > 0:

@@ -55,6 +55,9 @@ from flannel_bot.slack.messages import Messages
 
 log = logging.getLogger(__name__)
 STOP_SECONDS = 5.0  # a worker asked to stop at shutdown has this long before it is killed
+# workers yield the CPU to serve: where cores are few, an ack waiting for one would wait out
+# a worker's time slice
+WORKER_NICE = 19
 
 
 def is_heavy(command: c.Command) -> bool:
@@ -77,18 +80,22 @@ class Job:
     who: Requester
     command: c.Command
     policy: Policy
+    mention: str = ""  # how the reply names the requester
     clock_offset: timedelta | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The reply (plain data: an export is rendered in the worker), the pid of the process that
-    ran the command (0: none did), and the events it committed."""
+    """The reply, the pid of the process that ran the command (0: none did), and the events
+    it committed. What takes CPU to render is rendered in the worker: a report into the reply's
+    `content`, and a message for the thread into `rendered` (Messages.answer), the reply's data
+    then left out: a 1,000-node diagnose is a megabyte of it."""
 
     reply: Reply
     pid: int
     events: tuple[Event, ...] = ()
     died: bool = False  # the worker stopped before it answered
+    rendered: tuple[dict[str, Any], str | None] | None = None
 
 
 Done = Callable[[Outcome], None]
@@ -147,6 +154,12 @@ class WorkerPool:
             self._outstanding += 1
             self._jobs.put(_Pending(job, done))
             return queued + 1 if self._outstanding > self.workers else 0
+
+    def start(self) -> None:
+        """Start every worker now (`serve` does, so that the first heavy command does not wait
+        for one to start); otherwise each starts with its first command."""
+        for worker in self._procs:
+            worker.ensure()
 
     def pids(self) -> list[int]:
         """The worker processes alive now."""
@@ -225,14 +238,22 @@ class _Worker:
         self._process, self._conn = process, ours
         return process, ours
 
-    def run(self, job: Job) -> Outcome:
+    def ensure(self) -> tuple[BaseProcess, Connection] | None:
+        """The live worker process, started if need be; None once stopping."""
         with self._guard:
             if self._stopping:
-                return Outcome(_error("the bot is shutting down; ask again", "Cancelled"), 0)
+                return None
             process, conn = self._process, self._conn
             if process is None or conn is None or not process.is_alive():
                 self._discard()
                 process, conn = self._start()
+            return process, conn
+
+    def run(self, job: Job) -> Outcome:
+        started = self.ensure()
+        if started is None:
+            return Outcome(_error("the bot is shutting down; ask again", "Cancelled"), 0)
+        process, conn = started
         pid = int(process.pid or 0)
         try:
             conn.send(job)
@@ -302,11 +323,12 @@ def serve_jobs(conn: Connection, settings: Settings) -> None:
     from flannel_bot.wiring import build_app  # here: the forkserver preloads this module
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches serve, which stops us
+    os.nice(WORKER_NICE)
     clock = _JobClock()
     app = build_app(settings, clock, clusters_built="when asked")
     committed: list[Event] = []
     app.store.subscribe(committed.append)
-    renderer = Messages(settings.templates_dir).renderer  # the renderer the adapter uses
+    messages = Messages(settings.templates_dir)  # as the adapter renders
     while True:
         try:
             job = conn.recv()
@@ -317,9 +339,13 @@ def serve_jobs(conn: Connection, settings: Settings) -> None:
         assert isinstance(job, Job)
         clock.offset = job.clock_offset
         committed.clear()
+        rendered = None
         try:
             app.clusters.set_policy(job.policy)
-            reply = portable(app.service.handle(job.text, job.who, job.command), renderer)
+            reply = portable(app.service.handle(job.text, job.who, job.command), messages.renderer)
+            if reply.kind not in ("error", "run", "audit_report"):
+                rendered = messages.answer(reply, job.mention, job.text)
+                reply = Reply(reply.kind, {}, reply.ok)
         except Exception:
             log.exception("a heavy command failed in worker %d", os.getpid())
             reply = _error(
@@ -327,7 +353,7 @@ def serve_jobs(conn: Connection, settings: Settings) -> None:
                 "InternalError",
             )
         try:
-            conn.send(Outcome(reply, os.getpid(), tuple(committed)))
+            conn.send(Outcome(reply, os.getpid(), tuple(committed), rendered=rendered))
         except OSError:
             return
 

@@ -156,3 +156,21 @@ def test_reports_are_capped_by_default_and_the_cap_is_checked(tmp_path: Path) ->
     config.write_text("[audit]\nmax_report_events = -1\n")
     with pytest.raises(ConfigError, match="max_report_events must be a whole number"):
         load_settings(config, env={"HOME": str(tmp_path)})
+
+
+def test_serve_workers_default_to_two_and_are_checked(tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text("")
+    serve = load_settings(config, env={"HOME": str(tmp_path)}).serve
+    assert (serve.workers, serve.queue) == (2, 20)
+    config.write_text("[serve]\nworkers = 0\nqueue = 5\n")  # 0: heavy commands in serve
+    serve = load_settings(config, env={"HOME": str(tmp_path)}).serve
+    assert (serve.workers, serve.queue) == (0, 5)
+    for bad, error in (
+        ("workers = -1", "workers must be a whole number"),
+        ('queue = "9"', "queue must be a whole number"),
+        ("threads = 4", "has no setting `threads`; known: queue, workers"),
+    ):
+        config.write_text(f"[serve]\n{bad}\n")
+        with pytest.raises(ConfigError, match=error):
+            load_settings(config, env={"HOME": str(tmp_path)})

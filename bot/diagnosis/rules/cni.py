@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,7 +15,6 @@ from flannel_bot.diagnosis.node_facts import (
     K3S_CNI_PLUGINS,
     ConfFile,
     Fact,
-    in_cidr,
     is_flannel_conf,
 )
 from flannel_bot.diagnosis.rule import Found, inferred, leased_subnet, rule
@@ -200,24 +200,43 @@ def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str
     """(node, running pod-network pods whose address is outside the node's flannel subnet, the
     subnet, where it was read) -- addresses that came from a CNI config that is not flannel's."""
     node_ips = {n.internal_ip for n in ev.nodes if n.internal_ip}
-    for info in ev.nodes:
-        subnet, read_from = leased_subnet(ev, info.name)
-        if not subnet:
-            continue
-        outside = [
-            p
-            for p in ev.pods
-            if p.node == info.name
-            and p.phase == "Running"
+    # one pass over the pods, grouped by node (not a pass per node: nodes x pods at scale)
+    by_node: dict[str, list[PodInfo]] = {}
+    for p in ev.pods:
+        if (
+            p.phase == "Running"
             and not p.host_network
             and p.pod_ip
             and ":" not in p.pod_ip
             and p.pod_ip != p.host_ip
             and p.pod_ip not in node_ips
-            and not in_cidr(p.pod_ip, subnet)
-        ]
+        ):
+            by_node.setdefault(p.node, []).append(p)
+    for info in ev.nodes:
+        candidates = by_node.get(info.name)
+        if not candidates:
+            continue
+        subnet, read_from = leased_subnet(ev, info.name)
+        if not subnet:
+            continue
+        try:
+            network = ipaddress.ip_network(subnet, strict=False)
+        except ValueError:  # no address is in a junk subnet (as in_cidr reads it)
+            outside = candidates
+        else:
+            outside = [p for p in candidates if not _in_network(p.pod_ip, network)]
         if outside:
             yield info.name, outside, subnet, read_from
+
+
+def _in_network(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """`in_cidr` with the network parsed once per node, not once per pod."""
+    try:
+        if "/" in address:
+            return ipaddress.ip_interface(address).ip in network
+        return ipaddress.ip_address(address) in network
+    except ValueError:
+        return False
 
 
 @rule("cni-config-invalid", "critical")

@@ -9,6 +9,7 @@ from typing import Any
 
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.findings import EvidenceLine, Fix
+from flannel_bot.diagnosis.l2 import L2Reach
 from flannel_bot.diagnosis.net_conf import Backend
 from flannel_bot.diagnosis.node_facts import (
     FDB,
@@ -20,7 +21,6 @@ from flannel_bot.diagnosis.node_facts import (
     SUBNET_ENV,
     Fact,
     Link,
-    in_cidr,
 )
 from flannel_bot.diagnosis.rule import Found, inferred, quote, rule, sighted_by_node
 
@@ -152,19 +152,14 @@ def hostgw_not_l2(ev: Evidence) -> Iterator[Found]:
     if ev.backend().type != "host-gw":
         return
     reported: set[str] = set()
+    reach = L2Reach(ev.nodes)  # each address parsed once, not once per pair of nodes
     for node in ev.probed():
         connected = [
             r.dst
             for r in ev.fact(node, ROUTES) or []
             if r.scope == "link" and r.protocol == "kernel"
         ]
-        far = [
-            n
-            for n in ev.nodes
-            if n.name != node
-            and n.internal_ip
-            and not any(in_cidr(n.internal_ip, c) for c in connected if c and "/" in c)
-        ]
+        far = reach.far(node, [c for c in connected if c and "/" in c], 5)
         if far:
             reported.add(node)
             yield Found(

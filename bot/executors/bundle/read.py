@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flannel_bot.errors import (
     BotError,
@@ -77,6 +77,7 @@ _START = re.compile(
     re.M,
 )
 _LOG_ERROR = re.compile(r"^(?:Create log request error|Request log error): (?P<why>.*)\n?\Z", re.S)
+T = TypeVar("T")
 ERRORS_SHOWN = 100  # lines of errors.txt that become gaps; the rest are counted
 
 
@@ -132,6 +133,8 @@ class BundleReader:
         self._namespace_dirs: list[str] | None = None
         self._texts: dict[str, str | _Refused | None] = {}
         self._lists: dict[str, list[Json] | None] = {}
+        # pods.json files as PodInfo: the raw JSON of 150,000 pods is dropped once converted
+        self._pods: dict[str, list[PodInfo]] = {}
         self._why_unread: dict[str, str] = {}
         self._logs: dict[tuple[str, str], dict[str, str | _LogFailed] | _Refused | None] = {}
         self._missing_probes: set[tuple[str, str]] = set()
@@ -375,18 +378,39 @@ class BundleReader:
 
     def _namespaced(self, kind: str, namespace: str | None, what: str) -> list[Json]:
         """Items of `<ns>/<kind>.json` for one namespace, or of every namespace when None."""
+        return self._each_namespace(kind, namespace, what, self._items)
+
+    def _namespaced_pods(self, namespace: str | None) -> list[PodInfo]:
+        """`_namespaced("pods", ...)` as PodInfo, each file converted once."""
+        return self._each_namespace("pods", namespace, "pods", self._pod_items)
+
+    def _pod_items(self, rel: str, lost: str, namespace: str | None, kind: str) -> list[PodInfo]:
+        with self._lock:
+            if rel not in self._pods:
+                self._pods[rel] = [parse_pod(p) for p in self._items(rel, lost, namespace, kind)]
+                if self._lists.get(rel) is not None:
+                    self._lists[rel] = []  # read (not None), its JSON no longer held
+            return self._pods[rel]
+
+    def _each_namespace(
+        self,
+        kind: str,
+        namespace: str | None,
+        what: str,
+        items: Callable[[str, str, str | None, str], list[T]],
+    ) -> list[T]:
         if namespace is None:
             names = self.namespaces()
             for ns in FLANNEL_NAMESPACES:  # first: the object limit is spent on them first
                 if ns in names:
-                    self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns, kind)
+                    items(f"{ns}/{kind}.json", LOST[kind](ns), ns, kind)
                 else:
                     with self._lock:
                         self._unread.add((ns, kind))
             return [
                 item
                 for ns in names
-                for item in self._items(f"{ns}/{kind}.json", LOST[kind](ns), ns, kind)
+                for item in items(f"{ns}/{kind}.json", LOST[kind](ns), ns, kind)
             ]
         if not SAFE_NAME.fullmatch(namespace):
             return []
@@ -397,7 +421,7 @@ class BundleReader:
             if present is False:
                 self._namespace_missing(namespace, what)
             return []
-        return self._items(f"{namespace}/{kind}.json", LOST[kind](namespace), namespace, kind)
+        return items(f"{namespace}/{kind}.json", LOST[kind](namespace), namespace, kind)
 
     def _namespace_missing(self, namespace: str, what: str) -> None:
         if namespace == "kube-flannel" and self._is_dir("kube-system") is True:
@@ -419,12 +443,18 @@ class BundleReader:
         label_selector: str | None = None,
         node: str | None = None,
     ) -> list[PodInfo]:
-        fields = f"spec.nodeName={node}" if node else None
-        return [
-            parse_pod(p)
-            for p in self._namespaced("pods", namespace, "pods")
-            if self._labels_match(label_selector, p) and self._fields_match(fields, p)
-        ]
+        pods = self._namespaced_pods(namespace)
+        if label_selector:
+            where = f"bundle {self.path}: "
+            pods = [p for p in pods if selectors.labels_match(label_selector, p.labels, where)]
+        if node:
+            fields, where = f"spec.nodeName={node}", f"bundle {self.path}: "
+
+            def on_node(pod: PodInfo) -> bool:
+                return selectors.fields_match(fields, lambda key: pod.node, where)
+
+            pods = [p for p in pods if on_node(p)]
+        return list(pods)
 
     def list_daemonsets(
         self, namespace: str | None = None, label_selector: str | None = None
@@ -442,7 +472,7 @@ class BundleReader:
         events = [
             parse_event(e)
             for e in self._namespaced("events", namespace, "events")
-            if self._fields_match(field_selector, e)
+            if not field_selector or self._fields_match(field_selector, e)
         ]
         return sorted(events, key=lambda e: e.last_timestamp)
 
@@ -549,9 +579,9 @@ class BundleReader:
         raise NotFound(f"bundle {self.path}: no previous log of {container} in {namespace}/{pod}")
 
     def _restarts(self, namespace: str, pod: str, container: str) -> int:
-        for p in self._namespaced("pods", namespace, "pods"):
-            if field_value(p, "metadata.name") == pod:
-                for c in parse_pod(p).containers:
+        for p in self._namespaced_pods(namespace):
+            if p.name == pod:
+                for c in p.containers:
                     if c.name == container:
                         return c.restart_count
         return 0
@@ -562,9 +592,9 @@ class BundleReader:
         """The container the API picks when none is named: the pod's only (non-init) one."""
         spec = [
             c.name
-            for p in self._namespaced("pods", namespace, "pods")
-            if field_value(p, "metadata.name") == pod
-            for c in parse_pod(p).containers
+            for p in self._namespaced_pods(namespace)
+            if p.name == pod
+            for c in p.containers
             if not c.init
         ]
         names = spec or ([] if isinstance(blocks, _Refused) else list(blocks or {}))

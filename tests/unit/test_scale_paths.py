@@ -1,0 +1,196 @@
+"""The paths rewritten for scale (issue 17) give what the direct readings give.
+
+Each rewrite replaced a pass over every pair (node x node, finding x finding, node x pod) by an
+index; these tests hold it to the direct reading, kept here as the reference, on many small
+random cases: the same nodes, findings, order and explanations. (They passed on the code before
+the rewrite too: behaviour was to stay as it was; bench/diagnose_quadratic.py shows the times.)
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.findings import Finding, Fix
+from flannel_bot.diagnosis.l2 import L2Reach
+from flannel_bot.diagnosis.node_facts import in_cidr
+from flannel_bot.diagnosis.rule import RULES, explains, rank
+from flannel_bot.diagnosis.rules.cni import _pods_outside_subnet
+from flannel_bot.ports.cluster import NodeInfo, PodInfo
+
+# -- host-gw's L2 check ---------------------------------------------------------------------------
+
+
+def far_directly(nodes: list[NodeInfo], node: str, connected: list[str]) -> list[NodeInfo]:
+    """hostgw-not-l2's reading before L2Reach: every node against every connected CIDR."""
+    return [
+        n
+        for n in nodes
+        if n.name != node
+        and n.internal_ip
+        and not any(in_cidr(n.internal_ip, c) for c in connected if c and "/" in c)
+    ]
+
+
+ADDRESSES = [
+    "10.0.0.{}",
+    "10.0.1.{}",
+    "10.1.0.{}",
+    "192.168.5.{}",
+    "fd00::{}",
+    "fd00:1::{}",
+]
+CIDRS = [
+    "10.0.0.0/24",
+    "10.0.0.0/23",
+    "10.0.1.128/25",
+    "10.0.0.7/32",
+    "10.0.0.0/8",
+    "192.168.5.0/24",
+    "fd00::/64",
+    "fd00::/16",
+    "0.0.0.0/0",
+    "junk/24",
+    "10.0.0.1/99",
+]
+
+
+def random_nodes(rng: random.Random, count: int) -> list[NodeInfo]:
+    nodes = []
+    for i in range(count):
+        roll = rng.random()
+        if roll < 0.05:
+            ip = ""
+        elif roll < 0.1:
+            ip = "not-an-address"
+        else:
+            ip = rng.choice(ADDRESSES).format(rng.randint(1, 40))
+            if roll > 0.95:
+                ip += "/24"
+        name = f"n{rng.randint(0, count)}" if rng.random() < 0.1 else f"n{i}"  # some twice
+        nodes.append(NodeInfo(name=name, internal_ip=ip))
+    return nodes
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_l2_reach_finds_the_nodes_the_pairwise_check_finds(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = random_nodes(rng, rng.randint(0, 60))
+    reach = L2Reach(nodes)
+    for node in {n.name for n in nodes} | {"absent"}:
+        connected = rng.sample(CIDRS, rng.randint(0, 3)) + ["", "10.0.0.5"][: rng.randint(0, 2)]
+        direct = far_directly(nodes, node, connected)
+        for limit in (1, 5, len(nodes) + 1):
+            got = reach.far(node, [c for c in connected if c and "/" in c], limit)
+            assert got == direct[:limit], (node, connected, limit)
+
+
+# -- ranking --------------------------------------------------------------------------------------
+
+
+def rank_directly(findings: list[Finding]) -> list[Finding]:
+    """rank() before the (id, node) index: every cause against every later finding."""
+    from flannel_bot.diagnosis.rule import ranks
+
+    order = ranks()
+    ranked = sorted(
+        findings, key=lambda f: (f.severity == "info", order.get(f.id, len(order)), f.nodes)
+    )
+    for i, cause in enumerate(ranked):
+        accounts = explains(cause.id)
+        for effect in ranked[i + 1 :]:
+            if (
+                effect.id in accounts
+                and cause.id not in effect.explained_by
+                and (set(effect.nodes) & set(cause.nodes) or not cause.nodes)
+            ):
+                effect.explained_by.append(cause.id)
+    return ranked
+
+
+def random_findings(rng: random.Random, count: int) -> list[Finding]:
+    # ids that explain others and the ids they explain, so explanations happen often
+    causes = [r for r in RULES if r.explains]
+    ids = [r.id for r in rng.sample(causes, 4)]
+    ids += [e for cid in ids for e in sorted(explains(cid))][:8] + ["not-a-rule"]
+    nodes = [f"w{i}" for i in range(6)]
+    out = []
+    for _ in range(count):
+        on = tuple(sorted(rng.sample(nodes, rng.choice((0, 1, 1, 2, 3)))))
+        severity = rng.choice(("critical", "warning", "info"))
+        out.append(Finding(rng.choice(ids), severity, on, "s", "m", [], Fix("f")))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_rank_orders_and_explains_as_the_pairwise_pass(seed: int) -> None:
+    rng = random.Random(seed)
+    findings = random_findings(rng, rng.randint(0, 40))
+    copies = [
+        Finding(f.id, f.severity, f.nodes, f.summary, f.mechanism, [], f.fix) for f in findings
+    ]
+    got = rank(findings)
+    want = rank_directly(copies)
+    assert [(f.id, f.nodes, f.severity, f.explained_by) for f in got] == [
+        (f.id, f.nodes, f.severity, f.explained_by) for f in want
+    ]
+    # the same objects, in that order
+    assert [findings.index(f) for f in got] == [copies.index(f) for f in want]
+
+
+# -- pods outside their node's subnet -------------------------------------------------------------
+
+
+def outside_directly(ev: Evidence) -> list[tuple[str, list[PodInfo], str, str]]:
+    """_pods_outside_subnet before grouping the pods by node: every node against every pod."""
+    from flannel_bot.diagnosis.rule import leased_subnet
+
+    out = []
+    node_ips = {n.internal_ip for n in ev.nodes if n.internal_ip}
+    for info in ev.nodes:
+        subnet, read_from = leased_subnet(ev, info.name)
+        if not subnet:
+            continue
+        outside = [
+            p
+            for p in ev.pods
+            if p.node == info.name
+            and p.phase == "Running"
+            and not p.host_network
+            and p.pod_ip
+            and ":" not in p.pod_ip
+            and p.pod_ip != p.host_ip
+            and p.pod_ip not in node_ips
+            and not in_cidr(p.pod_ip, subnet)
+        ]
+        if outside:
+            out.append((info.name, outside, subnet, read_from))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_pods_outside_subnet_as_the_pass_per_node(seed: int) -> None:
+    rng = random.Random(seed)
+    ev = Evidence()
+    cidrs = ["10.244.1.0/24", "10.244.2.0/24", "10.244.2.0/23", "junk", "", "fd00::/64"]
+    ev.nodes = [
+        NodeInfo(name=f"w{i}", internal_ip=f"172.31.0.{i}", pod_cidr=rng.choice(cidrs))
+        for i in range(rng.randint(0, 6))
+    ]
+    ips = ["10.244.1.{}", "10.244.2.{}", "10.244.3.{}", "172.31.0.{}", "x.{}", "10.244.1.{}/24"]
+    ev.pods = [
+        PodInfo(
+            namespace=rng.choice(("default", "kube-flannel")),
+            name=f"p{j}",
+            node=f"w{rng.randint(0, 7)}",
+            phase=rng.choice(("Running", "Running", "Pending")),
+            labels={"app": "flannel"} if rng.random() < 0.3 else {},
+            pod_ip=rng.choice(ips + [""]).format(rng.randint(1, 9)),
+            host_ip=rng.choice(("", "172.31.0.1")),
+            host_network=rng.random() < 0.1,
+        )
+        for j in range(rng.randint(0, 40))
+    ]
+    assert list(_pods_outside_subnet(ev)) == outside_directly(ev)
