@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from flannel_bot.errors import (
 from flannel_bot.executors.kube import KubeClient, KubeSettings
 from flannel_bot.executors.kube.nodepods import (
     LABEL_CLUSTER,
+    Owner,
     PodNodeExecutor,
     pod_labels,
 )
@@ -221,6 +223,37 @@ def test_leftovers_of_this_cluster_are_deleted_by_label(server: ApiServer, tmp_p
     left = server.list("pods", namespace=NS)
     assert [p["metadata"]["labels"][LABEL_CLUSTER] for p in left] == ["other"]
     server.delete("pods", "flannel-bot-node-down-bbbbb", NS)
+
+
+def test_cleanup_spares_the_pods_of_a_live_run_beside_it(server: ApiServer, tmp_path: Path) -> None:
+    """A `flannel-bot diagnose` exec'd beside a serving bot builds its own executor: it must not
+    delete the pods the serving process is waiting for, only those of a process that is gone."""
+    here = Owner.current()
+    running = subprocess.Popen(["sleep", "60"])
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    try:
+        for name, pid in (
+            ("flannel-bot-node-w1-alive", running.pid),
+            ("flannel-bot-node-w1-dead", finished.pid),
+        ):
+            labels = pod_labels("w1", "lab") | Owner(here.host, pid).labels(time.time() + 600)
+            server.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name, "namespace": NS, "labels": labels},
+                    "spec": {"nodeName": "down", "containers": [{"name": "node", "image": IMAGE}]},
+                }
+            )
+        assert executor(client(server, tmp_path)).cleanup_leftovers() == [
+            "flannel-bot-node-w1-dead"
+        ]
+        assert pods_left(server) == ["flannel-bot-node-w1-alive"]
+    finally:
+        running.kill()
+        running.wait()
+        server.delete("pods", "flannel-bot-node-w1-alive", NS)
 
 
 def test_diagnosis_shows_a_pod_that_could_not_start_as_the_nodes_evidence(

@@ -11,6 +11,8 @@ import pytest
 
 from flannel_bot.executors.kube.nodepods import (
     LEFTOVER_SELECTOR,
+    Owner,
+    is_leftover,
     label_value,
     leftover_selector,
     parse_node_log,
@@ -181,3 +183,23 @@ def test_a_plan_only_through_the_api_is_the_same_over_either_transport(
     over_pod = make_engine(node_access="pod").plan(ref, params, who("alice"))
     assert "node_access" not in over_ssh.to_json()
     assert over_ssh.hash == over_pod.hash
+
+
+def test_a_pod_is_a_leftover_only_when_no_live_bot_can_be_waiting_for_it() -> None:
+    me = Owner("bot-7f9c", 40)
+    settings = NodeSettings(access="pod", start_timeout=60)
+    labels = pod_spec("w1", "p", [["true"]], 30, settings, "c", Owner("bot-7f9c", 41), now=1000)
+    labels = labels["metadata"]["labels"]
+    assert labels["flannel-bot.io/expires"] == str(1000 + 30 + 60 + 5)
+    alive = {41: True}.get
+
+    def left(labels: dict[str, str], now: float = 1010, up: bool = True) -> bool:
+        return is_leftover(labels, me, now, lambda pid: up and bool(alive(pid, False)))
+
+    assert not left(labels)  # a live process on this host is still waiting for it
+    assert left(labels, up=False)  # its maker died (SIGKILL): the next start removes it
+    assert left(labels, now=1095)  # past its deadline, whoever made it
+    other_host = labels | {"flannel-bot.io/owner-host": "bot-2b1d"}
+    assert not left(other_host, up=False)  # another replica's run: its PID means nothing here
+    assert left(other_host, now=1095)
+    assert left({"app.kubernetes.io/component": "node-exec"})  # made before owners were labelled

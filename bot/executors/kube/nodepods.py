@@ -11,9 +11,12 @@ grant: exec into any pod of the namespace); a container log is a plain GET, allo
 `pods/log`, and survives the container's exit, so the bot reads it once the pod has ended.
 
 Every pod is deleted in a `finally`, whatever happened; pods a killed bot left behind are found
-by label and deleted when the executor is built (`cleanup_leftovers`). A pod that cannot start
-is a named error (bot.errors `NodePod*`) saying why, read from the pod's status and events, which
-diagnosis shows as the node's evidence like an unreachable sshd.
+by label and deleted when the executor is built (`cleanup_leftovers`). Each pod is labelled with
+the process that made it (host and PID) and when its deadline ends, so a `flannel-bot diagnose`
+exec'd beside a serving bot, or a second replica starting, deletes only pods whose maker is gone
+(same host, PID not running) or whose deadline has passed, never a live run's.
+A pod that cannot start is a named error (bot.errors `NodePod*`) saying why, read from the pod's
+status and events, which diagnosis shows as the node's evidence like an unreachable sshd.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import string
@@ -59,6 +63,9 @@ CONTAINER = "node"
 COMPONENT = "node-exec"
 LABEL_NODE = "flannel-bot.io/node"
 LABEL_CLUSTER = "flannel-bot.io/cluster"
+LABEL_OWNER_HOST = "flannel-bot.io/owner-host"
+LABEL_OWNER_PID = "flannel-bot.io/owner-pid"
+LABEL_EXPIRES = "flannel-bot.io/expires"  # Unix seconds past which no live bot waits for it
 LEFTOVER_SELECTOR = "app.kubernetes.io/component=node-exec,app.kubernetes.io/managed-by=flannel-bot"
 _NAME_PREFIX = "flannel-bot-node-"
 _SUFFIX = string.ascii_lowercase + string.digits
@@ -129,6 +136,51 @@ def pod_labels(node: str, cluster: str) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The process that creates a pod: its host name (a container's is its pod's) and PID."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(label_value(os.uname().nodename), os.getpid())
+
+    def labels(self, expires: float) -> dict[str, str]:
+        return {
+            LABEL_OWNER_HOST: self.host,
+            LABEL_OWNER_PID: str(self.pid),
+            LABEL_EXPIRES: str(math.ceil(expires)),
+        }
+
+
+def is_leftover(
+    labels: Mapping[str, str], me: Owner, now: float, alive: Callable[[int], bool]
+) -> bool:
+    """Whether no live bot waits for a node-exec pod: its deadline has passed, or its maker ran
+    on this host and is gone. A pod made elsewhere within its deadline may be another replica's
+    or another command's run in progress: it is left to its maker (or to its deadline)."""
+    host = labels.get(LABEL_OWNER_HOST, "")
+    pid = labels.get(LABEL_OWNER_PID, "")
+    expires = labels.get(LABEL_EXPIRES, "")
+    if not (host and pid.isdigit() and expires.isdigit()):
+        return True  # made before pods carried their owner: nobody can be waiting for it still
+    if int(expires) <= now:
+        return True
+    return host == me.host and int(pid) != me.pid and not alive(int(pid))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 def leftover_selector(cluster: str) -> str:
     return f"{LEFTOVER_SELECTOR},{LABEL_CLUSTER}={label_value(cluster)}"
 
@@ -140,16 +192,23 @@ def pod_spec(
     timeout: float,
     settings: NodeSettings,
     cluster: str,
+    owner: Owner | None = None,
+    now: float = 0.0,
 ) -> Json:
-    """The node-exec pod for `commands` on `node` (the contract in the module docstring)."""
+    """The node-exec pod for `commands` on `node` (the contract in the module docstring), made
+    at `now` (Unix seconds) by `owner`."""
     seconds = max(1, math.ceil(timeout))
+    deadline = seconds + math.ceil(settings.start_timeout)
+    labels = pod_labels(node, cluster)
+    if owner is not None:
+        labels |= owner.labels(now + deadline + _COLLECT_GRACE_S)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": settings.namespace,
-            "labels": pod_labels(node, cluster),
+            "labels": labels,
         },
         "spec": {
             "nodeName": node,
@@ -157,7 +216,7 @@ def pod_spec(
             "hostPID": True,
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 0,
-            "activeDeadlineSeconds": seconds + math.ceil(settings.start_timeout),
+            "activeDeadlineSeconds": deadline,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             # it must run on a NotReady or tainted node: the pod network may be what is broken
@@ -268,6 +327,9 @@ class PodNodeExecutor:
         poll_interval: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        owner: Owner | None = None,
+        alive: Callable[[int], bool] = process_alive,
     ) -> None:
         self.api = api
         self.settings = settings
@@ -276,6 +338,9 @@ class PodNodeExecutor:
         self.poll_interval = poll_interval
         self._sleep = sleep
         self._now = monotonic
+        self._wall = wall_clock
+        self.owner = owner or Owner.current()
+        self._alive = alive
 
     @property
     def transport(self) -> str:
@@ -288,10 +353,14 @@ class PodNodeExecutor:
     # -- public API -----------------------------------------------------------------------------
 
     def cleanup_leftovers(self) -> list[str]:
-        """Deletes this cluster's node-exec pods that a killed bot left; their names."""
+        """Deletes this cluster's node-exec pods that a killed bot left (`is_leftover`); their
+        names."""
         ns = self.settings.namespace
         gone = []
+        now = self._wall()
         for pod in self.api.list_pods(ns, label_selector=leftover_selector(self.cluster)):
+            if not is_leftover(pod.labels, self.owner, now, self._alive):
+                continue
             with contextlib.suppress(NotFound):
                 self.api.delete_pod(ns, pod.name)
             gone.append(pod.name)
@@ -350,9 +419,10 @@ class PodNodeExecutor:
         name = pod_name(node)
         created = False
         try:
-            self._create(
-                node, name, pod_spec(node, name, argvs, timeout, self.settings, self.cluster)
+            spec = pod_spec(
+                node, name, argvs, timeout, self.settings, self.cluster, self.owner, self._wall()
             )
+            self._create(node, name, spec)
             created = True
             phase = self._wait_for_end(node, name, timeout)
             return self._results(node, name, phase)
