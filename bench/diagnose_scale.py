@@ -1,26 +1,35 @@
-"""`diagnose --dump` at cluster scale: time and peak memory at N nodes and at N/10, side by side.
+"""`diagnose --dump` at cluster scale: time and peak memory with each node's VXLAN peer tables kept
+whole to the end and reduced node by node as they are read, side by side in one run.
 
-Writes two support bundles (bench/_gen.py: the `kubectl cluster-info dump` layout with flannel-bot's
-extras; every node probed, about 1% of nodes broken) into a temporary directory, one of `--nodes`
-nodes and `--pods` pods and one a tenth of that, then measures three steps on each, every step in a
-fresh process so its peak memory is its own:
+For each size in `--sizes` (nodes; `--pods-per-node` pods each, 30 by default) bench/_gen.py writes
+a support bundle (the `kubectl cluster-info dump` layout with flannel-bot's extras; every node
+probed, about 1% of nodes broken) into a temporary directory, and each way of diagnosing it runs in
+a fresh process, so its peak memory is its own:
 
-  load       evidence_from_bundle(DIR): read every file into Evidence (timed: the call)
-  diagnose   diagnose(evidence): every rule (timed: the call; the process loads the evidence first,
-             untimed, so its peak RSS includes it, and the growth during the call is shown too)
-  command    `flannel-bot diagnose --dump DIR --json` (timed: the whole process)
+  whole     collect(BundleReader(DIR), reduce_tables=False) + diagnose(): every node's route,
+            neighbour and FDB tables held whole until every rule has run (the path before)
+  reduced   evidence_from_bundle(DIR) + diagnose() (what `diagnose --dump` runs): node by node,
+            each node's peer tables reduced to what differs from the peers it should know
+  before    `--before REV`: evidence_from_bundle + diagnose() of that commit (a `git archive` of
+            it on PYTHONPATH), at sizes up to --before-max nodes (its vtep-mac-mismatch check
+            grows with nodes cubed: 88 s at 500 nodes, hours at 2,000)
+  command   `--command`: `flannel-bot diagnose --dump DIR --json`, the whole process
 
+`--api-only N`: also a bundle of N nodes without probes/ (`diagnose --dump` of a cluster without
+node access), diagnosed the reduced way.
+
+Time is the call (read + every rule) for whole/reduced/before, the whole process for command.
 Peak RSS is resource.getrusage(RUSAGE_CHILDREN).ru_maxrss read by a small wrapper process whose
-only child is the step (RUSAGE_CHILDREN holds the largest of all children waited for, so one parent
-measuring several steps would report the biggest so far). The findings of `diagnose` and of the
-command must name exactly the broken nodes, each with the findings its fault causes, or the run
-fails: a benchmark that finds nothing measures nothing.
+only child is the step. Every step's findings must name exactly the broken nodes, each with the
+findings its fault causes, or the run fails: a benchmark that finds nothing measures nothing.
 
-Each node's route, neighbour and FDB tables hold every peer (as on a real VXLAN cluster), so the
-bundle grows with nodes squared. The default (1,000 nodes / 30,000 pods) takes about 2 minutes;
-`--nodes 5000 --pods 150000` about 25 minutes, 7 GB of disk and 7.5 GB of memory per step.
+Each node's peer tables hold every peer (as on a real VXLAN cluster), so the bundle grows with
+nodes squared: 500 nodes 0.14 GB, 1,000 0.5 GB, 2,000 1.4 GB, 5,000 8 GB of disk. The default
+(500 and 1,000 nodes) takes about 3 minutes; `--sizes 500,1000,2000,5000 --api-only 5000` about
+40 minutes on 2 cores (most of it writing the 5,000-node bundle and diagnosing it whole).
 
-Usage: python bench/diagnose_scale.py [--nodes 1000] [--pods 30000] [--events N] [--keep DIR]
+Usage: python bench/diagnose_scale.py [--sizes 500,1000] [--pods-per-node 30] [--api-only N]
+         [--before REV] [--before-max 500] [--command] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -41,44 +50,46 @@ from typing import Any
 from _gen import EXPECTED, Dump, write_dump
 
 HERE = Path(__file__).resolve()
-STEPS = {
-    "load": "evidence_from_bundle()",
-    "diagnose": "diagnose(evidence)",
-    "command": "flannel-bot diagnose --dump --json",
+REPO = HERE.parents[1]
+MODES = ("before", "whole", "reduced", "command")
+# the findings of each fault that the API alone shows (flannel's log, the kubelet's events)
+API_EXPECTED = {
+    "br-netfilter": frozenset({"br-netfilter-missing", "flannel-crashloop"}),
+    "subnet-env": frozenset({"subnet-env-missing"}),
+    "forward-drop": frozenset(),
 }
 
 
 # -- the steps, each run in its own process -----------------------------------------------------
 
 
-def step_load(path: str) -> dict[str, Any]:
+def step_diagnose(path: str, mode: str) -> dict[str, Any]:
+    """Read the bundle into evidence and run every rule, the way `mode` says."""
+    # imported before the clock starts: the modes differ in what they do, not in imports
+    from flannel_bot.diagnosis.rules import diagnose
     from flannel_bot.wiring import evidence_from_bundle
 
-    start = time.perf_counter()
-    ev = evidence_from_bundle(path)
+    if mode == "whole":  # the same code with every node's tables kept whole to the end
+        from flannel_bot.diagnosis.collect import collect
+        from flannel_bot.executors.bundle import BundleReader
+
+        start = time.perf_counter()
+        reader = BundleReader(path)
+        ev = collect(reader, reader, reduce_tables=False)
+    else:  # reduced: today's `diagnose --dump`; before: the checkout of --before REV
+        start = time.perf_counter()
+        ev = evidence_from_bundle(path)
+    loaded = time.perf_counter() - start
+    findings = diagnose(ev)
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
+        "load_seconds": loaded,
         "nodes": len(ev.nodes),
         "pods": len(ev.pods),
         "events": len(ev.events),
         "probed": len(ev.probes),
         "gaps": ev.gaps,
-    }
-
-
-def step_diagnose(path: str) -> dict[str, Any]:
-    from flannel_bot.diagnosis.rules import diagnose
-    from flannel_bot.wiring import evidence_from_bundle
-
-    ev = evidence_from_bundle(path)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    findings = diagnose(ev)
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "maxrss_before_kb": before,
         "findings": [{"id": f.id, "nodes": list(f.nodes)} for f in findings],
     }
 
@@ -104,16 +115,19 @@ def flannel_bot() -> str:
     return found
 
 
-def run_step(step: str, dump: Path, work: Path) -> dict[str, Any]:
+def run_step(step: str, dump: Path, work: Path, before: Path | None = None) -> dict[str, Any]:
     """Measure one step on one dump in fresh processes; its own report plus wall time and RSS."""
     out = work / f"{dump.name}-{step}.out"
+    env = dict(os.environ)
     if step == "command":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLANNEL_BOT_")}
+        env = {k: v for k, v in env.items() if not k.startswith("FLANNEL_BOT_")}
         cmd = [flannel_bot(), "--db", str(work / f"{dump.name}.db"), "--user", "bench"]
         cmd += ["diagnose", "--dump", str(dump), "--json"]
     else:
-        env = dict(os.environ)
         cmd = [sys.executable, str(HERE), "--step", step, str(dump)]
+        if step == "before":
+            assert before is not None
+            env["PYTHONPATH"] = str(before)
     wrapper = [sys.executable, str(HERE), "--measure", str(out), "--", *cmd]
     done = subprocess.run(wrapper, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0 or not done.stdout.strip():
@@ -128,9 +142,23 @@ def run_step(step: str, dump: Path, work: Path) -> dict[str, Any]:
     return {**report, "maxrss_kb": usage["maxrss_kb"]}
 
 
-def check(findings: list[dict[str, Any]], faults: dict[str, str]) -> list[str]:
+def checkout(rev: str, into: Path) -> Path:
+    """The source of commit `rev` (git archive), importable as flannel_bot from the result."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def check(findings: list[dict[str, Any]], faults: dict[str, str], probed: bool) -> list[str]:
     """What differs from the injected faults: a broken node missing an expected finding, or a
-    finding on a node (or none) that was not broken that way."""
+    finding on a node (or none) that was not broken that way. Without probes, what only a node
+    shows (ip_forward, the FORWARD policy) is not expected."""
+    expected = EXPECTED if probed else API_EXPECTED
     by_node: dict[str, set[str]] = {}
     problems = []
     for f in findings:
@@ -139,13 +167,13 @@ def check(findings: list[dict[str, Any]], faults: dict[str, str]) -> list[str]:
         for node in f["nodes"]:
             by_node.setdefault(node, set()).add(f["id"])
     for node, ids in sorted(by_node.items()):
-        extra = ids - EXPECTED.get(faults.get(node, ""), frozenset())
+        extra = ids - expected.get(faults.get(node, ""), frozenset())
         if extra:
             problems.append(
                 f"unexpected on {node} ({faults.get(node, 'healthy')}): {sorted(extra)}"
             )
     for node, fault in sorted(faults.items()):
-        missing = EXPECTED[fault] - by_node.get(node, set())
+        missing = expected[fault] - by_node.get(node, set())
         if missing:
             problems.append(f"{node} ({fault}): not found: {sorted(missing)}")
     return problems
@@ -163,13 +191,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--pods", type=int, default=30000)
-    parser.add_argument("--events", type=int, help="background events (default: pods / 10)")
+    parser.add_argument("--sizes", default="500,1000", help="node counts, comma-separated")
+    parser.add_argument("--pods-per-node", type=int, default=30)
+    parser.add_argument("--api-only", type=int, default=0, metavar="N", help="nodes, no probes")
+    parser.add_argument("--before", metavar="REV", help="also diagnose with this commit's code")
+    parser.add_argument("--before-max", type=int, default=500, metavar="NODES")
+    parser.add_argument("--command", action="store_true", help="also time the CLI")
     parser.add_argument("--keep", type=Path, help="write the dumps here and leave them")
     args = parser.parse_args()
 
-    sizes = [(args.nodes // 10, args.pods // 10), (args.nodes, args.pods)]
+    sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         if any(args.keep.iterdir()):
@@ -178,80 +209,95 @@ def main() -> None:
     else:
         base = Path(tempfile.mkdtemp(prefix="flannel-bot-diagnose-scale-"))
     work = Path(tempfile.mkdtemp(prefix="flannel-bot-diagnose-scale-work-"))
-    results: list[tuple[Dump, float, dict[str, dict[str, Any]]]] = []
+    before = checkout(args.before, work / "before") if args.before else None
+    runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]] = []
+    plan = [(n, True) for n in sizes] + ([(args.api_only, False)] if args.api_only else [])
     try:
-        for nodes, pods in sizes:
+        for nodes, probes in plan:
             start = time.perf_counter()
-            events = None if args.events is None else args.events * nodes // args.nodes
-            dump = write_dump(base / f"{nodes}-nodes", nodes, pods, events)
+            name = f"{nodes}-nodes" + ("" if probes else "-api-only")
+            dump = write_dump(base / name, nodes, nodes * args.pods_per_node, probes=probes)
             written = time.perf_counter() - start
+            label = "all probed" if probes else "API only"
             print(
-                f"wrote {nodes} nodes, {dump.pods} pods, {dump.events} events, "
-                f"{len(dump.faults)} broken nodes: {dump.bytes / 1e6:.0f} MB in {dump.files} files "
-                f"({written:.0f} s)",
+                f"wrote {nodes} nodes ({label}), {dump.pods} pods, {dump.events} events, "
+                f"{len(dump.faults)} broken nodes: {dump.bytes / 1e6:.0f} MB in {dump.files} "
+                f"files ({written:.0f} s)",
                 flush=True,
             )
+            steps = ["reduced"] if not probes else ["whole", "reduced"]
+            if probes and before is not None and nodes <= args.before_max:
+                steps.insert(0, "before")
+            if args.command:
+                steps.append("command")
             measured = {}
-            for step in STEPS:
-                measured[step] = run_step(step, dump.path, work)
-                print(f"  {step:9} {measured[step]['seconds']:8.2f} s", flush=True)
-            results.append((dump, written, measured))
+            for step in steps:
+                measured[step] = run_step(step, dump.path, work, before)
+                print(
+                    f"  {step:8} {measured[step]['seconds']:8.2f} s "
+                    f"{mb(measured[step]['maxrss_kb'])}",
+                    flush=True,
+                )
+            runs.append((dump, label, measured))
             if not args.keep:
                 shutil.rmtree(dump.path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    report(results)
+    report(runs, args.before)
 
 
-def report(results: list[tuple[Dump, float, dict[str, dict[str, Any]]]]) -> None:
-    (small, _, a), (big, _, b) = results
-    ratio_n = big.nodes / small.nodes
+def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | None) -> None:
     print()
+    print("diagnose --dump: time (read + every rule) and peak RSS, each in its own process")
+    heads = {
+        "before": f"before ({rev})" if rev else "before",
+        "whole": "tables whole",
+        "reduced": "reduced, streamed",
+        "command": "CLI (reduced)",
+    }
+    shown = [m for m in MODES if any(m in r for _, _, r in runs)]
     print(
-        f"diagnose --dump: {small.nodes} nodes / {small.pods} pods vs {big.nodes} nodes / "
-        f"{big.pods} pods ({ratio_n:.0f}x); bundle {small.bytes / 1e6:.0f} MB vs "
-        f"{big.bytes / 1e6:.0f} MB ({big.bytes / small.bytes:.0f}x)"
+        f"  {'nodes':>6} {'pods':>7} {'':10} {'bundle':>8}  "
+        + "".join(f"{heads[m]:>22}" for m in shown)
+        + f"  {'whole/reduced':>14}"
     )
-    head = f"{small.nodes} nodes"
-    big_head = f"{big.nodes} nodes"
-    print(f"  {'step':44} {head:>21}  {big_head:>21}   {'ratio time':>10} {'memory':>7}")
-    print(f"  {'':44} {'time':>10} {'peak RSS':>10}  {'time':>10} {'peak RSS':>10}")
-    for step, what in STEPS.items():
-        x, y = a[step], b[step]
-        print(
-            f"  {step + '  ' + what:44} {x['seconds']:8.2f} s {mb(x['maxrss_kb'])}  "
-            f"{y['seconds']:8.2f} s {mb(y['maxrss_kb'])}   "
-            f"{y['seconds'] / x['seconds']:9.1f}x {y['maxrss_kb'] / x['maxrss_kb']:6.1f}x"
+    for dump, label, r in runs:
+        cells = "".join(
+            f"{r[m]['seconds']:9.1f} s {mb(r[m]['maxrss_kb'])}" if m in r else f"{'-':>22}"
+            for m in shown
         )
-    grow = [r["diagnose"]["maxrss_kb"] - r["diagnose"]["maxrss_before_kb"] for r in (a, b)]
-    print(
-        f"  (diagnose's peak includes the evidence it reads; growth during diagnose() itself: "
-        f"{grow[0] / 1024:.0f} MB vs {grow[1] / 1024:.0f} MB)"
-    )
+        ratio = ""
+        if "whole" in r:
+            w, d = r["whole"], r["reduced"]
+            ratio = f"{w['seconds'] / d['seconds']:5.1f}x {w['maxrss_kb'] / d['maxrss_kb']:5.1f}x"
+        print(
+            f"  {dump.nodes:>6} {dump.pods:>7} {label:10} {dump.bytes / 1e6:6.0f} MB  "
+            f"{cells}  {ratio:>14}"
+        )
     problems = []
-    for dump, r in ((small, a), (big, b)):
-        load = r["load"]
-        print(
-            f"\n{dump.nodes} nodes: evidence holds {load['nodes']} nodes, {load['pods']} pods, "
-            f"{load['events']} events, {load['probed']} nodes probed, {len(load['gaps'])} gaps"
-        )
-        if (load["nodes"], load["pods"], load["probed"]) != (dump.nodes, dump.pods, dump.nodes):
-            problems.append(f"{dump.nodes} nodes: the evidence does not hold the whole bundle")
-        problems += [f"{dump.nodes} nodes: gap: {g}" for g in load["gaps"][:5]]
+    for dump, label, r in runs:
         injected = Counter(dump.faults.values())
         print(
-            "  injected: "
+            f"\n{dump.nodes} nodes ({label}): injected "
             + ", ".join(f"{fault} on {n} nodes" for fault, n in sorted(injected.items()))
         )
-        for source in ("diagnose", "command"):
-            found = r[source]["findings"]
+        for step, result in r.items():
+            if step != "command":
+                held = (result["nodes"], result["pods"], result["probed"])
+                want = (dump.nodes, dump.pods, dump.nodes if label == "all probed" else 0)
+                if held != want:
+                    problems.append(f"{dump.nodes} nodes, {step}: evidence holds {held}")
+            gaps = [g for g in result["gaps"] if label == "all probed" or "probes/" not in g]
+            problems += [f"{dump.nodes} nodes, {step}: gap: {g}" for g in gaps[:5]]
+            found = result["findings"]
             print(
-                f"  findings ({source}): "
+                f"  {step:8} found "
                 + ", ".join(f"{i} {n}" for i, n in sorted(counts(found).items()))
             )
-            problems += [f"{dump.nodes} nodes, {source}: {p}" for p in check(found, dump.faults)]
+            expected = check(found, dump.faults, probed=label == "all probed")
+            problems += [f"{dump.nodes} nodes ({label}), {step}: {p}" for p in expected]
     if problems:
         print("\nFAILED: the findings do not match the injected faults:")
         for p in problems[:20]:
@@ -261,10 +307,10 @@ def report(results: list[tuple[Dump, float, dict[str, dict[str, Any]]]]) -> None
 
 
 if __name__ == "__main__":
-    # the processes run_step starts: `--step STEP DIR` and `--measure OUT -- CMD...`
+    # the processes run_step starts: `--step MODE DIR` and `--measure OUT -- CMD...`
     if sys.argv[1:2] == ["--step"]:
-        step, path = sys.argv[2:4]
-        print(json.dumps(step_load(path) if step == "load" else step_diagnose(path)))
+        mode, path = sys.argv[2:4]
+        print(json.dumps(step_diagnose(path, mode)))
     elif sys.argv[1:2] == ["--measure"] and sys.argv[3:4] == ["--"]:
         measure(Path(sys.argv[2]), sys.argv[4:])
     else:

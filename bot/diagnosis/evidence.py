@@ -247,16 +247,21 @@ class Evidence:
 
     def distribution(self) -> str:
         """ "k3s" or "rke2" when the kubelets say so (v1.30.2+k3s1, +rke2r1), else "" (kubeadm
-        and the other installers that run flannel as a DaemonSet)."""
+        and the other installers that run flannel as a DaemonSet). Rules ask it once per node,
+        so it is kept while the nodes and the probed nodes are the same lists."""
+        sizes = (len(self.nodes), len(self.probes))
+        cached = self.__dict__.get("_distribution")
+        if cached and cached[0] is self.nodes and cached[1] is self.probes and cached[2] == sizes:
+            return str(cached[3])
         named = distribution_of(self.nodes)
-        if named:
-            return named
-        journals = " ".join(
-            o["k3s-journal"].stdout for o in self.probes.values() if "k3s-journal" in o
-        )
-        if "level=" in journals and "msg=" in journals:  # k3s/RKE2 log with logrus fields
-            return "rke2" if "rke2" in journals else "k3s"
-        return ""
+        if not named:
+            journals = " ".join(
+                o["k3s-journal"].stdout for o in self.probes.values() if "k3s-journal" in o
+            )
+            if "level=" in journals and "msg=" in journals:  # k3s/RKE2 log with logrus fields
+                named = "rke2" if "rke2" in journals else "k3s"
+        self.__dict__["_distribution"] = (self.nodes, self.probes, sizes, named)
+        return named
 
     def flannel_embedded(self) -> bool:
         """flannel running inside k3s (its default): no flannel pods or DaemonSet, and no other

@@ -134,12 +134,18 @@ class PeerTableReducer:
         keys = None if fragments is None else self._keys(probe_id, fragments)
         if fragments is None or keys is None:
             return self._reduce_parsed(probe_id, out, want)
-        kept = [f for f, k in zip(fragments, keys, strict=True) if k not in want]
-        missing = frozenset(want.keys() - set(keys))
-        stdout = "[" + ",".join("{" + f + "}" for f in kept) + "]\n" if kept else "[]\n"
+        missing = frozenset(want.keys() - keys)
+        unwanted = keys - want.keys()
+        if not unwanted:  # the usual case: nothing but wanted entries
+            stdout = "[]\n"
+        else:
+            memo = self._memo[probe_id]
+            kept = [f for f in fragments if memo[f] in unwanted]
+            stdout = "[" + ",".join("{" + f + "}" for f in kept) + "]\n"
         return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(fragments), missing)
 
-    def _keys(self, probe_id: str, fragments: list[str]) -> list[Any] | None:
+    def _keys(self, probe_id: str, fragments: list[str]) -> set[Any] | None:
+        """The keys of a table's entries; None when one is not a JSON object."""
         memo = self._memo[probe_id]
         if len(memo) > MEMO_LIMIT:
             memo.clear()
@@ -151,7 +157,7 @@ class PeerTableReducer:
             except ValueError:
                 return None
             memo[fragment] = key(value) if isinstance(value, dict) else _NOT_AN_ENTRY
-        keys = list(map(memo.__getitem__, fragments))
+        keys = set(map(memo.__getitem__, fragments))
         return None if _NOT_AN_ENTRY in keys else keys
 
     def _reduce_parsed(self, probe_id: str, out: ProbeOutput, want: Mapping[Any, str]) -> PeerTable:
@@ -176,7 +182,8 @@ def _fragments(text: str) -> list[str] | None:
     if not (text.startswith("[{") and text.endswith("}]")):
         return None
     body = text[2:-2]
-    if "{" in body or "}" in body.replace("},{", ""):
+    separators = body.count("},{")
+    if body.count("{") != separators or body.count("}") != separators:
         return None  # nested objects or a brace inside a value: parse it whole
     return body.split("},{")
 

@@ -50,7 +50,7 @@ def collected(ev: Evidence, reduce_tables: bool) -> Evidence:
         unreachable=dict(ev.unreachable),
     )
     probe_nodes(RecordedNodes(ev.probes), sorted(ev.probes), again, 5.0, reduce_tables)
-    for node, outputs in again.probes.items():  # what the recording did not hold is unknown
+    for outputs in again.probes.values():  # what the recording did not hold is unknown
         for probe_id in [p for p, out in outputs.items() if out.stderr == "not recorded"]:
             del outputs[probe_id]
     return again
