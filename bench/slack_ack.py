@@ -33,8 +33,9 @@ without them side by side, with the server's threads and memory meanwhile.
 bundle (`--recording DIR`, or one of `--nodes` nodes (1,000) and 30 pods per node that
 bench/_gen.py writes into a temporary directory first), and the same load is sent twice to each
 of two bots, once alone and once while N `/flannel diagnose` commands of that bundle run inside
-the same bot (sent as signed requests too; each one answered is followed by the next, so N run
-all along the load, which starts `--settle` seconds after them). The two bots are the old path,
+the same bot (sent as signed requests too), the load starting `--settle` seconds after them and
+sent again and again (`--requests` commands each time) until they are answered, so that acks
+are measured beside every phase of a diagnose. The two bots are the old path,
 `[serve] workers = 0` (heavy commands in threads of the serve process) and the new one,
 `[serve] workers = --workers` (2; in worker processes, bot.slack.workers). Prints ack
 p50/p90/p99 with and without the background work for both, side by side, how many diagnoses
@@ -474,14 +475,16 @@ def report_problems(
 
 
 class Background:
-    """`count` diagnoses kept running in the bot: each slot sends `/flannel diagnose` (from a
-    channel of its own) and, once its reply is posted, the next, until `stop`."""
+    """`count` diagnoses in the bot at once: each slot sends `/flannel diagnose` (from a
+    channel of its own), and once its reply is posted, the next, until `stop`."""
 
     def __init__(self, url: str, slack: FakeSlack, count: int, prefix: str) -> None:
         self.url, self.slack, self.prefix = url, slack, prefix
         self.stop = threading.Event()
         self.sent: list[tuple[str, float]] = []  # channel, when sent
         self.lock = threading.Lock()
+        self.looked = 0
+        self.answers: dict[str, float] = {}
         self.threads = [
             threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(count)
         ]
@@ -503,14 +506,17 @@ class Background:
 
     def answered(self, channel: str) -> float | None:
         """When the diagnose from `channel` was answered (its threaded reply or an error)."""
-        for call in self.slack.calls():
-            if call.params.get("channel") != channel:
-                continue
-            if call.method == "chat.postEphemeral" or (
-                call.method == "chat.postMessage" and call.params.get("thread_ts")
-            ):
-                return call.at
-        return None
+        with self.lock:  # only the calls not looked at yet: tens of thousands by the end
+            calls = self.slack.calls()
+            for call in calls[self.looked :]:
+                where = str(call.params.get("channel", ""))
+                reply = call.method == "chat.postEphemeral" or (
+                    call.method == "chat.postMessage" and bool(call.params.get("thread_ts"))
+                )
+                if reply and where.startswith(self.prefix) and where not in self.answers:
+                    self.answers[where] = call.at
+            self.looked = len(calls)
+            return self.answers.get(channel)
 
     def finish(self, timeout: float) -> None:
         """No more diagnoses; wait for those sent to be answered."""
@@ -570,12 +576,22 @@ def run_mode(
         alone = load(clients, url, n, c, text, f"A{tag}")
         wait_for_work(slack, f"A{tag}", sum(s[3] == 200 for s in alone), 0.5, args.reply_timeout)
         background.start()
-        time.sleep(args.settle)  # past the diagnoses' start (a worker's start-up, say)
-        busy = load(clients, url, n, c, text, f"L{tag}")
+        time.sleep(args.settle)  # the diagnoses have begun
+        # the load again and again until the first diagnoses are answered: acks beside all of
+        # their phases (reading the bundle, the rules, rendering the reply)
+        busy: list[Sample] = []
+        deadline = time.monotonic() + args.reply_timeout * 10
+        first = background.sent[: args.background]
+        while not busy or (
+            time.monotonic() < deadline and not all(background.answered(ch) for ch, _ in first)
+        ):
+            busy += load(clients, url, n, c, text, f"L{tag}{len(busy) // n:02d}")
+        background.stop.set()
         window = (min(s[1] for s in busy), max(s[2] for s in busy))
         print(f"  {name}: load done; waiting for the background diagnoses to end", flush=True)
         background.finish(args.reply_timeout * 10)
         wait_for_work(slack, f"L{tag}", sum(s[3] == 200 for s in busy), 0.5, args.reply_timeout)
+        print(f"  {name}: {len(busy)} commands sent beside the diagnoses", flush=True)
     finally:
         background.stop.set()
         server.shutdown()
@@ -619,9 +635,10 @@ def background_main(args: argparse.Namespace) -> None:
 
     n, c = args.requests, args.concurrency
     print(
-        f"\n{n} signed `/flannel {args.text}` commands at concurrency {c}, alone and beside "
+        f"\n{n} signed `/flannel {args.text}` commands at concurrency {c} alone, and beside "
         f"{args.background} `/flannel diagnose` of {recording} running in the same bot "
-        f"(old path: in serve's threads; new: [serve] workers = {args.workers}); "
+        f"(repeated until they were answered; old path: in serve's threads; new: [serve] "
+        f"workers = {args.workers}); "
         "latency from sending the request"
     )
     print(HEADER)
@@ -693,7 +710,7 @@ def main() -> None:
     parser.add_argument("--recording", type=Path, help="--background: the bundle to diagnose")
     parser.add_argument("--nodes", type=int, default=1000, help="--background: bundle size")
     parser.add_argument("--workers", type=int, default=2, help="--background: [serve] workers")
-    parser.add_argument("--settle", type=float, default=5.0, help="--background: seconds")
+    parser.add_argument("--settle", type=float, default=1.0, help="--background: seconds")
     args = parser.parse_args()
     raise_file_limit()
     if args.background > 0:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -80,6 +81,62 @@ def test_serve_answers_slack_over_http_and_stops_on_sigterm(
         assert found[("flannel_bot_runs", (("cluster", "default"), ("state", "running")))] == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Linux /proc/PID/task/TID/children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.update(kids)
+            todo.extend(kids)
+    return found
+
+
+def test_serve_runs_a_diagnose_in_a_worker_process_and_stops_it_on_sigterm(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    env = env_for(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=slack.base_url,
+    )
+    proc = subprocess.Popen(
+        [FLANNEL_BOT, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1] + "/slack/events"
+        body = slash_command_body("diagnose", user_id="UALICE")
+        req = urllib.request.Request(url, data=body, headers=sign(SECRET, body), method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+        reply = slack.wait_for("chat.postMessage", 2, timeout=30)[1]
+        assert reply.params["thread_ts"] and "here it is" in str(reply.params["blocks"])
+        below = descendants(proc.pid)
+        workers = {
+            p
+            for p in below
+            if "multiprocessing.forkserver" in Path(f"/proc/{p}/cmdline").read_text()
+        }
+        assert len(workers) >= 3  # the forkserver and the two workers it forked
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in workers if Path(f"/proc/{p}").exists()] == []
     finally:
         if proc.poll() is None:
             proc.kill()
