@@ -80,7 +80,7 @@ def test_l2_reach_finds_the_nodes_the_pairwise_check_finds(seed: int) -> None:
     nodes = random_nodes(rng, rng.randint(0, 60))
     reach = L2Reach(nodes)
     for node in {n.name for n in nodes} | {"absent"}:
-        connected = rng.sample(CIDRS, rng.randint(0, 3)) + ["", "10.0.0.5"][: rng.randint(0, 2)]
+        connected = [*rng.sample(CIDRS, rng.randint(0, 3)), *["", "10.0.0.5"][: rng.randint(0, 2)]]
         direct = far_directly(nodes, node, connected)
         for limit in (1, 5, len(nodes) + 1):
             got = reach.far(node, [c for c in connected if c and "/" in c], limit)
@@ -114,7 +114,7 @@ def random_findings(rng: random.Random, count: int) -> list[Finding]:
     # ids that explain others and the ids they explain, so explanations happen often
     causes = [r for r in RULES if r.explains]
     ids = [r.id for r in rng.sample(causes, 4)]
-    ids += [e for cid in ids for e in sorted(explains(cid))][:8] + ["not-a-rule"]
+    ids += [*[e for cid in ids for e in sorted(explains(cid))][:8], "not-a-rule"]
     nodes = [f"w{i}" for i in range(6)]
     out = []
     for _ in range(count):
@@ -187,10 +187,44 @@ def test_pods_outside_subnet_as_the_pass_per_node(seed: int) -> None:
             node=f"w{rng.randint(0, 7)}",
             phase=rng.choice(("Running", "Running", "Pending")),
             labels={"app": "flannel"} if rng.random() < 0.3 else {},
-            pod_ip=rng.choice(ips + [""]).format(rng.randint(1, 9)),
+            pod_ip=rng.choice([*ips, ""]).format(rng.randint(1, 9)),
             host_ip=rng.choice(("", "172.31.0.1")),
             host_network=rng.random() < 0.1,
         )
         for j in range(rng.randint(0, 40))
     ]
     assert list(_pods_outside_subnet(ev)) == outside_directly(ev)
+
+
+# -- the bundle reader's pods, held as PodInfo --------------------------------------------------
+
+
+def test_the_bundle_reader_answers_pod_queries_alike_after_its_pods_json_is_dropped() -> None:
+    """pods.json is converted once and its JSON dropped: every later question about pods (by
+    namespace, label, node; a log's default container) reads the same as the first."""
+    from pathlib import Path
+
+    from flannel_bot.executors.bundle import BundleReader
+    from flannel_bot.executors.bundle.listjson import decode_items
+    from flannel_bot.executors.kube import parse_pod
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "dump"
+    text = (example / "kube-flannel" / "pods.json").read_text()
+    listed = decode_items(text, 1000)
+    assert listed is not None
+    expected = [parse_pod(p) for p in listed.items]
+
+    reader = BundleReader(example)
+    everything = reader.list_pods(None)
+    assert [p for p in everything if p.namespace == "kube-flannel"] == expected
+    assert reader.list_pods("kube-flannel") == expected
+    assert reader.list_pods("kube-flannel", "app=flannel") == expected
+    assert reader.list_pods("kube-flannel", "app!=flannel") == []
+    assert reader.list_pods("kube-flannel", node="w2") == [p for p in expected if p.node == "w2"]
+    assert reader.list_pods(None, "k8s-app=flannel", node="w1") == [
+        p for p in expected if p.node == "w1"
+    ]
+    assert reader.list_pods(None) == everything
+    pod = expected[0]
+    log = reader.read_pod_log("kube-flannel", pod.name, "kube-flannel")
+    assert log and reader.read_pod_log("kube-flannel", pod.name, None) == log  # its only one
