@@ -29,7 +29,7 @@ nodes squared: 500 nodes 0.14 GB, 1,000 0.5 GB, 2,000 1.4 GB, 5,000 8 GB of disk
 40 minutes on 2 cores (most of it writing the 5,000-node bundle and diagnosing it whole).
 
 Usage: python bench/diagnose_scale.py [--sizes 500,1000] [--pods-per-node 30] [--api-only N]
-         [--before REV] [--before-max 500] [--command] [--keep DIR]
+         [--before REV] [--before-max 500] [--whole-max NODES] [--command] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -197,6 +197,9 @@ def main() -> None:
     parser.add_argument("--before", metavar="REV", help="also diagnose with this commit's code")
     parser.add_argument("--before-max", type=int, default=500, metavar="NODES")
     parser.add_argument("--command", action="store_true", help="also time the CLI")
+    parser.add_argument(
+        "--whole-max", type=int, default=10**6, metavar="NODES", help="tables whole up to this"
+    )
     parser.add_argument("--keep", type=Path, help="write the dumps here and leave them")
     args = parser.parse_args()
 
@@ -225,7 +228,9 @@ def main() -> None:
                 f"files ({written:.0f} s)",
                 flush=True,
             )
-            steps = ["reduced"] if not probes else ["whole", "reduced"]
+            steps = ["reduced"] if not probes else ["reduced", "whole"]
+            if probes and nodes > args.whole_max:
+                steps.remove("whole")
             if probes and before is not None and nodes <= args.before_max:
                 steps.insert(0, "before")
             if args.command:

@@ -146,6 +146,7 @@ def test_a_table_keeps_only_what_is_not_a_wanted_entry() -> None:
         '[ {"dst": "10.244.2.0", "lladdr": "0a:fb:00:02:00:01"} ]',
         '[{"dst":"10.244.2.0","lladdr":"0a:fb:00:02:00:01","m":{"a":1}},{"dst":"x}"}]',
         '[{"dst":"10.244.2.0","lladdr":"0A:FB:00:02:00:01"},{"dst":"10.9.9.9","lladdr":"x"}]',
+        '[{"dst":"a},{b","lladdr":"x"},{"dst":"10.244.2.0","lladdr":"0a:fb:00:02:00:01"}]',
     ],
 )
 def test_every_form_of_json_reduces_to_the_same_facts(stdout: str) -> None:
