@@ -165,6 +165,8 @@ def probe_nodes(
             if reduced:
                 ev.peer_tables[node] = reduced
         ev.probes[node] = outputs
+    # in the order asked (a fan-out gives them in the order nodes answered)
+    ev.probes = {n: ev.probes[n] for n in [*names, *ev.probes] if n in ev.probes}
 
 
 def _reducer(ev: Evidence) -> PeerTableReducer | None:

@@ -32,8 +32,8 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -298,6 +298,62 @@ class SshExecutor:
             if isinstance(results[node], ExecutorError):
                 self._count(results[node])
         return results
+
+    def run_each(
+        self, commands: Commands, timeout: float | None = None, *, sudo: bool | None = None
+    ) -> Iterator[tuple[str, list[CommandResult] | ExecutorError]]:
+        """`run_many`, each node's entry given as soon as the node has answered (in the order
+        they answer, the late ones' timeouts last), and not kept here once given: a caller that
+        reduces each node's answers as they come never holds every node's output at once."""
+        plan = _plan(commands)
+        budget = self._budget(timeout)
+        deadline = time.monotonic() + budget
+        use_sudo = self._sudo(sudo)
+        if not plan:
+            return
+        workers = min(self.settings.max_workers, len(plan))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssh-fan-out")
+        try:
+            node_of = {
+                pool.submit(self._run_sequence, node, argvs, deadline, use_sudo): node
+                for node, argvs in plan.items()
+            }
+            pending = set(node_of)
+            while pending:
+                left = max(deadline - time.monotonic(), 0) + _COLLECT_GRACE_S
+                done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+                if not done:
+                    break
+                for future in done:
+                    if future.cancelled():
+                        continue  # reported with the late ones below
+                    node = node_of.pop(future)
+                    # Anything but an ExecutorError is a bug: let it crash loudly.
+                    result = future.result()
+                    if isinstance(result, ExecutorError):
+                        self._count(result)
+                    yield node, result
+            late = list(node_of.items())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for future, node in late:
+            address = self._address_hint(node)
+            where = f" ({address})" if address else ""
+            if future.cancelled():
+                error = CommandTimeout(
+                    f"node {node}{where}: not started within the {budget:g}s deadline "
+                    f"({workers} nodes at a time)",
+                    node=node,
+                    address=address,
+                )
+            else:
+                error = CommandTimeout(
+                    f"node {node}{where} did not answer within {budget:g}s",
+                    node=node,
+                    address=address,
+                )
+            self._count(error)
+            yield node, error
 
     def close(self) -> None:
         """Closes every pooled connection; later calls raise ExecutorError."""

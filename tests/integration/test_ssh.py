@@ -472,6 +472,21 @@ def test_run_many_answers_around_a_frozen_node(
     assert "n2" in str(results["n2"])
 
 
+def test_run_each_gives_each_node_as_it_answers(
+    make_executor: Callable[..., SshExecutor], lab: Lab
+) -> None:
+    """diagnose reduces each node's outputs as they come: the answering nodes are given before
+    the frozen one's error, every node once."""
+    executor = make_executor()
+    with frozen(lab.sshds["n2"]):
+        seen = list(executor.run_each((NODES, ["id", "-u"]), timeout=2))
+    assert sorted(node for node, _ in seen) == sorted(NODES)
+    assert seen[-1][0] == "n2" and isinstance(seen[-1][1], NodeUnreachable)
+    for _, answer in seen[:-1]:
+        assert isinstance(answer, list)
+        assert [r.stdout for r in answer] == ["0\n"]
+
+
 def test_run_many_over_open_connections_when_one_node_freezes(
     make_executor: Callable[..., SshExecutor], lab: Lab
 ) -> None:
