@@ -228,3 +228,45 @@ def test_the_bundle_reader_answers_pod_queries_alike_after_its_pods_json_is_drop
     pod = expected[0]
     log = reader.read_pod_log("kube-flannel", pod.name, "kube-flannel")
     assert log and reader.read_pod_log("kube-flannel", pod.name, None) == log  # its only one
+
+
+# -- the catalogue's word test before its combined pattern ---------------------------------------
+
+
+def test_no_line_a_message_matches_is_skipped_by_the_word_test() -> None:
+    """Every message's example, in upper and lower case and with its words spaced out, in every
+    place it is read: where the combined pattern matches, the word test lets the line through."""
+    from flannel_bot.diagnosis.catalogue import CATALOGUE
+    from flannel_bot.diagnosis.catalogue.message import FULLWIDTH, _may_match
+
+    checked = 0
+    for where in sorted({w for m in CATALOGUE.messages for w in m.where}):
+        combined, _ = CATALOGUE.for_where(where)
+        words = CATALOGUE.words(where)
+        assert words is not None, f"{where}: a message without a required word"
+        for m in CATALOGUE.messages:
+            for line in (m.example, m.example.upper(), m.example.lower(), m.example + " \u017f"):
+                line = line.translate(FULLWIDTH)
+                if combined.search(line):
+                    checked += 1
+                    assert _may_match(line, words), (where, m.pattern, line)
+    assert checked > len(CATALOGUE.messages)
+
+
+def test_a_pattern_ignoring_case_still_searches_a_line_folded_beyond_ascii() -> None:
+    import re
+
+    from flannel_bot.diagnosis.catalogue.message import _may_match, required_words
+
+    pattern = "(?i)failed to set up"
+    words = required_words(pattern)
+    assert words == (("failed to set up", True),)
+    line = "FAILED TO \u017fET UP the thing"  # U+017F matches s when case is ignored
+    assert re.search(pattern, line)
+    assert _may_match(line, ((), ("failed to set up",)))
+    assert not _may_match("all is well", ((), ("failed to set up",)))
+    assert required_words("^panic: |\\bpanic: runtime error") == (
+        ("panic: ", False),
+        ("panic: runtime error", False),
+    )
+    assert required_words("\\d+|x") is None
