@@ -95,13 +95,16 @@ def step_diagnose(path: str, mode: str) -> dict[str, Any]:
 
 
 def measure(out: Path, cmd: list[str]) -> None:
-    """Run `cmd` as this process's only child, its stdout to `out`; print wall time and peak RSS."""
+    """Run `cmd` as this process's only child, its stdout to `out`; print wall time, CPU time
+    (user + system: on a shared machine the wall time also counts waiting for a core and for
+    the disk) and peak RSS."""
     with out.open("wb") as sink:
         start = time.perf_counter()
         rc = subprocess.run(cmd, stdout=sink, check=False).returncode
         wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"rc": rc, "wall": wall, "maxrss_kb": peak}))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"rc": rc, "wall": wall, "cpu": cpu, "maxrss_kb": usage.ru_maxrss}))
 
 
 # -- the parent -----------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def run_step(step: str, dump: Path, work: Path, before: Path | None = None) -> d
     out.unlink()
     if step == "command":
         report = {"seconds": usage["wall"], "findings": report["findings"], "gaps": report["gaps"]}
-    return {**report, "maxrss_kb": usage["maxrss_kb"]}
+    return {**report, "maxrss_kb": usage["maxrss_kb"], "cpu": usage["cpu"]}
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -240,6 +243,7 @@ def main() -> None:
                 measured[step] = run_step(step, dump.path, work, before)
                 print(
                     f"  {step:8} {measured[step]['seconds']:8.2f} s "
+                    f"(process CPU {measured[step]['cpu']:.1f} s) "
                     f"{mb(measured[step]['maxrss_kb'])}",
                     flush=True,
                 )
@@ -255,7 +259,10 @@ def main() -> None:
 
 def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | None) -> None:
     print()
-    print("diagnose --dump: time (read + every rule) and peak RSS, each in its own process")
+    print(
+        "diagnose --dump, each in its own process: time of the call (read + every rule), the "
+        "process's CPU time\n(user + system, imports included), peak RSS"
+    )
     heads = {
         "before": f"before ({rev})" if rev else "before",
         "whole": "tables whole",
@@ -263,23 +270,34 @@ def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | N
         "command": "CLI (reduced)",
     }
     shown = [m for m in MODES if any(m in r for _, _, r in runs)]
+    width = 31
     print(
         f"  {'nodes':>6} {'pods':>7} {'':10} {'bundle':>8}  "
-        + "".join(f"{heads[m]:>22}" for m in shown)
-        + f"  {'whole/reduced':>14}"
+        + "".join(f"{heads[m]:>{width}}" for m in shown)
+        + f"  {'whole/reduced':>20}"
+    )
+    print(
+        f"  {'':36}"
+        + "".join(f"{'time':>9} {'CPU':>9} {'peak RSS':>10}  " for _ in shown)
+        + f"  {'time':>6} {'CPU':>6} {'RSS':>6}"
     )
     for dump, label, r in runs:
         cells = "".join(
-            f"{r[m]['seconds']:9.1f} s {mb(r[m]['maxrss_kb'])}" if m in r else f"{'-':>22}"
+            f"{r[m]['seconds']:7.1f} s {r[m]['cpu']:7.1f} s {mb(r[m]['maxrss_kb'])}  "
+            if m in r
+            else f"{'-':>{width}}"
             for m in shown
         )
         ratio = ""
         if "whole" in r:
             w, d = r["whole"], r["reduced"]
-            ratio = f"{w['seconds'] / d['seconds']:5.1f}x {w['maxrss_kb'] / d['maxrss_kb']:5.1f}x"
+            ratio = (
+                f"{w['seconds'] / d['seconds']:5.1f}x {w['cpu'] / d['cpu']:5.1f}x "
+                f"{w['maxrss_kb'] / d['maxrss_kb']:5.1f}x"
+            )
         print(
             f"  {dump.nodes:>6} {dump.pods:>7} {label:10} {dump.bytes / 1e6:6.0f} MB  "
-            f"{cells}  {ratio:>14}"
+            f"{cells}  {ratio:>20}"
         )
     problems = []
     for dump, label, r in runs:
