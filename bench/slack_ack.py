@@ -475,8 +475,8 @@ def report_problems(
 
 
 class Background:
-    """`count` diagnoses in the bot at once: each slot sends `/flannel diagnose` (from a
-    channel of its own), and once its reply is posted, the next, until `stop`."""
+    """`count` diagnoses in the bot at once, each `/flannel diagnose` from a channel of its
+    own."""
 
     def __init__(self, url: str, slack: FakeSlack, count: int, prefix: str) -> None:
         self.url, self.slack, self.prefix = url, slack, prefix
@@ -494,15 +494,10 @@ class Background:
             thread.start()
 
     def _slot(self, slot: int) -> None:
-        n = 0
-        while not self.stop.is_set():
-            channel = f"{self.prefix}{slot}{n:04d}"
-            with self.lock:
-                self.sent.append((channel, time.monotonic()))
-            _one(self.url, 0, channel, "diagnose")
-            while not self.stop.is_set() and not self.answered(channel):
-                self.stop.wait(0.25)
-            n += 1
+        channel = f"{self.prefix}{slot}0000"
+        with self.lock:
+            self.sent.append((channel, time.monotonic()))
+        _one(self.url, 0, channel, "diagnose")
 
     def answered(self, channel: str) -> float | None:
         """When the diagnose from `channel` was answered (its threaded reply or an error)."""
@@ -581,9 +576,9 @@ def run_mode(
         # their phases (reading the bundle, the rules, rendering the reply)
         busy: list[Sample] = []
         deadline = time.monotonic() + args.reply_timeout * 10
-        first = background.sent[: args.background]
         while not busy or (
-            time.monotonic() < deadline and not all(background.answered(ch) for ch, _ in first)
+            time.monotonic() < deadline
+            and not all(background.answered(ch) for ch, _ in background.sent)
         ):
             busy += load(clients, url, n, c, text, f"L{tag}{len(busy) // n:02d}")
         background.stop.set()
