@@ -64,6 +64,7 @@ class Lab:
         self.api = ApiServer("127.0.0.1", api_port)
         self.files: ClientFiles | None = None
         self._lock = threading.RLock()
+        self._ipam_lock = threading.Lock()  # a sandbox's start and its CNI DEL, one at a time
         self._workers: list[threading.Thread] = []
         self.faults: dict[str, set[str]] = {}
         self._stop = threading.Event()
@@ -317,13 +318,22 @@ class Lab:
         for pod in stuck:
             ip = node.pod_ip(99)
             ipam = node.dir / "var-lib-cni" / "networks" / "cbr0"
-            (ipam / ip).write_text(f"{sandbox_id(node, 99)}\neth0")
             status = objects.pod_status(node, True, 0, host_network=False, pod_ip=ip)
             status["containerStatuses"] = [
                 objects.container_status("web", "registry.k8s.io/pause:3.9", True, 0)
             ]
             name = pod["metadata"]["name"]
-            self.api.patch("pods", name, {"status": status}, "default", "merge", "status")
+            # the pod shows its IP before the reservation appears, and a delete meanwhile
+            # (CNI DEL) waits: the lab has no crictl, so a reservation seen without its pod
+            # would read as leaked (a real node's runtime knows the sandbox meanwhile)
+            with self._ipam_lock:
+                try:
+                    self.api.patch("pods", name, {"status": status}, "default", "merge", "status")
+                except StatusError as exc:
+                    if exc.code == 404:
+                        continue  # deleted meanwhile: no sandbox to start
+                    raise
+                (ipam / ip).write_text(f"{sandbox_id(node, 99)}\neth0")
 
     def _bridge_force_address(self, node: NodeSpec) -> None:
         """The bridge plugin with forceAddress (k3s's CNI config sets it) replaces a cni0
@@ -354,7 +364,8 @@ class Lab:
         if not ip or not node_name or (pod.get("spec") or {}).get("hostNetwork"):
             return
         node = self.spec.by_name(node_name)
-        (node.dir / "var-lib-cni" / "networks" / "cbr0" / ip).unlink(missing_ok=True)
+        with self._ipam_lock:
+            (node.dir / "var-lib-cni" / "networks" / "cbr0" / ip).unlink(missing_ok=True)
 
     def _spawn(self, work: Callable[[], object]) -> None:
         worker = threading.Thread(target=work, daemon=True)

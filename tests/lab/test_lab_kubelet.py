@@ -5,6 +5,7 @@ pod bound to a downed node Pending and kills a pod's command when the pod is del
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,13 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from flannel_bot.errors import NodePodRefused
 from flannel_bot.executors.ssh import SshExecutor
 from flannel_bot.lab.lab import BOT_NAMESPACE, Lab
+from flannel_bot.ports.clock import SystemClock
+from flannel_bot.settings import load_settings
+from flannel_bot.wiring import build_executors
+from tests.lab.conftest import bot_config
 from tests.polling import poll
 
 pytestmark = pytest.mark.integration
@@ -239,3 +245,37 @@ def test_deleting_a_running_pod_kills_its_command(flannel_lab: Lab, core: client
     assert processes_running("30.2") == []  # nsenter and sleep, in a session of their own
     pods = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=node-exec")
     assert [p.metadata.name for p in pods.items] == []
+
+
+def test_a_namespace_enforcing_pod_security_refuses_the_pod_at_create(
+    flannel_lab: Lab, core: client.CoreV1Api
+) -> None:
+    """PodSecurity admission: kube-apiserver's 403, and the executor's error says what to do."""
+    namespace = "psa-baseline"
+    labels = {"pod-security.kubernetes.io/enforce": "baseline"}
+    core.create_namespace({"metadata": {"name": namespace, "labels": labels}})
+    try:
+        body = node_pod("w1", [["true"]])
+        with pytest.raises(client.ApiException) as refused:
+            core.create_namespaced_pod(namespace, body)
+        assert refused.value.status == 403
+        assert status_message(refused.value) == (
+            f'pods "{body["metadata"]["name"]}" is forbidden: violates PodSecurity '
+            '"baseline:latest": host namespaces (hostNetwork=true, hostPID=true), privileged '
+            '(container "node" must not set securityContext.privileged=true)'
+        )
+        settings = load_settings(
+            bot_config(flannel_lab, "pod", flannel_lab.spec.dir),
+            env={"HOME": "/root"},
+        )
+        cluster = dataclasses.replace(
+            settings.cluster(),
+            nodes=dataclasses.replace(settings.cluster().nodes, namespace=namespace),
+        )
+        _, nodes = build_executors(cluster, SystemClock())
+        outcome = nodes.run_many({"w1": [["true"]]}, 10)["w1"]
+        assert isinstance(outcome, NodePodRefused), outcome
+        assert "PodSecurity" in str(outcome) and "enforce=privileged" in str(outcome)
+        assert core.list_namespaced_pod(namespace).items == []
+    finally:
+        core.delete_namespace(namespace)

@@ -20,6 +20,7 @@ from flannel_bot.lab.apiserver.resources import Obj, Resource, ResourceTable
 from flannel_bot.lab.apiserver.validation import (
     apply_defaults,
     check_immutable,
+    check_pod_security,
     check_type,
     reset_status,
     validate,
@@ -146,14 +147,18 @@ class ObjectStore:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = self._generate_name(res, namespace, str(meta["generateName"]))
             name = str(meta.get("name") or "")
+            ns_obj = None
             if res.namespaced and namespace is not None:
                 namespaces = self.resources.find("namespaces")
-                if _key(namespaces, None, namespace) not in self._objects:
+                ns_obj = self._objects.get(_key(namespaces, None, namespace))
+                if ns_obj is None:
                     raise StatusError.not_found(namespaces, namespace)
             apply_defaults(res, obj, name)
             if not trusted:
                 reset_status(res, obj)
             validate(res, obj)
+            if not trusted:  # the lab itself plays the kubelet and controllers: not admitted
+                check_pod_security(res, obj, ns_obj)
             key = _key(res, namespace, name)
             if key in self._objects:
                 raise StatusError.already_exists(res, name)

@@ -259,3 +259,99 @@ def _pod_spec_problems(spec: Any, prefix: str) -> list[tuple[str, str, str]]:
             if not container.get("image"):
                 causes.append((f"{where}.image", "FieldValueRequired", "Required value"))
     return causes
+
+
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def pod_security_problems(pod: Obj, level: str) -> list[str]:
+    """What the PodSecurity admission's `level` ("baseline" or "restricted") objects to in
+    `pod`, worded as kube-apiserver lists it; only the checks a node-exec pod can trip."""
+    if level not in ("baseline", "restricted"):
+        return []
+    spec = pod.get("spec") or {}
+    containers = [
+        c
+        for field_name in ("initContainers", "containers")
+        for c in spec.get(field_name) or []
+        if isinstance(c, dict)
+    ]
+    problems = []
+    host = [f"{k}=true" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+    if host:
+        problems.append(f"host namespaces ({', '.join(host)})")
+    privileged = [
+        str(c.get("name")) for c in containers if (c.get("securityContext") or {}).get("privileged")
+    ]
+    if privileged:
+        problems.append(
+            f"privileged ({_containers(privileged)} must not set securityContext.privileged=true)"
+        )
+    volumes = [v for v in spec.get("volumes") or [] if isinstance(v, dict)]
+    host_paths = [str(v.get("name")) for v in volumes if "hostPath" in v]
+    if host_paths:
+        quoted = ", ".join(f'"{n}"' for n in host_paths)
+        problems.append(f"hostPath volumes (volume{'s' if len(host_paths) > 1 else ''} {quoted})")
+    if level == "restricted":
+        pod_context = spec.get("securityContext") or {}
+
+        def unset(key: str, ok: Any) -> list[str]:
+            return [
+                str(c.get("name"))
+                for c in containers
+                if not ok((c.get("securityContext") or {}).get(key))
+            ]
+
+        escalation = unset("allowPrivilegeEscalation", lambda v: v is False)
+        if escalation:
+            problems.append(
+                f"allowPrivilegeEscalation != false ({_containers(escalation)} must set "
+                "securityContext.allowPrivilegeEscalation=false)"
+            )
+        caps = unset("capabilities", lambda v: "ALL" in ((v or {}).get("drop") or []))
+        if caps:
+            problems.append(
+                f"unrestricted capabilities ({_containers(caps)} must set "
+                'securityContext.capabilities.drop=["ALL"])'
+            )
+        if pod_context.get("runAsNonRoot") is not True:
+            non_root = unset("runAsNonRoot", lambda v: v is True)
+            if non_root:
+                problems.append(
+                    f"runAsNonRoot != true (pod or {_containers(non_root)} must set "
+                    "securityContext.runAsNonRoot=true)"
+                )
+        confined = ("RuntimeDefault", "Localhost")
+        if (pod_context.get("seccompProfile") or {}).get("type") not in confined:
+            seccomp = unset("seccompProfile", lambda v: (v or {}).get("type") in confined)
+            if seccomp:
+                problems.append(
+                    f"seccompProfile (pod or {_containers(seccomp)} must set "
+                    'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")'
+                )
+    return problems
+
+
+def _containers(names: list[str]) -> str:
+    quoted = ", ".join(f'"{n}"' for n in names)
+    return f"container {quoted}" if len(names) == 1 else f"containers {quoted}"
+
+
+def check_pod_security(res: Resource, obj: Obj, namespace: Obj | None) -> None:
+    """The PodSecurity admission of a namespace labelled `pod-security.kubernetes.io/enforce`:
+    a pod that violates its level is refused with the 403 kube-apiserver gives."""
+    if not (res.group == CORE and res.plural == "pods") or namespace is None:
+        return
+    labels = (namespace.get("metadata") or {}).get("labels") or {}
+    level = labels.get(PSA_ENFORCE, "privileged")
+    problems = pod_security_problems(obj, level)
+    if problems:
+        version = labels.get(f"{PSA_ENFORCE}-version", "latest")
+        name = obj["metadata"].get("name", "")
+        raise StatusError(
+            403,
+            "Forbidden",
+            f'pods "{name}" is forbidden: violates PodSecurity "{level}:{version}": '
+            + ", ".join(problems),
+            {"name": name, "kind": "pods"},
+        )
