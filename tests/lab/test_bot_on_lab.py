@@ -68,11 +68,11 @@ def test_ssh_executor_resolves_nodes_through_the_api(executors: tuple[KubeClient
 
 
 def test_the_bot_restarts_flannel_on_the_lab_with_approval(
-    flannel_lab: Lab, access: str, tmp_path: Path
+    flannel_lab: Lab, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
-        "FLANNEL_BOT_CONFIG": str(bot_config(flannel_lab, access, tmp_path)),
+        "FLANNEL_BOT_CONFIG": str(flannel_lab.bot_config),
         "FLANNEL_BOT_DB": str(tmp_path / "bot.db"),
     }
 

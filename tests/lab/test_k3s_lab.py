@@ -25,7 +25,15 @@ from flannel_bot.lab.lab import Lab
 from flannel_bot.lab.network import in_netns, lab_links, lab_netns, lab_pids, run
 from flannel_bot.lab.topology import LabSpec
 from flannel_bot.ports.probes import BY_ID
-from tests.lab.conftest import all_reachable, internal_ip, running_lab, ssh_settings
+from tests.lab.conftest import (
+    ACCESS,
+    all_reachable,
+    bot_config,
+    internal_ip,
+    node_exec_pods,
+    running_lab,
+    ssh_settings,
+)
 
 pytestmark = pytest.mark.integration
 SPEC = LabSpec(
@@ -37,6 +45,7 @@ SPEC = LabSpec(
 )
 FLANNEL_BOT = str(Path(sys.executable).parent / "flannel-bot")
 NODE = "w2"
+KUBELET_DOWN = {"k3s-iface-missing"}  # k3s does not start, so neither does its kubelet
 EXPECTED = {
     "k3s-iface-missing": "interface-not-found",
     "k3s-stale-cni0": "stale-interface-address",
@@ -96,9 +105,25 @@ def ssh(k3s_lab: Lab) -> Iterator[SshExecutor]:
         yield executor
 
 
-def bot(lab: Lab, db: Path, *args: str) -> dict[str, Any]:
-    """One `flannel-bot --json ...` as a user runs it, pointed at the lab's generated config."""
-    env = {**os.environ, "FLANNEL_BOT_CONFIG": str(lab.bot_config), "FLANNEL_BOT_DB": str(db)}
+# k3s down on a node takes its kubelet with it: a node-exec pod there never starts, so the
+# bot waits this long for it (`[nodes] start_timeout`) and says so instead of probing the node
+POD_START_TIMEOUT = 8
+
+
+@pytest.fixture(params=ACCESS)
+def access(request: pytest.FixtureRequest, k3s_lab: Lab) -> Iterator[str]:
+    """Over SSH and over node-exec pods; a pod-transport test leaves no node-exec pod behind."""
+    yield str(request.param)
+    assert node_exec_pods(k3s_lab) == [], "node-exec pods left behind"
+
+
+def bot(lab: Lab, db: Path, *args: str, access: str = "ssh") -> dict[str, Any]:
+    """One `flannel-bot --json ...` as a user runs it, pointed at the lab's generated config
+    (reaching nodes over `access`)."""
+    config = bot_config(lab, access, db.parent)
+    if access == "pod":
+        config.write_text(f"{config.read_text()}start_timeout = {POD_START_TIMEOUT}\n")
+    env = {**os.environ, "FLANNEL_BOT_CONFIG": str(config), "FLANNEL_BOT_DB": str(db)}
     proc = subprocess.run(
         [FLANNEL_BOT, "--json", "--user", "alice", *args],
         env=env,
@@ -111,12 +136,17 @@ def bot(lab: Lab, db: Path, *args: str) -> dict[str, Any]:
     return reply
 
 
-def diagnose(lab: Lab, tmp_path: Path) -> list[dict[str, Any]]:
-    reply = bot(lab, tmp_path / "bot.db", "diagnose")
-    assert reply["ok"], reply
+def diagnose(lab: Lab, tmp_path: Path, access: str = "ssh") -> list[dict[str, Any]]:
+    reply = diagnose_reply(lab, tmp_path, access)
     assert reply["summary"]["probed"] == lab.spec.nodes, reply["gaps"]
     findings: list[dict[str, Any]] = reply["findings"]
     return findings
+
+
+def diagnose_reply(lab: Lab, tmp_path: Path, access: str = "ssh") -> dict[str, Any]:
+    reply = bot(lab, tmp_path / "bot.db", "diagnose", access=access)
+    assert reply["ok"], reply
+    return reply
 
 
 def seen(findings: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
@@ -197,23 +227,33 @@ def test_journal_window_holds_only_the_last_hour(k3s_lab: Lab, ssh: SshExecutor)
     assert "Running flannel backend." in ssh.run("w1", argv, 10).stdout
 
 
-def test_healthy_k3s_lab_has_no_warnings(k3s_lab: Lab, tmp_path: Path) -> None:
+def test_healthy_k3s_lab_has_no_warnings(k3s_lab: Lab, access: str, tmp_path: Path) -> None:
     k3s_lab.age_journals(LATER)
-    findings = diagnose(k3s_lab, tmp_path)
+    findings = diagnose(k3s_lab, tmp_path, access)
     assert "flannel-not-deployed" not in {f["id"] for f in findings}
     assert [x for x in seen(findings) if x[1] != "info"] == []
 
 
 @pytest.mark.parametrize("scenario", list(EXPECTED))
 def test_fault_is_named_first_and_repair_never_offered(
-    scenario: str, k3s_lab: Lab, tmp_path: Path
+    scenario: str, access: str, k3s_lab: Lab, tmp_path: Path
 ) -> None:
     k3s_lab.age_journals(LATER)
     faults.inject(k3s_lab, scenario, NODE)
     try:
-        findings = diagnose(k3s_lab, tmp_path)
+        if access == "pod" and scenario in KUBELET_DOWN:
+            reply = diagnose_reply(k3s_lab, tmp_path, access)
+        else:
+            findings = diagnose(k3s_lab, tmp_path, access)
     finally:
         faults.undo(k3s_lab, scenario, NODE)
+    if access == "pod" and scenario in KUBELET_DOWN:
+        # no kubelet runs a pod there: the bot says it could not reach the node, and why
+        assert reply["summary"]["probed"] == k3s_lab.spec.nodes - 1, reply["summary"]
+        said = json.dumps(reply)
+        assert f"node {NODE}" in said and "did not start within" in said, said[:2000]
+        assert "is the node's kubelet running?" in said, said[:2000]
+        return
     assert findings, "no findings"
     first = findings[0]
     assert (first["id"], NODE in first["nodes"]) == (EXPECTED[scenario], True), seen(findings)
