@@ -128,6 +128,31 @@ class RunRecord:
         return f"{self.runbook}@{self.version}"
 
 
+@dataclass(frozen=True, slots=True)
+class RunBrief:
+    """A run without its plan and params: what an export needs of each run it touches. A whole-log
+    export touches every run, and a `RunRecord` with its plan holds ~20 kB in memory."""
+
+    id: int
+    runbook: str
+    version: str
+    status: str
+    requester: str
+    cluster: str
+    channel: str | None  # where the run was asked for
+    thread: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.runbook}@{self.version}"
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """The run's `source` as far as a report reads it (its channel and thread)."""
+        asked = (("channel", self.channel), ("thread_ts", self.thread))
+        return {key: value for key, value in asked if value is not None}
+
+
 @dataclass(frozen=True)
 class Approval:
     run_id: int
@@ -289,6 +314,14 @@ class Store(Protocol):
         plan_mentions: str | None = None,
         cluster: str | None = None,
     ) -> dict[int, RunRecord]: ...
+
+    def run_briefs(self, ids: Sequence[int] | None = None) -> dict[int, RunBrief]:
+        """Runs by id (None: all) without their plans, for exports of many runs."""
+        ...
+
+    def run_ids_matching(self, where: EventFilter) -> list[int]:
+        """The runs the events `where` selects belong to, in order, without reading the events."""
+        ...
 
     def runs_involving(self, user: str) -> list[int]: ...
 

@@ -27,7 +27,15 @@ from flannel_bot.errors import (
     UserError,
 )
 from flannel_bot.ports.clock import iso
-from flannel_bot.ports.store import Event, EventFilter, EventKind, Requester, RunRecord, Store
+from flannel_bot.ports.store import (
+    Event,
+    EventFilter,
+    EventKind,
+    Requester,
+    RunBrief,
+    RunRecord,
+    Store,
+)
 from flannel_bot.runs.engine import Engine
 from flannel_bot.runs.params import describe_params
 from flannel_bot.service import audit_scope, report
@@ -304,21 +312,24 @@ class Service:
 
     def export(self, asked: Mapping[str, str], who: Requester | None = None) -> report.Export:
         """A JSON Lines or CSV export of the report's events, read from the store a batch at a
-        time in a few passes (no `max_report_events`: it never holds the events, only a line
-        per run), so the same events as `report` selects, in the same order."""
+        time (no `max_report_events`: it never holds the events, only a few hundred bytes per
+        run: no plans), so the same events as `report` selects, in the same order. Two passes
+        over the events (a tally for the header, then the lines), and before them one for which
+        runs to take whole when a window, channel or thread may cut runs, one for who acted on
+        each run for `user=`."""
         sel, now, narrowed = self._narrowed(asked, who)
-        ids: set[int] = set()
-        for e in self.store.iter_events_matching(narrowed):
-            if e.run_id is not None:
-                ids.add(e.run_id)
-        runs = self.store.runs_by_id(ids=sorted(ids) if len(ids) <= 5000 else None)
+        ids = self.store.run_ids_matching(narrowed)
+        runs = self.store.run_briefs(ids=ids if len(ids) <= 5000 else None)
         approvers = (
             report.approvers_of(self.store.iter_events_matching(narrowed)) if sel.user else {}
         )
-        picks = report.picker(runs, sel, now, approvers)
-        picked = (e for e in self.store.iter_events_matching(narrowed) if picks(e))
-        whole = report.whole_runs(picked, runs, sel)
-        rest = sorted(whole) if whole and report.cuts_runs(sel) else None
+        picks = report.picker(runs, sel, now, approvers, frozenset(narrowed.run_ids or ()))
+        whole: Mapping[int, RunBrief] = runs  # every run an event picked belongs to is whole
+        rest = None
+        if report.cuts_runs(sel):
+            picked = (e for e in self.store.iter_events_matching(narrowed) if picks(e))
+            taken = report.whole_runs(picked, runs, sel)
+            whole, rest = {i: runs[i] for i in taken}, sorted(taken) or None
 
         def events() -> Iterator[Event]:
             selected = (e for e in self.store.iter_events_matching(narrowed) if picks(e))
@@ -332,7 +343,7 @@ class Service:
                     yield e
                 last = e.id
 
-        tally = report.ExportTally({i: runs[i] for i in whole})
+        tally = report.ExportTally(whole)
         for e in events():
             tally.see(e)
         return report.Export(

@@ -13,10 +13,10 @@ table, which the chain does not cover.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from flannel_bot.ports.clock import iso, parse_iso
 from flannel_bot.ports.store import RUN_ENDINGS, Event, EventKind, RunRecord
@@ -77,6 +77,24 @@ class Selection:
         return start, self.end
 
 
+class RunFacts(Protocol):
+    """What selecting events and streaming an export read of a run: a `RunRecord`, or a
+    `RunBrief` (no plan), which an export of thousands of runs holds instead."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def requester(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def source(self) -> dict[str, Any]: ...
+    @property
+    def ref(self) -> str: ...
+
+
 def run_matches(run: RunRecord, sel: Selection) -> bool:
     if sel.run_id is not None and run.id != sel.run_id:
         return False
@@ -101,19 +119,24 @@ def approvers_of(events: Iterable[Event]) -> dict[int, set[str]]:
 
 
 def picker(
-    runs: Mapping[int, RunRecord], sel: Selection, now: datetime, approvers: dict[int, set[str]]
+    runs: Mapping[int, RunFacts],
+    sel: Selection,
+    now: datetime,
+    approvers: dict[int, set[str]],
+    matching: Container[int],
 ) -> Callable[[Event], bool]:
-    """Whether `sel` asks for an event, one event at a time (so an export can stream)."""
+    """Whether `sel` asks for an event, one event at a time (so an export can stream).
+    `matching`: the runs `run_matches` (decided once per run, so `runs` need not hold plans)."""
     start, end = sel.window(now)
     by_run = sel.run_id is not None or sel.runbook is not None or sel.node is not None
+    windowed = start is not None or end is not None
 
     def picks(e: Event) -> bool:
-        at = parse_iso(e.ts)
-        if (start is not None and at < start) or (end is not None and at > end):
+        if windowed and not _within(parse_iso(e.ts), start, end):
+            return False
+        if by_run and (e.run_id is None or e.run_id not in matching):
             return False
         run = runs.get(e.run_id) if e.run_id is not None else None
-        if by_run and (run is None or not run_matches(run, sel)):
-            return False
         if sel.cluster is not None and cluster_of(e, run) != sel.cluster:
             return False
         if sel.user is not None and not _involves(e, run, sel.user, approvers):
@@ -125,23 +148,28 @@ def picker(
     return picks
 
 
+def _within(at: datetime, start: datetime | None, end: datetime | None) -> bool:
+    return (start is None or at >= start) and (end is None or at <= end)
+
+
 def select(
     events: Iterable[Event], runs: Mapping[int, RunRecord], sel: Selection, now: datetime
 ) -> list[Event]:
     """The events `sel` asks for. Run-level questions take every event of the matching runs."""
     all_events = list(events)
-    picks = picker(runs, sel, now, approvers_of(all_events))
+    matching = {i for i, run in runs.items() if run_matches(run, sel)}
+    picks = picker(runs, sel, now, approvers_of(all_events), matching)
     return [e for e in all_events if picks(e)]
 
 
-def in_scope(run: RunRecord, sel: Selection) -> bool:
+def in_scope(run: RunFacts, sel: Selection) -> bool:
     """Whether the run was asked for in the channel and thread the report is scoped to."""
     if sel.channel is not None and run.source.get("channel") != sel.channel:
         return False
     return sel.thread is None or run.source.get("thread_ts") == sel.thread
 
 
-def whole_runs(picked: Iterable[Event], runs: Mapping[int, RunRecord], sel: Selection) -> set[int]:
+def whole_runs(picked: Iterable[Event], runs: Mapping[int, RunFacts], sel: Selection) -> set[int]:
     """The runs a report takes whole: those its events touch that belong to its scope."""
     ids = {e.run_id for e in picked if e.run_id is not None}
     return {i for i in ids if i in runs and in_scope(runs[i], sel)}
@@ -159,13 +187,13 @@ def merge(picked: Iterable[Event], more: Iterable[Event]) -> list[Event]:
     return sorted({e.id: e for e in (*picked, *more)}.values(), key=lambda e: e.id)
 
 
-def cluster_of(e: Event, run: RunRecord | None) -> str:
+def cluster_of(e: Event, run: RunFacts | None) -> str:
     """The cluster an event is about: its run's, or the one it names (diagnose, plan, command);
     "" for events about no cluster (audit commands, approvals of a run given by number)."""
     return run.cluster if run is not None else str(e.data.get("cluster") or "")
 
 
-def _involves(e: Event, run: RunRecord | None, user: str, approvers: dict[int, set[str]]) -> bool:
+def _involves(e: Event, run: RunFacts | None, user: str, approvers: dict[int, set[str]]) -> bool:
     """`user` did it, or it belongs to a run the user asked for or decided on."""
     if e.actor == user:
         return True
@@ -453,14 +481,14 @@ def build(
 # -- exports that stream -------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _RunLine:
     """What an export's CSV row says of its run, kept as the run's events go by: `ref` and
     `status` as `chained_facts` decides them, `nodes` as `_run_record`'s finished actions."""
 
     ref: str
     status: str
-    nodes: set[str] = field(default_factory=set)
+    nodes: tuple[str, ...] = ()  # a set costs 216 bytes, and a whole-log export has a line per run
     in_step: bool = False
     action_node: str | None = None
 
@@ -475,14 +503,15 @@ class _RunLine:
         elif e.kind == EventKind.ACTION_STARTED and self.in_step:
             self.action_node = str(d.get("action", {}).get("node") or "")
         elif e.kind == EventKind.ACTION_FINISHED and self.action_node:
-            self.nodes.add(self.action_node)
+            node = self.action_node
+            self.nodes += () if node in self.nodes else (node,)
 
 
 class ExportTally:
     """A report's summary (`build`'s) and each whole run's CSV facts, from one pass over the
     selected events, holding a line per run rather than the events."""
 
-    def __init__(self, runs: Mapping[int, RunRecord]) -> None:
+    def __init__(self, runs: Mapping[int, RunFacts]) -> None:
         self.runs = runs
         self.lines: dict[int, _RunLine] = {}
         self.events = self.commands = self.rejected = self.approvals = 0

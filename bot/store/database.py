@@ -148,15 +148,16 @@ def _to_run(row: dict[str, Any]) -> RunRecord:
 
 def _to_brief(row: Sequence[Any]) -> RunBrief:
     run_id, runbook, version, status, requester, cluster, channel, thread = row
-    asked = (("channel", channel), ("thread_ts", thread))
+    shared = sys.intern  # the same few names on every run
     return RunBrief(
         run_id,
-        sys.intern(runbook),
-        sys.intern(version),
-        sys.intern(status),
-        sys.intern(requester),
-        sys.intern(cluster),
-        {key: value for key, value in asked if value is not None},
+        shared(runbook),
+        shared(version),
+        shared(status),
+        shared(requester),
+        shared(cluster),
+        channel,
+        thread,
     )
 
 
@@ -768,6 +769,7 @@ class SqliteStore:
                 while rows := cursor.fetchmany(batch):
                     for row in rows:
                         yield _to_event(dict(zip(names, row, strict=True)))
+                    rows.clear()  # or the next fetch holds two batches at once
             finally:
                 cursor.close()
         except sqlite3.Error as exc:  # raised while iterating, so `_named_errors` cannot see it

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any
 
 import pytest
 
 from flannel_bot.errors import ReportTooLarge
-from flannel_bot.ports.store import Requester
+from flannel_bot.ports.store import EventKind, Requester
 from flannel_bot.render import Renderer
+from flannel_bot.runs.engine import Engine
+from flannel_bot.runs.registry import Registry
+from flannel_bot.service.clusters import Cluster, Clusters
 from flannel_bot.service.handler import Service
 from flannel_bot.settings import REPO_ROOT
 from flannel_bot.store import SqliteStore
+from tests.conftest import POLICY
+from tests.fakes import FakeClock, FakeCluster
 
 RENDER = Renderer(REPO_ROOT / "templates")
 EVENTS = 50_000
@@ -77,3 +83,117 @@ def test_the_event_cap_refuses_markdown_but_not_an_export(service: Service) -> N
         reply = capped.handle(f"audit report format={fmt}", LOCAL)
         assert reply.ok, reply.data
         assert len(RENDER.reply(reply).splitlines()) > 3
+
+
+def _plan(node: str) -> dict[str, object]:
+    """A plan the size of a real node.check's (~6 kB of JSON): what a run row carries."""
+    action = {"argv": ["cat", "/run/flannel/subnet.env"], "node": node, "sudo": False}
+    render = f"ssh {node} -- cat /run/flannel/subnet.env  (a failure is recorded, not fatal)"
+    return {
+        "steps": [{"actions": [{**action, "render": render}] * 18}],
+        "targets": [f"node/{node}"],
+    }
+
+
+RUN_KINDS = [
+    EventKind.RUN_STARTED,
+    EventKind.STEP_STARTED,
+    *[EventKind.ACTION_STARTED, EventKind.ACTION_FINISHED] * 3,
+    EventKind.STEP_FINISHED,
+    EventKind.RUN_SUCCEEDED,
+]
+
+
+def log_of_runs(store: SqliteStore, runs: int) -> None:
+    """`runs` runs, each with its plan and 10 events (a step, actions on a node, an ending) that
+    agree with its row, then a chained `audit_verified` marker, as the serve process leaves."""
+    code_hash = "sha256:" + "0" * 64
+    with store.transaction() as tx:
+        for r in range(runs):
+            node, source = f"w{r % 5}", {"adapter": "slack", "channel": "C1", "thread_ts": f"{r}.0"}
+            plan_hash = f"{r:064x}"
+            run_id = tx.insert_run(
+                cluster="default",
+                runbook="node.check",
+                version="1.0.0",
+                code_hash=code_hash,
+                params={"node": node},
+                requester="alice",
+                source=source,
+                plan=_plan(node),
+                plan_hash=plan_hash,
+                status="succeeded",
+                approvals_required=0,
+                owner=None,
+            )
+            data: dict[EventKind, dict[str, Any]] = {
+                EventKind.RUN_STARTED: {
+                    "runbook": "node.check@1.0.0",
+                    "code_hash": code_hash,
+                    "cluster": "default",
+                    "plan_hash": plan_hash,
+                },
+                EventKind.ACTION_STARTED: {"action": {"node": node}},
+                EventKind.RUN_SUCCEEDED: {"status": "succeeded"},
+            }
+            for kind in RUN_KINDS:
+                tx.record(kind, actor="alice", run_id=run_id, source=source, data=data.get(kind))
+    assert store.record_verified(store.verify()) is not None
+
+
+@pytest.fixture(scope="module")
+def logs_of_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Service]:
+    """Two logs, the second with 4.4 times the runs and events; the first is more than one
+    4,096-event batch, so both read full batches."""
+    clock = FakeClock()
+    services = {}
+    for runs in (450, 2000):
+        store = SqliteStore(tmp_path_factory.mktemp("log") / "audit.db", clock)
+        cluster = FakeCluster(clock)
+        engine = Engine(
+            store=store,
+            registry=Registry.from_package("runbooks"),
+            policy=POLICY,
+            kube=cluster,
+            nodes=cluster,
+            clock=clock,
+            owner="test-owner",
+            owner_alive=lambda owner: owner == "test-owner",
+        )
+        log_of_runs(store, runs)
+        services[runs] = Service(Clusters.single(Cluster("default", engine, None)), store)
+    return services
+
+
+def export_peak(service: Service, fmt: str) -> tuple[int, int]:
+    """Peak memory of a whole-log export, from the command to its last line; and its lines.
+    Exported once first, so the redaction memo (bounded: 65,536 texts) holds this log's texts
+    and what the second export allocates is its own."""
+    lines = 0
+
+    def count(_: str) -> None:
+        nonlocal lines
+        lines += 1
+
+    def export() -> None:
+        reply = service.handle(f"audit report format={fmt}", LOCAL)
+        RENDER.write_export(reply.data["export"], fmt, count)
+
+    export()
+    lines = 0
+    return peak_of(export), lines
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_keeps_a_line_per_run_not_its_plan(
+    logs_of_runs: dict[int, Service], fmt: str
+) -> None:
+    """A whole-log export keeps a few hundred bytes per run (its runbook, status, nodes), not
+    its row and plan (~20 kB): 1,550 more runs and 15,500 more events cost under 4 MiB more
+    (they cost ~25 MiB when every run was read whole)."""
+    peaks = {}
+    for runs, service in logs_of_runs.items():
+        peaks[runs], lines = export_peak(service, fmt)
+        assert lines == service.store.last_event_id() + 1  # its first line, then every event
+    small, large = peaks[450], peaks[2000]
+    assert large < small + 4 * 2**20, f"{small / 2**20:.1f} MiB -> {large / 2**20:.1f} MiB"
