@@ -13,7 +13,8 @@ a fresh process, so its peak memory is its own:
   before    `--before REV`: evidence_from_bundle + diagnose() of that commit (a `git archive` of
             it on PYTHONPATH), at sizes up to --before-max nodes (its vtep-mac-mismatch check
             grows with nodes cubed: 88 s at 500 nodes, hours at 2,000)
-  command   `--command`: `flannel-bot diagnose --dump DIR --json`, the whole process
+  command   `--command`: `flannel-bot diagnose --dump DIR --json`, the whole process (with the
+            reader's default limits: past 4 GiB of bundle, about 3,500 nodes, it reads no more)
 
 `--api-only N`: also a bundle of N nodes without probes/ (`diagnose --dump` of a cluster without
 node access), diagnosed the reduced way.
@@ -67,18 +68,23 @@ def step_diagnose(path: str, mode: str) -> dict[str, Any]:
     """Read the bundle into evidence and run every rule, the way `mode` says."""
     # imported before the clock starts: the modes differ in what they do, not in imports
     from flannel_bot.diagnosis.rules import diagnose
+    from flannel_bot.executors.bundle.limits import Limits
     from flannel_bot.wiring import evidence_from_bundle
+
+    # a 5,000-node bundle is 7 GB, over the reader's default 4 GiB, and on a busy machine its
+    # reading can pass the default 120 s: every file must be read, or nodes go unchecked
+    limits = Limits(total_bytes=64 << 30, seconds=7200.0)
 
     if mode == "whole":  # the same code with every node's tables kept whole to the end
         from flannel_bot.diagnosis.collect import collect
         from flannel_bot.executors.bundle import BundleReader
 
         start = time.perf_counter()
-        reader = BundleReader(path)
+        reader = BundleReader(path, limits)
         ev = collect(reader, reader, reduce_tables=False)
     else:  # reduced: today's `diagnose --dump`; before: the checkout of --before REV
         start = time.perf_counter()
-        ev = evidence_from_bundle(path)
+        ev = evidence_from_bundle(path, limits=limits)
     loaded = time.perf_counter() - start
     findings = diagnose(ev)
     seconds = time.perf_counter() - start

@@ -166,3 +166,11 @@ def test_text_and_failed_tables_are_kept_whole() -> None:
     text = ProbeOutput(0, "10.244.2.0 dev flannel.1 lladdr 0a:fb:00:02:00:01 PERMANENT\n")
     assert reducer.reduce("ip-neigh", text) is None
     assert reducer.reduce("fdb", ProbeOutput(1, "", "no such device")) is None
+
+
+def test_a_peer_table_not_read_is_unknown_not_missing() -> None:
+    """A bundle that did not hold (or refused, past its size limit) a node's FDB table says
+    nothing about that node's peers: no vxlan-peer-missing from it."""
+    ev = healthy()
+    del ev.probes["w2"]["fdb"]
+    assert "vxlan-peer-missing" not in {f.id for f in diagnose(ev)}

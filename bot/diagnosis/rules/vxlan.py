@@ -135,11 +135,13 @@ def vxlan_peer_missing(ev: Evidence) -> Iterator[Found]:
 
 def _absent(ev: Evidence, node: str, fact: Fact[Any], wanted: Mapping[Any, str]) -> Iterable[Any]:
     """The wanted entries a node's table lacks: from its reduction when it was reduced on
-    reading, else from the whole table."""
+    reading, else from the whole table; none when the table was not read."""
     table = ev.peer_table(node, fact.probe.id)
     if table is not None:
         return table.missing
-    parsed = ev.fact(node, fact) or ()
+    parsed = ev.fact(node, fact)
+    if parsed is None:
+        return ()  # not read (a bundle without it, or that refused it): unknown, not missing
     if fact is ROUTES:
         present: set[Any] = {r.dst for r in parsed if r.dev == "flannel.1"}
     else:
