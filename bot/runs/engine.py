@@ -42,7 +42,7 @@ from flannel_bot.runs.actions import Action, Risk, RunOnNode
 from flannel_bot.runs.appliers import Reach, applier_for
 from flannel_bot.runs.facts import LiveFacts
 from flannel_bot.runs.params import node_names_in, parse_params
-from flannel_bot.runs.plan import Plan, PlannedStep, build_plan
+from flannel_bot.runs.plan import Plan, PlannedStep, build_plan, rendered
 from flannel_bot.runs.policy import Policy
 from flannel_bot.runs.registry import Registry
 from flannel_bot.runs.runbook import Runbook
@@ -310,13 +310,13 @@ class Engine:
                 "of": len(plan.steps),
                 "title": ps.step.title,
                 "risk": ps.risk.value,
-                "actions": [a.render() for a in ps.actions],
+                "actions": [rendered(a, plan.node_access) for a in ps.actions],
             },
             current_step=ps.index,
         )
         outcome = ps.outcome_if_idle if not ps.actions else "done"
         for action in ps.actions:
-            self._apply(run, action, ps.step.timeout)
+            self._apply(run, action, ps.step.timeout, plan.node_access)
         if ps.step.check is not None and ps.actions:
             outcome = self._post_check(run, plan, ps)
         return self.store.transition(
@@ -328,10 +328,12 @@ class Engine:
             next_step=ps.index + 1,
         )
 
-    def _apply(self, run: RunRecord, action: Action, timeout: float) -> None:
+    def _apply(self, run: RunRecord, action: Action, timeout: float, via: str) -> None:
         """Record the action, carry it out, record what it did; the first record commits before
-        anything is applied, so a crash mid-action leaves it in the log."""
+        anything is applied, so a crash mid-action leaves it in the log. `via`: the node
+        transport, named in what is recorded as the plan names it."""
         applier = applier_for(action)
+        shown = rendered(action, via)
         if applier is None:  # planning refuses these; reaching here is a bug
             raise TypeError(f"no applier for {type(action).__name__}")
         self.store.record(
@@ -339,7 +341,7 @@ class Engine:
             actor=None,
             run_id=run.id,
             source=run.source,
-            data={"action": action.to_json(), "render": action.render()},
+            data={"action": action.to_json(), "render": shown},
         )
         result = applier(self.reach, action, timeout)
         self.store.record(
@@ -347,11 +349,11 @@ class Engine:
             actor=None,
             run_id=run.id,
             source=run.source,
-            data={"render": action.render(), **result},
+            data={"render": shown, **result},
         )
         if result["exit_code"] != 0 and not (isinstance(action, RunOnNode) and action.may_fail):
             raise StepFailed(
-                f"`{action.render()}` exited {result['exit_code']}: "
+                f"`{shown}` exited {result['exit_code']}: "
                 f"{(result.get('stderr') or result.get('stdout') or '').strip()[:300]}"
             )
 

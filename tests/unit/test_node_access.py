@@ -23,6 +23,7 @@ from flannel_bot.executors.kube.nodepods import (
 from flannel_bot.executors.node_settings import DEFAULT_IMAGE, NodeSettings
 from flannel_bot.runs.engine import Engine
 from flannel_bot.settings import ConfigError, load_settings, parse_nodes
+from flannel_bot.store import SqliteStore
 from tests.conftest import who
 
 SETTINGS = NodeSettings(access="pod", namespace="ops", image="reg/flannel-bot:1", start_timeout=30)
@@ -203,3 +204,15 @@ def test_a_pod_is_a_leftover_only_when_no_live_bot_can_be_waiting_for_it() -> No
     assert not left(other_host, up=False)  # another replica's run: its PID means nothing here
     assert left(other_host, now=1095)
     assert left({"app.kubernetes.io/component": "node-exec"})  # made before owners were labelled
+
+
+def test_a_run_over_pods_records_its_node_actions_as_its_plan_shows_them(
+    make_engine: Callable[..., Engine], store: SqliteStore
+) -> None:
+    """The audit trail must say how a command reached the node, as the approved plan said."""
+    run = make_engine(node_access="pod").start("node.check", {"node": "w2"}, who("alice"))
+    events = store.events(run_id=run.id)
+    started = [r for e in events if e.kind == "step_started" for r in e.data["actions"]]
+    applied = [e.data["render"] for e in events if e.kind in ("action_started", "action_finished")]
+    assert started and applied
+    assert all(r.startswith("node w2 (via pod) -- ") for r in started + applied), started + applied
