@@ -73,6 +73,7 @@ _IMAGE_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIm
 _START_WAITING = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 _NAME_BAD = re.compile(r"[^a-z0-9-]+")
+_FIRST_POLL_S = 0.05
 # How long the fan-out waits past a node's own deadline for its more precise error.
 _COLLECT_GRACE_S = 5.0
 
@@ -472,6 +473,8 @@ class PodNodeExecutor:
         ns = self.settings.namespace
         start_deadline = self._now() + self.settings.start_timeout
         end_deadline: float | None = None
+        # most pods end within a second: look again soon, then less often up to poll_interval
+        pause = min(_FIRST_POLL_S, self.poll_interval)
         while True:
             pod = self.api.read_pod_raw(ns, name)
             status = pod.get("status") or {}
@@ -490,7 +493,8 @@ class PodNodeExecutor:
                     f"node {node}: node-exec pod {ns}/{name} did not finish within {timeout:g}s",
                     node=node,
                 )
-            self._sleep(self.poll_interval)
+            self._sleep(pause)
+            pause = min(pause * 2, self.poll_interval)
 
     def _not_started(self, node: str, name: str, pod: Json) -> None:
         ns = self.settings.namespace
