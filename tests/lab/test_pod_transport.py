@@ -1,6 +1,7 @@
 """`[nodes] access = "pod"` on the lab, through the real CLI: a node runbook over node-exec pods
-(run by the lab's kubelet in the node's own namespaces) with the shipped RBAC, and a bot killed
-with SIGKILL while its pods exist, whose leftovers the next start deletes by label.
+(run by the lab's kubelet in the node's own namespaces) with the shipped RBAC, plans naming the
+transport, and doctor. (A bot killed with SIGKILL while its pods exist, whose leftovers the next
+start deletes by label: tests/lab/test_bot_on_lab.py.)
 
 (Diagnose over pods against diagnose over SSH is in test_diagnose_lab.py, every scenario.)
 """
@@ -9,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,37 +102,6 @@ def test_a_plan_names_the_pod_transport(pod_config: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Node actions run via pod" in proc.stdout
     assert f"node {NODE} (via pod) -- " in proc.stdout
-
-
-def test_a_killed_bots_pods_are_deleted_by_the_next_start(
-    flannel_lab: Lab, pod_config: Path
-) -> None:
-    bot = subprocess.Popen(
-        [FLANNEL_BOT, "--user", "alice", "diagnose"],
-        env=cli_env(pod_config),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        seen: list[str] = []
-        deadline = time.monotonic() + 60
-        while not seen and time.monotonic() < deadline and bot.poll() is None:
-            seen = node_exec_pods(flannel_lab)
-            time.sleep(0.01)
-        assert seen, "diagnose made no node-exec pod to kill it beside"
-        bot.send_signal(signal.SIGKILL)  # no finally of the bot runs: its pods stay
-        bot.wait(timeout=10)
-    finally:
-        if bot.poll() is None:
-            bot.kill()
-            bot.wait()
-    left = node_exec_pods(flannel_lab)
-    assert left and set(seen) <= set(left)
-    # any command that builds the cluster cleans up first
-    proc = cli(pod_config, "plan", "node.check", f"node={NODE}")
-    assert proc.returncode == 0, proc.stderr
-    assert "deleted node-exec pods a previous run left" in proc.stderr
-    assert not set(left) & set(node_exec_pods(flannel_lab))
 
 
 def test_doctor_checks_the_pod_rights_and_runs_a_pod_on_each_node(
