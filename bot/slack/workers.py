@@ -35,6 +35,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,9 +203,9 @@ class WorkerPool:
         for pending in cancelled:
             message = "the bot is shutting down, so this command was not started; ask again"
             self._tell(pending, Outcome(_error(message, "Cancelled"), 0))
-        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max((deadline - datetime.now(UTC)).total_seconds(), 0))
+            thread.join(max(deadline - time.monotonic(), 0))
         for worker in self._procs:
             worker.stop()
         for thread in self._threads:
