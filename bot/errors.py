@@ -39,10 +39,6 @@ class UnknownRun(UserError):
     pass
 
 
-class ReportTooLarge(UserError):
-    """An audit report would read more events than the bot builds at once."""
-
-
 class UnknownCluster(UserError):
     """`--cluster` names a cluster the configuration does not have; the message lists them."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,6 @@ from flannel_bot.errors import (
     CommandSyntaxError,
     ExecutorError,
     InvalidState,
-    ReportTooLarge,
     UnknownNode,
     UserError,
 )
@@ -64,8 +63,9 @@ class Service:
     default one, and a run's approval, denial or cancellation go to the cluster it runs on."""
 
     def __init__(self, clusters: Clusters, store: Store, max_report_events: int = 0) -> None:
-        """`max_report_events` (0: no limit) refuses a report that would read more events than
-        that: a report is built in memory, and a month of a busy log would exhaust the pod's."""
+        """`max_report_events` (0: no limit) summarises a Markdown or HTML report that would read
+        more events than that: a report is built in memory, and a month of a busy log would
+        exhaust the pod's; its summary streams the events as an export does."""
         self.clusters = clusters
         self.store = store
         self.max_report_events = max_report_events
@@ -318,6 +318,15 @@ class Service:
         runs to take whole when a window, channel or thread may cut runs, one for who acted on
         each run for `user=`."""
         sel, now, narrowed = self._narrowed(asked, who)
+        return self._export(sel, now, narrowed, report.ExportTally)
+
+    def _export(
+        self,
+        sel: report.Selection,
+        now: datetime,
+        narrowed: EventFilter,
+        tallied: Callable[[Mapping[int, RunBrief]], report.ExportTally],
+    ) -> report.Export:
         ids = self.store.run_ids_matching(narrowed)
         runs = self.store.run_briefs(ids=ids if len(ids) <= 5000 else None)
         approvers = (
@@ -343,7 +352,7 @@ class Service:
                     yield e
                 last = e.id
 
-        tally = report.ExportTally(whole)
+        tally = tallied(whole)
         for e in events():
             tally.see(e)
         return report.Export(
@@ -362,17 +371,15 @@ class Service:
     def report(self, asked: Mapping[str, str], who: Requester | None = None) -> dict[str, Any]:
         """The audit report for a validated selection (see `commands.AuditReport`), confined to
         what `who` may read where they asked (bot.service.audit_scope; None: a local caller).
-        Every run it touches in its scope is whole."""
+        Every run it touches in its scope is whole. A selection of more than
+        `max_report_events` events is summarised (`report.summarised`: a line per run, the
+        events counted by kind, how to export them all), read as an export reads it."""
         sel, now, narrowed = self._narrowed(asked, who)
         if self.max_report_events:
             count = self.store.count_matching(narrowed)
             if count > self.max_report_events:
-                raise ReportTooLarge(
-                    f"that report would read {count:,} audit events, more than the "
-                    f"{self.max_report_events:,} this bot builds at once ([audit] "
-                    f"max_report_events); narrow it with --since, --from/--to, run=, thread=, "
-                    f"channel= or user="
-                )
+                export = self._export(sel, now, narrowed, report.SummaryTally)
+                return report.summarised(export, sel, count, self.max_report_events)
         candidates = self.store.events_matching(narrowed)
         ids = sorted({e.run_id for e in candidates if e.run_id is not None})
         # a big selection reads every run at once rather than naming thousands in SQL

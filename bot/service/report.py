@@ -13,6 +13,8 @@ table, which the chain does not cover.
 from __future__ import annotations
 
 import re
+import shlex
+from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -475,6 +477,7 @@ def build(
             for r in run_records
         ],
         "events": [export_event(e) for e in events],
+        "summarised": None,  # the whole record (see `summarised`)
     }
 
 
@@ -532,9 +535,11 @@ class ExportTally:
         if e.run_id is not None and e.run_id in self.runs:
             line = self.lines.get(e.run_id)
             if line is None:
-                run = self.runs[e.run_id]
-                line = self.lines[e.run_id] = _RunLine(run.ref, run.status)
+                line = self.lines[e.run_id] = self._line(self.runs[e.run_id])
             line.see(e)
+
+    def _line(self, run: RunFacts) -> _RunLine:
+        return _RunLine(run.ref, run.status)
 
     def summary(self, now: datetime) -> dict[str, Any]:
         first = self.first or iso(now)
@@ -553,6 +558,90 @@ class ExportTally:
             "approvals": self.approvals,
             "people": sorted(self.people),
         }
+
+
+@dataclass(slots=True)
+class _RunSummary(_RunLine):
+    """A summarised report's line of a run: `_RunLine` and who asked (as `chained_facts` says),
+    on which cluster, who approved it, and when its events began and it ended (`_run_record`)."""
+
+    id: int = 0
+    requester: str = ""
+    cluster: str = ""
+    started: str = ""
+    ended: str = ""
+    approvers: tuple[str, ...] = ()
+
+    def see(self, e: Event) -> None:
+        _RunLine.see(self, e)  # zero-argument super() does not work in a slots dataclass
+        self.started = self.started or e.ts
+        if e.kind == EventKind.RUN_STARTED:
+            self.requester = e.actor or ""
+            self.cluster = str(e.data.get("cluster") or "default")
+        elif e.kind == EventKind.APPROVED and e.actor and e.actor not in self.approvers:
+            self.approvers += (e.actor,)
+        elif e.kind in RUN_ENDINGS:
+            self.ended = e.ts
+
+
+class SummaryTally(ExportTally):
+    """`ExportTally` and what a summarised report lists instead of its events: a line per whole
+    run (`_RunSummary`, a few hundred bytes) and the events counted by kind."""
+
+    def __init__(self, runs: Mapping[int, RunFacts]) -> None:
+        super().__init__(runs)
+        self.by_kind: Counter[str] = Counter()
+
+    def see(self, e: Event) -> None:
+        super().see(e)
+        self.by_kind[e.kind] += 1
+
+    def _line(self, run: RunFacts) -> _RunLine:
+        return _RunSummary(
+            run.ref, run.status, id=run.id, requester=run.requester, cluster=run.cluster
+        )
+
+    def run_rows(self) -> list[dict[str, Any]]:
+        """Each run's line as the templates read it, in run order (emptying the tally's lines)."""
+        rows = []
+        for run_id in sorted(self.lines):
+            line = self.lines.pop(run_id)
+            assert isinstance(line, _RunSummary)
+            rows.append(
+                {
+                    "id": line.id,
+                    "ref": line.ref,
+                    "status": line.status,
+                    "cluster": line.cluster,
+                    "requester": line.requester,
+                    "approvers": list(line.approvers),
+                    "nodes": sorted(line.nodes),
+                    "started": line.started,
+                    "ended": line.ended,
+                }
+            )
+        return rows
+
+
+def export_command(sel: Selection) -> str:
+    """The CLI command that streams `sel`'s every event as JSON Lines."""
+    asked = [f"{key}={value}" for key, value in sel.fields.items()]
+    return shlex.join(["flannel-bot", "audit", "report", "format=jsonl", *asked])
+
+
+def summarised(export: Export, sel: Selection, count: int, cap: int) -> dict[str, Any]:
+    """A report of a selection too large to lay out event by event (more than `cap`, `[audit]
+    max_report_events`): `build`'s header and summary, a line per run and the events counted by
+    kind, from one streamed pass (`export`'s tally must be a `SummaryTally`), and how to export
+    every event. It holds the run lines, never the events."""
+    tally = export.tally
+    assert isinstance(tally, SummaryTally)
+    return {
+        **export.header,
+        "summarised": {"events": count, "cap": cap, "export": export_command(sel)},
+        "runs": tally.run_rows(),
+        "by_kind": dict(sorted(tally.by_kind.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
 
 
 def export_event(e: Event) -> dict[str, Any]:

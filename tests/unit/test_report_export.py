@@ -1,5 +1,6 @@
 """JSON Lines and CSV exports stream: memory that does not grow with the log, and no
-`max_report_events` cap (which stays for the Markdown and HTML reports, built in memory)."""
+`max_report_events` cap. Over the cap a Markdown or HTML report (built in memory) is summarised
+from the same stream: a line per run, no events."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from flannel_bot.errors import ReportTooLarge
 from flannel_bot.ports.store import EventKind, Requester
 from flannel_bot.render import Renderer
 from flannel_bot.runs.engine import Engine
@@ -71,14 +71,18 @@ def test_an_export_of_50000_events_holds_a_batch_not_the_log(big_log: Service, f
         assert peak_of(built) > BOUND  # what the bound tells apart
 
 
-def test_the_event_cap_refuses_markdown_but_not_an_export(service: Service) -> None:
+def test_the_event_cap_summarises_markdown_and_leaves_exports_whole(service: Service) -> None:
     capped = Service(service.clusters, service.store, max_report_events=1)
     for i in range(3):
         service.handle(f"audit report format=md thread={i}.0", LOCAL)
-    with pytest.raises(ReportTooLarge):
-        capped.report({}, LOCAL)
-    refused = capped.handle("audit report format=md", LOCAL)
-    assert not refused.ok and "max_report_events" in str(refused.data)
+    summarised = capped.report({}, LOCAL)
+    assert summarised["summarised"]["events"] == 3 and summarised["runs"] == []
+    assert summarised["by_kind"] == {"command": 3}
+    reply = capped.handle("audit report format=md", LOCAL)
+    assert reply.ok, reply.data
+    md = RENDER.reply(reply)
+    assert "holds 4 audit events, more than the 1 " in md and "| command | 4 |" in md
+    assert "`flannel-bot audit report format=jsonl > audit.jsonl`" in md
     for fmt in ("jsonl", "csv"):
         reply = capped.handle(f"audit report format={fmt}", LOCAL)
         assert reply.ok, reply.data
@@ -195,5 +199,25 @@ def test_an_export_keeps_a_line_per_run_not_its_plan(
     for runs, service in logs_of_runs.items():
         peaks[runs], lines = export_peak(service, fmt)
         assert lines == service.store.last_event_id() + 1  # its first line, then every event
+    small, large = peaks[450], peaks[2000]
+    assert large < small + 4 * 2**20, f"{small / 2**20:.1f} MiB -> {large / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_a_summarised_report_keeps_a_line_per_run_not_the_events(
+    logs_of_runs: dict[int, Service], fmt: str
+) -> None:
+    """Over `max_report_events` a Markdown or HTML report is read as an export is: 1,550 more
+    runs and 15,500 more events cost under 4 MiB more, its lines included."""
+    peaks = {}
+    for runs, service in logs_of_runs.items():
+        capped = Service(service.clusters, service.store, max_report_events=1000)
+
+        def summarised(capped: Service = capped, runs: int = runs) -> None:
+            text = RENDER.reply(capped.handle(f"audit report format={fmt}", LOCAL))
+            assert "Summarised" in text and text.count("node.check@1.0.0") == runs
+
+        summarised()  # the redaction memo fills, as in `export_peak`
+        peaks[runs] = peak_of(summarised)
     small, large = peaks[450], peaks[2000]
     assert large < small + 4 * 2**20, f"{small / 2**20:.1f} MiB -> {large / 2**20:.1f} MiB"

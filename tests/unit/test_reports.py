@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shlex
 from html.parser import HTMLParser
 
 import pytest
@@ -18,6 +20,7 @@ from tests.conftest import who
 from tests.fakes import FakeClock, FakeCluster
 
 RENDER = Renderer(REPO_ROOT / "templates")
+EXPORT = re.compile(r"`(flannel-bot audit report format=jsonl[^`]*) > audit.jsonl`")
 SECRETS = (
     "xoxb-1234567890-abcdefghijkl",
     "hunter2-the-password",
@@ -86,6 +89,11 @@ def test_html_is_self_contained_and_holds_the_timeline(incident: Service) -> Non
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
     assert 'id="chart"' in html and "<rect" in html and "run 1: failed" in html
     assert "approved by <b>bob</b>" in html and 'class="status s-succeeded"' in html
+    assert_balanced(html)
+
+
+def assert_balanced(html: str) -> None:
+    """Every element the page opens is closed, in order."""
 
     class Tags(HTMLParser):
         def __init__(self) -> None:
@@ -165,12 +173,33 @@ def test_no_secret_from_a_step_output_reaches_the_store_or_a_report(
             assert secret not in raw and secret not in text, (fmt, secret)  # ...its secrets not
 
 
-def test_a_report_too_big_to_build_is_refused_with_how_to_narrow_it(incident: Service) -> None:
+def test_a_report_too_big_to_build_is_summarised_with_how_to_export_it(
+    incident: Service,
+) -> None:
+    """Over `max_report_events` a Markdown or HTML report lists the runs and counts the events
+    by kind instead of laying out each event, and says how to stream them all."""
     incident.max_report_events = 20
-    refused = incident.handle(["audit", "report", "format=md"], who("carol"))
-    assert not refused.ok and refused.data["error_type"] == "ReportTooLarge"
-    counted = incident.store.last_event_id() - 1  # all but the refusal itself
-    assert f"would read {counted:,} audit events, more than the 20" in refused.data["message"]
-    assert "narrow it with --since" in refused.data["message"]
-    narrowed = incident.handle(["audit", "report", "run=1", "format=md"], who("carol"))
-    assert narrowed.ok and narrowed.data["report"]["summary"]["runs"] == 1
+    counted = incident.store.last_event_id() + 1  # and the report's own command
+    md = report(incident, "md", "--since", "1h")
+    assert "**Summarised:** the per-event record is left out" in md
+    assert f"this selection holds {counted:,} audit events, more than the 20" in md
+    assert "`flannel-bot audit report format=jsonl since=1h > audit.jsonl`" in md
+    assert "Audit chain:** verified" in md and f"{counted} events from" in md
+    assert "| 1 | `flannel.restart-pods@1.1.0` | failed | default | alice | bob | w2 |" in md
+    assert "| 2 | `flannel.restart-pods@1.1.0` | succeeded | default | alice | carol | w2 |" in md
+    assert "| 3 | `test.show-node@1.0.0` | succeeded | default | alice | none | w3 |" in md
+    assert "| command | 9 |" in md and "| approved | 2 |" in md and "| run_failed | 1 |" in md
+    assert "### Run 1" not in md and "## Timeline" not in md and "exit 0" not in md
+
+    html = report(incident, "html", "--since", "1h")
+    assert 'id="summarised"' in html and "format=jsonl since=1h &gt; audit.jsonl" in html
+    assert "<td>carol</td>" in html and "<td>approved</td><td>2</td>" in html
+    assert 'id="events"' not in html and 'id="chart"' not in html
+    assert_balanced(html)
+
+    export = incident.handle(shlex.split(EXPORT.search(md)[1])[1:], who("carol"))  # type: ignore[index]
+    assert export.ok and export.data["format"] == "jsonl"
+
+    incident.max_report_events = 1000  # under the cap: the whole record, as before
+    whole = report(incident, "md", "--since", "1h")
+    assert "Summarised" not in whole and "### Run 1" in whole and "## Timeline" in whole
