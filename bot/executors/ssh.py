@@ -54,7 +54,7 @@ from flannel_bot.errors import (
 )
 from flannel_bot.executors.known_hosts import KnownHosts, read_known_hosts
 from flannel_bot.executors.ssh_settings import SshSettings, parse_host
-from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.nodes import CommandResult, checked_argv
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,6 @@ def remote_command_line(argv: Sequence[str], *, sudo: bool) -> str:
     """
     words = ("sudo", "-n", "--", *argv) if sudo else tuple(argv)
     return shlex.join(words)
-
-
-def checked_argv(argv: Sequence[str]) -> tuple[str, ...]:
-    """Refuses a command string where argv words are expected: splitting is the caller's call."""
-    if isinstance(argv, str):
-        raise TypeError(f"argv must be a list of words, not the string {argv!r}")
-    words = tuple(argv)
-    if not words or not all(isinstance(w, str) for w in words):
-        raise TypeError(f"argv must be a non-empty sequence of strings, got {argv!r}")
-    if any("\0" in w for w in words):
-        raise ValueError(f"argv words cannot contain NUL bytes: {argv!r}")
-    return words
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,19 @@ class CommandResult:
         return self.exit_code == 0
 
 
+def checked_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """Refuses a command string where argv words are expected (splitting is the caller's call),
+    for every node transport alike."""
+    if isinstance(argv, str):
+        raise TypeError(f"argv must be a list of words, not the string {argv!r}")
+    words = tuple(argv)
+    if not words or not all(isinstance(w, str) for w in words):
+        raise TypeError(f"argv must be a non-empty sequence of strings, got {argv!r}")
+    if any("\0" in w for w in words):
+        raise ValueError(f"argv words cannot contain NUL bytes: {argv!r}")
+    return words
+
+
 class NodeExecutor(Protocol):
     """Runs argv on a node (over SSH in production)."""
 

@@ -52,7 +52,7 @@ from flannel_bot.errors import (
 from flannel_bot.executors.node_settings import NodeSettings
 from flannel_bot.executors.ssh_settings import SshSettings
 from flannel_bot.ports.cluster import EventInfo, NodeInfo, PodInfo
-from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.nodes import CommandResult, checked_argv
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ class PodNodeExecutor:
         budget = self.command_timeout if timeout is None else timeout
         if not budget > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        plan = {node: [_checked(a) for a in argvs] for node, argvs in commands.items()}
+        plan = {node: [checked_argv(a) for a in argvs] for node, argvs in commands.items()}
         if not plan:
             return {}
         workers = min(self.settings.parallel, len(plan))
@@ -591,17 +591,6 @@ class PodNodeExecutor:
             pass
         except ExecutorError as exc:  # the next start's cleanup_leftovers finds it by label
             log.warning("could not delete node-exec pod %s: %s", name, exc)
-
-
-def _checked(argv: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(argv, str):
-        raise TypeError(f"argv must be a list of words, not the string {argv!r}")
-    words = tuple(argv)
-    if not words or not all(isinstance(w, str) for w in words):
-        raise TypeError(f"argv must be a non-empty sequence of strings, got {argv!r}")
-    if any("\0" in w for w in words):
-        raise ValueError(f"argv words cannot contain NUL bytes: {argv!r}")
-    return words
 
 
 __all__ = [
