@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from bench.diagnose_quadratic import rank_before
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.findings import Finding, Fix
 from flannel_bot.diagnosis.l2 import L2Reach
@@ -90,26 +91,6 @@ def test_l2_reach_finds_the_nodes_the_pairwise_check_finds(seed: int) -> None:
 # -- ranking --------------------------------------------------------------------------------------
 
 
-def rank_directly(findings: list[Finding]) -> list[Finding]:
-    """rank() before the (id, node) index: every cause against every later finding."""
-    from flannel_bot.diagnosis.rule import ranks
-
-    order = ranks()
-    ranked = sorted(
-        findings, key=lambda f: (f.severity == "info", order.get(f.id, len(order)), f.nodes)
-    )
-    for i, cause in enumerate(ranked):
-        accounts = explains(cause.id)
-        for effect in ranked[i + 1 :]:
-            if (
-                effect.id in accounts
-                and cause.id not in effect.explained_by
-                and (set(effect.nodes) & set(cause.nodes) or not cause.nodes)
-            ):
-                effect.explained_by.append(cause.id)
-    return ranked
-
-
 def random_findings(rng: random.Random, count: int) -> list[Finding]:
     # ids that explain others and the ids they explain, so explanations happen often
     causes = [r for r in RULES if r.explains]
@@ -132,7 +113,7 @@ def test_rank_orders_and_explains_as_the_pairwise_pass(seed: int) -> None:
         Finding(f.id, f.severity, f.nodes, f.summary, f.mechanism, [], f.fix) for f in findings
     ]
     got = rank(findings)
-    want = rank_directly(copies)
+    want = rank_before(copies)  # the earlier reading, as bench/diagnose_quadratic.py keeps it
     assert [(f.id, f.nodes, f.severity, f.explained_by) for f in got] == [
         (f.id, f.nodes, f.severity, f.explained_by) for f in want
     ]
