@@ -276,7 +276,7 @@ def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | N
         "command": "CLI (reduced)",
     }
     shown = [m for m in MODES if any(m in r for _, _, r in runs)]
-    width = 31
+    width = 32
     print(
         f"  {'nodes':>6} {'pods':>7} {'':10} {'bundle':>8}  "
         + "".join(f"{heads[m]:>{width}}" for m in shown)
