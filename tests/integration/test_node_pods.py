@@ -157,6 +157,20 @@ def test_runs_each_nodes_commands_in_one_pod_and_deletes_it(
     assert pods_left(server) == []
 
 
+def test_run_each_gives_each_node_as_its_pod_reports(server: ApiServer, tmp_path: Path) -> None:
+    """Diagnose reduces each node's answers as they come: a slow node must not hold the others'
+    answers back, and a node is given while the slow one's pod still runs."""
+    pods = executor(client(server, tmp_path))
+    answers = pods.run_each({"w1": [["sleep", "3"]], "w2": [["echo", "quick"]]}, timeout=20)
+    first, result = next(answers)
+    assert first == "w2" and not isinstance(result, Exception), result
+    assert result[0].stdout == "quick\n"
+    assert [n for n in pods_left(server) if "-w1-" in n], "w1's pod should still be running"
+    rest = list(answers)
+    assert [n for n, _ in rest] == ["w1"] and not isinstance(rest[0][1], Exception)
+    assert pods_left(server) == []
+
+
 def test_a_timed_out_command_is_an_error_and_its_pod_is_deleted(
     server: ApiServer, tmp_path: Path
 ) -> None:

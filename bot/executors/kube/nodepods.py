@@ -30,8 +30,8 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -383,34 +383,48 @@ class PodNodeExecutor:
     ) -> FanOut:
         """Each node's argv lists in one pod on it; every node's results or the error that
         stopped it. A node whose pod cannot start costs at most `start_timeout`."""
+        return dict(self.run_each(commands, timeout))
+
+    def run_each(
+        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+    ) -> Iterator[tuple[str, list[CommandResult] | ExecutorError]]:
+        """`run_many`, each node's entry given as soon as its pod has reported (the late ones'
+        timeouts last) and not kept here, so diagnose reduces each node's answers as they come,
+        as over SSH. A caller that stops early leaves the running pods to delete themselves."""
         budget = self.command_timeout if timeout is None else timeout
         if not budget > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         plan = {node: [checked_argv(a) for a in argvs] for node, argvs in commands.items()}
         if not plan:
-            return {}
+            return
         workers = min(self.settings.parallel, len(plan))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node-pods")
         limit = self.settings.start_timeout + budget
+        # a queued node starts late: the wait covers every wave, plus grace
+        until = self._now() + math.ceil(len(plan) / workers) * limit + _COLLECT_GRACE_S
         try:
-            futures = {
-                node: pool.submit(self._run_node, node, argvs, budget)
+            node_of = {
+                pool.submit(self._run_node, node, argvs, budget): node
                 for node, argvs in plan.items()
             }
-            # a queued node starts late: the wait covers every wave, plus grace
-            waves = math.ceil(len(plan) / workers)
-            wait(futures.values(), timeout=waves * limit + _COLLECT_GRACE_S)
+            pending = set(node_of)
+            while pending:
+                done, pending = wait(
+                    pending, timeout=max(until - self._now(), 0), return_when=FIRST_COMPLETED
+                )
+                if not done:
+                    break
+                for future in done:
+                    yield node_of.pop(future), future.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        results: FanOut = {}
-        for node, future in futures.items():
-            if future.cancelled() or not future.done():
-                results[node] = CommandTimeout(
+        for node in node_of.values():
+            yield (
+                node,
+                CommandTimeout(
                     f"node {node}: its node-exec pod did not report within {limit:g}s", node=node
-                )
-            else:
-                results[node] = future.result()
-        return results
+                ),
+            )
 
     # -- one node -------------------------------------------------------------------------------
 
