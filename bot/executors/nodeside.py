@@ -154,11 +154,31 @@ def main(
 ) -> int:
     """Runs the commands and prints their result lines; 2 on a refused invocation."""
     stream = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="flannel-bot node", exit_on_error=False)
-    parser.add_argument("--host-pid", type=int, default=1)
-    parser.add_argument("--timeout", type=float, required=True)
-    parser.add_argument("--commands", required=True)
-    parser.add_argument("--output-cap", type=int, default=SshSettings().output_cap_bytes)
+    parser = argparse.ArgumentParser(
+        prog="flannel-bot node",
+        exit_on_error=False,
+        description="Run argv lists in a host's namespaces and print one JSON line per command, "
+        "then a done line: the entry point of the node-exec pods the bot creates with "
+        '[nodes] access = "pod". Not meant to be run by hand.',
+    )
+    parser.add_argument(
+        "--host-pid",
+        type=int,
+        default=1,
+        help="the process whose namespaces are the host's (default 1; FLANNEL_BOT_HOST_PID wins)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, required=True, help="seconds for all the commands together"
+    )
+    parser.add_argument(
+        "--commands", required=True, help='a JSON list of argv lists, e.g. [["ip", "-j", "route"]]'
+    )
+    parser.add_argument(
+        "--output-cap",
+        type=int,
+        default=SshSettings().output_cap_bytes,
+        help="bytes kept of each command's stdout and of its stderr",
+    )
     try:
         ns = parser.parse_args(list(args))
         commands = parse_commands(ns.commands)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [
     *("help", "diagnose", "runbooks", "plan", "run", "approve", "deny", "cancel", "status"),
-    *("audit", "doctor", "serve", "shell", "collect", "version"),
+    *("audit", "doctor", "serve", "shell", "collect", "version", "node"),
 ]
 CLASSIFIERS = {
     "Environment :: Console",
