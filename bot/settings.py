@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flannel_bot.errors import UnknownCluster, UserError
-from flannel_bot.executors.node_settings import DEFAULT_NAMESPACE, NodeSettings
+from flannel_bot.executors.node_settings import DEFAULT_NAMESPACE, SELF_IMAGE, NodeSettings
 from flannel_bot.executors.ssh_settings import SshSettings
 from flannel_bot.runs.policy import Policy, RunbookRule
 
@@ -403,8 +403,8 @@ def parse_nodes(
     raw: Mapping[str, Any], in_cluster: bool, sa_namespace: Path = SERVICE_ACCOUNT_NAMESPACE
 ) -> NodeSettings:
     """`[nodes]`: access "ssh" or "pod" (default "pod" in-cluster, else "ssh"), namespace
-    (default the in-cluster ServiceAccount's, else flannel-bot), image, parallel,
-    start_timeout."""
+    (default the in-cluster ServiceAccount's, else flannel-bot), image (default in-cluster
+    "self", the bot's own pod's), parallel, start_timeout."""
     known = set(NodeSettings.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -413,6 +413,8 @@ def parse_nodes(
         )
     values: dict[str, Any] = dict(raw)
     values.setdefault("access", "pod" if in_cluster else "ssh")
+    if in_cluster:
+        values.setdefault("image", SELF_IMAGE)
     if "namespace" not in values:
         namespace = DEFAULT_NAMESPACE
         if in_cluster:

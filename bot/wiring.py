@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn, cast
 
 from flannel_bot.errors import ExecutorError, KubeConfigError
+from flannel_bot.executors.node_settings import DEFAULT_IMAGE, SELF_IMAGE
 from flannel_bot.executors.snapshot import SnapshotCluster
 from flannel_bot.ports.clock import Clock, SystemClock
 from flannel_bot.ports.cluster import KubeExecutor
@@ -93,20 +96,48 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
     return kube, SshExecutor(cluster.ssh, resolve=node_address, on_error=on_error)
 
 
-def node_pods(kube: KubeClient, cluster: ClusterSettings) -> PodNodeExecutor:
+def node_pods(
+    kube: KubeClient, cluster: ClusterSettings, env: Mapping[str, str] = os.environ
+) -> PodNodeExecutor:
     """The pod transport for a cluster, its leftover pods deleted first. A cleanup the API
     refuses is logged, not fatal: each run's pods are deleted in any case, and diagnose shows
     the refusal on the nodes if creating pods is refused too."""
     from flannel_bot.executors.kube.nodepods import PodNodeExecutor
 
+    settings = cluster.nodes
+    if settings.image == SELF_IMAGE:
+        settings = dataclasses.replace(settings, image=own_image(kube, settings.namespace, env))
     pods = PodNodeExecutor(
-        kube, cluster.nodes, cluster.name, command_timeout=cluster.ssh.command_timeout
+        kube, settings, cluster.name, command_timeout=cluster.ssh.command_timeout
     )
     try:
         pods.cleanup_leftovers()
     except ExecutorError as exc:
         log.warning("cluster %s: could not delete leftover node-exec pods: %s", cluster.name, exc)
     return pods
+
+
+def own_image(kube: KubeClient, namespace: str, env: Mapping[str, str]) -> str:
+    """The image of the bot's own pod (`POD_NAME`, else the host name a pod is given), for
+    `[nodes] image = "self"`; the release's image where it cannot be read, with why."""
+    name = env.get("POD_NAME") or env.get("HOSTNAME", "")
+    try:
+        pod = kube.read_pod_raw(namespace, name) if name else {}
+    except ExecutorError as exc:
+        log.warning("[nodes] image: could not read this pod %s/%s: %s", namespace, name, exc)
+        pod = {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    images = [c.get("image") for c in containers if c.get("name") == "flannel-bot"]
+    image = images[0] if images else (containers[0].get("image") if containers else None)
+    if isinstance(image, str) and image:
+        return image
+    log.warning(
+        "[nodes] image: this bot's own image is unknown (no pod %s/%r); node-exec pods use %s",
+        namespace,
+        name,
+        DEFAULT_IMAGE,
+    )
+    return DEFAULT_IMAGE
 
 
 def count_ssh_error(kind: str, cluster: str = DEFAULT_CLUSTER) -> None:

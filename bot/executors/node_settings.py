@@ -19,6 +19,10 @@ from flannel_bot import __version__
 NodeAccess = Literal["ssh", "pod"]
 ACCESS: tuple[NodeAccess, ...] = ("ssh", "pod")
 DEFAULT_IMAGE = f"ghcr.io/flannel-bot/flannel-bot:{__version__}"
+# `image = "self"` (the in-cluster default): the image the bot's own pod runs, read from the API
+# when the executor is built, so a mirrored or pinned image (kustomize `images:`, a Helm tag)
+# reaches the node-exec pods without being written twice
+SELF_IMAGE = "self"
 DEFAULT_NAMESPACE = "flannel-bot"
 _DNS_LABEL = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 

@@ -6,6 +6,7 @@ the node's: here this test process (never PID 1), so the commands see the test's
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import threading
@@ -35,12 +36,12 @@ from flannel_bot.executors.kube.nodepods import (
     PodNodeExecutor,
     pod_labels,
 )
-from flannel_bot.executors.node_settings import NodeSettings
+from flannel_bot.executors.node_settings import DEFAULT_IMAGE, NodeSettings
 from flannel_bot.lab.apiserver import ApiServer, write_kubeconfig
 from flannel_bot.lab.kubelet import Kubelet, NodeRuntime
 from flannel_bot.ports.clock import SystemClock
 from flannel_bot.settings import load_settings
-from flannel_bot.wiring import build_executors
+from flannel_bot.wiring import build_executors, node_pods
 
 pytestmark = pytest.mark.integration
 
@@ -268,6 +269,38 @@ def test_cleanup_spares_the_pods_of_a_live_run_beside_it(server: ApiServer, tmp_
         running.kill()
         running.wait()
         server.delete("pods", "flannel-bot-node-w1-alive", NS)
+
+
+def test_image_self_is_the_image_the_bots_own_pod_runs(server: ApiServer, tmp_path: Path) -> None:
+    """A mirrored image (kustomize `images:`, a Helm tag) must reach the node-exec pods without
+    being written twice: in a cluster `[nodes] image` defaults to the bot's own pod's image."""
+    mirrored = "registry.example.net/mirror/flannel-bot:0.1.0-patched"
+    server.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "flannel-bot-5d9f7-x2x4q", "namespace": NS},
+            "spec": {
+                "nodeName": "w1",
+                "containers": [
+                    {"name": "sidecar", "image": "busybox"},
+                    {"name": "flannel-bot", "image": mirrored},
+                ],
+            },
+        }
+    )
+    try:
+        kube = client(server, tmp_path)
+        cluster = dataclasses.replace(
+            load_settings(None, env={}).cluster(),
+            nodes=NodeSettings(access="pod", namespace=NS, image="self"),
+        )
+        env = {"POD_NAME": "flannel-bot-5d9f7-x2x4q"}
+        assert node_pods(kube, cluster, env).settings.image == mirrored
+        # not in a pod the API knows: the release's image, with a warning
+        assert node_pods(kube, cluster, {"POD_NAME": "gone"}).settings.image == DEFAULT_IMAGE
+    finally:
+        server.delete("pods", "flannel-bot-5d9f7-x2x4q", NS)
 
 
 def test_diagnosis_shows_a_pod_that_could_not_start_as_the_nodes_evidence(

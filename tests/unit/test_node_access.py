@@ -122,7 +122,9 @@ def test_nodes_settings_default_by_where_the_bot_runs(tmp_path: Path) -> None:
     sa = tmp_path / "namespace"
     sa.write_text("bots\n")
     inside = parse_nodes({}, in_cluster=True, sa_namespace=sa)
-    assert (inside.access, inside.namespace, inside.image) == ("pod", "bots", DEFAULT_IMAGE)
+    # in a cluster the node-exec pods run the image the bot's own pod runs (read when built)
+    assert (inside.access, inside.namespace, inside.image) == ("pod", "bots", "self")
+    assert parse_nodes({}, in_cluster=False).image == DEFAULT_IMAGE
     assert parse_nodes({}, True, tmp_path / "missing").namespace == "flannel-bot"
 
 
