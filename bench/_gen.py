@@ -55,6 +55,43 @@ EXPECTED: dict[str, frozenset[str]] = {
     "subnet-env": frozenset({"subnet-env-missing"}),
     "forward-drop": frozenset({"forward-drop"}),
 }
+# what each fault shows without node probes (an API-only bundle): ip_forward and the FORWARD
+# policy only a node shows
+API_EXPECTED: dict[str, frozenset[str]] = {
+    "br-netfilter": frozenset({"br-netfilter-missing", "flannel-crashloop"}),
+    "subnet-env": frozenset({"subnet-env-missing"}),
+    "forward-drop": frozenset(),
+}
+
+
+def check(
+    findings: list[dict[str, Any]],
+    faults: dict[str, str],
+    expected: dict[str, frozenset[str]] = EXPECTED,
+) -> list[str]:
+    """What differs from the injected faults: a broken node missing an expected finding, or a
+    finding on a node (or none) that was not broken that way. A benchmark that finds nothing
+    measures nothing."""
+    by_node: dict[str, set[str]] = {}
+    problems = []
+    for f in findings:
+        if not f["nodes"]:
+            problems.append(f"unexpected cluster-wide finding {f['id']}")
+        for node in f["nodes"]:
+            by_node.setdefault(node, set()).add(f["id"])
+    for node, ids in sorted(by_node.items()):
+        extra = ids - expected.get(faults.get(node, ""), frozenset())
+        if extra:
+            problems.append(
+                f"unexpected on {node} ({faults.get(node, 'healthy')}): {sorted(extra)}"
+            )
+    for node, fault in sorted(faults.items()):
+        missing = expected[fault] - by_node.get(node, set())
+        if missing:
+            problems.append(f"{node} ({fault}): not found: {sorted(missing)}")
+    return problems
+
+
 # what a kubeadm node (no k3s) answers to the probes the fixture predates: (stdout, rc, stderr)
 ABSENT = {
     "kubelet-journal": ("-- No entries --\n", 0, ""),

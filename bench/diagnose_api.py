@@ -15,7 +15,7 @@ are side by side; a step of REV that runs past `--before-timeout` seconds is sto
 as more than that. Peak RSS is ru_maxrss of a wrapper process whose only child is the step.
 
 The findings must name exactly the broken nodes with what their fault shows from the API alone
-(EXPECTED_API), on this code and on REV's, or the run fails.
+(API_EXPECTED), on this code and on REV's, or the run fails.
 
 Usage: python bench/diagnose_api.py [--nodes 5000] [--pods 150000] [--before REV]
        [--before-timeout 600] [--keep DIR]
@@ -36,16 +36,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _gen import Dump, write_dump
+from _gen import API_EXPECTED, Dump, check, write_dump
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
-# what each fault shows without node probes: forward-drop (an iptables policy) shows nothing
-EXPECTED_API: dict[str, frozenset[str]] = {
-    "br-netfilter": frozenset({"br-netfilter-missing", "flannel-crashloop"}),
-    "subnet-env": frozenset({"subnet-env-missing"}),
-    "forward-drop": frozenset(),
-}
 
 
 def step_evidence(path: str) -> dict[str, Any]:
@@ -118,27 +112,6 @@ def run_step(
     if step == "command":
         report = {"seconds": usage["wall"], "findings": report["findings"]}
     return {**report, "maxrss_kb": usage["maxrss_kb"], "stopped": False}
-
-
-def check(findings: list[dict[str, Any]], faults: dict[str, str]) -> list[str]:
-    by_node: dict[str, set[str]] = {}
-    problems = []
-    for f in findings:
-        if not f["nodes"]:
-            problems.append(f"unexpected cluster-wide finding {f['id']}")
-        for node in f["nodes"]:
-            by_node.setdefault(node, set()).add(f["id"])
-    for node, ids in sorted(by_node.items()):
-        extra = ids - EXPECTED_API.get(faults.get(node, ""), frozenset())
-        if extra:
-            problems.append(
-                f"unexpected on {node} ({faults.get(node, 'healthy')}): {sorted(extra)}"
-            )
-    for node, fault in sorted(faults.items()):
-        missing = EXPECTED_API[fault] - by_node.get(node, set())
-        if missing:
-            problems.append(f"{node} ({fault}): not found: {sorted(missing)}")
-    return problems
 
 
 def worktree(rev: str, into: Path) -> Path:
@@ -232,9 +205,8 @@ def report(rows: list[tuple[Dump, dict[str, dict[str, dict[str, Any]]]]], sides:
                 print(f"  {what:28} {side:20} {label:40} {cell(r, key)} {rss:>9}")
             for step, r in (("evidence", ev), ("command", cmd)):
                 if not r["stopped"]:
-                    problems += [
-                        f"{what}, {side}, {step}: {p}" for p in check(r["findings"], dump.faults)
-                    ]
+                    wrong = check(r["findings"], dump.faults, API_EXPECTED)
+                    problems += [f"{what}, {side}, {step}: {p}" for p in wrong]
         now, *others = sides
         for other in others:
             a, b = measured[other]["command"], measured[now]["command"]

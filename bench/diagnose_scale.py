@@ -48,17 +48,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _gen import EXPECTED, Dump, write_dump
+from _gen import API_EXPECTED, EXPECTED, Dump, check, write_dump
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 MODES = ("before", "whole", "reduced", "command")
 # the findings of each fault that the API alone shows (flannel's log, the kubelet's events)
-API_EXPECTED = {
-    "br-netfilter": frozenset({"br-netfilter-missing", "flannel-crashloop"}),
-    "subnet-env": frozenset({"subnet-env-missing"}),
-    "forward-drop": frozenset(),
-}
 
 
 # -- the steps, each run in its own process -----------------------------------------------------
@@ -161,31 +156,6 @@ def checkout(rev: str, into: Path) -> Path:
     )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
-
-
-def check(findings: list[dict[str, Any]], faults: dict[str, str], probed: bool) -> list[str]:
-    """What differs from the injected faults: a broken node missing an expected finding, or a
-    finding on a node (or none) that was not broken that way. Without probes, what only a node
-    shows (ip_forward, the FORWARD policy) is not expected."""
-    expected = EXPECTED if probed else API_EXPECTED
-    by_node: dict[str, set[str]] = {}
-    problems = []
-    for f in findings:
-        if not f["nodes"]:
-            problems.append(f"unexpected cluster-wide finding {f['id']}")
-        for node in f["nodes"]:
-            by_node.setdefault(node, set()).add(f["id"])
-    for node, ids in sorted(by_node.items()):
-        extra = ids - expected.get(faults.get(node, ""), frozenset())
-        if extra:
-            problems.append(
-                f"unexpected on {node} ({faults.get(node, 'healthy')}): {sorted(extra)}"
-            )
-    for node, fault in sorted(faults.items()):
-        missing = expected[fault] - by_node.get(node, set())
-        if missing:
-            problems.append(f"{node} ({fault}): not found: {sorted(missing)}")
-    return problems
 
 
 def counts(findings: list[dict[str, Any]]) -> Counter[str]:
@@ -325,7 +295,8 @@ def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | N
                 f"  {step:8} found "
                 + ", ".join(f"{i} {n}" for i, n in sorted(counts(found).items()))
             )
-            expected = check(found, dump.faults, probed=label == "all probed")
+            wanted = EXPECTED if label == "all probed" else API_EXPECTED
+            expected = check(found, dump.faults, wanted)
             problems += [f"{dump.nodes} nodes ({label}), {step}: {p}" for p in expected]
     if problems:
         print("\nFAILED: the findings do not match the injected faults:")
