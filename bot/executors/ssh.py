@@ -26,6 +26,7 @@ so a step whose command can hang should bound it on the node, e.g. argv `["timeo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import shlex
@@ -163,7 +164,10 @@ class _Watchdog:
             if self._state != "running":
                 return
             self._state = "fired"
-        self._chan.close()
+        # the connection may have died under the command already: closing its channel then
+        # raises in this timer thread, with nobody to tell; the command's reader sees the end
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self._chan.close()
 
     def stop(self) -> bool:
         """Returns True if the command finished before the watchdog fired."""
