@@ -174,3 +174,52 @@ def test_a_peer_table_not_read_is_unknown_not_missing() -> None:
     ev = healthy()
     del ev.probes["w2"]["fdb"]
     assert "vxlan-peer-missing" not in {f.id for f in diagnose(ev)}
+
+
+W2 = '"dst":"10.244.2.0","dev":"flannel.1","lladdr":"0a:fb:00:02:00:01","state":["PERMANENT"]'
+W3 = '"dst":"10.244.3.0","dev":"flannel.1","lladdr":"0a:fb:00:03:00:01","state":["PERMANENT"]'
+W4 = '"dst":"10.244.4.0","dev":"flannel.1","lladdr":"0a:fb:00:04:00:01","state":["PERMANENT"]'
+GATEWAY = '"dst":"172.31.248.1","dev":"eth0","lladdr":"52:54:00:00:00:01","state":["REACHABLE"]'
+
+
+def neighbours(*entries: str) -> ProbeOutput:
+    return ProbeOutput(0, "[" + ",".join("{" + e + "}" for e in entries) + "]\n")
+
+
+@pytest.mark.parametrize(
+    ("table", "quick"),
+    [
+        (neighbours(W2, W3, W4), True),
+        (neighbours(W3, W4), True),  # w2's entry is missing
+        (neighbours(), False),
+        (neighbours(GATEWAY, W2, W4), True),  # an entry of eth0, kept in its place
+        (neighbours(W2, W3, W4, GATEWAY, GATEWAY), False),  # the same entry twice
+        (neighbours(W2.replace("0a:fb:00:02", "0a:fb:00:02:99"), W3, W4), True),  # stale MAC
+        (neighbours(W2.replace("0a:fb", "0A:FB"), W3, W4), False),  # a wanted key, other text
+        (neighbours(W2, W3, W4 + ',"m":{"a":1}'), False),  # an entry of its own shape
+        (neighbours(W2, W3, '"dst":"a},{b"', W4), False),  # "},{" inside a value
+        (ProbeOutput(0, "[{" + W2 + "},{" + W3 + "},{" + W4 + " }]"), False),  # a space
+    ],
+)
+def test_a_table_reduced_by_its_texts_alone_is_reduced_as_entry_by_entry(
+    table: ProbeOutput, quick: bool
+) -> None:
+    """Once a node's tables are read, the next node's usual entries are recognised by set
+    operations on their texts: the result is the one the entry-by-entry reduction gives."""
+    wanted = PeersWanted(
+        neighbours={
+            ("10.244.2.0", "0a:fb:00:02:00:01"): "w2",
+            ("10.244.3.0", "0a:fb:00:03:00:01"): "w3",
+            ("10.244.4.0", "0a:fb:00:04:00:01"): "w4",
+            ("10.244.5.0", "0a:fb:00:05:00:01"): "w5",  # in no table: missing from every one
+        }
+    )
+    warm = PeerTableReducer(wanted)
+    assert warm.reduce("ip-neigh", neighbours(W2, W3, W4)) is not None and warm.quick == 0
+    by_texts = warm.reduce("ip-neigh", table)
+    by_entries = PeerTableReducer(wanted).reduce("ip-neigh", table)
+    assert by_texts is not None and by_entries is not None
+    assert warm.quick == int(quick)
+    assert by_texts.out == by_entries.out
+    assert (by_texts.entries, by_texts.missing) == (by_entries.entries, by_entries.missing)
+    assert ("10.244.5.0", "0a:fb:00:05:00:01") in by_texts.missing

@@ -18,6 +18,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,12 @@ class BundleFiles:
     def __init__(self, root: Path, budget: Budget) -> None:
         self.root = root
         self.budget = budget
+        # the directory of the last file opened, kept open: a node's probe files are read one
+        # after another from the same directory, and walking to it for each was most of their
+        # cost (a descriptor opened by the same walk, so the same checks hold for it)
+        self._parent: tuple[str, int] | None = None
+        self._parent_lock = threading.Lock()
+        self._closer = weakref.finalize(self, _close_parent, self.__dict__)
 
     # -- directories ----------------------------------------------------------------------------
 
@@ -183,18 +191,16 @@ class BundleFiles:
         """Regular file `rel`; None if absent. lstat first: a link, FIFO, device or socket is
         refused without being opened."""
         folder, _, name = rel.rpartition("/")
-        parent = self._open_dir(folder)
-        if parent is None:
-            return None
-        try:
+        with self._parent_lock:
+            parent = self._parent_of(folder)
+            if parent is None:
+                return None
             found = _lstat(parent, name)
             if found is None:
                 return None
             if not stat.S_ISREG(found.st_mode):
                 raise _refused(rel, found.st_mode)
             fd = _open_at(rel, name, parent, _FILE)
-        finally:
-            os.close(parent)
         try:
             opened = os.fstat(fd)
             if not stat.S_ISREG(opened.st_mode):
@@ -204,6 +210,17 @@ class BundleFiles:
         except BaseException:
             os.close(fd)
             raise
+        return fd
+
+    def _parent_of(self, folder: str) -> int | None:
+        """Directory `folder`, from the one kept open when it is the same (under the lock)."""
+        kept = self._parent
+        if kept is not None and kept[0] == folder:
+            return kept[1]
+        fd = self._open_dir(folder)
+        if kept is not None:
+            os.close(kept[1])
+        self._parent = None if fd is None else (folder, fd)
         return fd
 
     @staticmethod
@@ -223,6 +240,12 @@ class BundleFiles:
         if found is None or stat.S_ISREG(found.st_mode):
             return None
         raise _refused(rel, found.st_mode, "it" if here == rel else here)
+
+
+def _close_parent(state: dict[str, object]) -> None:
+    kept = state.get("_parent")
+    if isinstance(kept, tuple):
+        os.close(kept[1])
 
 
 def _lstat(fd: int, name: str) -> os.stat_result | None:
