@@ -128,6 +128,7 @@ class PeerTableReducer:
         # of these texts stands for as many distinct wanted keys), and that text's key
         self._usual: dict[str, set[str]] = {pid: set() for pid in TABLES}
         self._usual_key: dict[str, dict[str, Any]] = {pid: {} for pid in TABLES}
+        self._taken: dict[str, set[Any]] = {pid: set() for pid in TABLES}  # their keys
         self.quick = 0  # tables reduced by set operations on their texts alone
 
     def reduce(self, probe_id: str, out: ProbeOutput) -> PeerTable | None:
@@ -189,22 +190,39 @@ class PeerTableReducer:
         return PeerTable(table, len(texts), frozenset(missing))
 
     def _all_unwanted(self, probe_id: str, texts: set[str]) -> bool:
-        """Whether each text is a whole entry (an object of its own) whose key is no wanted
-        one; parsed once, as `_keys` would."""
-        memo, key, wanted = self._memo[probe_id], KEYS[probe_id], self._wanted_sets[probe_id]
-        for text in texts:
+        """Whether each text is a whole entry (an object of its own) whose key is either no
+        wanted one, or a wanted one no usual text stands for yet (it then becomes that key's
+        usual text, and leaves `texts`)."""
+        usual = self._usual[probe_id]
+        for text in list(texts):
             if not _plain(text):
                 return False
-            if text not in memo:
-                try:
-                    value = json.loads("{" + text + "}")
-                except ValueError:
-                    return False
-                memo[text] = key(value) if isinstance(value, dict) else _NOT_AN_ENTRY
-            found = memo[text]
-            if found is _NOT_AN_ENTRY or found in wanted:
+            found = self._key_of(probe_id, text)
+            if found is _NOT_AN_ENTRY:
                 return False
+            if text in usual:
+                texts.discard(text)
+            elif found in self._wanted_sets[probe_id]:
+                return False  # a second text for a wanted key: entry by entry
         return True
+
+    def _key_of(self, probe_id: str, text: str) -> Any:
+        """The key of an entry's text (parsed once), or _NOT_AN_ENTRY; the first plain text
+        of each wanted key becomes its usual text."""
+        memo = self._memo[probe_id]
+        if text in memo:
+            return memo[text]
+        try:
+            value = json.loads("{" + text + "}")
+        except ValueError:
+            value = None
+        memo[text] = found = KEYS[probe_id](value) if isinstance(value, dict) else _NOT_AN_ENTRY
+        taken = self._taken[probe_id]
+        if found in self._wanted_sets[probe_id] and found not in taken and _plain(text):
+            self._usual[probe_id].add(text)
+            self._usual_key[probe_id][text] = found
+            taken.add(found)
+        return found
 
     def _keys(self, probe_id: str, fragments: list[str]) -> set[Any] | None:
         """The keys of a table's entries; None when one is not a JSON object."""
@@ -217,24 +235,9 @@ class PeerTableReducer:
             pass
         else:
             return None if _NOT_AN_ENTRY in keys else keys
-        unknown = set(fragments).difference(memo)
-        key = KEYS[probe_id]
-        wanted, usual, usual_key = (
-            self._wanted_sets[probe_id],
-            self._usual[probe_id],
-            self._usual_key[probe_id],
-        )
-        taken = set(usual_key.values())
-        for fragment in unknown:
-            try:
-                value = json.loads("{" + fragment + "}")
-            except ValueError:
+        for fragment in set(fragments).difference(memo):
+            if self._key_of(probe_id, fragment) is _NOT_AN_ENTRY:
                 return None
-            memo[fragment] = found = key(value) if isinstance(value, dict) else _NOT_AN_ENTRY
-            if found in wanted and found not in taken and _plain(fragment):
-                usual.add(fragment)
-                usual_key[fragment] = found
-                taken.add(found)
         keys = set(map(memo.__getitem__, fragments))
         return None if _NOT_AN_ENTRY in keys else keys
 

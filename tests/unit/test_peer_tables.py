@@ -223,3 +223,23 @@ def test_a_table_reduced_by_its_texts_alone_is_reduced_as_entry_by_entry(
     assert by_texts.out == by_entries.out
     assert (by_texts.entries, by_texts.missing) == (by_entries.entries, by_entries.missing)
     assert ("10.244.5.0", "0a:fb:00:05:00:01") in by_texts.missing
+
+
+def test_a_peer_first_seen_on_the_second_node_is_recognised_from_the_third() -> None:
+    """The first node lacks its own entries, which every other node has: they are learnt from
+    the second node's table, not parsed again on every node after it."""
+    wanted = PeersWanted(
+        neighbours={
+            ("10.244.2.0", "0a:fb:00:02:00:01"): "w2",
+            ("10.244.3.0", "0a:fb:00:03:00:01"): "w3",
+            ("10.244.4.0", "0a:fb:00:04:00:01"): "w4",
+        }
+    )
+    reducer = PeerTableReducer(wanted)
+    tables = [neighbours(W3, W4), neighbours(W2, W4), neighbours(W2, W3, GATEWAY)]
+    reduced = [reducer.reduce("ip-neigh", t) for t in tables]
+    fresh = [PeerTableReducer(wanted).reduce("ip-neigh", t) for t in tables]
+    assert reducer.quick == 2
+    assert [(r.out, r.entries, r.missing) for r in reduced if r] == [
+        (r.out, r.entries, r.missing) for r in fresh if r
+    ]
