@@ -158,13 +158,16 @@ def collect_bundle(settings: Settings, args: Sequence[str]) -> int:
     from flannel_bot.executors.bundle import write_bundle
     from flannel_bot.executors.kube import KubeClient
     from flannel_bot.ports.clock import SystemClock
-    from flannel_bot.wiring import build_executors
+    from flannel_bot.wiring import build_executors, write_peer_facts
 
     kube, nodes = build_executors(cluster, SystemClock())
     if not isinstance(kube, KubeClient):
         raise UserError("collect needs a live cluster (kubeconfig or in-cluster)")
     path = write_bundle(kube, nodes, target, only=only)
+    reduced = write_peer_facts(path) if nodes is not None else 0
     print(f"wrote a support bundle to {path}; read it with: flannel-bot diagnose --dump {path}")
+    if reduced:
+        print(f"with the VXLAN peer tables of {reduced} node(s) reduced (peer-tables.json)")
     return 0
 
 

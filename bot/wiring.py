@@ -160,6 +160,42 @@ def evidence_from_bundle(
     return collect(reader, reader, only, deep=deep)
 
 
+def write_peer_facts(path: Path | str) -> int:
+    """Reduce each probed node's VXLAN peer tables in a support bundle and write the result
+    beside them (`probes/<node>/peer-tables.json`), so that reading the bundle need not parse
+    tables that grow with the square of the cluster; returns how many nodes got one. Nothing is
+    written for another backend, or for a node whose tables are missing or not `ip -j` JSON."""
+    from flannel_bot.diagnosis.collect import collect_api, peer_reducer
+    from flannel_bot.diagnosis.peer_tables import TABLES, facts_document, wanted_digest
+    from flannel_bot.executors.bundle import BundleReader
+    from flannel_bot.executors.bundle import write_peer_facts as write_one
+    from flannel_bot.ports.probes import PROBES, ProbeOutput
+
+    reader = BundleReader(path, cache_probes=False)
+    reducer = peer_reducer(collect_api(reader, ()))
+    if reducer is None:
+        return 0
+    digest = wanted_digest(reducer.wanted)
+    argvs = [list(p.argv) for p in PROBES if p.id in TABLES]
+    ids = [p.id for p in PROBES if p.id in TABLES]
+    written = 0
+    commands = {n.name: argvs for n in reader.list_nodes()}
+    for node, outcome in reader.run_each(commands):
+        if isinstance(outcome, Exception):
+            continue
+        tables = {}
+        for probe_id, result in zip(ids, outcome, strict=True):
+            out = ProbeOutput(result.exit_code, result.stdout, result.stderr)
+            table = reducer.reduce(probe_id, out) if result.exit_code != 127 else None
+            if table is None:
+                break
+            tables[probe_id] = (table, len(result.stdout.encode("utf-8")))
+        else:
+            write_one(path, node, facts_document(digest, tables))
+            written += 1
+    return written
+
+
 class NoCluster:
     """Stands in for a cluster's executors in a command that reads only the runbooks and the
     audit log (help, runbooks, status, audit): none is built, so none need be configured.

@@ -13,10 +13,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flannel_bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
-from flannel_bot.diagnosis.peer_tables import TABLES, PeerTableReducer
+from flannel_bot.diagnosis.peer_tables import (
+    TABLES,
+    PeerTableReducer,
+    table_from_facts,
+    wanted_digest,
+)
 from flannel_bot.errors import BotError, ExecutorError
 from flannel_bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
-from flannel_bot.ports.nodes import NodeExecutor
+from flannel_bot.ports.nodes import NodeExecutor, ReducedResult
 from flannel_bot.ports.probes import PROBES, ProbeOutput
 
 LOG_TAIL = 300
@@ -133,8 +138,12 @@ def probe_nodes(
     commands = {n: [list(p.argv) for p in PROBES] for n in names}
     run_each = getattr(nodes, "run_each", None)
     run_many = getattr(nodes, "run_many", None)
+    reducer = peer_reducer(ev) if reduce_tables else None
     results: Iterable[tuple[str, object]]
-    if callable(run_each):
+    if callable(run_each) and reducer is not None and callable(getattr(nodes, "peer_facts", None)):
+        # a support bundle may hold each node's tables reduced where it was written
+        results = run_each(commands, timeout, facts=wanted_digest(reducer.wanted))
+    elif callable(run_each):
         results = run_each(commands, timeout)
     elif callable(run_many):
         results = _draining(run_many(commands, timeout))
@@ -143,7 +152,6 @@ def probe_nodes(
             results = zip(
                 names, pool.map(lambda n: _sequential(nodes, n, timeout), names), strict=True
             )
-    reducer = _reducer(ev) if reduce_tables else None
     for node, outcome in results:
         if isinstance(outcome, Exception):
             ev.unreachable[node] = str(outcome)
@@ -153,12 +161,24 @@ def probe_nodes(
             probe.id: ProbeOutput(r.exit_code, r.stdout, r.stderr)
             for probe, r in zip(PROBES, outcome, strict=False)
         }
+        recorded = {
+            probe.id: r
+            for probe, r in zip(PROBES, outcome, strict=False)
+            if isinstance(r, ReducedResult)
+        }
         del outcome
         if reducer is not None:
             reduced = {}
             for probe_id in TABLES:
                 out = outputs.get(probe_id)
-                table = None if out is None else reducer.reduce(probe_id, out)
+                table = None
+                if probe_id in recorded:
+                    table = table_from_facts(probe_id, recorded[probe_id], reducer.wanted)
+                    if table is None:  # not this cluster's keys: the table itself, then
+                        out = _reread(nodes, node, probe_id, timeout)
+                        outputs[probe_id] = out
+                if table is None and out is not None:
+                    table = reducer.reduce(probe_id, out)
                 if table is not None:
                     outputs[probe_id] = table.out
                     reduced[probe_id] = table
@@ -169,7 +189,17 @@ def probe_nodes(
     ev.probes = {n: ev.probes[n] for n in [*names, *ev.probes] if n in ev.probes}
 
 
-def _reducer(ev: Evidence) -> PeerTableReducer | None:
+def _reread(nodes: NodeExecutor, node: str, probe_id: str, timeout: float) -> ProbeOutput:
+    """A probe's output read again as it is (a recorded reduction that did not hold)."""
+    argv = next(p.argv for p in PROBES if p.id == probe_id)
+    try:
+        r = nodes.run(node, argv, timeout)
+    except BotError as exc:
+        return ProbeOutput(127, "", str(exc))
+    return ProbeOutput(r.exit_code, r.stdout, r.stderr)
+
+
+def peer_reducer(ev: Evidence) -> PeerTableReducer | None:
     """A reducer of the peer tables for a VXLAN cluster on flannel.1 (the only tables that
     grow with the square of the nodes); None for other backends, whose rules read the tables
     whole."""

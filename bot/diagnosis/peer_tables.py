@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import ipaddress
 import json
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flannel_bot.ports.cluster import NodeInfo
+from flannel_bot.ports.nodes import ReducedResult
 from flannel_bot.ports.probes import ProbeOutput
 
 BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
@@ -282,6 +284,68 @@ def _fragments(text: str) -> list[str] | None:
         return [first[2:-2]]
     fragments[0], fragments[-1] = first[2:], last[:-2]
     return fragments
+
+
+# -- a node's reduced tables as a support bundle carries them (probes/<node>/peer-tables.json) ----
+
+FACTS_VERSION = 1
+
+
+def wanted_digest(wanted: PeersWanted) -> str:
+    """A digest of the wanted entries of every table: reduced tables are read back only against
+    the same wanted set they were reduced with."""
+    canon = json.dumps(
+        [
+            sorted(wanted.routes),
+            sorted(list(k) for k in wanted.neighbours),
+            sorted(list(k) for k in wanted.fdb),
+        ],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def facts_document(digest: str, tables: Mapping[str, tuple[PeerTable, int]]) -> dict[str, Any]:
+    """What `peer-tables.json` holds for one node: per table (reduced, bytes of its .txt file)
+    the count of entries, the wanted keys it lacked and the entries it kept, for the wanted set
+    of `digest`."""
+    return {
+        "version": FACTS_VERSION,
+        "wanted": digest,
+        "tables": {
+            probe_id: {
+                "bytes": size,
+                "exit": table.out.exit_code,
+                "stderr": table.out.stderr,
+                "entries": table.entries,
+                "missing": sorted(
+                    (list(k) if isinstance(k, tuple) else k for k in table.missing), key=str
+                ),
+                "kept": table.out.stdout,
+            }
+            for probe_id, (table, size) in tables.items()
+        },
+    }
+
+
+def table_from_facts(probe_id: str, result: ReducedResult, wanted: PeersWanted) -> PeerTable | None:
+    """The reduced table a bundle recorded, or None when its missing keys are not wanted ones
+    of this cluster (the caller then reads the table itself)."""
+    want = wanted.of(probe_id)
+    missing: set[Any] = set()
+    for key in result.missing:
+        found = tuple(key) if isinstance(key, list) else key
+        try:
+            if found not in want:
+                return None
+        except TypeError:  # a list inside: no key of ours
+            return None
+        missing.add(found)
+    kept = result.stdout if result.stdout.lstrip().startswith("[") else None
+    if kept is None or result.entries < 0:
+        return None
+    out = ProbeOutput(result.exit_code, kept, result.stderr)
+    return PeerTable(out, result.entries, frozenset(missing))
 
 
 # -- what rules ask of a reduced table ----------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,17 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class ReducedResult(CommandResult):
+    """A VXLAN peer table as a support bundle's `peer-tables.json` records it, reduced where it
+    was collected: `stdout` holds only the entries that are not wanted ones, `entries` how many
+    the table held, `missing` the wanted keys (JSON values) it lacked. Given only to a caller
+    that asked for the facts of one wanted set (`BundleReader.run_each(..., facts=...)`)."""
+
+    entries: int = 0
+    missing: tuple[Any, ...] = ()
 
 
 def checked_argv(argv: Sequence[str]) -> tuple[str, ...]:

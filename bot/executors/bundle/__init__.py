@@ -80,7 +80,7 @@ probe outputs of every node (or of `only`).
 from flannel_bot.executors.bundle.layout import LOG_LINES, NAMESPACED_LISTS
 from flannel_bot.executors.bundle.limits import Limits
 from flannel_bot.executors.bundle.read import BundleReader
-from flannel_bot.executors.bundle.write import write_bundle
+from flannel_bot.executors.bundle.write import write_bundle, write_peer_facts
 
 __all__ = [
     "LOG_LINES",
@@ -88,4 +88,5 @@ __all__ = [
     "BundleReader",
     "Limits",
     "write_bundle",
+    "write_peer_facts",
 ]

@@ -142,6 +142,19 @@ class BundleFiles:
                 raise BundleFileRefused(rel, "it grew while it was read")
             return data
 
+    def size(self, rel: str) -> int | None:
+        """The size of regular file `rel` (lstat: nothing is opened); None if absent. A link
+        or special file is refused as `read` refuses it."""
+        folder, _, name = rel.rpartition("/")
+        with self._parent_lock:
+            parent = self._parent_of(folder)
+            found = None if parent is None else _lstat(parent, name)
+        if found is None:
+            return None
+        if not stat.S_ISREG(found.st_mode):
+            raise _refused(rel, found.st_mode)
+        return found.st_size
+
     def read_tail(self, rel: str, limit: int) -> Tail | None:
         """The file's last `limit` bytes (all of it when smaller)."""
         with self.budget.timed(rel):

@@ -14,6 +14,9 @@ Json = dict[str, Any]
 
 PROBES_DIR = "probes"
 UNREACHABLE = "UNREACHABLE"
+# a node's VXLAN peer tables reduced where the bundle was written (see bot.diagnosis.peer_tables)
+PEER_FACTS = "peer-tables.json"
+PEER_FACTS_VERSION = 1
 ERRORS = "errors.txt"
 RBAC = "rbac.json"
 # kubectl cluster-info dump's files per namespace: file stem -> API resource

@@ -16,6 +16,7 @@ it proves nothing.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import threading
@@ -40,6 +41,8 @@ from flannel_bot.executors.bundle.layout import (
     FLANNEL_NAMESPACES,
     LOST,
     LOST_NODES,
+    PEER_FACTS,
+    PEER_FACTS_VERSION,
     PROBES_DIR,
     RBAC,
     SAFE_NAME,
@@ -67,10 +70,12 @@ from flannel_bot.ports.cluster import (
     RbacRule,
     ServiceInfo,
 )
-from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.nodes import CommandResult, ReducedResult
 from flannel_bot.ports.probes import PROBES, Probe
 
 _BY_ARGV: Mapping[tuple[str, ...], Probe] = {p.argv: p for p in PROBES}
+# the tables a `peer-tables.json` may stand for
+_BY_ID: Mapping[str, Probe] = {p.id: p for p in PROBES if p.id in ("ip-route", "ip-neigh", "fdb")}
 _START = re.compile(
     r"^==== START logs for container (?P<container>\S+) "
     r"of pod (?P<ns>[^/\s]+)/(?P<pod>\S+) ====\n?",
@@ -714,20 +719,93 @@ class BundleReader:
         return dict(self.run_each(commands, timeout))
 
     def run_each(
-        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+        self,
+        commands: Mapping[str, Sequence[Sequence[str]]],
+        timeout: float | None = None,
+        facts: str | None = None,
     ) -> Iterator[tuple[str, list[CommandResult] | Exception]]:
         """`run_many` one node at a time: a node's files are read only when the caller takes
-        it, so a caller that reduces each node's answers never holds every node's at once."""
+        it, so a caller that reduces each node's answers never holds every node's at once.
+
+        `facts`: the digest of the wanted peer entries the caller reduces against. A node whose
+        `peer-tables.json` was reduced against that same set, and whose tables are absent or
+        still the size it records, answers those probes with `ReducedResult`s and its tables
+        are not read at all (see `peer_facts`)."""
         for node, argvs in commands.items():
             if not self._has_probes(node):
                 continue
+            reduced = self.peer_facts(node, facts) if facts else {}
             try:
                 outcome: list[CommandResult] | Exception = [
-                    self.run(node, argv, timeout or 0.0) for argv in argvs
+                    reduced.get(tuple(argv)) or self.run(node, argv, timeout or 0.0)
+                    for argv in argvs
                 ]
             except BotError as exc:
                 outcome = exc
             yield node, outcome
+
+    def peer_facts(self, node: str, digest: str) -> dict[tuple[str, ...], ReducedResult]:
+        """The node's reduced peer tables from `probes/<node>/peer-tables.json`, by probe argv;
+        empty when there is no such file, and when it was reduced against another wanted set or
+        a table beside it is not the one it was reduced from (then the tables are read, and a
+        gap says why the file was not used)."""
+        where = self._node_dir(node)
+        if where is None:
+            return {}
+        rel = f"{where}/{PEER_FACTS}"
+        lost = "the node's peer tables were read instead"
+        text = self._whole(rel, self.limits.output_bytes, "probe output", lost, keep=False)
+        if not isinstance(text, str):
+            return {}
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            self._gap(f"{rel} is not valid JSON ({exc}): {lost}")
+            return {}
+        why, found = self._facts_of(where, doc, digest)
+        if why:
+            self._gap(f"{rel} was not used ({why}): {lost}")
+            return {}
+        return found
+
+    def _facts_of(
+        self, where: str, doc: object, digest: str
+    ) -> tuple[str, dict[tuple[str, ...], ReducedResult]]:
+        """(why the document cannot be used, or "", its results by argv)."""
+        if not isinstance(doc, dict) or doc.get("version") != PEER_FACTS_VERSION:
+            return f"not a version {PEER_FACTS_VERSION} document", {}
+        if doc.get("wanted") != digest:
+            return "it was reduced against other Node annotations than nodes.json holds", {}
+        tables = doc.get("tables")
+        if not isinstance(tables, dict):
+            return "it holds no tables", {}
+        node = where.rsplit("/", 1)[1]
+        found: dict[tuple[str, ...], ReducedResult] = {}
+        for probe_id, table in tables.items():
+            probe = _BY_ID.get(probe_id)
+            if probe is None or not isinstance(table, dict):
+                return f"{probe_id!r} is not one of its tables", {}
+            numbers = [type(table.get(k)) is int for k in ("bytes", "exit", "entries")]
+            texts = [isinstance(table.get(k), str) for k in ("stderr", "kept")]
+            missing = table.get("missing")
+            if not (all(numbers) and all(texts) and isinstance(missing, list)):
+                return f"its {probe_id} table is not in the expected form", {}
+            try:
+                size = self._files.size(f"{where}/{probe.id}.txt")
+            except (BundleFileRefused, OSError):  # read as a table, refused there
+                return f"{probe.id}.txt is not a regular file", {}
+            if size is not None and size != table["bytes"]:
+                return f"{probe.id}.txt is not the table it was reduced from", {}
+            found[probe.argv] = ReducedResult(
+                node,
+                probe.argv,
+                table["exit"],
+                table["kept"],
+                table["stderr"],
+                entries=table["entries"],
+                missing=tuple(missing),
+            )
+        return "", found
 
     def _node_dir(self, node: str) -> str | None:
         return f"{PROBES_DIR}/{node}" if SAFE_NAME.fullmatch(node) else None

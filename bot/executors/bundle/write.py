@@ -24,6 +24,7 @@ from flannel_bot.executors.bundle.layout import (
     FLANNEL_NAMESPACES,
     LOG_LINES,
     NAMESPACED_LISTS,
+    PEER_FACTS,
     PROBES_DIR,
     RBAC,
     READ_LISTS,
@@ -127,6 +128,14 @@ def write_bundle(
     if out.errors:
         out.text(ERRORS, "".join(" ".join(line.split()) + "\n" for line in out.errors))
     return root
+
+
+def write_peer_facts(root: Path | str, node: str, document: Json) -> None:
+    """Write one node's reduced peer tables (`peer_tables.facts_document`) beside its probe
+    outputs, masked as every file of a bundle is."""
+    if not SAFE_NAME.fullmatch(node):
+        raise UserError(f"{node!r} is not usable as a file name")
+    _Writer(Path(root)).json(f"{PROBES_DIR}/{node}/{PEER_FACTS}", document)
 
 
 def _list_or_none(
