@@ -14,7 +14,12 @@ standard decoder with a Python hook per object; orjson parses about as fast but 
 document, which would build every item before any could be counted. JSON msgspec refuses but
 the standard decoder reads (NaN, a lone surrogate escape), and every corrupt file, are decoded
 again by the standard decoder, item by item as before, so what is read and each error's text
-are unchanged.
+are unchanged. A file given as bytes is decoded from them when it is valid UTF-8 (no decoded
+copy of the text); msgspec refuses the rest, which is read as text with bad bytes replaced.
+
+Why `typed`: a caller that wants its own records (pods.json -> PodInfo) passes a msgspec typed
+decode of one item, which skips the fields it does not need at C speed; an item it refuses is
+decoded as JSON as before, so the caller reads it its usual way.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _STRING = re.compile(rb'"[^"]*"')
 _SIGN = bytes.maketrans(b'[{]}"', b"\x01\x01\xff\xff\x00")  # read as signed bytes: +1, -1, 0
 _TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+class _List(msgspec.Struct, gc=False):
+    items: list[msgspec.Raw] | None = None
+
+
+_LIST = msgspec.json.Decoder(_List)  # the items found in one pass; other keys skipped
 _RAWS = msgspec.json.Decoder(list[msgspec.Raw])
 _ANY = msgspec.json.Decoder()
 
@@ -60,20 +72,57 @@ def nesting(data: bytes) -> int:
 
 
 def decode_items(
-    text: str, limit: int, tick: Callable[[], None] = lambda: None, every: int = 1000
+    text: str | bytes,
+    limit: int,
+    tick: Callable[[], None] = lambda: None,
+    every: int = 1000,
+    typed: Callable[[msgspec.Raw], Any] | None = None,
 ) -> Listed | None:
     """The `items` of a JSON object, at most `limit` of them; None when the text is JSON but
     not an object with an `items` array. Raises ValueError (json.JSONDecodeError) for text that
     is not JSON, up to where it stopped reading. `tick` is called every `every` items (a
-    deadline check may raise from it)."""
+    deadline check may raise from it). Bytes are read as UTF-8, undecodable bytes replaced.
+
+    `typed`: a faster reading of one item's JSON (a msgspec typed decode), returning None for an
+    item it does not take; such items, and every item when the file is not read by msgspec, are
+    decoded as JSON (dicts, lists, ...), so the caller gets its own type or the JSON value."""
+    if isinstance(text, bytes):
+        # valid UTF-8 is read without a decoded copy of the text; msgspec refuses the rest, which
+        # is read as text with the bad bytes replaced
+        try:
+            return _fast_items(text, limit, tick, every, typed)
+        except msgspec.DecodeError:
+            text = text.decode("utf-8", errors="replace")
     try:
-        return _fast_items(text, limit, tick, every)
+        return _fast_items(text, limit, tick, every, typed)
     except msgspec.DecodeError:
         return _stdlib_items(text, limit, tick, every)
 
 
-def _fast_items(text: str, limit: int, tick: Callable[[], None], every: int) -> Listed | None:
+def _fast_items(
+    text: str | bytes,
+    limit: int,
+    tick: Callable[[], None],
+    every: int,
+    typed: Callable[[msgspec.Raw], Any] | None,
+) -> Listed | None:
     """`decode_items` with msgspec; raises msgspec.DecodeError for what it does not read."""
+    try:
+        raws = _LIST.decode(text).items
+    except msgspec.ValidationError:  # not an object, or `items` is not an array
+        raws = _top_items(text)
+    if raws is None:
+        return None
+    items: list[Any] = []
+    for value in raws[:limit] if len(raws) > limit else raws:
+        item = typed(value) if typed is not None else None
+        items.append(_ANY.decode(value) if item is None else item)
+        if len(items) % every == 0:
+            tick()
+    return Listed(items, len(raws) <= limit)
+
+
+def _top_items(text: str | bytes) -> list[msgspec.Raw] | None:
     try:
         top = _TOP.decode(text)
     except msgspec.ValidationError:  # JSON, but an array or a scalar
@@ -83,16 +132,9 @@ def _fast_items(text: str, limit: int, tick: Callable[[], None], every: int) -> 
     if raw is None:
         return None
     try:
-        raws = _RAWS.decode(raw)
+        return _RAWS.decode(raw)
     except msgspec.ValidationError:  # `items` is not an array
         return None
-    del top, raw
-    items: list[Any] = []
-    for value in raws[:limit] if len(raws) > limit else raws:
-        items.append(_ANY.decode(value))
-        if len(items) % every == 0:
-            tick()
-    return Listed(items, len(raws) <= limit)
 
 
 def _stdlib_items(text: str, limit: int, tick: Callable[[], None], every: int) -> Listed | None:

@@ -16,15 +16,19 @@ it proves nothing.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from flannel_bot.errors import (
     BotError,
@@ -60,6 +64,7 @@ from flannel_bot.executors.kube import (
     parse_pod,
     parse_service,
 )
+from flannel_bot.executors.kube.pod_json import PodDecoder
 from flannel_bot.ports.cluster import (
     ConfigMapInfo,
     DaemonSetInfo,
@@ -84,6 +89,7 @@ _START = re.compile(
 _LOG_ERROR = re.compile(r"^(?:Create log request error|Request log error): (?P<why>.*)\n?\Z", re.S)
 T = TypeVar("T")
 ERRORS_SHOWN = 100  # lines of errors.txt that become gaps; the rest are counted
+_NOT_OBJECTS = (list, str, int, float, type(None))  # the JSON values a list item must not be
 
 
 class _Refused:
@@ -294,12 +300,20 @@ class BundleReader:
         return items
 
     def _load_items(
-        self, rel: str, lost: str, namespace: str | None, key: tuple[str, str]
-    ) -> list[Json] | None:
+        self,
+        rel: str,
+        lost: str,
+        namespace: str | None,
+        key: tuple[str, str],
+        typed: Callable[[msgspec.Raw], object | None] | None = None,
+    ) -> list[Any] | None:
+        """The items of a list file (`_items`); `typed` reads an item faster into its own type
+        where it can (see `decode_items`): those items are kept as it made them, the others are
+        the JSON objects."""
         self._unread.add(key)  # until it is read whole
         budget = self._files.budget
         try:
-            with budget.timed(rel):
+            with budget.timed(rel), _collection_paused():
                 data = self._files.read(rel, self.limits.list_bytes, "list file")
                 if data is None:
                     self._list_gap(rel, f"{rel} is missing: {lost}")
@@ -311,11 +325,9 @@ class BundleReader:
                         f"its JSON nests {depth:,} levels deep, over the {self.limits.depth} "
                         f"read (a Kubernetes list nests about 15)",
                     )
-                text = _decode(data)
-                del data  # the text is all that is needed now: hold one copy, not two
                 kind = key[1]
                 left = budget.objects_left(kind)
-                listed = decode_items(text, left, lambda: budget.check_time(rel))
+                listed = decode_items(data, left, lambda: budget.check_time(rel), typed=typed)
                 if listed is not None and not listed.complete and left == 0:
                     raise BundleFileRefused(
                         rel,
@@ -344,13 +356,13 @@ class BundleReader:
                 f"{rel} was cut after its first {len(listed.items):,} items (the bundle's "
                 f"limit is {self.limits.objects:,} {key[1]} in all): the rest were not checked"
             )
-        items = [item for item in listed.items if isinstance(item, dict)]
+        items = [item for item in listed.items if not isinstance(item, _NOT_OBJECTS)]
         if len(items) != len(listed.items):
             skipped = len(listed.items) - len(items)
             self._gap(f"{rel}: {skipped} item(s) are not JSON objects and were skipped")
         if namespace is not None:  # hand-made files may leave the namespace to the directory
             for item in items:
-                meta = item.get("metadata")
+                meta = item.get("metadata") if isinstance(item, dict) else None
                 if isinstance(meta, dict) and not meta.get("namespace"):
                     meta["namespace"] = namespace
         return items
@@ -390,11 +402,20 @@ class BundleReader:
         return self._each_namespace("pods", namespace, "pods", self._pod_items)
 
     def _pod_items(self, rel: str, lost: str, namespace: str | None, kind: str) -> list[PodInfo]:
+        """A pods.json as PodInfo: each pod decoded straight into one where it has the usual
+        shape (pod_json.py), the others read as JSON by `parse_pod`."""
         with self._lock:
             if rel not in self._pods:
-                self._pods[rel] = [parse_pod(p) for p in self._items(rel, lost, namespace, kind)]
-                if self._lists.get(rel) is not None:
-                    self._lists[rel] = []  # read (not None), its JSON no longer held
+                if rel in self._lists:
+                    items: list[Any] | None = self._lists[rel]
+                else:
+                    key = (namespace or "", kind)
+                    typed = PodDecoder(namespace).decode
+                    items = self._load_items(rel, lost, namespace, key, typed)
+                self._pods[rel] = [
+                    p if isinstance(p, PodInfo) else parse_pod(p) for p in items or ()
+                ]
+                self._lists[rel] = None if items is None else []  # its JSON no longer held
             return self._pods[rel]
 
     def _each_namespace(
@@ -890,6 +911,22 @@ class BundleReader:
         return selectors.fields_match(
             selector, lambda key: field_value(obj, key), where=f"bundle {self.path}: "
         )
+
+
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while one list file is decoded: the decode makes
+    tens of thousands of objects and no cycles, and each full collection that their number
+    would start walks every object of the process (0.5 s each at 150,000 pods, several per
+    file). Reference counting frees garbage as before; a collection pending runs after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _decode(data: bytes) -> str:
