@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from flannel_bot.ports.probes import (
     ADDRESSES as ADDRESSES_PROBE,
 )
@@ -32,6 +34,7 @@ from flannel_bot.ports.probes import (
 )
 
 T = TypeVar("T")
+_JSON = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,13 @@ def _json_list(out: ProbeOutput) -> list[dict[str, Any]]:
     """The objects of an `ip -j`/`bridge -j` array; [] when the command failed or printed junk."""
     if not out.ok:
         return []
-    try:
-        value = json.loads(out.stdout or "[]")
-    except ValueError:
-        return []
+    try:  # msgspec first, several times faster; the standard decoder for what it refuses
+        value = _JSON.decode(out.stdout or "[]")
+    except msgspec.DecodeError:
+        try:
+            value = json.loads(out.stdout or "[]")
+        except ValueError:
+            return []
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
@@ -269,11 +275,12 @@ def parse_reservations(out: ProbeOutput) -> dict[str, str]:
 
 
 def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
+    """Dotted quad with each part 0-255 and no leading zero (what IPv4Address accepts), told
+    without an exception per file: a node holds one reservation per pod."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        p.isdigit() and p.isascii() and int(p) <= 255 and (p == "0" or p[0] != "0") for p in parts
+    )
 
 
 def reserved_address(path: str) -> str:
