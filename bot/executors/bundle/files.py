@@ -27,6 +27,8 @@ from flannel_bot.errors import BundleFileRefused
 from flannel_bot.executors.bundle.limits import Budget, size
 
 CHUNK = 1 << 20
+LISTED = 4096  # entries of a directory listed at once; a larger one is looked up file by file
+_ABSENT, _OTHER = -1, -2
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -75,6 +77,7 @@ class BundleFiles:
         # after another from the same directory, and walking to it for each was most of their
         # cost (a descriptor opened by the same walk, so the same checks hold for it)
         self._parent: tuple[str, int] | None = None
+        self._listing: tuple[str, dict[str, int] | None] | None = None
         self._parent_lock = threading.Lock()
         self._closer = weakref.finalize(self, _close_parent, self.__dict__)
 
@@ -124,6 +127,8 @@ class BundleFiles:
     def read(self, rel: str, limit: int, what: str) -> bytes | None:
         """The whole file; refused if it is larger than `limit` (`what` names the kind of file
         in the refusal) or than what the budget has left."""
+        if self._listed_absent(rel):  # most of a node's .exit and .err files: nothing to time
+            return None
         with self.budget.timed(rel):
             fd = self._open_file(rel)
             if fd is None:
@@ -208,17 +213,23 @@ class BundleFiles:
             parent = self._parent_of(folder)
             if parent is None:
                 return None
-            found = _lstat(parent, name)
-            if found is None:
+            listing = self._listed(folder, parent)
+            inode = None if listing is None else listing.get(name, _ABSENT)
+            if inode == _ABSENT:  # not in the directory when it was listed
                 return None
-            if not stat.S_ISREG(found.st_mode):
-                raise _refused(rel, found.st_mode)
+            if inode is None or inode == _OTHER:  # not listed, or not a regular file there
+                found = _lstat(parent, name)
+                if found is None:
+                    return None
+                if not stat.S_ISREG(found.st_mode):
+                    raise _refused(rel, found.st_mode)
+                inode = found.st_ino
             fd = _open_at(rel, name, parent, _FILE)
         try:
             opened = os.fstat(fd)
             if not stat.S_ISREG(opened.st_mode):
                 raise _refused(rel, opened.st_mode)
-            if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino):
+            if opened.st_ino != inode:
                 raise BundleFileRefused(rel, "it was replaced while it was opened")
         except BaseException:
             os.close(fd)
@@ -234,7 +245,37 @@ class BundleFiles:
         if kept is not None:
             os.close(kept[1])
         self._parent = None if fd is None else (folder, fd)
+        self._listing = None
         return fd
+
+    def _listed_absent(self, rel: str) -> bool:
+        """Whether `rel` is absent from its directory as listed (False when not known)."""
+        folder, _, name = rel.rpartition("/")
+        with self._parent_lock:
+            kept, listing = self._parent, self._listing
+            if kept is None or kept[0] != folder or listing is None or listing[0] != folder:
+                return False
+            return listing[1] is not None and name not in listing[1]
+
+    def _listed(self, folder: str, fd: int) -> dict[str, int] | None:
+        """The entries of the directory kept open, listed once with one read of it: name ->
+        inode for a regular file, _OTHER for anything else. A file absent from it needs no
+        call of its own (a node's probe directory lacks most .exit and .err files). None for a
+        directory of more than LISTED entries: each file is then looked up as it is asked for."""
+        if self._listing is not None and self._listing[0] == folder:
+            return self._listing[1]
+        names: dict[str, int] = {}
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if len(names) == LISTED:
+                    break
+                regular = entry.is_file(follow_symlinks=False)
+                names[entry.name] = entry.inode() if regular else _OTHER
+            else:
+                self._listing = (folder, names)
+                return names
+        self._listing = (folder, None)
+        return None
 
     @staticmethod
     def _enter(fd: int, name: str, rel: str, here: str) -> int | None:
