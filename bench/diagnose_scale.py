@@ -10,11 +10,16 @@ a fresh process, so its peak memory is its own:
             neighbour and FDB tables held whole until every rule has run (the path before)
   reduced   evidence_from_bundle(DIR) + diagnose() (what `diagnose --dump` runs): node by node,
             each node's peer tables reduced to what differs from the peers it should know
+  facts     the same, after `write_peer_facts(DIR)` (what `flannel-bot collect` runs once the
+            probes are written; its time is printed apart) put each node's reduced tables in
+            probes/<node>/peer-tables.json: the tables themselves are then not read
   before    `--before REV`: evidence_from_bundle + diagnose() of that commit (a `git archive` of
             it on PYTHONPATH), at sizes up to --before-max nodes (its vtep-mac-mismatch check
             grows with nodes cubed: 88 s at 500 nodes, hours at 2,000)
-  command   `--command`: `flannel-bot diagnose --dump DIR --json`, the whole process (with the
-            reader's default limits: past 4 GiB of bundle, about 3,500 nodes, it reads no more)
+  command   `--command`: `flannel-bot diagnose --dump DIR --json`, the whole process, with the
+            reader's default limits, on the bundle with peer-tables.json (without them, past
+            4 GiB of bundle, about 3,500 nodes, it would read no more; with them the tables
+            are not read, and the 5,000-node bundle is read whole)
 
 `--api-only N`: also a bundle of N nodes without probes/ (`diagnose --dump` of a cluster without
 node access), diagnosed the reduced way.
@@ -52,7 +57,7 @@ from _gen import API_EXPECTED, EXPECTED, Dump, check, write_dump
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
-MODES = ("before", "whole", "reduced", "command")
+MODES = ("before", "whole", "reduced", "facts", "command")
 # the findings of each fault that the API alone shows (flannel's log, the kubelet's events)
 
 
@@ -93,6 +98,17 @@ def step_diagnose(path: str, mode: str) -> dict[str, Any]:
         "gaps": ev.gaps,
         "findings": [{"id": f.id, "nodes": list(f.nodes)} for f in findings],
     }
+
+
+def write_facts(path: Path) -> tuple[float, int]:
+    """`write_peer_facts` (what `flannel-bot collect` runs after writing the probes) on the
+    bundle, in a process of its own: (seconds, nodes written)."""
+    code = "import sys; from flannel_bot.wiring import write_peer_facts as w; print(w(sys.argv[1]))"
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    return time.perf_counter() - start, int(done.stdout.strip())
 
 
 def measure(out: Path, cmd: list[str]) -> None:
@@ -212,10 +228,15 @@ def main() -> None:
                 steps.remove("whole")
             if probes and before is not None and nodes <= args.before_max:
                 steps.insert(0, "before")
+            if probes:
+                steps.append("facts")
             if args.command:
                 steps.append("command")
             measured = {}
             for step in steps:
+                if step == "facts":  # the tables reduced where the bundle is written
+                    took, written = write_facts(dump.path)
+                    print(f"  peer-tables.json written for {written} nodes in {took:.1f} s")
                 measured[step] = run_step(step, dump.path, work, before)
                 print(
                     f"  {step:8} {measured[step]['seconds']:8.2f} s "
@@ -243,7 +264,8 @@ def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | N
         "before": f"before ({rev})" if rev else "before",
         "whole": "tables whole",
         "reduced": "reduced, streamed",
-        "command": "CLI (reduced)",
+        "facts": "peer-tables.json",
+        "command": "CLI (peer-tables.json)",
     }
     shown = [m for m in MODES if any(m in r for _, _, r in runs)]
     width = 32
