@@ -15,12 +15,13 @@ import pytest
 
 from flannel_bot.diagnosis.collect import collect
 from flannel_bot.diagnosis.evidence import Evidence, ProbeOutput
+from flannel_bot.diagnosis.rules import diagnose
 from flannel_bot.executors.bundle import write_bundle
 from flannel_bot.executors.kube import KubeClient, KubeSettings
 from flannel_bot.executors.ssh import SshExecutor
 from flannel_bot.lab import faults
 from flannel_bot.lab.lab import Lab
-from flannel_bot.wiring import evidence_from_bundle
+from flannel_bot.wiring import evidence_from_bundle, write_peer_facts
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +141,30 @@ def test_round_trip_with_br_netfilter_missing_on_w2(
     assert sysctl is not None and sysctl.exit_code != 0
     healthy = read.probe("w1", "bridge-nf-call-iptables")
     assert healthy is not None and healthy.ok
+
+
+def test_the_lab_bundles_reduced_tables_read_as_its_tables(
+    kube: KubeClient, ssh: SshExecutor, tmp_path: Path
+) -> None:
+    """What `flannel-bot collect` adds after writing the probes: each node's VXLAN peer tables
+    reduced in probes/<node>/peer-tables.json, read back as the tables themselves read."""
+    settle(kube, ssh)
+    path = write_bundle(kube, ssh, tmp_path / "bundle")
+    read = evidence_from_bundle(path)
+    assert read.peer_tables, "the lab is a VXLAN cluster: its tables are reduced when read"
+    assert write_peer_facts(path) == 3
+    for node in ("w1", "w2", "w3"):
+        assert (path / "probes" / node / "peer-tables.json").is_file()
+        for table in ("ip-route", "ip-neigh", "fdb"):
+            (path / "probes" / node / f"{table}.txt").unlink()  # not needed any more
+    again = evidence_from_bundle(path)
+    assert again.gaps == read.gaps == []
+    assert again.probes == read.probes
+    assert {
+        n: {p: (t.out, t.entries, t.missing) for p, t in tables.items()}
+        for n, tables in again.peer_tables.items()
+    } == {
+        n: {p: (t.out, t.entries, t.missing) for p, t in tables.items()}
+        for n, tables in read.peer_tables.items()
+    }
+    assert diagnose(again) == diagnose(read)
