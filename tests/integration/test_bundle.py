@@ -612,6 +612,7 @@ def test_the_layout_is_documented_in_the_module_and_the_readme() -> None:
         "probes/<node>/<id>.err",
         "probes/<node>/<id>.exit",
         "probes/<node>/UNREACHABLE",
+        "probes/<node>/peer-tables.json",
         "errors.txt",
     ]
     for name in names:

@@ -66,6 +66,14 @@ id from `bot.ports.probes.PROBES`):
                                   Lost: that node-side check (sysctls, subnet.env, CNI config,
                                   routes, iptables, ...); a missing `probes/` loses all of them.
     probes/<node>/UNREACHABLE     the node did not answer; the text says why.
+    probes/<node>/peer-tables.json
+                                  written by `flannel-bot collect` (`wiring.write_peer_facts`)
+                                  on a VXLAN cluster: the node's ip-route, ip-neigh and fdb tables
+                                  reduced against the peers of nodes.json (`peer_tables`). Used
+                                  instead of those tables, which are then not read, only when
+                                  reduced against the same peers and each table beside it is
+                                  absent or still the size it records.
+                                  Lost: nothing (the tables are read).
     errors.txt                    written by `write_bundle`: what it could not collect and why,
                                   one line each; every line becomes a gap.
 
