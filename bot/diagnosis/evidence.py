@@ -61,6 +61,8 @@ OTHER_CNIS = {
     "antrea": ("antrea",),
     "kube-ovn": ("kube-ovn-cni",),
 }
+# the first plugin in OTHER_CNIS that a pod's app label names
+_CNI_OF_APP = {app: cni for cni, apps in reversed(OTHER_CNIS.items()) for app in apps}
 _EMPTY = ProbeOutput(0, "")
 
 
@@ -272,12 +274,19 @@ class Evidence:
 
     def other_cni(self) -> str:
         """The network plugin this cluster runs instead of flannel, when its pods show one."""
-        for pod in self.pods:
-            app = pod.labels.get("k8s-app") or pod.labels.get("app") or pod.labels.get("name", "")
-            for cni, marks in OTHER_CNIS.items():
-                if app in marks:
-                    return cni
-        return ""
+        # several rules ask: one pass over the pods, kept while `pods` is the same list
+        cached = self.__dict__.get("_other_cni")
+        if cached is None or cached[0] is not self.pods or cached[1] != len(self.pods):
+            cni = ""
+            for pod in self.pods:
+                labels = pod.labels
+                app = labels.get("k8s-app") or labels.get("app") or labels.get("name", "")
+                if app in _CNI_OF_APP:
+                    cni = _CNI_OF_APP[app]
+                    break
+            cached = self.__dict__["_other_cni"] = (self.pods, len(self.pods), cni)
+        found: str = cached[2]
+        return found
 
     def probed(self) -> list[str]:
         """The nodes whose probes answered, in name order."""

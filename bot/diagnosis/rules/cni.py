@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -229,7 +230,25 @@ def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str
             yield info.name, outside, subnet, read_from
 
 
+# an IPv4 address as ipaddress reads it: four decimal octets, 0-255, no leading zeros
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
 def _in_network(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """`in_cidr` with the network parsed once per node, not once per pod; a plain IPv4
+    address is compared as a number (ipaddress's parse was most of the rule's time at
+    150,000 pods), anything else read by ipaddress."""
+    if network.version == 4 and _DOTTED.fullmatch(address):
+        a, b, c, d = address.split(".")
+        number = int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
+        return number & int(network.netmask) == int(network.network_address)
+    return _parsed_in_network(address, network)
+
+
+def _parsed_in_network(
+    address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> bool:
     """`in_cidr` with the network parsed once per node, not once per pod."""
     try:
         if "/" in address:
