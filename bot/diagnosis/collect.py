@@ -81,7 +81,7 @@ def collect_api(
 def _read_logs(kube: ClusterReader, ev: Evidence, log_lines: int) -> None:
     """The last `log_lines` of every flannel and kube-proxy container, healthy-looking or not
     (an older flanneld retries without exiting: Running, with the cause in its log), and the
-    previous container's where one restarted; eight reads at a time."""
+    previous container's where one restarted; eight reads at a time from a live cluster."""
     wanted = [
         (pod, c, previous)
         for pod in [*ev.flannel_pods(), *ev.kube_proxy_pods(), *ev.dns_pods()]
@@ -97,10 +97,18 @@ def _read_logs(kube: ClusterReader, ev: Evidence, log_lines: int) -> None:
         except ExecutorError:
             return key, ""  # no previous container, or the log is gone: nothing to quote
 
-    with ThreadPoolExecutor(8) as pool:
-        for key, text in pool.map(read, wanted):
+    def keep(results: Iterable[tuple[tuple[str, str, str, bool], str]]) -> None:
+        for key, text in results:
             if text:
                 ev.logs[key] = text
+
+    if isinstance(kube, Recording):
+        # a record's logs are local files: threads only contend for the interpreter (10,000
+        # logs at 5,000 nodes: 1.4 s in eight threads, 0.5 s in one)
+        keep(map(read, wanted))
+        return
+    with ThreadPoolExecutor(8) as pool:
+        keep(pool.map(read, wanted))
 
 
 def _log_containers(pod: PodInfo) -> list[tuple[str, bool]]:
