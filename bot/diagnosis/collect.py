@@ -9,11 +9,12 @@ looks healthy or not; a previous container's log only where one restarted.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flannel_bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
 from flannel_bot.diagnosis.peer_tables import (
+    TABLE_ARGVS,
     TABLES,
     PeerTableReducer,
     table_from_facts,
@@ -21,7 +22,7 @@ from flannel_bot.diagnosis.peer_tables import (
 )
 from flannel_bot.errors import BotError, ExecutorError
 from flannel_bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
-from flannel_bot.ports.nodes import NodeExecutor, ReducedResult
+from flannel_bot.ports.nodes import DigestResult, NodeExecutor, ReducedResult
 from flannel_bot.ports.probes import PROBES, ProbeOutput
 
 LOG_TAIL = 300
@@ -151,6 +152,9 @@ def probe_nodes(
     if callable(run_each) and reducer is not None and callable(getattr(nodes, "peer_facts", None)):
         # a support bundle may hold each node's tables reduced where it was written
         results = run_each(commands, timeout, facts=wanted_digest(reducer.wanted))
+    elif callable(run_each) and reducer is not None and getattr(nodes, "digests_tables", False):
+        # the node side digests its tables: only a node whose digest differs sends them
+        results = run_each(commands, timeout, digest=TABLE_ARGVS)
     elif callable(run_each):
         results = run_each(commands, timeout)
     elif callable(run_many):
@@ -160,6 +164,7 @@ def probe_nodes(
             results = zip(
                 names, pool.map(lambda n: _sequential(nodes, n, timeout), names), strict=True
             )
+    again: dict[str, list[str]] = {}  # node -> tables whose digest did not hold
     for node, outcome in results:
         if isinstance(outcome, Exception):
             ev.unreachable[node] = str(outcome)
@@ -172,7 +177,7 @@ def probe_nodes(
         recorded = {
             probe.id: r
             for probe, r in zip(PROBES, outcome, strict=False)
-            if isinstance(r, ReducedResult)
+            if isinstance(r, ReducedResult | DigestResult)
         }
         del outcome
         if reducer is not None:
@@ -180,8 +185,17 @@ def probe_nodes(
             for probe_id in TABLES:
                 out = outputs.get(probe_id)
                 table = None
-                if probe_id in recorded:
-                    table = table_from_facts(probe_id, recorded[probe_id], reducer.wanted)
+                digest = recorded.get(probe_id)
+                if isinstance(digest, DigestResult):
+                    table = reducer.from_digest(probe_id, node, digest)
+                    if table is None:  # not what the peers' annotations say: fetch it whole
+                        again.setdefault(node, []).append(probe_id)
+                        del outputs[probe_id]
+                        continue
+                elif probe_id in recorded:
+                    facts = recorded[probe_id]
+                    assert isinstance(facts, ReducedResult)
+                    table = table_from_facts(probe_id, facts, reducer.wanted)
                     if table is None:  # not this cluster's keys: the table itself, then
                         out = _reread(nodes, node, probe_id, timeout)
                         outputs[probe_id] = out
@@ -193,8 +207,38 @@ def probe_nodes(
             if reduced:
                 ev.peer_tables[node] = reduced
         ev.probes[node] = outputs
+    if again and reducer is not None and callable(run_each):
+        _fetch_whole(run_each, again, ev, reducer, timeout)
     # in the order asked (a fan-out gives them in the order nodes answered)
     ev.probes = {n: ev.probes[n] for n in [*names, *ev.probes] if n in ev.probes}
+
+
+def _fetch_whole(
+    run_each: Callable[..., Iterable[tuple[str, object]]],
+    again: Mapping[str, Sequence[str]],
+    ev: Evidence,
+    reducer: PeerTableReducer,
+    timeout: float,
+) -> None:
+    """The tables whose digest differed, fetched whole from their nodes (one more round, for
+    those nodes only) and reduced entry by entry."""
+    argv_of = {p.id: list(p.argv) for p in PROBES}
+    commands = {node: [argv_of[i] for i in ids] for node, ids in again.items()}
+    for node, outcome in run_each(commands, timeout):
+        ids = again[node]
+        if isinstance(outcome, Exception) or not isinstance(outcome, Sequence):
+            ev.gaps.append(
+                f"{node}'s {', '.join(ids)} table(s) are not what its peers' annotations say, "
+                f"and could not be read whole ({outcome}): its VXLAN entries were not checked"
+            )
+            continue
+        for probe_id, r in zip(ids, outcome, strict=False):
+            out = ProbeOutput(r.exit_code, r.stdout, r.stderr)
+            table = reducer.reduce(probe_id, out)
+            if table is not None:
+                out = table.out
+                ev.peer_tables.setdefault(node, {})[probe_id] = table
+            ev.probes[node][probe_id] = out
 
 
 def _reread(nodes: NodeExecutor, node: str, probe_id: str, timeout: float) -> ProbeOutput:

@@ -24,18 +24,21 @@ import functools
 import hashlib
 import ipaddress
 import json
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flannel_bot.ports import peer_digest
 from flannel_bot.ports.cluster import NodeInfo
-from flannel_bot.ports.nodes import ReducedResult
-from flannel_bot.ports.probes import ProbeOutput
+from flannel_bot.ports.nodes import DigestResult, ReducedResult
+from flannel_bot.ports.probes import PROBES, ProbeOutput
 
 BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 DEVICE = "flannel.1"
 TABLES = ("ip-route", "ip-neigh", "fdb")
+# each table's probe argv -> its id (what a node side that digests tables is asked for)
+TABLE_ARGVS: Mapping[tuple[str, ...], str] = {p.argv: p.id for p in PROBES if p.id in TABLES}
 # distinct entry texts remembered across nodes; past this the memo starts afresh (a cluster
 # whose entries all differ gains nothing from it, and memory stays bounded)
 MEMO_LIMIT = 200_000
@@ -89,32 +92,8 @@ class PeerTable:
     missing: frozenset[Any]
 
 
-# -- the keys: what each table's parser in node_facts reads from an entry ------------------------
-
-
-def _route_key(entry: Mapping[str, Any]) -> Hashable | None:
-    # only a route as flanneld adds it (no scope, protocol or type: those would make it a
-    # connected or local route to other rules) is a wanted one
-    if str(entry.get("dev") or "") != DEVICE:
-        return None
-    if entry.get("scope") or entry.get("protocol") or entry.get("type"):
-        return None
-    return str(entry.get("dst") or "")
-
-
-def _neighbour_key(entry: Mapping[str, Any]) -> Hashable | None:
-    return (str(entry.get("dst")), str(entry.get("lladdr", "")).lower())
-
-
-def _fdb_key(entry: Mapping[str, Any]) -> Hashable | None:
-    return (str(entry.get("mac", "")).lower(), str(entry.get("dst", "")))
-
-
-KEYS: dict[str, Callable[[Mapping[str, Any]], Hashable | None]] = {
-    "ip-route": _route_key,
-    "ip-neigh": _neighbour_key,
-    "fdb": _fdb_key,
-}
+# the keys, what each table's parser in node_facts reads from an entry (shared with the node side)
+KEYS = peer_digest.KEYS
 _NOT_AN_ENTRY = object()
 
 
@@ -132,6 +111,7 @@ class PeerTableReducer:
         self._usual_key: dict[str, dict[str, Any]] = {pid: {} for pid in TABLES}
         self._taken: dict[str, set[Any]] = {pid: set() for pid in TABLES}  # their keys
         self.quick = 0  # tables reduced by set operations on their texts alone
+        self._sums: dict[str, _Sums] = {}
 
     def reduce(self, probe_id: str, out: ProbeOutput) -> PeerTable | None:
         """The reduced table, or None when the output is not one this can reduce losslessly (a
@@ -158,6 +138,21 @@ class PeerTableReducer:
             kept = [f for f in fragments if memo[f] in unwanted]
             stdout = "[" + ",".join("{" + f + "}" for f in kept) + "]\n"
         return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(fragments), missing)
+
+    def from_digest(self, probe_id: str, node: str, result: DigestResult) -> PeerTable | None:
+        """The reduced table of a node that sent its table's digest: when the node holds
+        exactly the wanted entries of every peer but itself (count and digest agree), its own
+        are what it lacks and the entries it sent are the rest; else None (fetch the table)."""
+        wanted = self.wanted.of(probe_id)
+        sums = self._sums.get(probe_id)
+        if sums is None:
+            sums = self._sums[probe_id] = _Sums.of(wanted)
+        own = sums.own.get(node, ())
+        expected = (sums.total - sum(peer_digest.key_hash(k) for k in own)) % peer_digest.MODULUS
+        if (result.count, result.digest) != (len(wanted) - len(own), expected):
+            return None
+        out = ProbeOutput(result.exit_code, result.stdout, result.stderr)
+        return PeerTable(out, result.entries, frozenset(own))
 
     def _usual_only(self, probe_id: str, out: ProbeOutput) -> PeerTable | None:
         """The reduction of a table every entry of which is a usual text (the one seen first
@@ -255,6 +250,24 @@ class PeerTableReducer:
         missing = frozenset(want.keys() - set(keys))
         stdout = json.dumps(kept, separators=(",", ":")) + "\n"
         return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(entries), missing)
+
+
+@dataclass(frozen=True)
+class _Sums:
+    """A table's wanted keys as digests see them: the sum of their hashes, and each peer's own
+    keys (a node holds no entry for itself)."""
+
+    total: int
+    own: Mapping[str, tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, wanted: Mapping[Any, str]) -> _Sums:
+        own: dict[str, list[Any]] = {}
+        total = 0
+        for key, peer in wanted.items():
+            total = (total + peer_digest.key_hash(key)) % peer_digest.MODULUS
+            own.setdefault(peer, []).append(key)
+        return cls(total, {peer: tuple(keys) for peer, keys in own.items()})
 
 
 def _plain(fragment: str) -> bool:

@@ -31,11 +31,14 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any, TextIO
 
 from flannel_bot.executors.ssh_settings import SshSettings
+from flannel_bot.ports.peer_digest import KEYS, digest_table
 
 HOST_PID_ENV = "FLANNEL_BOT_HOST_PID"
 NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid")
 TIMEOUT_EXIT = 124  # what coreutils' `timeout` exits with
 _CHUNK = 65536
+# a table digested on the node is read up to this, whatever --output-cap says (it is not sent)
+DIGEST_CAP = 64 * 1024 * 1024
 
 
 class CommandsRefused(ValueError):
@@ -62,6 +65,39 @@ def parse_commands(text: str) -> list[list[str]]:
             raise CommandsRefused(f"command {i}: argv words cannot contain NUL bytes")
         out.append(argv)
     return out
+
+
+def parse_digests(text: str, commands: int) -> dict[int, str]:
+    """`--digest`: command index -> the peer table (`peer_digest.KEYS`) it prints."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandsRefused(f"--digest is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CommandsRefused("--digest must be a JSON object of command index -> table id")
+    out = {}
+    for index, table in value.items():
+        if not (isinstance(index, str) and index.isdigit() and int(index) < commands):
+            raise CommandsRefused(f"--digest: {index!r} is not the index of a command")
+        if table not in KEYS:
+            raise CommandsRefused(f"--digest: {table!r} is not one of {', '.join(KEYS)}")
+        out[int(index)] = str(table)
+    return out
+
+
+def digested(line: dict[str, Any], table: str, cap: int) -> dict[str, Any]:
+    """A result line with its table replaced by the table's digest; as it was (capped) when
+    the command failed or did not print a JSON table."""
+    summary = None
+    if line["exit_code"] == 0 and not line["truncated"]:
+        summary = digest_table(table, line["stdout"])
+    if summary is None or len(summary.others.encode()) > cap:
+        data = line["stdout"].encode()
+        if len(data) > cap:
+            line["stdout"] = data[:cap].decode("utf-8", errors="replace")
+            line["truncated"] = True
+        return line
+    return {**line, "stdout": summary.others, "peer_digest": summary.as_json()}
 
 
 def nsenter_argv(host_pid: int, argv: Sequence[str]) -> list[str]:
@@ -179,9 +215,16 @@ def main(
         default=SshSettings().output_cap_bytes,
         help="bytes kept of each command's stdout and of its stderr",
     )
+    parser.add_argument(
+        "--digest",
+        default="{}",
+        help='a JSON object of command index -> VXLAN peer table id ({"2": "ip-route"}): that '
+        "command's table is printed as its digest (bot.ports.peer_digest), not whole",
+    )
     try:
         ns = parser.parse_args(list(args))
         commands = parse_commands(ns.commands)
+        digests = parse_digests(ns.digest, len(commands))
         host_pid = host_pid_of(ns.host_pid, os.environ if env is None else env)
         if not ns.timeout > 0:
             raise CommandsRefused(f"--timeout must be positive, got {ns.timeout}")
@@ -192,8 +235,13 @@ def main(
         return 2
     deadline = time.monotonic() + ns.timeout
     ran = 0
-    for argv in commands:
-        line = run_one(argv, host_pid, deadline - time.monotonic(), ns.output_cap)
+    for i, argv in enumerate(commands):
+        table = digests.get(i)
+        # a digested table is not sent, so it is not capped as what is sent is
+        cap = max(ns.output_cap, DIGEST_CAP) if table else ns.output_cap
+        line = run_one(argv, host_pid, deadline - time.monotonic(), cap)
+        if table:
+            line = digested(line, table, ns.output_cap)
         ran += 1
         print(json.dumps(line), file=stream, flush=True)
         if line.get("timed_out"):

@@ -37,6 +37,18 @@ class ReducedResult(CommandResult):
     missing: tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True)
+class DigestResult(CommandResult):
+    """A VXLAN peer table as the node side digested it (`ports.peer_digest`): `stdout` holds
+    only the entries without a peer's key; `entries` how many the table held, `count` how many
+    had a key, `digest` the sum of those keys' hashes. Given only to a caller that asked for
+    digests (`run_each(..., digest=...)` of an executor with `digests_tables`)."""
+
+    entries: int = 0
+    count: int = 0
+    digest: int = 0
+
+
 def checked_argv(argv: Sequence[str]) -> tuple[str, ...]:
     """Refuses a command string where argv words are expected (splitting is the caller's call),
     for every node transport alike."""

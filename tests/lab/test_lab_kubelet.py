@@ -14,13 +14,18 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from flannel_bot.diagnosis.collect import collect_api, peer_reducer
+from flannel_bot.diagnosis.peer_tables import TABLE_ARGVS
 from flannel_bot.errors import NodePodRefused
+from flannel_bot.executors.kube.nodepods import PodNodeExecutor
 from flannel_bot.executors.ssh import SshExecutor
 from flannel_bot.lab.lab import BOT_NAMESPACE, Lab
 from flannel_bot.ports.clock import SystemClock
+from flannel_bot.ports.nodes import DigestResult
+from flannel_bot.ports.probes import ProbeOutput
 from flannel_bot.settings import load_settings
 from flannel_bot.wiring import build_executors
-from tests.lab.conftest import bot_config
+from tests.lab.conftest import bot_config, node_exec_pods
 from tests.polling import poll
 
 pytestmark = pytest.mark.integration
@@ -279,3 +284,34 @@ def test_a_namespace_enforcing_pod_security_refuses_the_pod_at_create(
         assert core.list_namespaced_pod(namespace).items == []
     finally:
         core.delete_namespace(namespace)
+
+
+def test_node_pods_send_their_peer_tables_as_digests_that_hold(
+    flannel_lab: Lab, tmp_path: Path
+) -> None:
+    """On the healthy lab, each node's route, neighbour and FDB tables come back from its pod
+    as digests (not the tables), each what the peers' Node annotations say, and reduced to the
+    same as the whole tables read over SSH."""
+    settings = load_settings(bot_config(flannel_lab, "pod", tmp_path), env={"HOME": "/root"})
+    kube, pods = build_executors(settings.cluster(), SystemClock())
+    over_ssh = load_settings(flannel_lab.bot_config, env={"HOME": "/root"})
+    _, ssh = build_executors(over_ssh.cluster(), SystemClock())
+    reducer = peer_reducer(collect_api(kube, ()))
+    assert reducer is not None and isinstance(pods, PodNodeExecutor)
+    names = ["w1", "w2", "w3"]
+    tables = {n: [list(argv) for argv in TABLE_ARGVS] for n in names}
+    digested = dict(pods.run_each(tables, 30, digest=TABLE_ARGVS))
+    whole = ssh.run_many(tables, 30)
+    assert node_exec_pods(flannel_lab) == []
+    for node in names:
+        results, texts = digested[node], whole[node]
+        assert not isinstance(results, Exception) and not isinstance(texts, Exception)
+        for probe_id, result, text in zip(TABLE_ARGVS.values(), results, texts, strict=True):
+            assert isinstance(result, DigestResult), result
+            table = reducer.from_digest(probe_id, node, result)
+            assert table is not None, (node, probe_id, result)
+            assert len(result.stdout) < len(text.stdout) or probe_id == "ip-route"
+            exact = reducer.reduce(probe_id, ProbeOutput(text.exit_code, text.stdout, text.stderr))
+            assert exact is not None
+            assert (table.entries, table.missing) == (exact.entries, exact.missing)
+            assert json.loads(table.out.stdout) == json.loads(exact.out.stdout)

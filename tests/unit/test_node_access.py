@@ -21,6 +21,7 @@ from flannel_bot.executors.kube.nodepods import (
     start_problem,
 )
 from flannel_bot.executors.node_settings import DEFAULT_IMAGE, NodeSettings
+from flannel_bot.ports.nodes import CommandResult, DigestResult
 from flannel_bot.runs.engine import Engine
 from flannel_bot.settings import ConfigError, load_settings, parse_nodes
 from flannel_bot.store import SqliteStore
@@ -218,3 +219,30 @@ def test_a_run_over_pods_records_its_node_actions_as_its_plan_shows_them(
     applied = [e.data["render"] for e in events if e.kind in ("action_started", "action_finished")]
     assert started and applied
     assert all(r.startswith("node w2 (via pod) -- ") for r in started + applied), started + applied
+
+
+def test_a_digested_table_is_read_back_as_a_digest_and_a_malformed_one_as_text() -> None:
+    good = {"entries": 5, "count": 4, "digest": "00000000000000ff"}
+    lines = [
+        {"argv": ["ip", "-j", "route", "show"], "exit_code": 0, "stdout": "[]\n"},
+        {"argv": ["ip", "-j", "route", "show"], "exit_code": 0, "stdout": "[]\n"},
+        {"argv": ["ip", "-j", "route", "show"], "exit_code": 0, "stdout": "[]\n"},
+    ]
+    lines[0]["peer_digest"] = good
+    lines[1]["peer_digest"] = {**good, "digest": "not hex"}
+    lines[2]["peer_digest"] = {**good, "count": "4"}
+    text = "".join(json.dumps(x) + "\n" for x in lines) + '{"done": true, "commands": 3}\n'
+    read = parse_node_log("w1", text)
+    first, *rest = read.results
+    assert isinstance(first, DigestResult)
+    assert (first.entries, first.count, first.digest, first.stdout) == (5, 4, 255, "[]\n")
+    assert all(type(r) is CommandResult for r in rest)
+
+
+def test_the_pod_asks_for_digests_of_the_commands_named() -> None:
+    commands = [["true"], ["ip", "-j", "route", "show"]]
+    pod = pod_spec("w1", "p", commands, 9, SETTINGS, "prod", digest={1: "ip-route"})
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--digest") + 1] == '{"1": "ip-route"}'
+    plain = pod_spec("w1", "p", commands, 9, SETTINGS, "prod")
+    assert "--digest" not in plain["spec"]["containers"][0]["args"]

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from flannel_bot.executors.nodeside import TIMEOUT_EXIT, nsenter_argv, parse_commands
+from flannel_bot.ports.peer_digest import digest_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,3 +123,40 @@ def test_parse_and_nsenter_argv_are_pure() -> None:
     assert nsenter_argv(42, ["ip", "a"]) == [
         "nsenter", "--target", "42", "--mount", "--uts", "--ipc", "--net", "--pid", "--", "ip", "a",
     ]  # fmt: skip
+
+
+def test_a_peer_table_is_printed_as_its_digest_with_the_other_entries() -> None:
+    routes = [
+        {"dst": "default", "gateway": "172.31.248.1", "dev": "eth0"},
+        {"dst": "10.244.2.0/24", "gateway": "10.244.2.0", "dev": "flannel.1", "flags": ["onlink"]},
+        {"dst": "10.244.3.0/24", "gateway": "10.244.3.0", "dev": "flannel.1", "flags": ["onlink"]},
+    ]
+    commands = [["echo", json.dumps(routes)], ["echo", "not json"], ["false"], ["echo", "[]"]]
+    digest = {"0": "ip-route", "1": "ip-route", "2": "fdb"}
+    proc = node(
+        "--timeout", "20", "--commands", json.dumps(commands), "--digest", json.dumps(digest)
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = lines(proc.stdout)
+    want = digest_table("ip-route", json.dumps(routes))
+    assert want is not None and want.count == 2
+    assert got[0]["peer_digest"] == {"entries": 3, "count": 2, "digest": f"{want.digest:016x}"}
+    assert json.loads(got[0]["stdout"]) == [routes[0]]  # only what is no peer's entry is sent
+    # not a table, a failed command, a command not asked for: sent as they are
+    assert "peer_digest" not in got[1] and got[1]["stdout"] == "not json\n"
+    assert "peer_digest" not in got[2] and got[2]["exit_code"] == 1
+    assert "peer_digest" not in got[3] and got[3]["stdout"] == "[]\n"
+
+
+@pytest.mark.parametrize(
+    ("digest", "why"),
+    [
+        ('{"5": "ip-route"}', "not the index of a command"),
+        ('{"0": "ip-addr"}', "not one of ip-route, ip-neigh, fdb"),
+        ('["ip-route"]', "must be a JSON object"),
+        ("{", "not valid JSON"),
+    ],
+)
+def test_a_digest_request_that_names_no_table_is_refused(digest: str, why: str) -> None:
+    proc = node("--timeout", "5", "--commands", '[["true"]]', "--digest", digest)
+    assert proc.returncode == 2 and why in proc.stderr and proc.stdout == ""

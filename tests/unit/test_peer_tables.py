@@ -6,15 +6,21 @@ a peer's neighbour table, a local network shadowing peers' routes), collected bo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from flannel_bot.diagnosis.collect import probe_nodes
 from flannel_bot.diagnosis.evidence import Evidence
-from flannel_bot.diagnosis.peer_tables import PeersWanted, PeerTableReducer, peers_wanted
+from flannel_bot.diagnosis.peer_tables import (
+    TABLES,
+    PeersWanted,
+    PeerTableReducer,
+    peers_wanted,
+)
 from flannel_bot.diagnosis.rules import diagnose
-from flannel_bot.ports.nodes import CommandResult
+from flannel_bot.ports.nodes import CommandResult, DigestResult
+from flannel_bot.ports.peer_digest import digest_table
 from flannel_bot.ports.probes import PROBES, ProbeOutput
 from tests.unit.test_rules import CASES, edit_json_probe, healthy
 
@@ -243,3 +249,76 @@ def test_a_peer_first_seen_on_the_second_node_is_recognised_from_the_third() -> 
     assert [(r.out, r.entries, r.missing) for r in reduced if r] == [
         (r.out, r.entries, r.missing) for r in fresh if r
     ]
+
+
+class DigestingNodes(RecordedNodes):
+    """RecordedNodes whose node side digests the peer tables it is asked to, with the function
+    `flannel-bot node --digest` runs, as a node-exec pod does."""
+
+    digests_tables = True
+
+    def __init__(self, probes: dict[str, dict[str, ProbeOutput]]) -> None:
+        super().__init__(probes)
+        self.whole: list[tuple[str, str]] = []  # (node, table) sent whole in a second round
+
+    def run_each(
+        self,
+        commands: dict[str, list[list[str]]],
+        timeout: float,
+        digest: dict[tuple[str, ...], str] | None = None,
+    ) -> Iterator[tuple[str, list[CommandResult]]]:
+        for node, argvs in commands.items():
+            results = []
+            for argv in argvs:
+                r = self.run(node, argv, timeout)
+                table = (digest or {}).get(tuple(argv))
+                summary = digest_table(table, r.stdout) if table and r.ok else None
+                if summary is None:
+                    if not digest and BY_ARGV[tuple(argv)] in TABLES:
+                        self.whole.append((node, BY_ARGV[tuple(argv)]))
+                    results.append(r)
+                    continue
+                results.append(
+                    DigestResult(
+                        node,
+                        r.argv,
+                        r.exit_code,
+                        summary.others,
+                        r.stderr,
+                        entries=summary.entries,
+                        count=summary.count,
+                        digest=summary.digest,
+                    )
+                )
+            yield node, results
+
+
+@pytest.mark.parametrize("case", ["healthy", *MUTATIONS])
+def test_tables_digested_on_the_nodes_give_the_findings_of_whole_tables(case: str) -> None:
+    """The node side sends each table's digest; only a node whose digest is not what its peers'
+    annotations say sends that table whole, in a second round."""
+    ev = healthy()
+    if case != "healthy":
+        MUTATIONS[case](ev)
+    whole = collected(ev, reduce_tables=False)
+    nodes = DigestingNodes(ev.probes)
+    digested = Evidence(
+        nodes=ev.nodes,
+        pods=ev.pods,
+        daemonsets=ev.daemonsets,
+        configmaps=ev.configmaps,
+        events=ev.events,
+        services=ev.services,
+        logs=ev.logs,
+        rbac=ev.rbac,
+        unreachable=dict(ev.unreachable),
+    )
+    probe_nodes(nodes, sorted(ev.probes), digested, 5.0)
+    for outputs in digested.probes.values():
+        for probe_id in [p for p, out in outputs.items() if out.stderr == "not recorded"]:
+            del outputs[probe_id]
+    assert diagnose(digested) == diagnose(whole)
+    if case == "healthy":
+        assert nodes.whole == []  # every node held what the annotations say
+    if case == "stale-neighbour":
+        assert nodes.whole == [("w3", "ip-neigh")]

@@ -52,7 +52,7 @@ from flannel_bot.errors import (
 from flannel_bot.executors.node_settings import NodeSettings
 from flannel_bot.executors.ssh_settings import SshSettings
 from flannel_bot.ports.cluster import EventInfo, NodeInfo, PodInfo
-from flannel_bot.ports.nodes import CommandResult, checked_argv
+from flannel_bot.ports.nodes import CommandResult, DigestResult, checked_argv
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +195,11 @@ def pod_spec(
     cluster: str,
     owner: Owner | None = None,
     now: float = 0.0,
+    digest: Mapping[int, str] | None = None,
 ) -> Json:
     """The node-exec pod for `commands` on `node` (the contract in the module docstring), made
-    at `now` (Unix seconds) by `owner`."""
+    at `now` (Unix seconds) by `owner`; the commands at the indexes of `digest` print their
+    peer table's digest (`flannel-bot node --digest`)."""
     seconds = max(1, math.ceil(timeout))
     deadline = seconds + math.ceil(settings.start_timeout)
     labels = pod_labels(node, cluster)
@@ -240,6 +242,11 @@ def pod_spec(
                         str(seconds),
                         "--commands",
                         json.dumps([list(a) for a in commands]),
+                        *(
+                            ["--digest", json.dumps({str(i): t for i, t in digest.items()})]
+                            if digest
+                            else []
+                        ),
                     ],
                 }
             ],
@@ -274,21 +281,43 @@ def parse_node_log(node: str, text: str) -> NodeLog:
         elif obj.get("done") is True:
             done = True
         elif isinstance(obj.get("argv"), list) and isinstance(obj.get("exit_code"), int):
-            results.append(
-                CommandResult(
-                    node=node,
-                    argv=tuple(str(w) for w in obj["argv"]),
-                    exit_code=int(obj["exit_code"]),
-                    stdout=str(obj.get("stdout", "")),
-                    stderr=str(obj.get("stderr", "")),
-                    duration_s=float(obj.get("duration_s", 0.0)),
-                    truncated=bool(obj.get("truncated", False)),
-                )
+            result = CommandResult(
+                node=node,
+                argv=tuple(str(w) for w in obj["argv"]),
+                exit_code=int(obj["exit_code"]),
+                stdout=str(obj.get("stdout", "")),
+                stderr=str(obj.get("stderr", "")),
+                duration_s=float(obj.get("duration_s", 0.0)),
+                truncated=bool(obj.get("truncated", False)),
             )
+            results.append(_digested(result, obj.get("peer_digest")))
             timed_out = bool(obj.get("timed_out"))
         else:
             noise.append(line)
     return NodeLog(tuple(results), done, timed_out, tuple(noise))
+
+
+def _digested(result: CommandResult, summary: object) -> CommandResult:
+    """A `DigestResult` for a line that carries a well-formed `peer_digest`, else the result
+    (a line without one is the table itself)."""
+    if not isinstance(summary, dict):
+        return result
+    entries, count, digest = (summary.get(k) for k in ("entries", "count", "digest"))
+    if not (type(entries) is int and type(count) is int and isinstance(digest, str)):
+        return result
+    try:
+        value = int(digest, 16)
+    except ValueError:
+        return result
+    fields = {f: getattr(result, f) for f in ("node", "argv", "exit_code", "stdout", "stderr")}
+    return DigestResult(
+        **fields,
+        duration_s=result.duration_s,
+        truncated=result.truncated,
+        entries=entries,
+        count=count,
+        digest=value,
+    )
 
 
 def start_problem(pod: Json) -> tuple[str, str] | None:
@@ -385,12 +414,22 @@ class PodNodeExecutor:
         stopped it. A node whose pod cannot start costs at most `start_timeout`."""
         return dict(self.run_each(commands, timeout))
 
+    # the node side can digest the VXLAN peer tables (`run_each(..., digest=...)`)
+    digests_tables = True
+
     def run_each(
-        self, commands: Mapping[str, Sequence[Sequence[str]]], timeout: float | None = None
+        self,
+        commands: Mapping[str, Sequence[Sequence[str]]],
+        timeout: float | None = None,
+        digest: Mapping[tuple[str, ...], str] | None = None,
     ) -> Iterator[tuple[str, list[CommandResult] | ExecutorError]]:
         """`run_many`, each node's entry given as soon as its pod has reported (the late ones'
         timeouts last) and not kept here, so diagnose reduces each node's answers as they come,
-        as over SSH. A caller that stops early leaves the running pods to delete themselves."""
+        as over SSH. A caller that stops early leaves the running pods to delete themselves.
+
+        `digest`: argv -> peer table id; those commands answer with a `DigestResult` (the
+        table's digest and the entries without a peer's key) when the node could digest the
+        table, so the tables, which grow with the cluster squared, stay on the nodes."""
         budget = self.command_timeout if timeout is None else timeout
         if not budget > 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -403,8 +442,15 @@ class PodNodeExecutor:
         # a queued node starts late: the wait covers every wave, plus grace
         until = self._now() + math.ceil(len(plan) / workers) * limit + _COLLECT_GRACE_S
         try:
+            tables = digest or {}
             node_of = {
-                pool.submit(self._run_node, node, argvs, budget): node
+                pool.submit(
+                    self._run_node,
+                    node,
+                    argvs,
+                    budget,
+                    {i: tables[a] for i, a in enumerate(argvs) if a in tables},
+                ): node
                 for node, argvs in plan.items()
             }
             pending = set(node_of)
@@ -429,13 +475,25 @@ class PodNodeExecutor:
     # -- one node -------------------------------------------------------------------------------
 
     def _run_node(
-        self, node: str, argvs: Sequence[tuple[str, ...]], timeout: float
+        self,
+        node: str,
+        argvs: Sequence[tuple[str, ...]],
+        timeout: float,
+        digest: Mapping[int, str] | None = None,
     ) -> list[CommandResult] | ExecutorError:
         name = pod_name(node)
         created = False
         try:
             spec = pod_spec(
-                node, name, argvs, timeout, self.settings, self.cluster, self.owner, self._wall()
+                node,
+                name,
+                argvs,
+                timeout,
+                self.settings,
+                self.cluster,
+                self.owner,
+                self._wall(),
+                digest,
             )
             self._create(node, name, spec)
             created = True
