@@ -160,18 +160,25 @@ def evidence_from_bundle(
     return collect(reader, reader, only, deep=deep)
 
 
-def write_peer_facts(path: Path | str) -> int:
+def write_peer_facts(path: Path | str, limits: Limits | None = None) -> int:
     """Reduce each probed node's VXLAN peer tables in a support bundle and write the result
     beside them (`probes/<node>/peer-tables.json`), so that reading the bundle need not parse
     tables that grow with the square of the cluster; returns how many nodes got one. Nothing is
-    written for another backend, or for a node whose tables are missing or not `ip -j` JSON."""
+    written for another backend, or for a node whose tables are missing or not `ip -j` JSON.
+
+    `limits` default to the reader's per-file limits without its whole-bundle byte and time
+    budgets: the tables are read once, one node at a time, and every node should get its
+    reduction (a 5,000-node bundle is over the 4 GiB a diagnose reads)."""
     from flannel_bot.diagnosis.collect import collect_api, peer_reducer
     from flannel_bot.diagnosis.peer_tables import TABLES, facts_document, wanted_digest
     from flannel_bot.executors.bundle import BundleReader
+    from flannel_bot.executors.bundle import Limits as Read
     from flannel_bot.executors.bundle import write_peer_facts as write_one
     from flannel_bot.ports.probes import PROBES, ProbeOutput
 
-    reader = BundleReader(path, cache_probes=False)
+    if limits is None:
+        limits = dataclasses.replace(Read(), total_bytes=1 << 50, seconds=24 * 3600.0)
+    reader = BundleReader(path, limits, cache_probes=False)
     reducer = peer_reducer(collect_api(reader, ()))
     if reducer is None:
         return 0
