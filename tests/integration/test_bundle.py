@@ -751,3 +751,15 @@ def test_write_bundle_wants_a_new_directory(server: ApiServer, tmp_path: Path) -
     (tmp_path / "old" / "nodes.json").write_text("{}")
     with client(server, tmp_path) as kube, pytest.raises(UserError, match="not an empty directory"):
         write_bundle(kube, None, tmp_path / "old")
+
+
+def test_a_long_lived_reader_keeps_probe_output_only_up_to_its_cap(bundle: Path) -> None:
+    """`diagnose --dump` of a 5,000-node bundle through the caching reader held every table
+    (3.1 GB): past the cap, output is read again when asked again instead of kept."""
+    argv = next(p.argv for p in PROBES if p.id == "ip-route")
+    keeps, capped = BundleReader(bundle), BundleReader(bundle, probe_cache_chars=10)
+    first = keeps.run("w1", argv, 5).stdout
+    assert capped.run("w1", argv, 5).stdout == first and len(first) > 10
+    (bundle / "probes" / "w1" / "ip-route.txt").write_text("[]\n")
+    assert keeps.run("w1", argv, 5).stdout == first  # kept from the first read
+    assert capped.run("w1", argv, 5).stdout == "[]\n"  # not kept: read again

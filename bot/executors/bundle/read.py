@@ -88,6 +88,8 @@ _START = re.compile(
 )
 _LOG_ERROR = re.compile(r"^(?:Create log request error|Request log error): (?P<why>.*)\n?\Z", re.S)
 T = TypeVar("T")
+# probe output a caching reader keeps, in characters (the rest is read again when asked)
+PROBE_CACHE_CHARS = 256 << 20
 ERRORS_SHOWN = 100  # lines of errors.txt that become gaps; the rest are counted
 _NOT_OBJECTS = (list, str, int, float, type(None))  # the JSON values a list item must not be
 
@@ -117,7 +119,9 @@ class BundleReader:
     what it reads (see `limits.Limits`); `clock` times it. `cache_probes=False`: node probe
     outputs are read each time they are asked for, not kept (a reader used once, by a caller
     that reduces each node's outputs as it goes, need not hold every node's text: the peer
-    tables grow with the square of the cluster); a long-lived reader keeps them.
+    tables grow with the square of the cluster); a long-lived reader keeps them, up to
+    `probe_cache_chars` of text (past that, as `diagnose --dump` of a 5,000-node bundle would
+    hold gigabytes, the rest is read again when asked again, and counts again in the budget).
     """
 
     def __init__(
@@ -126,9 +130,11 @@ class BundleReader:
         limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
         cache_probes: bool = True,
+        probe_cache_chars: int = PROBE_CACHE_CHARS,
     ) -> None:
         self.path = Path(path)
         self.cache_probes = cache_probes
+        self.probe_cache_chars = probe_cache_chars
         if not self.path.is_dir():
             problem = "does not exist" if not self.path.exists() else "is not a directory"
             raise UserError(
@@ -143,6 +149,7 @@ class BundleReader:
         self._unread: set[tuple[str, str]] = set()
         self._namespace_dirs: list[str] | None = None
         self._texts: dict[str, str | _Refused | None] = {}
+        self._probe_text_kept = 0  # characters of probe output in _texts
         self._lists: dict[str, list[Json] | None] = {}
         # pods.json files as PodInfo: the raw JSON of 150,000 pods is dropped once converted
         self._pods: dict[str, list[PodInfo]] = {}
@@ -226,6 +233,10 @@ class BundleReader:
                     text = None if data is None else _decode(data)
                     if not keep:
                         return text
+                    if text is not None and rel.startswith(f"{PROBES_DIR}/"):
+                        if self._probe_text_kept + len(text) > self.probe_cache_chars:
+                            return text  # past the cap: read again when asked again
+                        self._probe_text_kept += len(text)
                     self._texts[rel] = text
                 except BundleFileRefused as exc:
                     self._refusal(exc, lost)
