@@ -5,9 +5,12 @@ message; the pod-address test against ipaddress; other_cni against a pass over t
 
 from __future__ import annotations
 
+import gc
 import ipaddress
+import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -18,7 +21,10 @@ from flannel_bot.diagnosis.catalogue.message import FULLWIDTH, Message
 from flannel_bot.diagnosis.evidence import OTHER_CNIS, Evidence
 from flannel_bot.diagnosis.node_facts import in_cidr
 from flannel_bot.diagnosis.rules.cni import _in_network
+from flannel_bot.errors import UserError
 from flannel_bot.ports.cluster import PodInfo
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dump"
 
 
 def scan_every_line(where: str, text: str, node: str, source: str) -> Iterator[Sighting]:
@@ -132,3 +138,23 @@ def test_other_cni_is_the_first_pod_that_names_one(labels: list[dict[str, str]])
     assert ev.other_cni() == expected
     ev.pods = [*ev.pods, PodInfo("kube-system", "c", "w1", labels={"k8s-app": "cilium"})]
     assert ev.other_cni() == (expected or "cilium")  # a new list of pods is read anew
+
+
+# -- the collector's thresholds, raised for one bulk read and put back --------------------------
+
+
+def test_reading_a_bundle_and_answering_a_command_leave_the_collector_as_they_found_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flannel_bot import cli
+    from flannel_bot.wiring import evidence_from_bundle
+
+    before = gc.get_threshold()
+    assert evidence_from_bundle(EXAMPLE).pods
+    assert gc.get_threshold() == before
+    with pytest.raises(UserError):
+        evidence_from_bundle(tmp_path / "absent")
+    argv = ["--db", str(tmp_path / "bot.db"), "--user", "alice"]
+    code = cli.main([*argv, "diagnose", "--dump", str(EXAMPLE), "--json"], env={})
+    assert code in (0, 1) and json.loads(capsys.readouterr().out)["findings"]
+    assert gc.get_threshold() == before and gc.isenabled()

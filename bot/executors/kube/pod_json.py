@@ -98,6 +98,7 @@ _NO_STATUS = _Status()
 _NO_STATE = _State()
 _NO_LAST = _LastState()
 _NO_STATUS_OF_CONTAINER = _ContainerStatus()
+_NO_OWNER = _Owner()
 
 
 class PodDecoder:
@@ -126,10 +127,20 @@ class PodDecoder:
             meta.namespace = self.namespace
         spec = pod.spec or _NO_SPEC
         status = pod.status or _NO_STATUS
-        owners = meta.ownerReferences or ()
-        owner = next((o for o in owners if o.controller), owners[0] if owners else None)
-        containers = self._containers_of(spec.initContainers, status.initContainerStatuses, True)
-        containers += self._containers_of(spec.containers, status.containerStatuses, False)
+        owners = meta.ownerReferences
+        owner = next((o for o in owners if o.controller), owners[0]) if owners else _NO_OWNER
+        ready = False
+        for condition in status.conditions or ():
+            if condition.type == "Ready" and condition.status == "True":
+                ready = True
+                break
+        containers = self._containers_of(spec.containers, status.containerStatuses, False)
+        restarts = 0
+        for container in containers:
+            restarts += container.restart_count
+        if spec.initContainers or status.initContainerStatuses:  # few pods have them
+            init = self._containers_of(spec.initContainers, status.initContainerStatuses, True)
+            containers = init + containers
         labels: dict[str, str] = {}
         if meta.labels and None in meta.labels.values():
             labels = {k: v or "" for k, v in meta.labels.items()}
@@ -140,11 +151,11 @@ class PodDecoder:
             meta.name or "",
             spec.nodeName or "",
             status.phase or "Pending",
-            any(c.type == "Ready" and c.status == "True" for c in status.conditions or ()),
-            sum(c.restart_count for c in containers if not c.init),
+            ready,
+            restarts,
             labels,
-            (owner.kind or "") if owner is not None else "",
-            (owner.name or "") if owner is not None else "",
+            owner.kind or "",
+            owner.name or "",
             meta.uid or "",
             containers,
             status.podIP or "",
@@ -160,6 +171,8 @@ class PodDecoder:
         statuses: list[_ContainerStatus] | None,
         init: bool,
     ) -> tuple[ContainerInfo, ...]:
+        if not specs and not statuses:
+            return ()
         by_name = {s.name or "": s for s in statuses or ()}
         names = [c.name or "" for c in specs or ()]
         names += [n for n in by_name if n not in names]  # a status without spec: keep it
