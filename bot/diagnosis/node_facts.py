@@ -8,6 +8,7 @@ there" (an empty table), never an exception, because a node's output is evidence
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -47,10 +48,26 @@ class Fact(Generic[T]):
 
 def in_cidr(address: str, cidr: str) -> bool:
     """Whether an address (with or without /prefix) lies in a CIDR; False if either is junk."""
+    ip, network = _ip_of(address), _network_of(cidr)
+    return ip is not None and network is not None and ip in network
+
+
+# every node's rules ask of the same few leases and of addresses seen again and again: each
+# text is parsed once (ipaddress objects are immutable)
+@functools.lru_cache(maxsize=1 << 16)
+def _ip_of(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_interface(address).ip in ipaddress.ip_network(cidr, strict=False)
+        return ipaddress.ip_interface(address).ip
     except ValueError:
-        return False
+        return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _network_of(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None
 
 
 def _json_list(out: ProbeOutput) -> list[dict[str, Any]]:
@@ -85,9 +102,39 @@ class Link:
         return any(a.split("/")[0] == ip for a in self.inet)
 
 
+class _Addr(msgspec.Struct, gc=False):
+    family: Any = None
+    local: Any = None
+    prefixlen: Any = None
+
+
+class _LinkInfo(msgspec.Struct, gc=False):
+    info_kind: Any = None
+    info_data: Any = None
+
+
+class _RawLink(msgspec.Struct, gc=False):
+    """The fields of an `ip -d -j addr` link that `parse_links` reads; the rest (thirty or so
+    a link) is skipped by the decoder without being built."""
+
+    ifname: Any = None
+    mtu: Any = 0
+    address: Any = None
+    addr_info: list[_Addr] = []
+    linkinfo: _LinkInfo | None = None
+
+
+_LINKS = msgspec.json.Decoder(list[_RawLink])
+
+
 def parse_links(out: ProbeOutput) -> dict[str, Link]:
     if out.ok and not out.stdout.lstrip().startswith("["):
         return _links_from_text(out.stdout)
+    typed = _typed_links(out)
+    return typed if typed is not None else _general_links(out)
+
+
+def _general_links(out: ProbeOutput) -> dict[str, Link]:
     links = {}
     for raw in _json_list(out):
         info = (raw.get("linkinfo") or {}).get("info_data") or {}
@@ -103,6 +150,38 @@ def parse_links(out: ProbeOutput) -> dict[str, Link]:
             parent=str(info.get("link") or "") if isinstance(info, dict) else "",
             mac=str(raw.get("address") or "").lower(),
             kind=str((raw.get("linkinfo") or {}).get("info_kind") or ""),
+        )
+    return links
+
+
+def _typed_links(out: ProbeOutput) -> dict[str, Link] | None:
+    """`parse_links` of the usual output, decoded into the fields it reads; None for output of
+    any other shape (a null, a string where an object was, an address without its prefix),
+    which the general path reads as before."""
+    if not out.ok:
+        return None
+    try:
+        raws = _LINKS.decode(out.stdout or "[]")
+    except msgspec.DecodeError:  # ValidationError too
+        return None
+    links = {}
+    for raw in raws:
+        info = raw.linkinfo
+        data = info.info_data if info is not None else None
+        inet = []
+        for a in raw.addr_info:
+            if a.family == "inet":
+                if a.local is None or a.prefixlen is None:
+                    return None
+                inet.append(f"{a.local}/{a.prefixlen}")
+        name = str(raw.ifname)
+        links[name] = Link(
+            name=name,
+            mtu=int(raw.mtu or 0),
+            inet=tuple(inet),
+            parent=str(data.get("link") or "") if isinstance(data, dict) else "",
+            mac=str(raw.address or "").lower(),
+            kind=str((info.info_kind if info is not None else None) or ""),
         )
     return links
 
