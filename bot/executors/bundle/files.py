@@ -127,7 +127,7 @@ class BundleFiles:
     def read(self, rel: str, limit: int, what: str) -> bytes | None:
         """The whole file; refused if it is larger than `limit` (`what` names the kind of file
         in the refusal) or than what the budget has left."""
-        if self._listed_absent(rel):  # most of a node's .exit and .err files: nothing to time
+        if self.known_absent(rel):  # most of a node's .exit and .err files: nothing to time
             return None
         with self.budget.timed(rel):
             fd = self._open_file(rel)
@@ -248,8 +248,9 @@ class BundleFiles:
         self._listing = None
         return fd
 
-    def _listed_absent(self, rel: str) -> bool:
-        """Whether `rel` is absent from its directory as listed (False when not known)."""
+    def known_absent(self, rel: str) -> bool:
+        """Whether `rel` is absent from its directory as listed when a file of that directory
+        was last read (False when not known): no call is made to find out."""
         folder, _, name = rel.rpartition("/")
         with self._parent_lock:
             kept, listing = self._parent, self._listing

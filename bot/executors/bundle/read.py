@@ -896,8 +896,12 @@ class BundleReader:
             if stdout is None and self._is_dir(where) is True:
                 self._gap(f"{base}.txt is missing: {lost}")
             return None
-        exit_text = self._whole(f"{base}.exit", self.limits.note_bytes, "exit code", lost, keep)
-        stderr = self._whole(f"{base}.err", output, "probe output", lost, keep)
+        # most probes have neither file: the listing read with the .txt says so without a call
+        exit_text = stderr = None
+        if not self._files.known_absent(f"{base}.exit"):
+            exit_text = self._whole(f"{base}.exit", self.limits.note_bytes, "exit code", lost, keep)
+        if not self._files.known_absent(f"{base}.err"):
+            stderr = self._whole(f"{base}.err", output, "probe output", lost, keep)
         if isinstance(exit_text, _Refused) or isinstance(stderr, _Refused):
             return None
         exit_code = 0
