@@ -1,10 +1,10 @@
 """The Slack adapter: `/flannel` and the buttons, handled by the same Service as the shell.
 
-Every request is acknowledged first (Slack's limit is 3 seconds), then handled: Bolt runs the
-rest of the listener in its thread pool. A request that arrives again (HTTP retries, Socket Mode
-redeliveries, a second delivery of one click) is recognised by its trigger id (or, without one,
-its signed bytes: bot.slack.deliveries) or action timestamp, recorded atomically in SQLite, and
-done only once. Replies go to a thread started by the command, mentioning the requester; errors
+Every request is acknowledged first (Slack's limit is 3 seconds), then handled: the listener
+acks on the thread that received the request and queues the work on the adapter's own pool. A
+request that arrives again (HTTP retries, Socket Mode redeliveries, a second delivery of one
+click) is recognised by its trigger id (or, without one, its signed bytes:
+bot.slack.deliveries) or action timestamp, recorded atomically in SQLite, and done only once. Replies go to a thread started by the command, mentioning the requester; errors
 go to the requester alone (ephemeral). Heavy commands (diagnose, audit verify, audit reports) run
 in worker processes (bot.slack.workers), so that they cannot hold up the acks.
 """
@@ -81,8 +81,9 @@ class SlackAdapter:
         self.progress.on_final = lambda run_id: self._later(self.beacon.post, f"after run {run_id}")
         self.base_policy = app.engine.policy
         self._policy_lock = threading.Lock()
-        # Bolt's listener threads only ack; the work queues here, so a burst of slow commands
-        # never holds up the next ack (Slack gives up after 3 seconds)
+        # the listeners only ack, on the thread that received the request; the work queues
+        # here, so a burst of slow commands never holds up the next ack (Slack gives up after
+        # 3 seconds)
         self.work = ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-work")
         # and heavy commands run in other processes, which hold no GIL of this one
         serve = app.settings.serve
@@ -106,9 +107,14 @@ class SlackAdapter:
             request_verification_enabled=False,
             token_verification_enabled=False,
             ignoring_self_events_enabled=False,
-            process_before_response=False,
+            # the listener runs on the request's thread (it only acks and queues the work):
+            # run in Bolt's listener pool instead, each ack waited for a free thread of it, and
+            # the request's thread polled for the ack every 10 ms (slack_bolt's thread_runner),
+            # a wait that grows with the GIL's load (bench/slack_ack.py)
+            process_before_response=True,
             raise_error_for_unhandled_request=False,
-            listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-ack"),
+            # lazy listeners only; there are none
+            listener_executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack-lazy"),
         )
         bolt.command("/flannel")(self._on_command)
         bolt.action("approve")(self._on_approve)
@@ -122,13 +128,9 @@ class SlackAdapter:
     def _on_command(self, ack: Ack, body: dict[str, Any], request: BoltRequest) -> None:
         ack()
         headers = request.headers
-        keys = command_keys(
-            body,
-            request.raw_body,
-            headers.get("x-slack-request-timestamp", [""])[0],
-            retry=headers.get("x-slack-retry-num", ["0"])[0] not in ("", "0"),
-        )
-        self._later(self._command_once, body, keys)
+        timestamp = headers.get("x-slack-request-timestamp", [""])[0]
+        retry = headers.get("x-slack-retry-num", ["0"])[0] not in ("", "0")
+        self._later(self._command_once, body, request.raw_body, timestamp, retry)
 
     def _on_approve(self, ack: Ack, body: dict[str, Any]) -> None:
         ack()
@@ -147,15 +149,24 @@ class SlackAdapter:
         self._later(self._button_once, body, "start_run")
 
     def _later(self, work: Callable[..., None], *args: Any) -> None:
+        """`work` on a thread of the work pool. Never raises: the listener has acked already,
+        and an exception would turn its answer into a 500 (Slack would deliver it again)."""
+
         def run() -> None:
             try:
                 work(*args)
             except Exception:  # the user already has their ack; the log gets the rest
                 log.exception("handling a Slack request failed")
 
-        self.work.submit(run)
+        try:
+            self.work.submit(run)
+        except RuntimeError:  # the pool is shut down: serve is stopping
+            log.exception("handling a Slack request failed")
 
-    def _command_once(self, body: dict[str, Any], keys: Sequence[str]) -> None:
+    def _command_once(
+        self, body: dict[str, Any], raw_body: str, timestamp: str, retry: bool
+    ) -> None:
+        keys = command_keys(body, raw_body, timestamp, retry=retry)
         with self.app.store.transaction() as tx:
             recorded = [tx.first_delivery(key, "slash_command") for key in keys]  # every key
         first = recorded[0]

@@ -314,3 +314,37 @@ def test_acks_never_wait_behind_earlier_commands_work(bot: SlackBot) -> None:
     roots = sorted(c.at for c in posts if "thread_ts" not in c.params)
     assert len(roots) == 40
     assert max(acked) < roots[16]
+
+
+def test_the_ack_needs_no_thread_of_bolts_listener_pool(bot: SlackBot) -> None:
+    """The listener acks on the thread that received the request: with every thread of Bolt's
+    listener pool held (by a real event), a command is still answered 200 and done. A listener
+    run in that pool would get no thread, and Bolt would answer 404 after waiting 3 s."""
+    executor = bot.adapter.bolt.listener_runner.listener_executor
+    held = threading.Event()
+    started = threading.Semaphore(0)
+    workers = getattr(executor, "_max_workers", 16)
+
+    def hold() -> None:
+        started.release()
+        held.wait(30)
+
+    try:
+        for _ in range(workers):
+            executor.submit(hold)
+        for _ in range(workers):
+            assert started.acquire(timeout=10)
+        assert bot.command("help").status == 200
+        assert "thread_ts" in bot.messages(2)[1]  # the work was done too
+    finally:
+        held.set()
+
+
+def test_a_command_whose_work_cannot_be_queued_is_still_acked(
+    bot: SlackBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the work pool is shut down (serve is stopping), the ack is still 200: what fails
+    after the ack is logged, never turned into an error answer that makes Slack retry."""
+    bot.adapter.work.shutdown(wait=True)
+    assert bot.command("help").status == 200
+    assert "handling a Slack request failed" in caplog.text
