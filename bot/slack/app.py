@@ -4,9 +4,10 @@ Every request is acknowledged first (Slack's limit is 3 seconds), then handled: 
 acks on the thread that received the request and queues the work on the adapter's own pool. A
 request that arrives again (HTTP retries, Socket Mode redeliveries, a second delivery of one
 click) is recognised by its trigger id (or, without one, its signed bytes:
-bot.slack.deliveries) or action timestamp, recorded atomically in SQLite, and done only once. Replies go to a thread started by the command, mentioning the requester; errors
-go to the requester alone (ephemeral). Heavy commands (diagnose, audit verify, audit reports) run
-in worker processes (bot.slack.workers), so that they cannot hold up the acks.
+bot.slack.deliveries) or action timestamp, recorded atomically in SQLite, and done only once.
+Replies go to a thread started by the command, mentioning the requester; errors go to the
+requester alone (ephemeral). Heavy commands (diagnose, audit verify, audit reports) run in worker
+processes (bot.slack.workers), so that they cannot hold up the acks.
 """
 
 from __future__ import annotations
