@@ -202,7 +202,7 @@ def write_peer_facts(path: Path | str, limits: Limits | None = None) -> int:
         tables = {}
         for probe_id, result in zip(ids, outcome, strict=True):
             out = ProbeOutput(result.exit_code, result.stdout, result.stderr)
-            table = reducer.reduce(probe_id, out) if result.exit_code != 127 else None
+            table = reducer.reduce(probe_id, out, node) if result.exit_code != 127 else None
             if table is None:
                 break
             tables[probe_id] = (table, len(result.stdout.encode("utf-8")))

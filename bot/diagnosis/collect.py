@@ -200,7 +200,7 @@ def probe_nodes(
                         out = _reread(nodes, node, probe_id, timeout)
                         outputs[probe_id] = out
                 if table is None and out is not None:
-                    table = reducer.reduce(probe_id, out)
+                    table = reducer.reduce(probe_id, out, node)
                 if table is not None:
                     outputs[probe_id] = table.out
                     reduced[probe_id] = table
@@ -234,7 +234,7 @@ def _fetch_whole(
             continue
         for probe_id, r in zip(ids, outcome, strict=False):
             out = ProbeOutput(r.exit_code, r.stdout, r.stderr)
-            table = reducer.reduce(probe_id, out)
+            table = reducer.reduce(probe_id, out, node)
             if table is not None:
                 out = table.out
                 ev.peer_tables.setdefault(node, {})[probe_id] = table

@@ -110,17 +110,20 @@ class PeerTableReducer:
         self._usual: dict[str, set[str]] = {pid: set() for pid in TABLES}
         self._usual_key: dict[str, dict[str, Any]] = {pid: {} for pid in TABLES}
         self._taken: dict[str, set[Any]] = {pid: set() for pid in TABLES}  # their keys
+        self._text_of: dict[str, dict[Any, str]] = {pid: {} for pid in TABLES}  # key -> text
+        self._peer_keys: dict[str, dict[str, list[Any]]] = {}  # table -> peer -> wanted keys
         self.quick = 0  # tables reduced by set operations on their texts alone
         self._sums: dict[str, _Sums] = {}
 
-    def reduce(self, probe_id: str, out: ProbeOutput) -> PeerTable | None:
+    def reduce(self, probe_id: str, out: ProbeOutput, node: str | None = None) -> PeerTable | None:
         """The reduced table, or None when the output is not one this can reduce losslessly (a
-        failed probe, plain text from a hand-made bundle): the evidence then keeps it whole."""
+        failed probe, plain text from a hand-made bundle): the evidence then keeps it whole.
+        `node`: whose table it is (its own entries are the ones a node usually lacks)."""
         if probe_id not in TABLES or not out.ok:
             return None
         if out.stdout.lstrip()[:1] != "[":
             return None
-        quick = self._usual_only(probe_id, out)
+        quick = self._usual_only(probe_id, out, node)
         if quick is not None:
             return quick
         want = self.wanted.of(probe_id)
@@ -154,7 +157,9 @@ class PeerTableReducer:
         out = ProbeOutput(result.exit_code, result.stdout, result.stderr)
         return PeerTable(out, result.entries, frozenset(own))
 
-    def _usual_only(self, probe_id: str, out: ProbeOutput) -> PeerTable | None:
+    def _usual_only(
+        self, probe_id: str, out: ProbeOutput, node: str | None = None
+    ) -> PeerTable | None:
         """The reduction of a table every entry of which is a usual text (the one seen first
         for a wanted key), found with set operations on the entry texts alone: no entry is looked
         up one by one. None when any entry is not (a table never seen, a stale entry, a route
@@ -162,11 +167,14 @@ class PeerTableReducer:
         usual = self._usual[probe_id]
         if not usual:
             return None
-        body = out.stdout.strip()
-        if not (body.startswith("[{") and body.endswith("}]")):
+        texts = out.stdout.split("},{")  # split in place: the table is not copied first
+        first, last = texts[0].lstrip(), texts[-1].rstrip()
+        if not (first.startswith("[{") and last.endswith("}]")):
             return None
-        texts = body[2:-2].split("},{")
-        del body
+        if len(texts) == 1:
+            texts[0] = first.rstrip()[2:-2]
+        else:
+            texts[0], texts[-1] = first[2:], last[:-2]
         distinct = set(texts)
         if len(distinct) != len(texts):
             return None
@@ -176,7 +184,8 @@ class PeerTableReducer:
         # the usual texts stand for distinct wanted keys: those absent are the wanted keys of
         # the usual texts the table lacks, and the wanted keys no usual text stands for yet
         wanted, key_of = self._wanted_sets[probe_id], self._usual_key[probe_id]
-        missing = {key_of[t] for t in usual - distinct}
+        lacking = self._own_texts(probe_id, node, len(distinct) - len(others), distinct)
+        missing = {key_of[t] for t in (usual - distinct if lacking is None else lacking)}
         if len(usual) != len(wanted):
             missing |= wanted - set(key_of.values())
         stdout = "[]\n"
@@ -185,6 +194,28 @@ class PeerTableReducer:
         table = ProbeOutput(out.exit_code, stdout, out.stderr)
         self.quick += 1
         return PeerTable(table, len(texts), frozenset(missing))
+
+    def _own_texts(
+        self, probe_id: str, node: str | None, held: int, distinct: set[str]
+    ) -> list[str] | None:
+        """The usual texts a table of `node` lacks when they are exactly the node's own (what a
+        node usually lacks), told from counts without a pass over every usual text; None when
+        that is not so."""
+        usual = self._usual[probe_id]
+        if held == len(usual):
+            return []
+        if node is None:
+            return None
+        peers = self._peer_keys.get(probe_id)
+        if peers is None:
+            peers = self._peer_keys[probe_id] = {}
+            for key, peer in self.wanted.of(probe_id).items():
+                peers.setdefault(peer, []).append(key)
+        text_of = self._text_of[probe_id]
+        own = [text_of[k] for k in peers.get(node, ()) if k in text_of]
+        if held == len(usual) - len(own) and not any(t in distinct for t in own):
+            return own
+        return None
 
     def _all_unwanted(self, probe_id: str, texts: set[str]) -> bool:
         """Whether each text is a whole entry (an object of its own) whose key is either no
@@ -218,6 +249,7 @@ class PeerTableReducer:
         if found in self._wanted_sets[probe_id] and found not in taken and _plain(text):
             self._usual[probe_id].add(text)
             self._usual_key[probe_id][text] = found
+            self._text_of[probe_id][found] = text
             taken.add(found)
         return found
 

@@ -322,3 +322,40 @@ def test_tables_digested_on_the_nodes_give_the_findings_of_whole_tables(case: st
         assert nodes.whole == []  # every node held what the annotations say
     if case == "stale-neighbour":
         assert nodes.whole == [("w3", "ip-neigh")]
+
+
+@pytest.mark.parametrize(
+    ("node", "entries"),
+    [
+        ("w2", (W3, W4)),  # w2 lacks its own entry, as every node does
+        ("w2", (W4,)),  # and w3's too
+        ("w3", (W3, W4)),  # w3 lacks w2's but holds its own
+        ("w4", (W2, W3, W4)),  # w4 holds its own
+        ("w5", (W2, W3, W4)),  # w5's own entry was never seen on any node
+        ("w9", (W2, W3)),  # no node of the cluster
+    ],
+)
+def test_a_nodes_own_entries_are_what_it_lacks_only_when_counts_say_so(
+    node: str, entries: tuple[str, ...]
+) -> None:
+    """Told whose table it is, the reduction takes the node's own entries as what it lacks
+    when the counts prove it, and is otherwise the reduction of the table alone."""
+    wanted = PeersWanted(
+        neighbours={
+            ("10.244.2.0", "0a:fb:00:02:00:01"): "w2",
+            ("10.244.3.0", "0a:fb:00:03:00:01"): "w3",
+            ("10.244.4.0", "0a:fb:00:04:00:01"): "w4",
+            ("10.244.5.0", "0a:fb:00:05:00:01"): "w5",
+        }
+    )
+    told = PeerTableReducer(wanted)
+    assert told.reduce("ip-neigh", neighbours(W2, W3, W4)) is not None
+    table = neighbours(*entries)
+    by_node = told.reduce("ip-neigh", table, node)
+    alone = PeerTableReducer(wanted).reduce("ip-neigh", table)
+    assert by_node is not None and alone is not None and told.quick == 1
+    assert (by_node.out, by_node.entries, by_node.missing) == (
+        alone.out,
+        alone.entries,
+        alone.missing,
+    )
