@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -14,6 +16,9 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from flannel_bot.settings import load_settings
+from flannel_bot.slack.serve import serve
+from flannel_bot.wiring import build_app
 from tests.slack.conftest import CONFIG, SECRET
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack
 from tests.slack.signing import sign, slash_command_body
@@ -141,3 +146,36 @@ def test_serve_runs_a_diagnose_in_a_worker_process_and_stops_it_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_keeps_its_start_up_heap_out_of_the_collectors_full_passes(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """What start-up built is frozen (gc.freeze) before the first request: a full pass of the
+    cycle collector walks every object it tracks with the GIL held, stalling every ack."""
+    config = tmp_path / "flannel-bot.toml"
+    config.write_text(CONFIG)
+    env = {
+        "HOME": str(tmp_path),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack.base_url,
+    }
+    settings = load_settings(config, env, overrides={"db": str(tmp_path / "bot.db")})
+    app = build_app(settings)
+    stop = threading.Event()
+    gc.unfreeze()
+    thread = threading.Thread(target=serve, args=(app, settings.slack, stop), daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not gc.get_freeze_count() and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.02)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # modules, templates and the app itself
+    finally:
+        stop.set()
+        thread.join(30)
+        gc.unfreeze()
+        app.store.close()
+    assert not thread.is_alive()
