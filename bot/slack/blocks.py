@@ -322,10 +322,14 @@ def register(env: jinja2.Environment) -> None:
 
 
 def render_diagnose_slack(
-    renderer_env: jinja2.Environment, data: Mapping[str, Any]
+    renderer_env: jinja2.Environment,
+    data: Mapping[str, Any],
+    lead: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The chat.postMessage body (`text` and `blocks`) for a diagnose reply's data."""
-    rendered = renderer_env.get_template("slack/diagnose.json.j2").render(**data)
+    """The chat.postMessage body (`text` and `blocks`) for a diagnose reply's data, `lead`
+    blocks first (within Block Kit's count of blocks: findings make room for them)."""
+    template = renderer_env.get_template("slack/diagnose.json.j2")
+    rendered = template.render(**data, lead=[dict(block) for block in lead])
     payload = json.loads(rendered)
     if not isinstance(payload, dict):
         raise TypeError(f"slack/diagnose.json.j2 rendered {type(payload).__name__}, not an object")

@@ -60,11 +60,8 @@ class Messages:
     def reply(self, reply: Reply, mention: str, command: str) -> dict[str, Any]:
         """A command's reply for its thread."""
         if reply.kind == "diagnose":
-            payload = render_diagnose_slack(self.renderer.env, scrub(reply.data))
-            payload["blocks"].insert(
-                0, {"type": "section", "text": {"type": "mrkdwn", "text": f"{mention} here it is:"}}
-            )
-            return self.fit(payload)
+            lead = {"type": "section", "text": {"type": "mrkdwn", "text": f"{mention} here it is:"}}
+            return self.fit(render_diagnose_slack(self.renderer.env, scrub(reply.data), [lead]))
         if reply.kind == "plan":
             return self.plan(reply.data, mention, start_value=self.start_value(reply.data))
         return self.text(

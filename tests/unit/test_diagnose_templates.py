@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -417,6 +418,20 @@ def test_eighty_findings_are_cut_to_fit_fifty_blocks(renderer: Renderer) -> None
     assert f"\n80. [{findings[79].severity.upper()}] {findings[79].id} on w79\n" in out
     assert out.count("     … 2 more lines") == 80
     assert "more findings" not in out
+
+
+def test_the_slack_reply_with_its_mention_still_fits_fifty_blocks() -> None:
+    """The thread's reply leads with a mention of the requester: one block more, counted in the
+    fifty, so a long diagnose is cut to fit, never sent as its fallback text alone."""
+    messages = Messages(TEMPLATES)
+    for count, gaps in itertools.product(range(1, 41), ([], ["could not read events"])):
+        data = reply_data(many_findings(count), gaps=gaps)
+        payload = messages.reply(Reply("diagnose", data), "<@UALICE>", "diagnose")
+        blocks = payload["blocks"]
+        assert sb.check_limits(payload) == []
+        assert blocks[0]["text"]["text"] == "<@UALICE> here it is:"
+        assert blocks[1]["type"] == "header", (count, gaps)  # not the fallback text alone
+        assert sections(payload), (count, gaps)
 
 
 def test_findings_that_just_fit_are_not_cut(renderer: Renderer) -> None:
