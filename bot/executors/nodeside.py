@@ -45,12 +45,16 @@ class CommandsRefused(ValueError):
     """--commands is not a JSON list of non-empty argv lists of strings without NUL."""
 
 
+def _json_option(flag: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandsRefused(f"{flag} is not valid JSON: {exc}") from None
+
+
 def parse_commands(text: str) -> list[list[str]]:
     """The argv lists `--commands` carries, checked before anything runs."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandsRefused(f"--commands is not valid JSON: {exc}") from None
+    value = _json_option("--commands", text)
     if not isinstance(value, list):
         raise CommandsRefused("--commands must be a JSON list of argv lists")
     out = []
@@ -69,10 +73,7 @@ def parse_commands(text: str) -> list[list[str]]:
 
 def parse_digests(text: str, commands: int) -> dict[int, str]:
     """`--digest`: command index -> the peer table (`peer_digest.KEYS`) it prints."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandsRefused(f"--digest is not valid JSON: {exc}") from None
+    value = _json_option("--digest", text)
     if not isinstance(value, dict):
         raise CommandsRefused("--digest must be a JSON object of command index -> table id")
     out = {}

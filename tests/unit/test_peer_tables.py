@@ -42,8 +42,9 @@ class RecordedNodes:
         return CommandResult(node, tuple(argv), out.exit_code, out.stdout, out.stderr)
 
 
-def collected(ev: Evidence, reduce_tables: bool) -> Evidence:
-    """`ev` with its node outputs taken again through probe_nodes."""
+def collected(ev: Evidence, reduce_tables: bool, nodes: RecordedNodes | None = None) -> Evidence:
+    """`ev` with its node outputs taken again through probe_nodes (from `nodes`, by default
+    a RecordedNodes of them)."""
     again = Evidence(
         nodes=ev.nodes,
         pods=ev.pods,
@@ -55,7 +56,7 @@ def collected(ev: Evidence, reduce_tables: bool) -> Evidence:
         rbac=ev.rbac,
         unreachable=dict(ev.unreachable),
     )
-    probe_nodes(RecordedNodes(ev.probes), sorted(ev.probes), again, 5.0, reduce_tables)
+    probe_nodes(nodes or RecordedNodes(ev.probes), sorted(ev.probes), again, 5.0, reduce_tables)
     for outputs in again.probes.values():  # what the recording did not hold is unknown
         for probe_id in [p for p, out in outputs.items() if out.stderr == "not recorded"]:
             del outputs[probe_id]
@@ -302,22 +303,7 @@ def test_tables_digested_on_the_nodes_give_the_findings_of_whole_tables(case: st
         MUTATIONS[case](ev)
     whole = collected(ev, reduce_tables=False)
     nodes = DigestingNodes(ev.probes)
-    digested = Evidence(
-        nodes=ev.nodes,
-        pods=ev.pods,
-        daemonsets=ev.daemonsets,
-        configmaps=ev.configmaps,
-        events=ev.events,
-        services=ev.services,
-        logs=ev.logs,
-        rbac=ev.rbac,
-        unreachable=dict(ev.unreachable),
-    )
-    probe_nodes(nodes, sorted(ev.probes), digested, 5.0)
-    for outputs in digested.probes.values():
-        for probe_id in [p for p, out in outputs.items() if out.stderr == "not recorded"]:
-            del outputs[probe_id]
-    assert diagnose(digested) == diagnose(whole)
+    assert diagnose(collected(ev, True, nodes)) == diagnose(whole)
     if case == "healthy":
         assert nodes.whole == []  # every node held what the annotations say
     if case == "stale-neighbour":
