@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -348,3 +349,44 @@ def test_a_command_whose_work_cannot_be_queued_is_still_acked(
     bot.adapter.work.shutdown(wait=True)
     assert bot.command("help").status == 200
     assert "handling a Slack request failed" in caplog.text
+
+
+class HeldVerify:
+    """The adapter's store, whose chain verification waits until `release` is set: a verify
+    of a long audit log takes seconds."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def verify(self) -> Any:
+        self.started.set()
+        assert self.release.wait(30)
+        return self.store.verify()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def audit_heads(bot: SlackBot) -> list[Any]:
+    return [c for c in bot.slack.calls("chat.postMessage") if c.params["channel"] == "CAUDIT"]
+
+
+def test_posting_the_audit_head_holds_up_neither_acks_nor_replies(bot: SlackBot) -> None:
+    """The head is posted after each run, and it verifies the whole chain first: while that
+    verification is held, a command is still acked and answered."""
+    held = HeldVerify(bot.adapter.app.store)
+    bot.adapter.beacon.store = held
+    try:
+        bot.adapter.progress.on_final(1)  # what a run reaching its end does
+        assert held.started.wait(10)
+        assert bot.command("help").status == 200
+        assert "thread_ts" in bot.messages(2)[1]
+        assert not audit_heads(bot)
+    finally:
+        held.release.set()
+    deadline = time.monotonic() + 10
+    while not audit_heads(bot):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
