@@ -1,18 +1,20 @@
 """Slack ack latency under concurrency: flannel-bot's Slack app vs a bare Bolt app, in one run.
 
-Starts a FakeSlack (tests/slack/fake_slack.py, Slack's Web API on 127.0.0.1) and, on 127.0.0.1,
-two HTTP-mode Slack apps checking the same signing secret, then sends the same load to each:
+Starts a FakeSlack (tests/slack/fake_slack.py, Slack's Web API on 127.0.0.1) in a process of its
+own, as Slack is another machine (in the bots' process its threads took their GIL and its record
+of every call lengthened their collector's passes), and, on 127.0.0.1, two HTTP-mode Slack apps
+checking the same signing secret, then sends the same load to each:
 `--requests` correctly signed `/flannel` slash commands (unique trigger ids) from `--concurrency`
 clients, each client sending its next command as soon as the previous one was acknowledged.
 
   bare Bolt      a slack-bolt App whose `/flannel` listener only calls ack(), with the Bolt
-                 settings of flannel-bot's adapter (listener pool of 16, process_before_response
-                 off), behind slack_bolt's WSGI adapter on the same server (bot.slack.server,
-                 waitress with flannel-bot's default limits)
+                 settings of flannel-bot's adapter (process_before_response on: the listener
+                 runs on the request's thread), behind slack_bolt's WSGI adapter on the same
+                 server (bot.slack.server, waitress with flannel-bot's default limits)
   flannel-bot    the real app as `serve` builds it in HTTP mode: build_app (recorded cluster
                  examples/cluster.json, a temporary SQLite file, the system clock), SlackAdapter,
                  http_server; its listener acks, then records the delivery, posts the thread root
-                 and the threaded reply to the fake
+                 and the threaded reply to the fake; its start-up heap frozen as `serve` freezes it
 
 Per request it measures the ack (sending the request until its HTTP response has arrived) and,
 for flannel-bot, when the thread root and the threaded reply (`chat.postMessage` with `thread_ts`)
@@ -40,6 +42,7 @@ are measured beside every phase of a diagnose. The two bots are the old path,
 `[serve] workers = --workers` (2; in worker processes, bot.slack.workers). Prints ack
 p50/p90/p99 with and without the background work for both, side by side, how many diagnoses
 ran and finished during the load, and their replies checked (each must be the bundle's report).
+The load's replies still queued when the diagnoses are answered are dropped, not posted.
 
 Usage (from the repo root):
   .venv/bin/python bench/slack_ack.py [--requests 500] [--concurrency 20] [--text help]
@@ -68,6 +71,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
@@ -80,7 +84,7 @@ from slack_sdk import WebClient
 
 from flannel_bot.settings import SlackSettings, load_settings
 from flannel_bot.slack.app import SlackAdapter
-from flannel_bot.slack.serve import http_server
+from flannel_bot.slack.serve import freeze_start_up_heap, http_server
 from flannel_bot.slack.server import HttpServer
 from flannel_bot.wiring import build_app
 
@@ -92,8 +96,6 @@ from tests.slack.conftest import CONFIG, EXAMPLE_CLUSTER, SECRET  # noqa: E402
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack  # noqa: E402
 from tests.slack.signing import new_trigger_id, sign, slash_command_body  # noqa: E402
 from tests.slack.wire import HALF_HEAD, address  # noqa: E402
-
-LISTENER_WORKERS = 16  # flannel-bot's SlackAdapter uses a Bolt listener pool of this size
 
 # (index, sent, answered, HTTP status or 0, error) with times from time.monotonic()
 Sample = tuple[int, float, float, int, str]
@@ -225,16 +227,16 @@ def serve(server: HttpServer) -> tuple[str, threading.Thread]:
     return f"http://{host}:{port}/slack/events", thread
 
 
-def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, HttpServer]:
+def bare_bolt(slack: SlackProcess) -> tuple[BoltApp, HttpServer]:
     bolt = BoltApp(
         client=WebClient(token="xoxb-bench", base_url=slack.base_url),
         signing_secret=SECRET,
         request_verification_enabled=True,
         token_verification_enabled=False,
         ignoring_self_events_enabled=False,
-        process_before_response=False,
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
-        listener_executor=ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="bare"),
+        listener_executor=ThreadPoolExecutor(1, thread_name_prefix="bare"),
     )
 
     def on_command(ack: Ack) -> None:
@@ -256,7 +258,7 @@ def bare_bolt(slack: FakeSlack) -> tuple[BoltApp, HttpServer]:
 
 
 def flannel_bot(
-    slack: FakeSlack, tmp: Path, recording: Path | None = None, workers: int | None = None
+    slack: SlackProcess, tmp: Path, recording: Path | None = None, workers: int | None = None
 ) -> tuple[SlackAdapter, HttpServer]:
     """The bot on the recorded example cluster, or on `recording`; `workers`: [serve] workers."""
     text = CONFIG
@@ -338,28 +340,123 @@ class Posts:
     deletes: int
 
 
-def posts(slack: FakeSlack, prefix: str) -> Posts:
+# a Web API call as the bench reads it: method, channel, threaded (has thread_ts), arrival
+Seen = tuple[str, str, bool, float]
+
+
+def _posts(seen: list[Seen], prefix: str) -> tuple[Any, ...]:
     roots: dict[str, float] = {}
     replies: dict[str, list[float]] = {}
     ephemerals: Counter[str] = Counter()
     deletes = 0
-    for call in slack.calls():
-        channel = str(call.params.get("channel", ""))
+    for method, channel, threaded, at in seen:
         if not channel.startswith(prefix):
             continue
-        if call.method == "chat.postMessage" and call.params.get("thread_ts"):
-            replies.setdefault(channel, []).append(call.at)
-        elif call.method == "chat.postMessage":
-            roots.setdefault(channel, call.at)
-        elif call.method == "chat.postEphemeral":
+        if method == "chat.postMessage" and threaded:
+            replies.setdefault(channel, []).append(at)
+        elif method == "chat.postMessage":
+            roots.setdefault(channel, at)
+        elif method == "chat.postEphemeral":
             ephemerals[channel] += 1
-        elif call.method == "chat.delete":
+        elif method == "chat.delete":
             deletes += 1
-    return Posts(roots, replies, dict(ephemerals), deletes)
+    return roots, replies, dict(ephemerals), deletes
+
+
+def run_fake_slack(conn: Connection, usergroups: dict[str, list[str]]) -> None:
+    """A FakeSlack in this (child) process, answering SlackProcess's questions over `conn`."""
+    with FakeSlack() as slack:
+        slack.usergroups = usergroups
+        seen: list[Seen] = []
+        first_reply: dict[str, int] = {}  # channel -> index of its first threaded reply
+        conn.send(slack.base_url)
+        while True:
+            try:
+                request = conn.recv()
+            except EOFError:
+                return
+            name, *args = request
+            if name == "stop":
+                conn.send(None)
+                return
+            calls = slack.calls()
+            for index in range(len(seen), len(calls)):
+                call = calls[index]
+                channel = str(call.params.get("channel", ""))
+                threaded = bool(call.params.get("thread_ts"))
+                seen.append((call.method, channel, threaded, call.at))
+                if call.method == "chat.postMessage" and threaded:
+                    first_reply.setdefault(channel, index)
+            if name == "posts":
+                conn.send(_posts(seen, args[0]))
+            elif name == "count":
+                conn.send(len(seen))
+            elif name == "since":  # the calls from index args[0] on, of channels args[1]*
+                conn.send([s for s in seen[args[0] :] if s[1].startswith(args[1])])
+            elif name == "report":  # the channel's first threaded reply is a diagnose report
+                index = first_reply.get(args[0])
+                conn.send(index is not None and "here it is" in json.dumps(calls[index].params))
+            elif name == "delay":
+                conn.send(slack.delay(*args))
+            elif name == "errors":
+                conn.send([repr(e) for e in slack.errors])
+
+
+class SlackProcess:
+    """tests/slack/fake_slack.py's FakeSlack in a process of its own, as Slack is another
+    machine: in the bots' process its HTTP threads took their GIL, and its record of every call
+    (millions of objects by the end of --background) made each full pass of their cycle
+    collector last half a second. What the bench reads of the calls comes back over a pipe."""
+
+    def __init__(self, usergroups: dict[str, list[str]]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, theirs = context.Pipe()
+        self._process = context.Process(
+            target=run_fake_slack, args=(theirs, usergroups), name="fake-slack", daemon=True
+        )
+        self._process.start()
+        theirs.close()
+        self._lock = threading.Lock()
+        self.base_url = str(self._conn.recv())
+
+    def _ask(self, *request: Any) -> Any:
+        with self._lock:
+            self._conn.send(request)
+            return self._conn.recv()
+
+    def posts(self, prefix: str) -> Posts:
+        return Posts(*self._ask("posts", prefix))
+
+    def count(self) -> int:
+        return int(self._ask("count"))
+
+    def since(self, index: int, prefix: str) -> list[Seen]:
+        return list(self._ask("since", index, prefix))
+
+    def is_report(self, channel: str) -> bool:
+        return bool(self._ask("report", channel))
+
+    def delay(self, method: str, seconds: float) -> None:
+        self._ask("delay", method, seconds)
+
+    def errors(self) -> list[str]:
+        return list(self._ask("errors"))
+
+    def __enter__(self) -> SlackProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._ask("stop")
+        self._process.join(10)
+        self._conn.close()
+
+
+def posts(slack: SlackProcess, prefix: str) -> Posts:
+    return slack.posts(prefix)
 
 
 def wait_for_work(
-    slack: FakeSlack, prefix: str, expected: int, quiet: float, timeout: float
+    slack: SlackProcess, prefix: str, expected: int, quiet: float, timeout: float
 ) -> float:
     """Wait until `expected` commands got a threaded or an error reply and the fake then heard
     nothing for `quiet` seconds (late work of unacknowledged commands); seconds waited."""
@@ -368,7 +465,7 @@ def wait_for_work(
     while time.monotonic() - start < timeout:
         now = time.monotonic()
         seen = posts(slack, prefix)
-        count = len(slack.calls())
+        count = slack.count()
         if count != calls:
             calls, changed = count, now
         replied = len(set(seen.replies) | set(seen.ephemerals))
@@ -406,7 +503,7 @@ def process_now() -> tuple[int, float, int]:
 
 
 def load_under_slow_clients(
-    spawn: Any, clients: Executor, url: str, args: argparse.Namespace, slack: FakeSlack
+    spawn: Any, clients: Executor, url: str, args: argparse.Namespace, slack: SlackProcess
 ) -> Attack:
     """The same load again while a child process holds `--slow-clients` half-open connections.
     They are opened over one read timeout, and the load starts once all are open, so the server
@@ -478,7 +575,7 @@ class Background:
     """`count` diagnoses in the bot at once, each `/flannel diagnose` from a channel of its
     own."""
 
-    def __init__(self, url: str, slack: FakeSlack, count: int, prefix: str) -> None:
+    def __init__(self, url: str, slack: SlackProcess, count: int, prefix: str) -> None:
         self.url, self.slack, self.prefix = url, slack, prefix
         self.stop = threading.Event()
         self.sent: list[tuple[str, float]] = []  # channel, when sent
@@ -502,15 +599,14 @@ class Background:
     def answered(self, channel: str) -> float | None:
         """When the diagnose from `channel` was answered (its threaded reply or an error)."""
         with self.lock:  # only the calls not looked at yet: tens of thousands by the end
-            calls = self.slack.calls()
-            for call in calls[self.looked :]:
-                where = str(call.params.get("channel", ""))
-                reply = call.method == "chat.postEphemeral" or (
-                    call.method == "chat.postMessage" and bool(call.params.get("thread_ts"))
+            count = self.slack.count()
+            for method, where, threaded, at in self.slack.since(self.looked, self.prefix):
+                reply = method == "chat.postEphemeral" or (
+                    method == "chat.postMessage" and threaded
                 )
-                if reply and where.startswith(self.prefix) and where not in self.answers:
-                    self.answers[where] = call.at
-            self.looked = len(calls)
+                if reply and where not in self.answers:
+                    self.answers[where] = at
+            self.looked = count
             return self.answers.get(channel)
 
     def finish(self, timeout: float) -> None:
@@ -551,7 +647,7 @@ def bundle_for(args: argparse.Namespace, tmp: Path) -> Path:
 def run_mode(
     name: str,
     workers: int,
-    slack: FakeSlack,
+    slack: SlackProcess,
     clients: Executor,
     tmp: Path,
     recording: Path,
@@ -563,6 +659,7 @@ def run_mode(
     adapter.progress.start()
     if adapter.heavy is not None:
         adapter.heavy.start()  # as `serve` does
+    freeze_start_up_heap()  # as `serve` does before it serves
     n, c, text = args.requests, args.concurrency, args.text
     background = Background(url, slack, args.background, f"B{tag}")
     try:
@@ -595,19 +692,13 @@ def run_mode(
         executor = adapter.bolt.listener_runner.listener_executor
         if isinstance(executor, ThreadPoolExecutor):
             executor.shutdown(wait=True, cancel_futures=True)
+        # the load's replies still queued are dropped (tens of thousands: minutes to post)
+        adapter.work.shutdown(wait=True, cancel_futures=True)
         adapter.close(timeout=0)
         adapter.progress.stop()
         adapter.app.store.close()
     diagnoses = [(sent, background.answered(ch)) for ch, sent in background.sent]
-    bad = []
-    for channel, _ in background.sent:
-        replies = [
-            call
-            for call in slack.calls("chat.postMessage")
-            if call.params.get("channel") == channel and call.params.get("thread_ts")
-        ]
-        if not replies or "here it is" not in json.dumps(replies[0].params):
-            bad.append(channel)
+    bad = [channel for channel, _ in background.sent if not slack.is_report(channel)]
     return Mode(name, alone, busy, window, diagnoses, bad)
 
 
@@ -617,16 +708,15 @@ def background_main(args: argparse.Namespace) -> None:
     modes: list[Mode] = []
     with (
         ProcessPoolExecutor(1, mp_context=spawn) as clients,
-        FakeSlack() as slack,
+        SlackProcess({"SAPPROVERS": ["UCAROL"]}) as slack,
         tempfile.TemporaryDirectory(prefix="flannel-bench-") as tmp_name,
     ):
         tmp = Path(tmp_name)
-        slack.usergroups = {"SAPPROVERS": ["UCAROL"]}
         recording = bundle_for(args, tmp)
         for name, workers in (("old, in serve", 0), (f"new, {args.workers} workers", args.workers)):
             print(f"{name}: running", flush=True)
             modes.append(run_mode(name, workers, slack, clients, tmp, recording, args))
-        fake_errors = list(slack.errors)
+        fake_errors = slack.errors()
 
     n, c = args.requests, args.concurrency
     print(
@@ -735,15 +825,15 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")
     with (
         ProcessPoolExecutor(1, mp_context=spawn) as clients,
-        FakeSlack() as slack,
+        SlackProcess({"SAPPROVERS": ["UCAROL"]}) as slack,
         tempfile.TemporaryDirectory(prefix="flannel-bench-") as tmp,
     ):
-        slack.usergroups = {"SAPPROVERS": ["UCAROL"]}
         bolt, bare_server = bare_bolt(slack)
         adapter, bot_server = flannel_bot(slack, Path(tmp))
         bare_url, bare_thread = serve(bare_server)
         bot_url, bot_thread = serve(bot_server)
         adapter.progress.start()
+        freeze_start_up_heap()  # as `serve` does before it serves
         if args.slow_api > 0:
             slack.delay("chat.postMessage", args.slow_api)
         n, c, text = args.requests, args.concurrency, args.text
@@ -777,7 +867,7 @@ def main() -> None:
             adapter.progress.stop()
             adapter.app.store.close()
         done = posts(slack, "CM")
-        fake_errors = list(slack.errors)
+        fake_errors = slack.errors()
     elapsed = time.monotonic() - started
     threading.excepthook = previous_hook
     logging.getLogger().removeHandler(collector)
