@@ -158,3 +158,20 @@ def test_reading_a_bundle_and_answering_a_command_leave_the_collector_as_they_fo
     code = cli.main([*argv, "diagnose", "--dump", str(EXAMPLE), "--json"], env={})
     assert code in (0, 1) and json.loads(capsys.readouterr().out)["findings"]
     assert gc.get_threshold() == before and gc.isenabled()
+
+
+def test_reading_a_bundle_does_not_import_the_kubernetes_client() -> None:
+    """A support bundle is read with the parsing alone: the client library (a third of a
+    second to import) is left to the commands that talk to a live cluster."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from flannel_bot.wiring import evidence_from_bundle\n"
+        "from flannel_bot.diagnosis.rules import diagnose\n"
+        f"assert diagnose(evidence_from_bundle({str(EXAMPLE)!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flannel_bot.errors import ExecutorError, NotFound, UserError
 from flannel_bot.executors.bundle.layout import (
@@ -33,10 +33,13 @@ from flannel_bot.executors.bundle.layout import (
     Json,
     field_value,
 )
-from flannel_bot.executors.kube import KubeClient, parse_node, parse_pod
+from flannel_bot.executors.kube import parse_node, parse_pod
 from flannel_bot.ports.nodes import FanOutExecutor
 from flannel_bot.ports.probes import PROBES
 from flannel_bot.redaction import redact, scrub
+
+if TYPE_CHECKING:  # imported by whoever writes a bundle; a reader of one needs no client
+    from flannel_bot.executors.kube import KubeClient
 
 
 class _Writer:
