@@ -717,8 +717,11 @@ class BundleReader:
     ) -> CommandResult:
         """The stored output of the probe with this argv; exit 127 if the bundle lacks it."""
         del timeout, sudo  # nothing runs
-        argv = tuple(argv)
         self._check_reachable(node)
+        return self._stored(node, tuple(argv))
+
+    def _stored(self, node: str, argv: tuple[str, ...]) -> CommandResult:
+        """`run` of a node whose reachability was checked."""
         probe = _BY_ARGV.get(argv)
         if probe is None:
             return CommandResult(
@@ -766,12 +769,11 @@ class BundleReader:
         for node, argvs in commands.items():
             if not self._has_probes(node):
                 continue
-            reduced = self.peer_facts(node, facts) if facts else {}
+            outcome: list[CommandResult] | Exception
             try:
-                outcome: list[CommandResult] | Exception = [
-                    reduced.get(tuple(argv)) or self.run(node, argv, timeout or 0.0)
-                    for argv in argvs
-                ]
+                self._check_reachable(node)  # once for the node, not once per probe
+                reduced = self.peer_facts(node, facts) if facts else {}
+                outcome = [reduced.get(tuple(a)) or self._stored(node, tuple(a)) for a in argvs]
             except BotError as exc:
                 outcome = exc
             yield node, outcome
