@@ -4,12 +4,13 @@ real outputs, the generated scale outputs and odd shapes alike."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
 import pytest
 
-from flannel_bot.diagnosis.node_facts import _general_links, _typed_links, parse_links
+from flannel_bot.diagnosis.node_facts import _general_links, _is_ipv4, _typed_links, parse_links
 from flannel_bot.ports.probes import ProbeOutput
 from tests.unit.test_rules import healthy
 
@@ -68,3 +69,20 @@ def test_the_usual_output_takes_the_typed_path_and_an_odd_one_the_general() -> N
     bare = [{**LINK, "addr_info": [{"family": "inet", "local": "10.0.0.1"}]}]
     assert _typed_links(ProbeOutput(0, json.dumps(bare))) is None
     assert _typed_links(ProbeOutput(0, '[{"ifname": "a", "addr_info": null}]')) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("1.2.3.4", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3"),
+        *("1.2.3.4.5", "1.2.3.04", "1..2.3", " 1.2.3.4", "1.2.3.4\n", "a.b.c.d"),
+        *("1.2.3.\u00b2", "\u0661.2.3.4"),  # digits that are not ASCII
+    ],
+)
+def test_a_reservation_address_is_what_ipaddress_accepts(text: str) -> None:
+    try:
+        ipaddress.IPv4Address(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert _is_ipv4(text) is accepted
