@@ -55,9 +55,10 @@ def build_executors(cluster: ClusterSettings, clock: Clock) -> tuple[KubeExecuto
     if cluster.recording is not None:
         if cluster.recording.is_dir():
             from flannel_bot.executors.bundle import BundleReader
+            from flannel_bot.process.bundle_split import SplitProbes
 
             bundle = BundleReader(cluster.recording)
-            return bundle, bundle
+            return bundle, cast(FanOutExecutor, SplitProbes.of(bundle))
         snapshot = SnapshotCluster.load(cluster.recording, clock)
         return snapshot, snapshot
     kubeconfig = cluster.kubeconfig
@@ -150,21 +151,28 @@ def count_ssh_error(kind: str, cluster: str = DEFAULT_CLUSTER) -> None:
 
 
 def evidence_from_bundle(
-    path: Path | str, only: Sequence[str] = (), deep: bool = False, limits: Limits | None = None
+    path: Path | str,
+    only: Sequence[str] = (),
+    deep: bool = False,
+    limits: Limits | None = None,
+    split_from: int | None = None,
 ) -> Evidence:
     """`collect` over a support bundle, with what the bundle lacked, and what it held that was
-    refused or cut (`limits`, default `Limits()`), appended to `gaps`."""
+    refused or cut (`limits`, default `Limits()`), appended to `gaps`. From `split_from` probed
+    nodes (default `bundle_split.SPLIT_FROM`) the probes are read by two processes."""
     from flannel_bot.diagnosis.collect import collect
     from flannel_bot.executors.bundle import BundleReader
+    from flannel_bot.process.bundle_split import SPLIT_FROM, SplitProbes
 
     reader = BundleReader(path, limits, cache_probes=False)  # read once, node by node
+    nodes = SplitProbes.of(reader, SPLIT_FROM if split_from is None else split_from)
     # the cyclic collector once per 200,000 new objects while it is read (as `cli` answers a
     # command): the evidence of 150,000 pods is half a million objects and no cycles, and each
     # full collection during the read walked them all; put back after
     before = gc.get_threshold()
     gc.set_threshold(200_000, 30, 30)
     try:
-        return collect(reader, reader, only, deep=deep)
+        return collect(reader, nodes, only, deep=deep)
     finally:
         gc.set_threshold(*before)
 

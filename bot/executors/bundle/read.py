@@ -189,6 +189,44 @@ class BundleReader:
         with self._lock:
             return frozenset(self._unread)
 
+    def noted(
+        self,
+    ) -> tuple[
+        list[str], dict[str, list[str]], frozenset[tuple[str, str]], frozenset[tuple[str, str]]
+    ]:
+        """What this reader has noted so far, for another reader of the same bundle to
+        `absorb`: its gaps, the files refused by the budget (by why), probes absent, lists
+        unread."""
+        with self._lock:
+            over = {why: list(files) for why, files in self._over_budget.items()}
+            return list(self._gaps), over, frozenset(self._missing_probes), frozenset(self._unread)
+
+    def absorb(
+        self,
+        gaps: Sequence[str],
+        over_budget: Mapping[str, Sequence[str]],
+        missing_probes: frozenset[tuple[str, str]],
+        unread: frozenset[tuple[str, str]],
+    ) -> None:
+        """Take in what another reader of this bundle noted (`noted`), as if read here."""
+        with self._lock:
+            for text in gaps:
+                self._gaps.setdefault(text, None)
+            for why, files in over_budget.items():
+                mine = self._over_budget.setdefault(why, [])
+                known = set(mine)
+                mine.extend(f for f in files if f not in known)
+            self._missing_probes |= missing_probes
+            self._unread |= unread
+
+    def probed_nodes(self, most: int) -> list[str]:
+        """Up to `most` directories under probes/ (the nodes the bundle probed), unchecked."""
+        try:
+            dirs, _, _ = self._files.subdirs(PROBES_DIR, most)
+        except (BundleFileRefused, OSError):
+            return []
+        return dirs
+
     def _gap(self, text: str) -> None:
         with self._lock:
             self._gaps.setdefault(text, None)

@@ -1,0 +1,70 @@
+"""A large bundle's probes read by two worker processes give the evidence one reader gives: the
+same probe outputs, the same reduced peer tables, the same gaps (a node marked unreachable, a
+probe file missing, a node directory empty) and the same findings. The bundle is bench/_gen.py's
+with 40 nodes; `split_from=1` splits it (by default only from 1,000 probed nodes)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.rules import diagnose
+from flannel_bot.executors.bundle import BundleReader
+from flannel_bot.process.bundle_split import SplitProbes
+from flannel_bot.wiring import evidence_from_bundle, write_peer_facts
+from tests.integration.test_diagnose_memory import generator
+
+pytestmark = pytest.mark.integration
+
+NODES = 40
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("split") / "bundle"
+    generator().write_dump(root, NODES, NODES * 4)
+    probes = root / "probes"
+    (probes / "w3" / "UNREACHABLE").write_text("ssh: connect to host w3: No route to host\n")
+    (probes / "w5" / "fdb.txt").unlink()
+    for leftover in (probes / "w7").iterdir():
+        leftover.unlink()
+    return root
+
+
+def seen(ev: Evidence) -> dict[str, Any]:
+    return {
+        "probes": ev.probes,
+        "tables": {
+            node: {p: (t.out, t.entries, t.missing) for p, t in tables.items()}
+            for node, tables in ev.peer_tables.items()
+        },
+        "unreachable": ev.unreachable,
+        "gaps": sorted(ev.gaps),
+        "findings": diagnose(ev),
+    }
+
+
+@pytest.mark.parametrize("facts", [False, True])
+def test_two_processes_read_the_probes_as_one_reader(
+    bundle: Path, tmp_path: Path, facts: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = bundle
+    if facts:  # some nodes with their reduced tables beside, some without
+        path = tmp_path / "bundle"
+        shutil.copytree(bundle, path)
+        write_peer_facts(path)
+        for node in ("w10", "w11"):
+            (path / "probes" / node / "peer-tables.json").unlink()
+    assert isinstance(SplitProbes.of(BundleReader(path), 1), SplitProbes)
+    one = evidence_from_bundle(path, split_from=10**9)
+    with caplog.at_level(logging.WARNING, logger="flannel_bot.process.bundle_split"):
+        two = evidence_from_bundle(path, split_from=1)
+    assert caplog.records == []  # the workers read it: no fall back to one reader
+    assert one.peer_tables and "w3" in one.unreachable
+    assert any("probes/w5/fdb.txt is missing" in g for g in one.gaps), one.gaps
+    assert seen(two) == seen(one)
