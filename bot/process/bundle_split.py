@@ -97,9 +97,7 @@ class SplitProbes:
         if any(tuple(a) != b for n in names for a, b in zip(commands[n], argvs, strict=True)):
             yield from self.reader.run_each(commands, timeout, facts)  # not the probe set
             return
-        share = dataclasses.replace(
-            self.reader.limits, total_bytes=self.reader.limits.total_bytes // self.workers
-        )
+        share = dataclasses.replace(self.reader.limits, shares=self.workers)
         chunks = [names[i : i + self.chunk] for i in range(0, len(names), self.chunk)]
         done: set[str] = set()
         try:

@@ -14,7 +14,8 @@ import pytest
 
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.rules import diagnose
-from flannel_bot.executors.bundle import BundleReader
+from flannel_bot.executors.bundle import BundleReader, Limits
+from flannel_bot.executors.bundle.limits import size
 from flannel_bot.process.bundle_split import SplitProbes
 from flannel_bot.wiring import evidence_from_bundle, write_peer_facts
 from tests.integration.test_diagnose_memory import generator
@@ -68,3 +69,17 @@ def test_two_processes_read_the_probes_as_one_reader(
     assert one.peer_tables and "w3" in one.unreachable
     assert any("probes/w5/fdb.txt is missing" in g for g in one.gaps), one.gaps
     assert seen(two) == seen(one)
+
+
+def test_the_workers_share_the_read_budget_and_say_so(bundle: Path) -> None:
+    # what a reader reads before the probes: the lists, and the logs of flannel's namespaces
+    lists = [*bundle.glob("*.json"), *bundle.glob("*/*.json")]
+    logs = [f for ns in ("kube-flannel", "kube-system") for f in (bundle / ns).glob("*/*")]
+    probes = sum(f.stat().st_size for f in (bundle / "probes").rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in lists + logs) + probes // 2
+    limits = Limits(total_bytes=total)
+    one = evidence_from_bundle(bundle, limits=limits, split_from=10**9)
+    two = evidence_from_bundle(bundle, limits=limits, split_from=1)
+    said = f"reach the bundle's {size(total)}"
+    assert any(f"{said};" in g for g in one.gaps), one.gaps
+    assert any(f"{said} (this reader's 1/2 of it)" in g for g in two.gaps), two.gaps

@@ -51,6 +51,9 @@ class Limits:
     seconds: float = 120.0
     # entries of the bundle's top directory looked at for namespaces (Kubernetes supports 10,000)
     entries: int = 20_000
+    # readers that share `total_bytes` (worker processes reading a large bundle's probes): each
+    # may read its part of it
+    shares: int = 1
 
 
 def size(count: int) -> str:
@@ -112,10 +115,12 @@ class Budget:
     def take_bytes(self, rel: str, count: int) -> None:
         """Spends `count` bytes of the total, or refuses `rel` without spending any."""
         with self._lock:
-            if self._bytes + count > self.limits.total_bytes:
+            total, shares = self.limits.total_bytes, max(self.limits.shares, 1)
+            if self._bytes + count > total // shares:
+                part = f" (this reader's 1/{shares} of it)" if shares > 1 else ""
                 raise BundleFileRefused(
                     rel,
-                    f"the files read before it reach the bundle's {size(self.limits.total_bytes)}; "
+                    f"the files read before it reach the bundle's {size(total)}{part}; "
                     f"`diagnose NODE...` reads only those nodes' probes",
                     budget=True,
                 )
