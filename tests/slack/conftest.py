@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flannel_bot.settings import load_settings
+from flannel_bot.settings import Settings, load_settings
 from flannel_bot.slack.app import SlackAdapter
 from flannel_bot.slack.serve import http_server
 from flannel_bot.wiring import build_app
@@ -122,17 +122,22 @@ def bot_config(cluster_file: Path) -> str:
     return CONFIG.replace(str(EXAMPLE_CLUSTER), str(cluster_file))
 
 
-@pytest.fixture
-def bot(slack: FakeSlack, tmp_path: Path, bot_config: str) -> Iterator[SlackBot]:
+def bot_settings(slack: FakeSlack, tmp_path: Path, text: str) -> Settings:
+    """The bot's settings from TOML `text`, its Slack the fake, its audit log in `tmp_path`."""
     config = tmp_path / "flannel-bot.toml"
-    config.write_text(bot_config)
+    config.write_text(text)
     env = {
         "HOME": str(tmp_path),
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": slack.base_url,
     }
-    settings = load_settings(config, env, overrides={"db": str(tmp_path / "bot.db")})
+    return load_settings(config, env, overrides={"db": str(tmp_path / "bot.db")})
+
+
+@pytest.fixture
+def bot(slack: FakeSlack, tmp_path: Path, bot_config: str) -> Iterator[SlackBot]:
+    settings = bot_settings(slack, tmp_path, bot_config)
     clock = FakeClock()
     app = build_app(settings, clock)
     adapter = SlackAdapter(app, settings.slack)

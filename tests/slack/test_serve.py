@@ -16,10 +16,9 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from flannel_bot.settings import load_settings
 from flannel_bot.slack.serve import serve
 from flannel_bot.wiring import build_app
-from tests.slack.conftest import CONFIG, SECRET
+from tests.slack.conftest import CONFIG, SECRET, bot_settings
 from tests.slack.fake_slack import PROXY_ENV_VARS, FakeSlack
 from tests.slack.signing import sign, slash_command_body
 
@@ -153,15 +152,7 @@ def test_serve_keeps_its_start_up_heap_out_of_the_collectors_full_passes(
 ) -> None:
     """What start-up built is frozen (gc.freeze) before the first request: a full pass of the
     cycle collector walks every object it tracks with the GIL held, stalling every ack."""
-    config = tmp_path / "flannel-bot.toml"
-    config.write_text(CONFIG)
-    env = {
-        "HOME": str(tmp_path),
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": slack.base_url,
-    }
-    settings = load_settings(config, env, overrides={"db": str(tmp_path / "bot.db")})
+    settings = bot_settings(slack, tmp_path, CONFIG)
     app = build_app(settings)
     stop = threading.Event()
     gc.unfreeze()
