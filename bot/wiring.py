@@ -186,29 +186,27 @@ def write_peer_facts(path: Path | str, limits: Limits | None = None) -> int:
     `limits` default to the reader's per-file limits without its whole-bundle byte and time
     budgets: the tables are read once, one node at a time, and every node should get its
     reduction (a 5,000-node bundle is over the 4 GiB a diagnose reads)."""
-    from flannel_bot.diagnosis.collect import collect_api, peer_reducer
-    from flannel_bot.diagnosis.peer_tables import TABLES, facts_document, wanted_digest
+    from flannel_bot.diagnosis.collect import peer_reducer_of
+    from flannel_bot.diagnosis.peer_tables import TABLE_ARGVS, facts_document, wanted_digest
     from flannel_bot.executors.bundle import BundleReader
     from flannel_bot.executors.bundle import Limits as Read
     from flannel_bot.executors.bundle import write_peer_facts as write_one
-    from flannel_bot.ports.probes import PROBES, ProbeOutput
+    from flannel_bot.ports.probes import ProbeOutput
 
     if limits is None:
         limits = dataclasses.replace(Read(), total_bytes=1 << 50, seconds=24 * 3600.0)
     reader = BundleReader(path, limits, cache_probes=False)
-    reducer = peer_reducer(collect_api(reader, ()))
+    reducer, nodes = peer_reducer_of(reader)
     if reducer is None:
         return 0
     digest = wanted_digest(reducer.wanted)
-    argvs = [list(p.argv) for p in PROBES if p.id in TABLES]
-    ids = [p.id for p in PROBES if p.id in TABLES]
+    argvs = [list(argv) for argv in TABLE_ARGVS]
     written = 0
-    commands = {n.name: argvs for n in reader.list_nodes()}
-    for node, outcome in reader.run_each(commands):
+    for node, outcome in reader.run_each({n.name: argvs for n in nodes}):
         if isinstance(outcome, Exception):
             continue
         tables = {}
-        for probe_id, result in zip(ids, outcome, strict=True):
+        for probe_id, result in zip(TABLE_ARGVS.values(), outcome, strict=True):
             out = ProbeOutput(result.exit_code, result.stdout, result.stderr)
             table = reducer.reduce(probe_id, out, node) if result.exit_code != 127 else None
             if table is None:

@@ -23,7 +23,7 @@ from flannel_bot.diagnosis.peer_tables import (
 from flannel_bot.errors import BotError, ExecutorError
 from flannel_bot.ports.cluster import ClusterReader, NodeInfo, PodInfo, Recording
 from flannel_bot.ports.nodes import DigestResult, NodeExecutor, ReducedResult
-from flannel_bot.ports.probes import PROBES, ProbeOutput
+from flannel_bot.ports.probes import BY_ID, PROBES, ProbeOutput
 
 LOG_TAIL = 300
 CONFIGMAPS = (*FLANNEL_CONFIGMAPS, ("kube-system", "kube-proxy"))
@@ -58,10 +58,7 @@ def collect_api(
         except ExecutorError as exc:
             _note(ev, f"daemonsets in {ns}", exc)
             ev.unread.add((ns, "daemonsets"))
-    for ns, name in CONFIGMAPS:
-        # absent is normal for one of the two flannel namespaces
-        with contextlib.suppress(ExecutorError):
-            ev.configmaps[(ns, name)] = kube.get_configmap(ns, name)
+    _read_configmaps(kube, ev)
     try:
         ev.events = kube.list_events(None)
     except ExecutorError as exc:
@@ -77,6 +74,21 @@ def collect_api(
         ev.rbac = type(ev.rbac)(readable=False)
     _read_logs(kube, ev, log_lines)
     return ev
+
+
+def _read_configmaps(kube: ClusterReader, ev: Evidence) -> None:
+    for ns, name in CONFIGMAPS:
+        # absent is normal for one of the two flannel namespaces
+        with contextlib.suppress(ExecutorError):
+            ev.configmaps[(ns, name)] = kube.get_configmap(ns, name)
+
+
+def peer_reducer_of(kube: ClusterReader) -> tuple[PeerTableReducer | None, list[NodeInfo]]:
+    """`peer_reducer` from what it reads alone, the nodes and flannel's ConfigMaps (not every
+    pod and log `collect_api` reads), and the nodes."""
+    ev = Evidence(nodes=kube.list_nodes())
+    _read_configmaps(kube, ev)
+    return peer_reducer(ev), ev.nodes
 
 
 def _read_logs(kube: ClusterReader, ev: Evidence, log_lines: int) -> None:
@@ -222,8 +234,7 @@ def _fetch_whole(
 ) -> None:
     """The tables whose digest differed, fetched whole from their nodes (one more round, for
     those nodes only) and reduced entry by entry."""
-    argv_of = {p.id: list(p.argv) for p in PROBES}
-    commands = {node: [argv_of[i] for i in ids] for node, ids in again.items()}
+    commands = {node: [list(BY_ID[i].argv) for i in ids] for node, ids in again.items()}
     for node, outcome in run_each(commands, timeout):
         ids = again[node]
         if isinstance(outcome, Exception) or not isinstance(outcome, Sequence):
@@ -243,9 +254,8 @@ def _fetch_whole(
 
 def _reread(nodes: NodeExecutor, node: str, probe_id: str, timeout: float) -> ProbeOutput:
     """A probe's output read again as it is (a recorded reduction that did not hold)."""
-    argv = next(p.argv for p in PROBES if p.id == probe_id)
     try:
-        r = nodes.run(node, argv, timeout)
+        r = nodes.run(node, BY_ID[probe_id].argv, timeout)
     except BotError as exc:
         return ProbeOutput(127, "", str(exc))
     return ProbeOutput(r.exit_code, r.stdout, r.stderr)

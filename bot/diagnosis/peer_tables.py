@@ -31,14 +31,14 @@ from typing import Any
 from flannel_bot.ports import peer_digest
 from flannel_bot.ports.cluster import NodeInfo
 from flannel_bot.ports.nodes import DigestResult, ReducedResult
-from flannel_bot.ports.probes import PROBES, ProbeOutput
+from flannel_bot.ports.probes import BY_ID, ProbeOutput
 
 BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 DEVICE = "flannel.1"
 TABLES = ("ip-route", "ip-neigh", "fdb")
 # each table's probe argv -> its id (what a node side that digests tables is asked for)
-TABLE_ARGVS: Mapping[tuple[str, ...], str] = {p.argv: p.id for p in PROBES if p.id in TABLES}
+TABLE_ARGVS: Mapping[tuple[str, ...], str] = {BY_ID[i].argv: i for i in TABLES}
 # distinct entry texts remembered across nodes; past this the memo starts afresh (a cluster
 # whose entries all differ gains nothing from it, and memory stays bounded)
 MEMO_LIMIT = 200_000
@@ -109,11 +109,10 @@ class PeerTableReducer:
         # of these texts stands for as many distinct wanted keys), and that text's key
         self._usual: dict[str, set[str]] = {pid: set() for pid in TABLES}
         self._usual_key: dict[str, dict[str, Any]] = {pid: {} for pid in TABLES}
-        self._taken: dict[str, set[Any]] = {pid: set() for pid in TABLES}  # their keys
         self._text_of: dict[str, dict[Any, str]] = {pid: {} for pid in TABLES}  # key -> text
-        self._peer_keys: dict[str, dict[str, list[Any]]] = {}  # table -> peer -> wanted keys
         self.quick = 0  # tables reduced by set operations on their texts alone
-        self._sums: dict[str, _Sums] = {}
+        self._sums: dict[str, int] = {}  # table -> the sum of its wanted keys' hashes
+        self._own: dict[str, dict[str, list[Any]]] = {}  # table -> peer -> its wanted keys
 
     def reduce(self, probe_id: str, out: ProbeOutput, node: str | None = None) -> PeerTable | None:
         """The reduced table, or None when the output is not one this can reduce losslessly (a
@@ -147,11 +146,11 @@ class PeerTableReducer:
         exactly the wanted entries of every peer but itself (count and digest agree), its own
         are what it lacks and the entries it sent are the rest; else None (fetch the table)."""
         wanted = self.wanted.of(probe_id)
-        sums = self._sums.get(probe_id)
-        if sums is None:
-            sums = self._sums[probe_id] = _Sums.of(wanted)
-        own = sums.own.get(node, ())
-        expected = (sums.total - sum(peer_digest.key_hash(k) for k in own)) % peer_digest.MODULUS
+        total = self._sums.get(probe_id)
+        if total is None:
+            total = self._sums[probe_id] = sum(map(peer_digest.key_hash, wanted))
+        own = self._own_keys(probe_id).get(node, [])
+        expected = (total - sum(map(peer_digest.key_hash, own))) % peer_digest.MODULUS
         if (result.count, result.digest) != (len(wanted) - len(own), expected):
             return None
         out = ProbeOutput(result.exit_code, result.stdout, result.stderr)
@@ -206,16 +205,20 @@ class PeerTableReducer:
             return []
         if node is None:
             return None
-        peers = self._peer_keys.get(probe_id)
-        if peers is None:
-            peers = self._peer_keys[probe_id] = {}
-            for key, peer in self.wanted.of(probe_id).items():
-                peers.setdefault(peer, []).append(key)
         text_of = self._text_of[probe_id]
-        own = [text_of[k] for k in peers.get(node, ()) if k in text_of]
+        own = [text_of[k] for k in self._own_keys(probe_id).get(node, []) if k in text_of]
         if held == len(usual) - len(own) and not any(t in distinct for t in own):
             return own
         return None
+
+    def _own_keys(self, probe_id: str) -> dict[str, list[Any]]:
+        """Each peer's own wanted keys in a table: the entries a node holds none of."""
+        own = self._own.get(probe_id)
+        if own is None:
+            own = self._own[probe_id] = {}
+            for key, peer in self.wanted.of(probe_id).items():
+                own.setdefault(peer, []).append(key)
+        return own
 
     def _all_unwanted(self, probe_id: str, texts: set[str]) -> bool:
         """Whether each text is a whole entry (an object of its own) whose key is either no
@@ -245,12 +248,11 @@ class PeerTableReducer:
         except ValueError:
             value = None
         memo[text] = found = KEYS[probe_id](value) if isinstance(value, dict) else _NOT_AN_ENTRY
-        taken = self._taken[probe_id]
-        if found in self._wanted_sets[probe_id] and found not in taken and _plain(text):
+        text_of = self._text_of[probe_id]
+        if found in self._wanted_sets[probe_id] and found not in text_of and _plain(text):
             self._usual[probe_id].add(text)
             self._usual_key[probe_id][text] = found
-            self._text_of[probe_id][found] = text
-            taken.add(found)
+            text_of[found] = text
         return found
 
     def _keys(self, probe_id: str, fragments: list[str]) -> set[Any] | None:
@@ -282,24 +284,6 @@ class PeerTableReducer:
         missing = frozenset(want.keys() - set(keys))
         stdout = json.dumps(kept, separators=(",", ":")) + "\n"
         return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(entries), missing)
-
-
-@dataclass(frozen=True)
-class _Sums:
-    """A table's wanted keys as digests see them: the sum of their hashes, and each peer's own
-    keys (a node holds no entry for itself)."""
-
-    total: int
-    own: Mapping[str, tuple[Any, ...]]
-
-    @classmethod
-    def of(cls, wanted: Mapping[Any, str]) -> _Sums:
-        own: dict[str, list[Any]] = {}
-        total = 0
-        for key, peer in wanted.items():
-            total = (total + peer_digest.key_hash(key)) % peer_digest.MODULUS
-            own.setdefault(peer, []).append(key)
-        return cls(total, {peer: tuple(keys) for peer, keys in own.items()})
 
 
 def _plain(fragment: str) -> bool:
