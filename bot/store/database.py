@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import msgspec
 import sqlite_utils
 
 from flannel_bot.errors import (
@@ -129,8 +130,21 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _loads(text: str) -> Any:
+    """`json.loads`, about twice as fast for the small objects events hold (msgspec); text it
+    refuses (NaN, numbers out of a double's range, which `json.dumps` writes) goes to
+    `json.loads`, so what is read never changes."""
+    try:
+        return _decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
+
+
+_decode = msgspec.json.Decoder().decode
+
+
 def _to_event(r: dict[str, Any]) -> Event:
-    source, data = json.loads(r["source"]), json.loads(r["data"])
+    source, data = _loads(r["source"]), _loads(r["data"])
     return Event(r["id"], r["ts"], r["kind"], r["run_id"], r["actor"], source, data, r["hash"])
 
 
