@@ -9,9 +9,12 @@ measures, each case in a fresh process so its peak memory is its own:
   thread=<ts>  md / html     the record of one incident thread (a destructive run in Slack)
   run=N  md                  the record of that run
   since=24h  html            the last day
+  read rows                  one pass of Store.iter_events_matching over the whole log, each
+                             row decoded to an Event: what an export reads (twice: the tally of
+                             its first line, then the lines), its floor (only with --exports)
   export  jsonl / csv        the whole log streamed to a temporary file as the CLI writes it
                              (Service.export, Renderer.write_export; its size is shown;
-                             only with --exports)
+                             only with --exports), and its time ÷ reading the rows
 
 Reports check the chain from the newest chained `audit_verified` marker (Store.verify_recent); the
 "before" cases run the same report with today's path before markers, the whole chain walked the
@@ -90,7 +93,7 @@ from flannel_bot.lab.topology import LabSpec
 from flannel_bot.ports.clock import iso, parse_iso
 from flannel_bot.ports.nodes import CommandResult
 from flannel_bot.ports.probes import PROBES
-from flannel_bot.ports.store import ChainReport, EventKind, Requester
+from flannel_bot.ports.store import ChainReport, EventFilter, EventKind, Requester
 from flannel_bot.render import Renderer
 from flannel_bot.runs.engine import Engine
 from flannel_bot.runs.policy import Policy
@@ -730,7 +733,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     )
     service = Service(Clusters.single(Cluster("default", engine, None)), store)
     renderer = Renderer(REPO / "templates")
-    renderer.env.get_template(f"reports/report.{spec['format'] or 'md'}.j2")  # compiled up front
+    if spec["format"] != "rows":  # compiled up front
+        renderer.env.get_template(f"reports/report.{spec['format'] or 'md'}.j2")
     phases = Phases()
     if spec.get("before"):  # today's path before this change: every report walks everything
         store.verify = functools.partial(full_walk, store)  # type: ignore[method-assign]
@@ -746,7 +750,10 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     reset_peak()
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    if spec["selection"] is None:
+    if spec["format"] == "rows":  # what an export's reading costs: one pass over every event
+        count = sum(1 for _ in store.iter_events_matching(EventFilter()))
+        out.update(ok=True, selected=count)
+    elif spec["selection"] is None:
         chain = store.verify()
         out.update(ok=chain.ok, describe=chain.describe(), selected=chain.events)
     elif spec["format"] in report_module.STREAMED:  # as `flannel-bot audit report` writes it
@@ -894,10 +901,11 @@ CASES: list[tuple[str, str, str | None, bool, bool]] = [
     ("run md before", "run", "md", False, True),
     ("run=N md", "run", "md", False, False),
     ("since=24h html", "since", "html", False, False),
+    ("read rows", "all", "rows", False, False),
     ("export jsonl", "all", "jsonl", True, False),
     ("export csv", "all", "csv", True, False),
 ]
-EXPORTS = ("export jsonl", "export csv")
+EXPORTS = ("read rows", "export jsonl", "export csv")
 AFTER_MARKER = 500  # events recorded after the marker, as between two scheduled head posts
 
 
@@ -1070,7 +1078,9 @@ def report(log: dict[str, Any], path: Path, work: Path, exports: bool) -> None:
             f", of which load {_s(_load_seconds(p))}, verify {_s(_chain(p))}), then "
             f"{_bytes(r['bytes'])} written in {p['write']:.2f}s (peak "
             f"+{held['write']}); per event "
-            f"{r['seconds'] / n * 1e6:.1f} µs"
+            f"{r['seconds'] / n * 1e6:.1f} µs; ÷ reading the rows once "
+            f"({results['read rows']['seconds']:.2f}s) "
+            f"{r['seconds'] / results['read rows']['seconds']:.1f}x"
         )
     reports = [
         r for label, r in results.items() if "select" in r["phases"] and "before" not in label
