@@ -194,7 +194,7 @@ def test_deep_json_is_refused_with_its_depth_never_a_recursion_error(bundle: Pat
         '{"kind": "List", "items": [' + "[" * deep + "]" * deep + "]}"
     )
     pods = json.loads((bundle / FL / "pods.json").read_text())
-    pods["items"][0]["metadata"]["annotations"] = {"x": json.loads("[" * 150 + "]" * 150)}
+    pods["items"][0]["metadata"]["labels"] = {"x": json.loads("[" * 150 + "]" * 150)}
     (bundle / FL / "pods.json").write_text(json.dumps(pods))
     ev = read(bundle)
     assert gaps_with(
@@ -202,8 +202,35 @@ def test_deep_json_is_refused_with_its_depth_never_a_recursion_error(bundle: Pat
         "kube-system/configmaps.json was refused (its JSON nests 100,002 levels deep, over "
         "the 100 read (a Kubernetes list nests about 15)): the ConfigMaps of kube-system",
     )
+    # a field the bot reads (labels) nested deep: the pods are read as JSON, so refused
     assert gaps_with(ev, f"{FL}/pods.json was refused (its JSON nests 155 levels deep")
     assert [f.id for f in diagnose(ev)] != []
+
+
+def write_annotation(bundle: Path, deep: int) -> None:
+    """A flannel pod's annotations (never read by the bot) nested `deep` levels."""
+    pods = json.loads((bundle / FL / "pods.json").read_text())
+    pods["items"][0]["metadata"]["annotations"] = {"x": "@"}
+    text = json.dumps(pods).replace('"@"', "[" * deep + "]" * deep)
+    (bundle / FL / "pods.json").write_text(text)
+
+
+def test_deep_json_in_fields_never_read_is_skipped_not_built(bundle: Path) -> None:
+    """The pods' typed decode builds nothing deeper than its own records and skips the rest
+    under msgspec's recursion check: 150 levels of annotations cost no pod."""
+    write_annotation(bundle, 150)
+    ev = read(bundle)
+    assert not gaps_with(ev, "nests"), ev.gaps
+    assert len(ev.flannel_pods()) == 3
+
+
+def test_deep_json_past_the_recursion_check_is_refused_with_its_depth(bundle: Path) -> None:
+    """100,000 levels where the typed decode would skip them: msgspec stops at its recursion
+    check (a RecursionError, never a crash), and the list is then measured and refused."""
+    write_annotation(bundle, 100_000)
+    ev = read(bundle)
+    assert gaps_with(ev, f"{FL}/pods.json was refused (its JSON nests 100,005 levels deep")
+    assert ev.flannel_pods() == []
 
 
 def test_brackets_and_escapes_in_strings_do_not_count_as_depth(bundle: Path) -> None:

@@ -6,6 +6,7 @@ object limit)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flannel_bot.executors.bundle import BundleReader, Limits
-from flannel_bot.executors.bundle.listjson import decode_items
+from flannel_bot.executors.bundle.listjson import decode_items, decode_whole
+from flannel_bot.executors.kube import pod_json
 from flannel_bot.executors.kube.parsing import parse_pod
 from flannel_bot.executors.kube.pod_json import PodDecoder
 
@@ -316,3 +318,87 @@ def test_a_list_given_as_bytes_reads_as_its_text(items: list[Any], limit: int) -
     assert decode_items(text.encode("utf-8", errors="surrogatepass"), limit) == decode_items(
         text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace"), limit
     )
+
+
+# -- the whole list in one typed decode ------------------------------------------------------
+
+
+def whole(items: list[Any], limit: int = 1_000_000, namespace: str | None = "dir") -> Any:
+    text = json.dumps({"kind": "PodList", "items": items}).encode()
+    return decode_whole(text, limit, PodDecoder(namespace).decode_list)
+
+
+def test_records_are_plain_frozen_podinfo() -> None:
+    """The records are filled in without PodInfo's __init__: they must be what it makes."""
+    assert pod_json._PLAIN, "PodInfo changed shape: the records are made by its __init__"
+    (got,) = whole([USUAL[3]]).items
+    made = dataclasses.replace(got)  # through __init__
+    assert got == made and repr(got) == repr(made) and vars(got) == vars(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("namespace", [None, "from-dir"])
+def test_a_whole_list_decodes_as_each_item_does(namespace: str | None) -> None:
+    listed = whole(USUAL, namespace=namespace)
+    assert listed is not None and listed.complete
+    assert listed.items == [parsed(json.loads(json.dumps(p)), namespace) for p in USUAL]
+
+
+def test_the_pod_lists_of_the_example_and_incident_bundles_decode_whole() -> None:
+    files = sorted(EXAMPLE.glob("*/pods.json")) + sorted(INCIDENTS.glob("*/*/pods.json"))
+    assert len(files) >= 10
+    for f in files:
+        listed = decode_whole(f.read_bytes(), 1_000_000, PodDecoder("ns").decode_list)
+        assert listed is not None, f
+        assert listed.items == [parsed(p, "ns") for p in json.loads(f.read_text())["items"]]
+
+
+@given(st.lists(st.one_of(POD, ODD), max_size=6), st.integers(0, 7))
+def test_a_whole_list_is_read_as_item_by_item_or_left_to_it(items: list[Any], limit: int) -> None:
+    """All or nothing: the whole decode gives what the item-by-item reading gives (the typed
+    decode of each, parse_pod of the JSON) or None, when some item has another shape."""
+    text = json.dumps({"kind": "PodList", "items": items}).encode()
+    listed = decode_whole(text, limit, PodDecoder("dir").decode_list)
+    each = [typed(item, "dir") for item in items]
+    if listed is None:
+        assert None in each, "the whole decode refused a list whose every item decodes typed"
+        return
+    assert None not in each
+    assert listed.complete == (len(items) <= limit)
+    assert listed.items == each[:limit]
+    assert listed.items == [parsed(json.loads(json.dumps(p)), "dir") for p in items][:limit]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"items": [{"metadata": {"name": "a"}}, {"metadata": ',  # not JSON
+        b'{"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": 5}}]}',  # one odd pod
+        b'{"items": [{"metadata": {"name": "a"}}, 3]}',  # an item that is not an object
+        b'{"items": {"a": 1}}',  # items not an array
+        b'{"kind": "PodList"}',  # no items
+        b'[{"metadata": {"name": "a"}}]',  # not an object
+        b'{"items": [{"metadata": {"name": "p\xff"}}]}',  # not UTF-8
+        b'{"items": [{"metadata": {"name": "a"}, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+    ],
+)
+def test_a_list_the_whole_decode_does_not_take_is_left_to_the_items(text: bytes) -> None:
+    assert decode_whole(text, 10, PodDecoder().decode_list) is None
+
+
+def test_deep_nesting_in_skipped_fields_is_skipped() -> None:
+    """msgspec skips what the Structs do not name without building it: 500 levels are read."""
+    text = b'{"items": [{"metadata": {"name": "a", "x": ' + b"[" * 500 + b"]" * 500 + b"}}]}"
+    listed = decode_whole(text, 10, PodDecoder().decode_list)
+    assert listed is not None and [p.name for p in listed.items] == ["a"]
+
+
+def test_the_whole_decode_stops_at_the_limit_and_ticks() -> None:
+    ticks: list[int] = []
+    items = [{"metadata": {"name": f"p{i}"}} for i in range(25)]
+    text = json.dumps({"items": items}).encode()
+    listed = decode_whole(text, 20, PodDecoder().decode_list, lambda: ticks.append(1), every=6)
+    assert listed is not None and not listed.complete
+    assert [p.name for p in listed.items] == [f"p{i}" for i in range(20)]
+    assert len(ticks) == 4  # after 6, 12, 18 and 20 records

@@ -26,7 +26,10 @@ from pathlib import Path
 from flannel_bot.errors import BundleFileRefused
 from flannel_bot.executors.bundle.limits import Budget, size
 
-CHUNK = 1 << 20
+# bytes per read(2): a list file of up to 64 MiB in one read, as reading a 52 MB pods.json in
+# 1 MiB chunks and joining them took 2.5 times as long (each byte copied twice, twice the fresh
+# pages); the time budget is checked between reads
+CHUNK = 64 << 20
 LISTED = 4096  # entries of a directory listed at once; a larger one is looked up file by file
 _ABSENT, _OTHER = -1, -2
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

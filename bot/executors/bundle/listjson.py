@@ -20,6 +20,12 @@ copy of the text); msgspec refuses the rest, which is read as text with bad byte
 Why `typed`: a caller that wants its own records (pods.json -> PodInfo) passes a msgspec typed
 decode of one item, which skips the fields it does not need at C speed; an item it refuses is
 decoded as JSON as before, so the caller reads it its usual way.
+
+Why `decode_whole`: finding the items (one pass) and then decoding each (a second pass, a call
+per item) cost twice a typed decode of the whole list at once; that decode is all or nothing (a
+list with one item of another shape is read item by item as above), and builds nothing deeper
+than the caller's types, so its caller need not measure the nesting first (msgspec skips the
+rest under the interpreter's recursion check, and fails cleanly past it).
 """
 
 from __future__ import annotations
@@ -48,6 +54,13 @@ class _List(msgspec.Struct, gc=False):
 _LIST = msgspec.json.Decoder(_List)  # the items found in one pass; other keys skipped
 _RAWS = msgspec.json.Decoder(list[msgspec.Raw])
 _ANY = msgspec.json.Decoder()
+
+
+# (text, limit, tick, every) -> the first `limit` items as the caller's records and how many
+# the list holds, `tick` called every `every` records; None when it does not take the text (not
+# JSON, not a list, an item of another shape): all or nothing, so the items are then read one by
+# one as ever, and what is read does not depend on which reading took it
+Whole = Callable[[str | bytes, int, Callable[[], None], int], tuple[list[Any], int] | None]
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,22 @@ def decode_items(
         return _fast_items(text, limit, tick, every, typed)
     except msgspec.DecodeError:
         return _stdlib_items(text, limit, tick, every)
+
+
+def decode_whole(
+    text: str | bytes,
+    limit: int,
+    whole: Whole,
+    tick: Callable[[], None] = lambda: None,
+    every: int = 1000,
+) -> Listed | None:
+    """`decode_items` by one typed decode of the whole list (`Whole`), or None when that does
+    not take the text: then `decode_items` reads it, and gives the same items."""
+    got = whole(text, limit, tick, every)
+    if got is None:
+        return None
+    items, count = got
+    return Listed(items, count <= limit)
 
 
 def _fast_items(

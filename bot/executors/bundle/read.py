@@ -55,7 +55,7 @@ from flannel_bot.executors.bundle.layout import (
     field_value,
 )
 from flannel_bot.executors.bundle.limits import Budget, Limits, size
-from flannel_bot.executors.bundle.listjson import decode_items, nesting
+from flannel_bot.executors.bundle.listjson import Whole, decode_items, decode_whole, nesting
 from flannel_bot.executors.kube import (
     parse_configmap,
     parse_daemonset,
@@ -355,10 +355,11 @@ class BundleReader:
         namespace: str | None,
         key: tuple[str, str],
         typed: Callable[[msgspec.Raw], object | None] | None = None,
+        whole: Whole | None = None,
     ) -> list[Any] | None:
         """The items of a list file (`_items`); `typed` reads an item faster into its own type
-        where it can (see `decode_items`): those items are kept as it made them, the others are
-        the JSON objects."""
+        where it can, `whole` the whole list where it can (see `decode_items`): those items are
+        kept as it made them, the others are the JSON objects."""
         self._unread.add(key)  # until it is read whole
         budget = self._files.budget
         try:
@@ -367,16 +368,25 @@ class BundleReader:
                 if data is None:
                     self._list_gap(rel, f"{rel} is missing: {lost}")
                     return None
-                depth = nesting(data)
-                if depth > self.limits.depth:
-                    raise BundleFileRefused(
-                        rel,
-                        f"its JSON nests {depth:,} levels deep, over the {self.limits.depth} "
-                        f"read (a Kubernetes list nests about 15)",
-                    )
                 kind = key[1]
                 left = budget.objects_left(kind)
-                listed = decode_items(data, left, lambda: budget.check_time(rel), typed=typed)
+
+                def tick() -> None:
+                    budget.check_time(rel)
+
+                # a whole list decoded typed builds nothing deeper than its Structs, and skips
+                # the rest under msgspec's recursion check: the depth matters only to the items
+                # built as JSON
+                listed = None if whole is None else decode_whole(data, left, whole, tick)
+                if listed is None:
+                    depth = nesting(data)
+                    if depth > self.limits.depth:
+                        raise BundleFileRefused(
+                            rel,
+                            f"its JSON nests {depth:,} levels deep, over the {self.limits.depth} "
+                            f"read (a Kubernetes list nests about 15)",
+                        )
+                    listed = decode_items(data, left, tick, typed=typed)
                 if listed is not None and not listed.complete and left == 0:
                     raise BundleFileRefused(
                         rel,
@@ -459,8 +469,10 @@ class BundleReader:
                     items: list[Any] | None = self._lists[rel]
                 else:
                     key = (namespace or "", kind)
-                    typed = PodDecoder(namespace).decode
-                    items = self._load_items(rel, lost, namespace, key, typed)
+                    decoder = PodDecoder(namespace)
+                    items = self._load_items(
+                        rel, lost, namespace, key, decoder.decode, decoder.decode_list
+                    )
                 self._pods[rel] = [
                     p if isinstance(p, PodInfo) else parse_pod(p) for p in items or ()
                 ]
