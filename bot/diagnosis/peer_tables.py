@@ -14,7 +14,11 @@ Speed: the tables of all nodes repeat the same entries (peer P's route reads the
 node), so an entry's text is parsed once for the whole cluster and recognised afterwards by a
 set lookup; a table is split into entries as text, never parsed whole, unless its text is not
 the compact one-object-per-entry form `ip -j` prints (then it is parsed as JSON, exactly as the
-`Fact` parsers do). No I/O here: callers pass the text.
+`Fact` parsers do). The nodes' tables also list the peers in the same order (the kernel's), so
+after the first table recognised by its texts the next are walked in its order: a run of usual
+texts is compared as one string, and only the entries between runs (a node's own routes, a peer
+it lacks, an entry out of that order) are taken one by one; a table that does not fit is set
+against the usual texts as before, with the same result. No I/O here: callers pass the text.
 """
 
 from __future__ import annotations
@@ -111,8 +115,10 @@ class PeerTableReducer:
         self._usual_key: dict[str, dict[str, Any]] = {pid: {} for pid in TABLES}
         self._text_of: dict[str, dict[Any, str]] = {pid: {} for pid in TABLES}  # key -> text
         self.quick = 0  # tables reduced by set operations on their texts alone
+        self.walked = 0  # of which walked in the order of the first (`_in_order`)
         self._sums: dict[str, int] = {}  # table -> the sum of its wanted keys' hashes
         self._own: dict[str, dict[str, list[Any]]] = {}  # table -> peer -> its wanted keys
+        self._order: dict[str, _Order] = {}  # table -> its usual texts in a table's order
 
     def reduce(self, probe_id: str, out: ProbeOutput, node: str | None = None) -> PeerTable | None:
         """The reduced table, or None when the output is not one this can reduce losslessly (a
@@ -166,6 +172,11 @@ class PeerTableReducer:
         usual = self._usual[probe_id]
         if not usual:
             return None
+        order = self._order.get(probe_id)
+        if order is not None:
+            walked = self._in_order(probe_id, order, out.stdout)
+            if walked is not None:
+                return self._usual_table(probe_id, out, *walked)
         texts = out.stdout.split("},{")  # split in place: the table is not copied first
         first, last = texts[0].lstrip(), texts[-1].rstrip()
         if not (first.startswith("[{") and last.endswith("}]")):
@@ -192,7 +203,87 @@ class PeerTableReducer:
             stdout = "[" + ",".join("{" + t + "}" for t in texts if t in others) + "]\n"
         table = ProbeOutput(out.exit_code, stdout, out.stderr)
         self.quick += 1
+        if order is None:  # the next tables are walked in this one's order
+            self._order[probe_id] = _Order([t for t in texts if t in usual])
         return PeerTable(table, len(texts), frozenset(missing))
+
+    def _in_order(
+        self, probe_id: str, order: _Order, text: str
+    ) -> tuple[int, list[str], set[str]] | None:
+        """A table's entries walked in the order of the first table reduced by its texts: runs
+        of usual texts in that order are compared as one string each (no entry split, hashed
+        or looked up), and only the entries between them are taken one by one. (entries, the
+        texts that are not usual texts in their order, the usual texts the table lacks); None
+        when its text is not the compact form, an entry is there twice, or too many are out of
+        that order: `_usual_only` then sets the entries against the usual texts."""
+        usual = self._usual[probe_id]
+        a, b = len(text) - len(text.lstrip()), len(text.rstrip())
+        if b - a < 4 or not text.startswith("[{", a) or not text.endswith("}]", a, b):
+            return None
+        pos, end = a + 2, b - 2
+        joined, starts, ends, index = order.joined, order.starts, order.ends, order.index
+        count = len(starts)
+        j = 0  # the next usual text in order
+        skipped: set[int] = set()  # usual texts in order not (yet) found
+        others: list[str] = []  # in their order; usual texts out of order among them
+        entries = 0
+        while True:
+            if j < count:  # the longest run of usual texts in order from here
+                k = _run(text, pos, end, joined, starts, ends, j)
+                if k > j:
+                    entries += k - j
+                    pos += ends[k - 1] - starts[j]
+                    j = k
+                    if pos == end:
+                        break
+                    pos += 3  # "},{"
+            cut = text.find("},{", pos, end)
+            entry = text[pos:end] if cut < 0 else text[pos:cut]
+            entries += 1
+            at = index.get(entry)
+            if at is None:
+                others.append(entry)
+                if len(others) > 2 * ODD_ENTRIES:
+                    return None
+            elif at >= j:
+                skipped.update(range(j, at))
+                j = at + 1
+            elif at in skipped:
+                skipped.discard(at)
+            else:
+                return None  # the same entry twice
+            if len(skipped) > 2 * ODD_ENTRIES:
+                return None
+            if cut < 0:
+                break
+            pos = cut + 3
+        if len(set(others)) != len(others):
+            return None
+        skipped.update(range(j, count))
+        lacking = set(order.rest(usual)) if len(usual) != count else set()
+        lacking.difference_update(others)
+        lacking.update(order.texts[i] for i in skipped)
+        return entries, [t for t in others if t not in usual], lacking
+
+    def _usual_table(
+        self, probe_id: str, out: ProbeOutput, entries: int, others: list[str], lacking: set[str]
+    ) -> PeerTable | None:
+        """`_usual_only`'s reduction of a walked table (`_in_order`)."""
+        odd = set(others)
+        if len(odd) > ODD_ENTRIES or not self._all_unwanted(probe_id, odd):
+            return None
+        wanted, key_of = self._wanted_sets[probe_id], self._usual_key[probe_id]
+        missing = {key_of[t] for t in lacking}
+        if len(self._usual[probe_id]) != len(wanted):
+            missing |= wanted - set(key_of.values())
+        stdout = "[]\n"
+        if odd:
+            stdout = "[" + ",".join("{" + t + "}" for t in others if t in odd) + "]\n"
+        self.quick += 1
+        self.walked += 1
+        return PeerTable(
+            ProbeOutput(out.exit_code, stdout, out.stderr), entries, frozenset(missing)
+        )
 
     def _own_texts(
         self, probe_id: str, node: str | None, held: int, distinct: set[str]
@@ -284,6 +375,61 @@ class PeerTableReducer:
         missing = frozenset(want.keys() - set(keys))
         stdout = json.dumps(kept, separators=(",", ":")) + "\n"
         return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(entries), missing)
+
+
+class _Order:
+    """A table's usual texts in its order, joined as a table holds them, with where each is."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.joined = "},{".join(texts)
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        at = 0
+        for t in texts:
+            self.starts.append(at)
+            at += len(t)
+            self.ends.append(at)
+            at += 3
+        self.index = {t: i for i, t in enumerate(texts)}
+        self._rest: tuple[int, frozenset[str]] = (len(texts), frozenset())
+
+    def rest(self, usual: set[str]) -> frozenset[str]:
+        """The usual texts not in this order (the first table's own, those learnt since); the
+        usual texts are only ever added to, so their number says whether this is still it."""
+        if self._rest[0] != len(usual):
+            self._rest = (len(usual), frozenset(usual.difference(self.index)))
+        return self._rest[1]
+
+
+def _run(
+    text: str, pos: int, end: int, joined: str, starts: list[int], ends: list[int], j: int
+) -> int:
+    """The end k of the longest run of usual texts j..k-1 (in order) that `text` holds from
+    `pos`, each a whole entry there (followed by "},{" or the table's end at `end`)."""
+
+    def holds(k: int) -> bool:
+        stop = pos + ends[k - 1] - starts[j]
+        return (
+            stop <= end
+            and (stop == end or text.startswith("},{", stop))
+            and text.startswith(joined[starts[j] : ends[k - 1]], pos)
+        )
+
+    count = len(starts)
+    if holds(count):
+        return count
+    lo, hi = j, count - 1  # the run ends in [lo, hi]: a prefix holds as a string up to hi
+    while lo < hi:  # by string comparison alone (a text may match as a prefix of another)
+        mid = (lo + hi + 1) // 2
+        stop = pos + ends[mid - 1] - starts[j]
+        if stop <= end and text.startswith(joined[starts[j] : ends[mid - 1]], pos):
+            lo = mid
+        else:
+            hi = mid - 1
+    while lo > j and not holds(lo):  # the last text matched only as a prefix of an entry
+        lo -= 1
+    return lo
 
 
 def _plain(fragment: str) -> bool:

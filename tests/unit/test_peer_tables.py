@@ -345,3 +345,73 @@ def test_a_nodes_own_entries_are_what_it_lacks_only_when_counts_say_so(
         alone.entries,
         alone.missing,
     )
+
+
+PEERS = [
+    f'"dst":"10.244.{i}.0","dev":"flannel.1","lladdr":"0a:fb:00:{i:02x}:00:01","state":["PERMANENT"]'
+    for i in range(2, 12)
+]
+
+
+def _table(*entries: str) -> ProbeOutput:
+    return ProbeOutput(0, "[" + ",".join("{" + e + "}" for e in entries) + "]\n")
+
+
+@pytest.mark.parametrize(
+    ("table", "walked"),
+    [
+        (_table(*PEERS), True),  # the first table's own entry (PEERS[0]) out of its order
+        (_table(*PEERS[:3], *PEERS[4:]), True),  # a node's own entry missing
+        (_table(*PEERS[1:]), True),  # as the first table
+        (_table(*PEERS[1:5]), True),  # the last six missing
+        (_table(GATEWAY, *PEERS[1:]), True),  # eth0's entry first, kept
+        (_table(*PEERS[1:4], GATEWAY, *PEERS[5:]), True),  # ... in the place of a peer's
+        (_table(*PEERS[1:], GATEWAY), True),  # ... last
+        (_table(*reversed(PEERS)), True),  # another order: taken one by one
+        (_table(PEERS[7], *PEERS[1:7], *PEERS[8:]), True),  # one entry moved ahead
+        (_table(*PEERS[1:], PEERS[3]), False),  # an entry twice, far apart
+        (_table(*PEERS[1:4], PEERS[3], *PEERS[4:]), False),  # ... and side by side
+        (_table(GATEWAY, *PEERS[1:], GATEWAY), False),  # an entry not wanted, twice
+        (_table(*PEERS[1:5], PEERS[5].replace(":05:00:01", ":05:00:99"), *PEERS[6:]), True),
+        (_table(*PEERS[1:5], PEERS[5].replace("0a:fb", "0A:FB"), *PEERS[6:]), False),
+        (_table(*PEERS[1:5], PEERS[5] + ',"x":"1"', *PEERS[6:]), False),  # a longer entry
+        (_table(*PEERS[1:6], PEERS[6][:-1]), False),  # the last entry cut short: not JSON
+        (ProbeOutput(0, "  \n[{" + "},{".join(PEERS[1:]) + "}]  \n"), True),  # space around
+        (ProbeOutput(0, "[{" + "},{".join(PEERS[1:]) + "},{}]\n"), True),  # an empty entry
+        (ProbeOutput(0, "[{" + "},{".join(PEERS[1:]) + "}, {" + PEERS[0] + "}]"), False),
+        (ProbeOutput(0, "[{}]"), True),
+        (ProbeOutput(0, "[]"), False),
+    ],
+)
+def test_a_table_walked_in_the_first_ones_order_is_reduced_as_entry_by_entry(
+    table: ProbeOutput, walked: bool
+) -> None:
+    """After the first table reduced by its texts, the next are walked in its order: runs of
+    the usual texts compared as one string, the entries between them one by one; a table that
+    does not fit (an entry twice, another text for a wanted entry) is reduced as before, and
+    the result is always the entry-by-entry one."""
+    wanted = PeersWanted(
+        neighbours={
+            **{(f"10.244.{i}.0", f"0a:fb:00:{i:02x}:00:01"): f"w{i}" for i in range(2, 12)},
+            ("10.244.99.0", "0a:fb:00:63:00:01"): "w99",  # in no table: missing from every one
+        }
+    )
+    warm = PeerTableReducer(wanted)
+    assert warm.reduce("ip-neigh", _table(*PEERS[:1], *PEERS[2:]), "w3") is not None
+    assert warm.reduce("ip-neigh", _table(*PEERS[1:]), "w2") is not None  # the order's table
+    assert (warm.quick, warm.walked) == (1, 0)
+    by_walk = warm.reduce("ip-neigh", table)
+    by_entries = PeerTableReducer(wanted).reduce("ip-neigh", table)
+    assert warm.walked == int(walked)
+    assert (by_walk is None) == (by_entries is None)
+    if by_walk is not None and by_entries is not None:
+        assert by_walk.out == by_entries.out
+        assert (by_walk.entries, by_walk.missing) == (by_entries.entries, by_entries.missing)
+    # the same again, now that the table may have taught the reducer a text
+    again = warm.reduce("ip-neigh", table)
+    if again is not None and by_entries is not None:
+        assert (again.out, again.entries, again.missing) == (
+            by_entries.out,
+            by_entries.entries,
+            by_entries.missing,
+        )
