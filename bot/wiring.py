@@ -172,9 +172,13 @@ def evidence_from_bundle(
     before = gc.get_threshold()
     gc.set_threshold(200_000, 30, 30)
     try:
+        if isinstance(nodes, SplitProbes):
+            nodes.start(only)  # the probes read while the API objects are
         return collect(reader, nodes, only, deep=deep)
     finally:
         gc.set_threshold(*before)
+        if isinstance(nodes, SplitProbes):
+            nodes.close()
 
 
 def write_peer_facts(path: Path | str, limits: Limits | None = None) -> int:

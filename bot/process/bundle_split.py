@@ -1,13 +1,17 @@
 """A large support bundle's node probes read and reduced by two processes, not one.
 
 Why: a bundle that holds only the tables (one assembled by hand, or written before
-`peer-tables.json`) costs, at 5,000 nodes, splitting and hashing 75 million peer-table entries
-(about 25 s of one core, two thirds of its diagnose), while the machine's other cores wait. Each
+`peer-tables.json`) costs, at 5,000 nodes, reading 6.9 GB of tables and recognising 75 million
+peer-table entries in them (about 10 s of one core, most of its diagnose; 25 s before they were
+walked in order), while the machine's other cores wait; one with them reads 105,000 small probe
+files (about 3 s). Each
 worker process opens the bundle with a reader of its own, reads its share of the nodes one at a
 time and reduces their tables against the same wanted peers (`PeerTableReducer`), and hands back
 per node what `collect.probe_nodes` takes from a bundle's `peer-tables.json`: `ReducedResult`s
 for the tables (small), the other outputs as they are. So `probe_nodes` runs unchanged, and the
-evidence is the one a single reader gives.
+evidence is the one a single reader gives. `start` sets them reading before the caller reads
+the API objects (they need only the nodes and flannel's ConfigMaps), so the probes are read while
+the pods are.
 
 The workers' readers share the bundle's read budget (each gets its part of `total_bytes`); what
 they note (gaps, probes absent, lists unread) is handed to the parent's reader. Used only from
@@ -29,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from flannel_bot.diagnosis.collect import peer_reducer_of
 from flannel_bot.diagnosis.peer_tables import (
     TABLES,
     PeersWanted,
@@ -59,6 +64,7 @@ class SplitProbes:
         self.workers = workers
         self.chunk = chunk
         self.peer_facts = reader.peer_facts  # so that probe_nodes asks for `facts`
+        self._ahead: _Read | None = None  # the workers' read begun by `start`
 
     @classmethod
     def of(cls, reader: BundleReader, split_from: int = SPLIT_FROM) -> BundleReader | SplitProbes:
@@ -79,42 +85,104 @@ class SplitProbes:
     ) -> dict[str, list[CommandResult] | Exception]:
         return self.reader.run_many(commands, timeout)
 
+    def start(self, only: Sequence[str] = ()) -> None:
+        """Start the workers reading the probes of every node (or of `only`) now, before the
+        caller reads the API objects: they need only the nodes and flannel's ConfigMaps to
+        reduce against, so the probes are read while the pods are. `run_each` then hands back
+        what they read when it is asked for the same nodes and probes against the same peers;
+        for anything else the early read is dropped and the nodes are read as asked."""
+        if self._ahead is not None or multiprocessing.current_process().daemon:
+            return
+        reducer, nodes = peer_reducer_of(self.reader)
+        if reducer is None:  # another backend: the tables are read whole, by one reader
+            return
+        names = list(only) or [n.name for n in nodes]
+        argvs = [p.argv for p in PROBES]
+        facts = wanted_digest(reducer.wanted)
+        self._ahead = self._begin(names, argvs, facts, reducer.wanted)
+
+    def close(self) -> None:
+        """Stop an early read that no `run_each` took (the caller failed before the probes)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.pool.shutdown(wait=True, cancel_futures=True)
+
     def run_each(
         self,
         commands: Mapping[str, Sequence[Sequence[str]]],
         timeout: float | None = None,
         facts: str | None = None,
     ) -> Iterator[tuple[str, list[CommandResult] | Exception]]:
+        ahead, self._ahead = self._ahead, None
         if multiprocessing.current_process().daemon:  # a serve worker may start no process
-            yield from self.reader.run_each(commands, timeout, facts)
-            return
-        wanted = peers_wanted(self.reader.list_nodes()) if facts else None
-        if wanted is None or wanted_digest(wanted) != facts:
             yield from self.reader.run_each(commands, timeout, facts)
             return
         names = list(commands)
         argvs = [tuple(a) for a in next(iter(commands.values()), [])]
-        if any(tuple(a) != b for n in names for a, b in zip(commands[n], argvs, strict=True)):
+        alike = all(
+            len(commands[n]) == len(argvs)
+            and all(tuple(a) == b for a, b in zip(commands[n], argvs, strict=True))
+            for n in names
+        )
+        if ahead is not None:
+            if alike and ahead.asked == (names, argvs, facts):
+                yield from self._taken(ahead, commands, timeout, facts)
+                return
+            ahead.pool.shutdown(wait=True, cancel_futures=True)  # read for something else
+        wanted = peers_wanted(self.reader.list_nodes()) if facts else None
+        if wanted is None or wanted_digest(wanted) != facts or not alike:
             yield from self.reader.run_each(commands, timeout, facts)  # not the probe set
             return
+        begun = self._begin(names, argvs, facts, wanted)
+        if begun is None:
+            yield from self.reader.run_each(commands, timeout, facts)
+            return
+        yield from self._taken(begun, commands, timeout, facts)
+
+    def _begin(
+        self, names: list[str], argvs: list[tuple[str, ...]], facts: str, wanted: PeersWanted
+    ) -> _Read | None:
+        """The workers started on `names`, every chunk handed to them at once; None when they
+        cannot start (the caller reads the nodes itself)."""
         share = dataclasses.replace(self.reader.limits, shares=self.workers)
         chunks = [names[i : i + self.chunk] for i in range(0, len(names), self.chunk)]
-        done: set[str] = set()
         try:
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("forkserver"),
                 initializer=_start,
                 initargs=(str(self.reader.path), share, facts, wanted, argvs),
-            ) as pool:
-                for results, noted in pool.map(_read_chunk, chunks):
-                    self.reader.absorb(*noted)
-                    for node, outcome in results:
-                        done.add(node)
-                        if isinstance(outcome, str):  # the node is marked unreachable
-                            yield node, NodeUnreachable(outcome, node=node)
-                        else:
-                            yield node, outcome
+            )
+        except (OSError, RuntimeError) as exc:
+            log.warning("the bundle's probe workers could not start (%s)", exc)
+            return None
+        try:
+            results = pool.map(_read_chunk, chunks)
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:
+            log.warning("the bundle's probe workers could not start (%s)", exc)
+            pool.shutdown(wait=True, cancel_futures=True)
+            return None
+        return _Read((names, argvs, facts), pool, results)
+
+    def _taken(
+        self,
+        read: _Read,
+        commands: Mapping[str, Sequence[Sequence[str]]],
+        timeout: float | None,
+        facts: str | None,
+    ) -> Iterator[tuple[str, list[CommandResult] | Exception]]:
+        """The workers' results node by node as their chunks end; what they did not read (a
+        worker died) is read here."""
+        done: set[str] = set()
+        try:
+            for results, noted in read.results:
+                self.reader.absorb(*noted)
+                for node, outcome in results:
+                    done.add(node)
+                    if isinstance(outcome, str):  # the node is marked unreachable
+                        yield node, NodeUnreachable(outcome, node=node)
+                    else:
+                        yield node, outcome
         except (BrokenProcessPool, OSError, RuntimeError) as exc:
             # a worker that could not start or died: the rest is read here, as without them
             log.warning(
@@ -122,6 +190,18 @@ class SplitProbes:
             )
             rest = {n: argv for n, argv in commands.items() if n not in done}
             yield from self.reader.run_each(rest, timeout, facts)
+        finally:
+            read.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclasses.dataclass
+class _Read:
+    """The workers' read of some nodes: what was asked (names, argvs, facts), their pool and
+    their results, chunk by chunk in the order of the names."""
+
+    asked: tuple[list[str], list[tuple[str, ...]], str]
+    pool: ProcessPoolExecutor
+    results: Iterator[tuple[list[tuple[str, list[CommandResult] | str]], tuple[Any, ...]]]
 
 
 def _start(

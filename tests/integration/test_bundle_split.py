@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from flannel_bot.diagnosis.evidence import Evidence
+from flannel_bot.diagnosis.peer_tables import peers_wanted, wanted_digest
 from flannel_bot.diagnosis.rules import diagnose
 from flannel_bot.executors.bundle import BundleReader, Limits
 from flannel_bot.executors.bundle.limits import size
+from flannel_bot.ports.probes import PROBES
 from flannel_bot.process.bundle_split import SplitProbes
 from flannel_bot.wiring import evidence_from_bundle, write_peer_facts
 from tests.integration.test_diagnose_memory import generator
@@ -83,3 +85,34 @@ def test_the_workers_share_the_read_budget_and_say_so(bundle: Path) -> None:
     said = f"reach the bundle's {size(total)}"
     assert any(f"{said};" in g for g in one.gaps), one.gaps
     assert any(f"{said} (this reader's 1/2 of it)" in g for g in two.gaps), two.gaps
+
+
+def test_a_read_begun_early_is_handed_back_only_for_what_it_read(bundle: Path) -> None:
+    """`start` sets the workers reading every node's probes before the API objects are read;
+    `run_each` hands that read back when asked for the same nodes, probes and peers, and
+    otherwise drops it and reads what it is asked for."""
+    facts = wanted_digest(peers_wanted(BundleReader(bundle).list_nodes()))
+    argvs = [list(p.argv) for p in PROBES]
+    every = {n.name: argvs for n in BundleReader(bundle).list_nodes()}
+    some = {n: argvs for n in ("w1", "w3", "w12")}
+
+    def read(commands: dict[str, list[list[str]]], early: bool) -> list[tuple[str, Any]]:
+        split = SplitProbes(BundleReader(bundle, cache_probes=False))
+        if early:
+            split.start()
+            assert split._ahead is not None and split._ahead.asked[0] == list(every)
+        try:
+            return [
+                (node, out if isinstance(out, list) else str(out))
+                for node, out in split.run_each(commands, None, facts)
+            ]
+        finally:
+            split.close()
+
+    assert read(every, early=True) == read(every, early=False)
+    assert [n for n, _ in read(some, early=True)] == ["w1", "w3", "w12"]
+    assert read(some, early=True) == read(some, early=False)
+    left = SplitProbes(BundleReader(bundle))
+    left.start()
+    left.close()  # the caller failed before the probes: the workers are stopped
+    assert left._ahead is None

@@ -153,6 +153,7 @@ class BundleReader:
         self._lists: dict[str, list[Json] | None] = {}
         # pods.json files as PodInfo: the raw JSON of 150,000 pods is dropped once converted
         self._pods: dict[str, list[PodInfo]] = {}
+        self._nodes: list[NodeInfo] | None = None  # nodes.json as NodeInfo (frozen), read once
         self._why_unread: dict[str, str] = {}
         self._logs: dict[tuple[str, str], dict[str, str | _LogFailed] | _Refused | None] = {}
         self._missing_probes: set[tuple[str, str]] = set()
@@ -521,6 +522,12 @@ class BundleReader:
     # -- ClusterReader --------------------------------------------------------------------------
 
     def list_nodes(self, label_selector: str | None = None) -> list[NodeInfo]:
+        if label_selector is None:  # asked by collect and by the probe workers' start: once
+            with self._lock:
+                if self._nodes is None:
+                    items = self._items("nodes.json", LOST_NODES, kind="nodes")
+                    self._nodes = [parse_node(n) for n in items]
+                return list(self._nodes)
         items = self._items("nodes.json", LOST_NODES, kind="nodes")
         return [parse_node(n) for n in items if self._labels_match(label_selector, n)]
 
