@@ -96,6 +96,53 @@ def test_the_scan_reads_a_log_of_examples_and_repeats_alike() -> None:
         assert got or where not in {w for m in CATALOGUE.messages for w in m.where}
 
 
+def reshaped(line: str, rng: random.Random) -> str:
+    """An example line with its whitespace and edges changed: tokens glued to their
+    neighbours, spaces doubled or turned to tabs and form feeds, a word cut in two."""
+    change = rng.randrange(6)
+    if change == 0:
+        return "x" + line.replace(" ", "", 1) + "y"
+    if change == 1:
+        return line.replace(" ", "  ")
+    if change == 2:
+        return line.replace(" ", "\t", rng.randint(1, 3))
+    if change == 3:
+        return line.replace(" ", "\x1f", 1)  # whitespace to str.split, not a line break
+    if change == 4:
+        cut = rng.randint(0, len(line))
+        return line[:cut] + " " + line[cut:]
+    return line
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_the_token_test_skips_no_word_a_line_holds(seed: int) -> None:
+    """Words whose tokens a text lacks are not looked for: examples with their whitespace
+    changed, glued to other words and cut, are still found as every line searched finds them."""
+    rng = random.Random(seed)
+    lines = [reshaped(rng.choice(EXAMPLES + NOISE[:2]), rng) for _ in range(rng.randint(1, 20))]
+    text = "\n".join(lines).encode("ascii", errors="ignore").decode()
+    for where in WHERE:
+        got = list(CATALOGUE.scan(where, text, "w1", "src"))
+        assert got == list(scan_every_line(where, text, "w1", "src")), (where, text)
+
+
+def test_each_word_of_a_line_is_held_by_the_token_test() -> None:
+    from flannel_bot.diagnosis.catalogue.message import _WordTokens
+
+    for where in WHERE:
+        words = CATALOGUE.words(where)
+        assert words is not None
+        tokens = _WordTokens(words)
+        for m in CATALOGUE.messages:
+            for line in (m.example, m.example.upper(), "x" + m.example + "y"):
+                lowered = line.lower()
+                sensitive, ignoring = tokens.held(lowered)
+                assert {w for w in words[0] if w in line} <= set(sensitive), (where, line)
+                assert {w for w in words[1] if w in lowered} <= set(ignoring), (where, line)
+        quiet = (tuple(tokens.always[0]), tuple(tokens.always[1]))  # searched in every text
+        assert tokens.held("i1203 main.go:212] all is well") == quiet
+
+
 OCTETS = ["0", "1", "9", "10", "99", "100", "255", "256", "01", "00", "010", "+1", " 1", "1_0"]
 ADDRESS = st.one_of(
     st.lists(st.sampled_from(OCTETS), min_size=3, max_size=5).map(".".join),
@@ -105,11 +152,25 @@ ADDRESS = st.one_of(
     st.ip_addresses(v=4).map(str),
 )
 NETWORK = st.sampled_from(
-    ["0.0.0.0/0", "10.0.0.0/8", "10.244.1.0/24", "1.0.0.0/8", "100.64.0.0/10", "1.1.1.1/32"]
+    [
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "10.244.1.0/24",
+        "1.0.0.0/8",
+        "100.64.0.0/10",
+        "1.1.1.1/32",
+        "10.1.0.0/16",
+        "10.244.1.0/25",
+        "10.244.10.0/23",
+        "fd00::/64",
+    ]
 )
+ADDRESS_NEAR = st.sampled_from(
+    ["10.244.1.", "10.244.10.", "10.244.11.", "10.1.", "10.10.", "1.1.1.", "10.244.1"]
+).flatmap(lambda head: st.sampled_from([*OCTETS, "1.1", "0.0"]).map(lambda tail: head + tail))
 
 
-@given(ADDRESS, NETWORK)
+@given(st.one_of(ADDRESS, ADDRESS_NEAR), NETWORK)
 def test_an_address_is_in_a_network_as_ipaddress_reads_it(address: str, network: str) -> None:
     net = ipaddress.ip_network(network)
     assert _in_network(address, net) == in_cidr(address, network)

@@ -79,6 +79,7 @@ class Catalogue:
     _by_word: dict[str, tuple[list[int], dict[tuple[str, bool], list[int]]]] = field(
         default_factory=dict, repr=False
     )
+    _tokens: dict[str, _WordTokens | None] = field(default_factory=dict, repr=False)
 
     def for_where(self, where: str) -> tuple[re.Pattern[str], tuple[Message, ...]]:
         """One combined pattern for everything readable in `where` (one search per line), and
@@ -115,7 +116,7 @@ class Catalogue:
         combined, chosen = self.for_where(where)
         words = self.words(where)
         found: dict[Message, tuple[str, int]] = {}
-        for original in _lines_to_search(text, words):
+        for original in _lines_to_search(text, words, self._word_tokens(where)):
             line = original.translate(FULLWIDTH)
             if words is not None and not _may_match(line, words):
                 continue
@@ -128,6 +129,12 @@ class Catalogue:
                     found[message] = (original.strip()[:500], seen + 1)
         for message, (line, count) in found.items():
             yield Sighting(message, node, source, line, count)
+
+    def _word_tokens(self, where: str) -> _WordTokens | None:
+        if where not in self._tokens:
+            words = self.words(where)
+            self._tokens[where] = None if words is None else _WordTokens(words)
+        return self._tokens[where]
 
     def _could_match(self, where: str, line: str) -> set[int]:
         """The messages of `where` (their places in `for_where`) whose required words `line`
@@ -218,22 +225,79 @@ def _may_match(line: str, words: tuple[tuple[str, ...], tuple[str, ...]]) -> boo
 _OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c-\x1e]")
 
 
+class _WordTokens:
+    """Which of a place's words a text can hold at all, told from the text's tokens (its
+    whitespace-separated runs, lowercased) in one split and a few set operations, not from a
+    search of the whole text per word (150 words over 15 MB of flannel logs: 0.7 s).
+
+    A word's inner tokens are its tokens with whitespace on both sides within the word itself:
+    wherever the word occurs, each is a whole token of the text. A text whose tokens lack one
+    of a word's inner tokens cannot hold the word; a word without inner tokens (`panic: `) is
+    always searched. Each word is filed under one of its inner tokens, the one the fewest words
+    share, so a text looks at the few words filed under the tokens it has."""
+
+    def __init__(self, words: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+        self.always: tuple[list[str], list[str]] = ([], [])
+        self.filed: dict[str, list[tuple[frozenset[str], str, bool]]] = {}
+        inner = {
+            (word, ignore): _inner_tokens(word.lower())
+            for ignore, group in enumerate(words)
+            for word in group
+        }
+        shared: dict[str, int] = {}
+        for tokens in inner.values():
+            for token in tokens:
+                shared[token] = shared.get(token, 0) + 1
+        for (word, ignore), tokens in inner.items():
+            if not tokens:
+                self.always[ignore].append(word)
+                continue
+            key = min(sorted(tokens), key=lambda t: (shared[t], -len(t)))
+            self.filed.setdefault(key, []).append((tokens, word, bool(ignore)))
+        self.keys = frozenset(self.filed)
+
+    def held(self, lowered: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The words (case-sensitive ones, ones ignoring case) that ASCII text `lowered`, in
+        lower case, may hold; each word it holds is among them."""
+        tokens = set(lowered.split())
+        sensitive, ignoring = list(self.always[0]), list(self.always[1])
+        for key in self.keys.intersection(tokens):
+            for needed, word, ignore in self.filed[key]:
+                if needed <= tokens:
+                    (ignoring if ignore else sensitive).append(word)
+        return tuple(sensitive), tuple(ignoring)
+
+
+def _inner_tokens(word: str) -> frozenset[str]:
+    """The tokens of `word` with whitespace on both sides within it."""
+    tokens = word.split()
+    first = 0 if not word or word[0].isspace() else 1
+    last = len(tokens) if word and word[-1].isspace() else len(tokens) - 1
+    return frozenset(tokens[first:last])
+
+
 def _lines_to_search(
-    text: str, words: tuple[tuple[str, ...], tuple[str, ...]] | None
+    text: str,
+    words: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    tokens: _WordTokens | None = None,
 ) -> Iterable[str]:
     """The lines of `text` that may hold one of `words`, in order; every line when that cannot
     be told cheaply. Each word is looked for in the whole text (a C search per word, not a
     Python step per line), and only the lines it is found in are returned, so a log without a
     catalogued word costs a search per word; `_may_match` is still the test for each line.
     Only ASCII text split at "\n" alone is read so (there each line is the same slice as
-    splitlines gives, the FULLWIDTH marks cannot occur, and lower() keeps every offset)."""
+    splitlines gives, the FULLWIDTH marks cannot occur, and lower() keeps every offset).
+    `tokens` (of the same words): only the words the text's tokens allow are looked for."""
     if words is None or not text.isascii() or _OTHER_BREAKS.search(text):
         return text.splitlines()
     sensitive, ignoring = words
     if "" in sensitive or "" in ignoring:
         return text.splitlines()
+    lowered = text.lower()
+    if tokens is not None:
+        sensitive, ignoring = tokens.held(lowered)
     spans: set[tuple[int, int]] = set()
-    for haystack, needles in ((text, sensitive), (text.lower() if ignoring else "", ignoring)):
+    for haystack, needles in ((text, sensitive), (lowered, ignoring)):
         for word in needles:
             at = haystack.find(word)
             while at >= 0:
