@@ -305,7 +305,12 @@ class Store(Protocol):
 
     def run(self, run_id: int) -> RunRecord: ...
 
-    def recent_runs(self, limit: int = 20, cluster: str | None = None) -> list[RunRecord]: ...
+    def recent_runs(
+        self, limit: int = 20, cluster: str | None = None, channel: str | None = None
+    ) -> list[RunRecord]:
+        """The newest runs, of one cluster and of those asked for in one chat channel (None:
+        any)."""
+        ...
 
     def runs_by_id(
         self,

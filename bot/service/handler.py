@@ -208,13 +208,15 @@ class Service:
             case c.Status(None, cluster):
                 if cluster is not None:
                     self.clusters.get(cluster)  # an unknown name is an error, not an empty list
-                runs = self.store.recent_runs(cluster=cluster)
+                here = audit_scope.confined_to(who, engine.policy)
+                runs = self.store.recent_runs(cluster=cluster, channel=here)
                 return Reply("runs", {"runs": [run_view(r) for r in runs], "cluster": cluster})
             case c.Status(run_id, cluster):
                 assert run_id is not None
                 run = self.store.run(run_id)
                 if cluster is not None and run.cluster != cluster:
                     raise InvalidState(f"run {run_id} is on cluster {run.cluster}, not {cluster}")
+                audit_scope.check_run_trail(run, who, engine.policy)  # its events are its trail
                 return self._run_reply(run, status_only=True)
             case c.Audit("verify"):
                 report = self.store.verify()

@@ -677,13 +677,22 @@ class SqliteStore:
         return SqliteTx(self.db, self.clock).get_run(run_id)
 
     @_named_errors
-    def recent_runs(self, limit: int = 20, cluster: str | None = None) -> list[RunRecord]:
-        where, args = ("WHERE cluster = ?", [cluster]) if cluster else ("", [])
+    def recent_runs(
+        self, limit: int = 20, cluster: str | None = None, channel: str | None = None
+    ) -> list[RunRecord]:
+        conditions, args = ["1"], []
+        if cluster:
+            conditions.append("cluster = ?")
+            args.append(cluster)
+        if channel is not None:
+            conditions.append("json_extract(source, '$.channel') = ?")
+            args.append(channel)
+        where = " AND ".join(conditions)
         return [
             _to_run(r)
             for r in _rows(
                 self.db,
-                f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+                f"SELECT * FROM runs WHERE {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
                 [*args, limit],
             )
         ]

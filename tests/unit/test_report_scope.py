@@ -171,3 +171,28 @@ def test_a_streamed_export_writes_what_the_template_wrote(
     built = two_channels.report(command.selection, cli("dave"))
     assert streamed == RENDER.report(built, fmt)
     assert len(streamed.splitlines()) == built["summary"]["events"] + 1
+
+
+def test_a_runs_status_is_shown_only_where_its_trail_may_be(
+    make_engine: Callable[..., Engine], store: SqliteStore, two_channels: Service
+) -> None:
+    """`status N` shows the run's events and approvals: its trail, confined as `audit run N` is;
+    the list of runs in a channel holds that channel's runs."""
+    mallory = slack("mallory", "CPUB")
+    refused = two_channels.handle("status 2", mallory)
+    assert not refused.ok and refused.data["error_type"] == "NotAllowed"
+    assert "run 2" in refused.data["message"] and "\n" not in refused.data["message"]
+    assert two_channels.handle("status", mallory).data["runs"] == []
+    own = slack("carol", "CPRIV", "1700000001.000100")
+    assert two_channels.handle("status 2", own).ok
+    assert [r["id"] for r in two_channels.handle("status", own).data["runs"]] == [2]
+    assert [r["id"] for r in two_channels.handle("status", cli("dave")).data["runs"]] == [2, 1]
+    assert two_channels.handle("status 2", cli("dave")).ok
+    policy = dataclasses.replace(
+        POLICY,
+        groups={**POLICY.groups, "auditors": frozenset({"erin"})},
+        audit_all_channels=("auditors",),
+    )
+    service = Service(Clusters.single(Cluster("default", make_engine(policy=policy), None)), store)
+    assert service.handle("status 2", slack("erin", "CPUB")).ok
+    assert [r["id"] for r in service.handle("status", slack("erin", "CPUB")).data["runs"]] == [2, 1]
