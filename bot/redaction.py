@@ -304,9 +304,18 @@ def _redact_short(text: str) -> str:
     return _redact(text)
 
 
+# "pass" is the hint of password, passwd and passphrase: in ASCII text that holds none of them
+# it is bypass, passed or compass, and no rule it stands for can match (beyond ASCII a rule that
+# ignores case matches s to U+017F, so there the hint stays). A diagnose reply that says
+# "bypasses" (br_netfilter) went through the key=value rules: 0.4 s at 5,000 nodes.
+_PASS_WORDS: Final = ("password", "passwd", "passphrase")
+
+
 def _redact(text: str) -> str:
     lowered = text.lower()
     present = {hint for hint in _HINTS if hint in lowered}
+    if "pass" in present and text.isascii() and not any(w in lowered for w in _PASS_WORDS):
+        present.discard("pass")
     for rule in _RULES if present else _UNHINTED:
         if rule.hints and present.isdisjoint(rule.hints):
             continue

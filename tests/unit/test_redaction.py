@@ -107,3 +107,35 @@ def test_scrub_copies_nothing_that_holds_no_secret() -> None:
     dirty = {"runs": data["runs"], "other": {"log": "token=abc123456"}}
     clean = scrub(dirty)
     assert clean["runs"] is data["runs"] and clean["other"] == {"log": "token=[REDACTED]"}
+
+
+def every_hinted_rule(text: str) -> str:
+    """`redact` as it was before "pass" was told from bypass: each rule whose hints the
+    lowered text holds."""
+    from flannel_bot.redaction import _HINTS, _RULES, _UNHINTED
+
+    lowered = text.lower()
+    present = {hint for hint in _HINTS if hint in lowered}
+    for rule in _RULES if present else _UNHINTED:
+        if not rule.hints or not present.isdisjoint(rule.hints):
+            text = rule.pattern.sub(rule.replace, text)
+    return text
+
+
+BYPASS = [
+    "bridged pod traffic bypasses iptables; ",
+    "passed: ",
+    "compass=",
+    "PASSED --",
+    "passwor\u0131d: ",
+    "passphra\u017fe=",  # U+017F matches s where case is ignored: redacted, hint kept
+]
+
+
+@pytest.mark.parametrize("item", SECRETS + LOOK_ALIKES, ids=lambda i: f"{i.kind}:{i.text[:30]}")
+@pytest.mark.parametrize("said", BYPASS)
+def test_a_text_saying_bypass_is_redacted_as_every_rule_hinted_redacts_it(
+    item: Secret | LookAlike, said: str
+) -> None:
+    for text in (said + item.text, item.text + "\n" + said + "x1234567", said + "x1234567"):
+        assert redact(text) == every_hinted_rule(text), text
