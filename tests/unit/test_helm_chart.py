@@ -345,3 +345,11 @@ def test_default_settings_reach_nodes_through_pods(tmp_path: Path) -> None:
     assert (nodes.access, nodes.namespace) == ("pod", "flannel-bot")
     # the node-exec pods run whatever image the bot's pod runs (the chart's image.tag included)
     assert nodes.image == "self"
+
+
+def test_the_host_network_is_a_value_whose_dns_policy_follows_it() -> None:
+    key = ("Deployment", "flannel-bot", "flannel-bot")
+    pod = chart()[key]["spec"]["template"]["spec"]
+    assert (pod["hostNetwork"], pod["dnsPolicy"]) == (True, "Default")
+    pod = chart({"hostNetwork": False})[key]["spec"]["template"]["spec"]
+    assert (pod.get("hostNetwork", False), pod["dnsPolicy"]) == (False, "ClusterFirst")

@@ -117,3 +117,16 @@ def test_one_replica_recreated_with_its_volume_and_a_lease_it_may_hold(
     assert {"kind": "ServiceAccount", "name": "flannel-bot", "namespace": "flannel-bot"} in binding[
         "subjects"
     ]
+
+
+def test_the_bot_runs_on_the_host_network_so_a_broken_pod_network_cannot_cut_it_off(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """The bot is needed most when the pod network is broken (FORWARD DROP, a stale cni0, flannel
+    down, CoreDNS unreachable): on the host's network and resolver it still reaches Slack, the
+    API server and the nodes' SSH; its namespace must then admit a hostNetwork pod."""
+    pod = rendered[("Deployment", "flannel-bot")]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "Default"  # the node's resolv.conf, not the cluster's DNS
+    labels = rendered[("Namespace", "flannel-bot")]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
