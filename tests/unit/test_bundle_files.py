@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flannel_bot.errors import BundleFileRefused
-from flannel_bot.executors.bundle.files import LISTED, BundleFiles
+from flannel_bot.executors.bundle.files import CHUNK, LISTED, BundleFiles
 from flannel_bot.executors.bundle.limits import Budget, Limits
 
 
@@ -53,3 +53,31 @@ def test_a_file_swapped_for_a_link_after_the_listing_is_refused(tmp_path: Path) 
     (node / "b.txt").symlink_to(tmp_path / "outside.txt")
     with pytest.raises(BundleFileRefused, match="symbolic link"):
         reader.read("probes/w1/b.txt", 1 << 20, "probe output")
+
+
+@pytest.mark.parametrize("length", [0, 1, 4097, CHUNK + 1])
+def test_a_file_is_read_whole_across_reads(tmp_path: Path, length: int) -> None:
+    """A file ends at the first read that gives less than asked (one read for a probe file),
+    and a larger one is read in CHUNK reads to its last byte."""
+    data = (bytes(range(251)) * (length // 251 + 1))[:length]
+    (tmp_path / "f.txt").write_bytes(data)
+    assert files(tmp_path).read("f.txt", 1 << 30, "probe output") == data
+
+
+def test_the_time_budget_is_checked_between_the_reads_of_a_large_file(tmp_path: Path) -> None:
+    """The clock moves a second at each look: a one-read file is read within a 1.5 s budget,
+    a file of several reads is refused part-way, as before."""
+    (tmp_path / "small.txt").write_bytes(b"x" * 100)
+    (tmp_path / "large.txt").write_bytes(b"x" * (CHUNK + 1))
+    ticks = iter(range(1000))
+    limits = Limits(seconds=1.5)
+    assert (
+        BundleFiles(tmp_path, Budget(limits, lambda: float(next(ticks)))).read(
+            "small.txt", 1 << 30, "probe output"
+        )
+        == b"x" * 100
+    )
+    ticks = iter(range(1000))
+    reader = BundleFiles(tmp_path, Budget(limits, lambda: float(next(ticks))))
+    with pytest.raises(BundleFileRefused, match="took more than"):
+        reader.read("large.txt", 1 << 30, "probe output")

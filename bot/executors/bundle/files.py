@@ -133,11 +133,11 @@ class BundleFiles:
         if self.known_absent(rel):  # most of a node's .exit and .err files: nothing to time
             return None
         with self.budget.timed(rel):
-            fd = self._open_file(rel)
-            if fd is None:
+            opened = self._open_file_sized(rel)
+            if opened is None:
                 return None
+            fd, length = opened
             try:
-                length = os.fstat(fd).st_size
                 if length > limit:
                     raise BundleFileRefused(
                         rel, f"it is {size(length)}, over the {size(limit)} read from one {what}"
@@ -180,16 +180,22 @@ class BundleFiles:
                 os.close(fd)
 
     def _read(self, rel: str, fd: int, most: int) -> bytes:
+        """Up to `most` bytes; a regular file's read that gives less than asked is at its
+        end (most probe files: one read, not a second that gives nothing)."""
         parts: list[bytes] = []
         left = most
         while left > 0:
-            self.budget.check_time(rel)
-            chunk = os.read(fd, min(CHUNK, left))
+            if parts:  # the first read's time is checked by `timed`
+                self.budget.check_time(rel)
+            asked = min(CHUNK, left)
+            chunk = os.read(fd, asked)
             if not chunk:
                 break
             parts.append(chunk)
             left -= len(chunk)
-        return b"".join(parts)
+            if len(chunk) < asked:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # -- walking without following links: each returns a descriptor the caller closes ------------
 
@@ -211,6 +217,11 @@ class BundleFiles:
     def _open_file(self, rel: str) -> int | None:
         """Regular file `rel`; None if absent. lstat first: a link, FIFO, device or socket is
         refused without being opened."""
+        opened = self._open_file_sized(rel)
+        return None if opened is None else opened[0]
+
+    def _open_file_sized(self, rel: str) -> tuple[int, int] | None:
+        """`_open_file` with the file's size from the fstat that checks it."""
         folder, _, name = rel.rpartition("/")
         with self._parent_lock:
             parent = self._parent_of(folder)
@@ -237,7 +248,7 @@ class BundleFiles:
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, opened.st_size
 
     def _parent_of(self, folder: str) -> int | None:
         """Directory `folder`, from the one kept open when it is the same (under the lock)."""
