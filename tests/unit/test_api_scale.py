@@ -201,6 +201,66 @@ def test_other_cni_is_the_first_pod_that_names_one(labels: list[dict[str, str]])
     assert ev.other_cni() == (expected or "cilium")  # a new list of pods is read anew
 
 
+POD_KEYS = st.tuples(st.sampled_from(["ns", "other"]), st.sampled_from(["p1", "p2", "w1", "w9"]))
+EVENT_MESSAGE = st.sampled_from([m.example for m in CATALOGUE.messages if "event" in m.where])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            POD_KEYS,
+            st.sampled_from(["w1", "w2"]),
+            st.sampled_from(["Running", "Pending"]),
+            st.sampled_from(["", "2026-01-01T00:00:00Z"]),
+        ),
+        max_size=6,
+    ),
+    st.lists(
+        st.tuples(
+            POD_KEYS,
+            st.sampled_from(["Pod", "Node", "DaemonSet"]),
+            st.sampled_from(["", "w5"]),
+            EVENT_MESSAGE,
+        ),
+        max_size=6,
+    ),
+)
+def test_events_are_tied_to_their_pods_node_as_a_map_of_every_pod_ties_them(
+    pods: list[tuple[tuple[str, str], str, str, str]],
+    events: list[tuple[tuple[str, str], str, str, str]],
+) -> None:
+    """Sightings in events: a pod's event counts while the pod waits or terminates, and is tied
+    to the pod's node (the last pod of that name), as with a map of every pod's node."""
+    from flannel_bot.diagnosis.catalogue.message import EVENT
+    from flannel_bot.ports.cluster import EventInfo
+
+    ev = Evidence()
+    ev.pods = [
+        PodInfo(ns, name, node, phase=phase, deletion=deletion)
+        for (ns, name), node, phase, deletion in pods
+    ]
+    ev.events = [
+        EventInfo(ns, f"e{i}", kind, name, "R", message, source_host=host, involved_namespace=ns)
+        for i, ((ns, name), kind, host, message) in enumerate(events)
+    ]
+    pod_nodes = {(p.namespace, p.name): p.node for p in ev.pods}
+    waiting = {(p.namespace, p.name) for p in ev.pods if p.phase == "Pending" or p.deletion}
+    expected = []
+    for e in ev.events:
+        key = (e.involved_namespace, e.involved_name)
+        if e.involved_kind == "Pod" and key not in waiting:
+            continue
+        node = (
+            e.involved_name
+            if e.involved_kind == "Node"
+            else e.source_host or pod_nodes.get(key, "")
+        )
+        expected += CATALOGUE.scan(
+            EVENT, e.message, node, f"API: event {e.reason} on {e.involved_name}"
+        )
+    assert ev.sightings() == expected
+
+
 # -- the collector's thresholds, raised for one bulk read and put back --------------------------
 
 

@@ -122,9 +122,9 @@ class Catalogue:
                 continue
             if not combined.search(line):
                 continue
-            could = self._could_match(where, line)
-            for i, message in enumerate(chosen):
-                if i in could and message.regex.search(line):
+            for i in sorted(self._could_match(where, line)):  # in the messages' order
+                message = chosen[i]
+                if message.regex.search(line):
                     seen = found.get(message, ("", 0))[1]
                     found[message] = (original.strip()[:500], seen + 1)
         for message, (line, count) in found.items():
@@ -155,6 +155,16 @@ class Catalogue:
         could = set(always)
         lower = line.lower()
         folds = not line.isascii()  # case folding beyond ASCII: as _may_match, search it
+        tokens = None if folds else self._word_tokens(where)
+        if tokens is not None:  # only the words the line's tokens allow (_WordTokens)
+            sensitive, ignoring = tokens.held(lower)
+            for needle in sensitive:
+                if needle in line:
+                    could.update(by_word[(needle, False)])
+            for needle in ignoring:
+                if needle in lower:
+                    could.update(by_word[(needle, True)])
+            return could
         for (needle, ignore), places in by_word.items():
             if (folds or needle in lower) if ignore else needle in line:
                 could.update(places)

@@ -107,6 +107,7 @@ _NO_LAST = _LastState()
 _NO_STATUS_OF_CONTAINER = _ContainerStatus()
 _NO_OWNER = _Owner()
 _NO_CONTAINERS: tuple[ContainerInfo, ...] = ()
+_READY = _Condition("Ready", "True")  # equal to a condition of that type and status
 
 # PodInfo's fields in order; a record is made by filling its __dict__ in one update, not by
 # its __init__ (a frozen dataclass sets each of its 16 fields through object.__setattr__: 2 us
@@ -201,11 +202,7 @@ class PodDecoder:
         status = pod.status or _NO_STATUS
         owners = meta.ownerReferences
         owner = next((o for o in owners if o.controller), owners[0]) if owners else _NO_OWNER
-        ready = False
-        for condition in status.conditions or ():
-            if condition.type == "Ready" and condition.status == "True":
-                ready = True
-                break
+        ready = _READY in status.conditions if status.conditions else False  # Struct ==, in C
         containers = self._containers_of(spec.containers, status.containerStatuses, False)
         restarts = 0
         for container in containers:
@@ -239,7 +236,7 @@ class PodDecoder:
         if not _PLAIN:
             return PodInfo(*fields)
         record: PodInfo = _new(PodInfo)
-        record.__dict__.update(zip(_FIELDS, fields, strict=True))
+        record.__dict__.update(zip(_FIELDS, fields, strict=False))  # as long: _PLAIN
         return record
 
     def _containers_of(
