@@ -6,7 +6,6 @@ object limit)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +18,6 @@ from hypothesis import strategies as st
 
 from flannel_bot.executors.bundle import BundleReader, Limits
 from flannel_bot.executors.bundle.listjson import decode_items, decode_whole
-from flannel_bot.executors.kube import pod_json
 from flannel_bot.executors.kube.parsing import parse_pod
 from flannel_bot.executors.kube.pod_json import PodDecoder
 
@@ -326,16 +324,6 @@ def test_a_list_given_as_bytes_reads_as_its_text(items: list[Any], limit: int) -
 def whole(items: list[Any], limit: int = 1_000_000, namespace: str | None = "dir") -> Any:
     text = json.dumps({"kind": "PodList", "items": items}).encode()
     return decode_whole(text, limit, PodDecoder(namespace).decode_list)
-
-
-def test_records_are_plain_frozen_podinfo() -> None:
-    """The records are filled in without PodInfo's __init__: they must be what it makes."""
-    assert pod_json._PLAIN, "PodInfo changed shape: the records are made by its __init__"
-    (got,) = whole([USUAL[3]]).items
-    made = dataclasses.replace(got)  # through __init__
-    assert got == made and repr(got) == repr(made) and vars(got) == vars(made)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        got.name = "x"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("namespace", [None, "from-dir"])
