@@ -201,6 +201,29 @@ def test_other_cni_is_the_first_pod_that_names_one(labels: list[dict[str, str]])
     assert ev.other_cni() == (expected or "cilium")  # a new list of pods is read anew
 
 
+@given(
+    st.lists(st.tuples(st.sampled_from(["w1", "w2", "w3"]), st.one_of(ADDRESS, ADDRESS_NEAR))),
+    st.sampled_from(["10.244.1.0/24", "10.244.10.0/24", "10.1.0.0/16", "10.244.1.0/25", "x"]),
+)
+def test_pods_outside_their_nodes_subnet_are_those_in_cidr_puts_outside(
+    pods: list[tuple[str, str]], subnet: str
+) -> None:
+    from flannel_bot.diagnosis.rules.cni import _pods_outside_subnet
+    from flannel_bot.ports.cluster import NodeInfo
+
+    ev = Evidence()
+    ev.nodes = [NodeInfo(n, f"172.20.0.{i}", subnet) for i, n in enumerate(["w1", "w2", "w3"])]
+    flannel = PodInfo("kube-flannel", "f", "w1", labels={"app": "flannel"}, host_network=True)
+    ev.pods = [flannel] + [PodInfo("ns", f"p{i}", n, pod_ip=ip) for i, (n, ip) in enumerate(pods)]
+    expected = {}
+    for p in ev.pods[1:]:
+        node_ip = p.pod_ip in {n.internal_ip for n in ev.nodes}
+        if p.pod_ip and ":" not in p.pod_ip and not node_ip and not in_cidr(p.pod_ip, subnet):
+            expected.setdefault(p.node, []).append(p)
+    got = {node: outside for node, outside, _, _ in _pods_outside_subnet(ev)}
+    assert got == expected
+
+
 POD_KEYS = st.tuples(st.sampled_from(["ns", "other"]), st.sampled_from(["p1", "p2", "w1", "w9"]))
 EVENT_MESSAGE = st.sampled_from([m.example for m in CATALOGUE.messages if "event" in m.where])
 

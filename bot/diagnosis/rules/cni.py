@@ -227,7 +227,17 @@ def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str
             outside = candidates
         else:
             inside = _network_test(network)
-            outside = [p for p in candidates if not inside(p.pod_ip)]
+            head = _head_of_24(network)
+            if head:  # most pods: their address is the /24's three octets and one more
+                cut = len(head)
+                outside = [
+                    p
+                    for p in candidates
+                    if not (p.pod_ip.startswith(head) and p.pod_ip[cut:] in _OCTET_TEXTS)
+                    and not inside(p.pod_ip)
+                ]
+            else:
+                outside = [p for p in candidates if not inside(p.pod_ip)]
         if outside:
             yield info.name, outside, subnet, read_from
 
@@ -235,6 +245,17 @@ def _pods_outside_subnet(ev: Evidence) -> Iterator[tuple[str, list[PodInfo], str
 # an IPv4 address as ipaddress reads it: four decimal octets, 0-255, no leading zeros
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
+_OCTET_TEXTS = frozenset(str(octet) for octet in range(256))  # as _OCTET writes them
+
+
+def _head_of_24(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """The first three octets and a dot of a /24 (10.244.1.0/24: `10.244.1.`): an address
+    that is them and one of _OCTET_TEXTS is in the network; "" for any other network."""
+    if network.version != 4 or network.prefixlen != 24:
+        return ""
+    return str(network.network_address).rpartition(".")[0] + "."
 
 
 def _in_network(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
