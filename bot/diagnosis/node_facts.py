@@ -48,8 +48,43 @@ class Fact(Generic[T]):
 
 def in_cidr(address: str, cidr: str) -> bool:
     """Whether an address (with or without /prefix) lies in a CIDR; False if either is junk."""
-    ip, network = _ip_of(address), _network_of(cidr)
-    return ip is not None and network is not None and ip in network
+    network = _network_of(cidr)
+    if network is None:
+        return False
+    plain = _plain_ipv4(address) if network.version == 4 else None
+    if plain is not None:  # each node's own addresses: compared as numbers, not parsed
+        return plain[0] & int(network.netmask) == int(network.network_address)
+    ip = _ip_of(address)
+    return ip is not None and ip in network
+
+
+def interface_network(address: str) -> str:
+    """`str(ipaddress.ip_interface(address).network)` (ValueError for junk): a plain IPv4
+    address/prefix (every node's subnet.env) is computed as numbers."""
+    plain = _plain_ipv4(address)
+    if plain is None:
+        return str(ipaddress.ip_interface(address).network)
+    ip, prefix = plain
+    n = ip & (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}/{prefix}"
+
+
+# an IPv4 address as ipaddress reads it (four decimal octets 0-255, no leading zeros), with a
+# prefix length 0-32 without leading zeros or none; anything else is left to ipaddress
+_OCTET_OF = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_IPV4 = re.compile(
+    rf"({_OCTET_OF}\.{_OCTET_OF}\.{_OCTET_OF}\.{_OCTET_OF})(?:/(3[0-2]|[12]?[0-9]))?"
+)
+
+
+def _plain_ipv4(address: str) -> tuple[int, int] | None:
+    """(the address as a number, its prefix length or 32) of a plain IPv4 address[/prefix]."""
+    match = _PLAIN_IPV4.fullmatch(address)
+    if match is None:
+        return None
+    a, b, c, d = match.group(1).split(".")
+    prefix = match.group(2)
+    return int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d), int(prefix) if prefix else 32
 
 
 # every node's rules ask of the same few leases and of addresses seen again and again: each
@@ -167,21 +202,30 @@ def _typed_links(out: ProbeOutput) -> dict[str, Link] | None:
     links = {}
     for raw in raws:
         info = raw.linkinfo
-        data = info.info_data if info is not None else None
-        inet = []
-        for a in raw.addr_info:
-            if a.family == "inet":
-                if a.local is None or a.prefixlen is None:
-                    return None
-                inet.append(f"{a.local}/{a.prefixlen}")
+        inet: tuple[str, ...] = ()
+        if raw.addr_info:  # a pod's veth has none: most of a node's links
+            found = []
+            for a in raw.addr_info:
+                if a.family == "inet":
+                    if a.local is None or a.prefixlen is None:
+                        return None
+                    found.append(f"{a.local}/{a.prefixlen}")
+            inet = tuple(found)
+        parent = kind = ""
+        if info is not None:
+            data = info.info_data
+            parent = str(data.get("link") or "") if isinstance(data, dict) else ""
+            kind = str(info.info_kind or "")
         name = str(raw.ifname)
+        mac = raw.address
+        # positional, in Link's order (a third faster than by keyword, 32 links a node)
         links[name] = Link(
-            name=name,
-            mtu=int(raw.mtu or 0),
-            inet=tuple(inet),
-            parent=str(data.get("link") or "") if isinstance(data, dict) else "",
-            mac=str(raw.address or "").lower(),
-            kind=str((info.info_kind if info is not None else None) or ""),
+            name,
+            int(raw.mtu or 0),
+            inet,
+            parent,
+            mac.lower() if type(mac) is str else str(mac or "").lower(),
+            kind,
         )
     return links
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ from flannel_bot.diagnosis.findings import (
     Finding,
     Fix,
 )
-from flannel_bot.diagnosis.node_facts import SUBNET_ENV
+from flannel_bot.diagnosis.node_facts import SUBNET_ENV, interface_network
 
 
 @dataclass
@@ -212,7 +211,7 @@ def leased_subnet(ev: Evidence, node: str) -> tuple[str, str]:
     subnet = (ev.fact(node, SUBNET_ENV) or {}).get("FLANNEL_SUBNET", "")
     if subnet:
         try:
-            return str(ipaddress.ip_interface(subnet).network), f"{node}: /run/flannel/subnet.env"
+            return interface_network(subnet), f"{node}: /run/flannel/subnet.env"
         except ValueError:
             return "", ""
     info = ev.node(node)
