@@ -156,7 +156,8 @@ def probe_nodes(
     (a support bundle) reads the next node's files only then, so the tables of every node are
     never held at once. `reduce_tables=False` keeps them whole (the path before the reduction,
     for comparing)."""
-    commands = {n: [list(p.argv) for p in PROBES] for n in names}
+    probe_set = [list(p.argv) for p in PROBES]  # the same for every node: one list, shared
+    commands = {n: probe_set for n in names}
     run_each = getattr(nodes, "run_each", None)
     run_many = getattr(nodes, "run_many", None)
     reducer = peer_reducer(ev) if reduce_tables else None

@@ -124,10 +124,14 @@ class SplitProbes:
             yield from self.reader.run_each(commands, timeout, facts)
             return
         names = list(commands)
-        argvs = [tuple(a) for a in next(iter(commands.values()), [])]
+        first = next(iter(commands.values()), [])
+        argvs = [tuple(a) for a in first]
         alike = all(
-            len(commands[n]) == len(argvs)
-            and all(tuple(a) == b for a, b in zip(commands[n], argvs, strict=True))
+            commands[n] is first  # the one list probe_nodes gives every node
+            or (
+                len(commands[n]) == len(argvs)
+                and all(tuple(a) == b for a, b in zip(commands[n], argvs, strict=True))
+            )
             for n in names
         )
         if ahead is not None:
