@@ -64,6 +64,7 @@ from flannel_bot.executors.kube import (
     parse_pod,
     parse_service,
 )
+from flannel_bot.executors.kube.event_json import EventDecoder
 from flannel_bot.executors.kube.pod_json import PodDecoder
 from flannel_bot.ports.cluster import (
     ConfigMapInfo,
@@ -153,6 +154,7 @@ class BundleReader:
         self._lists: dict[str, list[Json] | None] = {}
         # pods.json files as PodInfo: the raw JSON of 150,000 pods is dropped once converted
         self._pods: dict[str, list[PodInfo]] = {}
+        self._events: dict[str, list[EventInfo]] = {}  # events.json files as EventInfo
         self._nodes: list[NodeInfo] | None = None  # nodes.json as NodeInfo (frozen), read once
         self._why_unread: dict[str, str] = {}
         self._logs: dict[tuple[str, str], dict[str, str | _LogFailed] | _Refused | None] = {}
@@ -480,6 +482,28 @@ class BundleReader:
                 self._lists[rel] = None if items is None else []  # its JSON no longer held
             return self._pods[rel]
 
+    def _event_items(
+        self, rel: str, lost: str, namespace: str | None, kind: str
+    ) -> list[EventInfo]:
+        """An events.json as EventInfo, each file converted once: decoded whole straight into
+        them where every event has the usual shape (event_json.py), else read as JSON by
+        `parse_event`. A field selector reads the JSON (`list_events`), read anew if the file
+        was read here first."""
+        with self._lock:
+            if rel not in self._events:
+                if rel in self._lists:
+                    items: list[Any] | None = self._lists[rel]
+                else:
+                    key = (namespace or "", kind)
+                    whole = EventDecoder(namespace).decode_list
+                    items = self._load_items(rel, lost, namespace, key, whole=whole)
+                    if items is None or not all(isinstance(e, EventInfo) for e in items):
+                        self._lists[rel] = items  # unread, or read as JSON: as `_items` keeps it
+                self._events[rel] = [
+                    e if isinstance(e, EventInfo) else parse_event(e) for e in items or ()
+                ]
+            return self._events[rel]
+
     def _each_namespace(
         self,
         kind: str,
@@ -563,11 +587,14 @@ class BundleReader:
         self, namespace: str | None = None, field_selector: str | None = None
     ) -> list[EventInfo]:
         """Events, oldest first, like the live client."""
-        events = [
-            parse_event(e)
-            for e in self._namespaced("events", namespace, "events")
-            if not field_selector or self._fields_match(field_selector, e)
-        ]
+        if not field_selector:
+            events = self._each_namespace("events", namespace, "events", self._event_items)
+        else:
+            events = [
+                parse_event(e)
+                for e in self._namespaced("events", namespace, "events")
+                if self._fields_match(field_selector, e)
+            ]
         return sorted(events, key=lambda e: e.last_timestamp)
 
     def get_configmap(self, namespace: str, name: str) -> ConfigMapInfo:
