@@ -391,11 +391,18 @@ def _scan(ev: Evidence) -> Iterator[Sighting]:
             node = e.source_host or pod_nodes.get((e.involved_namespace, e.involved_name), "")
         label = f"API: event {e.reason} on {e.involved_name}"
         yield from scan(EVENT, e.message, node, label)
+    # a node condition's message is one of a few the kubelet says on every node: each is
+    # scanned once (10,000 at 5,000 nodes), its sightings tied to each node that says it
+    said: dict[str, list[Sighting]] = {}
     for n in ev.nodes:
         for c in n.conditions:
             if c.message:
                 label = f"API: node {n.name} condition {c.type}={c.status}"
-                yield from scan(NODE_CONDITION, c.message, n.name, label)
+                found = said.get(c.message)
+                if found is None:
+                    found = said[c.message] = list(scan(NODE_CONDITION, c.message, "", ""))
+                for s in found:
+                    yield Sighting(s.message, n.name, label, s.line, s.count)
     for node, outputs in ev.probes.items():
         for probe_id, where in JOURNALS.items():
             out = outputs.get(probe_id)

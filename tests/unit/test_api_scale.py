@@ -224,6 +224,39 @@ def test_pods_outside_their_nodes_subnet_are_those_in_cidr_puts_outside(
     assert got == expected
 
 
+CONDITION_MESSAGE = st.sampled_from(
+    ["", "kubelet is posting ready status", "x"]
+    + [m.example for m in CATALOGUE.messages if "node condition" in m.where]
+)
+
+
+@given(st.lists(st.lists(CONDITION_MESSAGE, max_size=3), max_size=5))
+def test_node_conditions_said_on_many_nodes_are_sighted_on_each(messages: list[list[str]]) -> None:
+    """A condition message is scanned once however many nodes say it; each node still has its
+    sighting, with its own label, as a scan per node gives."""
+    from flannel_bot.diagnosis.catalogue.message import NODE_CONDITION
+    from flannel_bot.ports.cluster import NodeCondition, NodeInfo
+
+    ev = Evidence()
+    ev.nodes = [
+        NodeInfo(
+            f"w{i}",
+            conditions=tuple(NodeCondition(f"T{j}", "False", "R", m) for j, m in enumerate(said)),
+        )
+        for i, said in enumerate(messages)
+    ]
+    expected = [
+        sighting
+        for n in ev.nodes
+        for c in n.conditions
+        if c.message
+        for sighting in CATALOGUE.scan(
+            NODE_CONDITION, c.message, n.name, f"API: node {n.name} condition {c.type}={c.status}"
+        )
+    ]
+    assert ev.sightings() == expected
+
+
 POD_KEYS = st.tuples(st.sampled_from(["ns", "other"]), st.sampled_from(["p1", "p2", "w1", "w9"]))
 EVENT_MESSAGE = st.sampled_from([m.example for m in CATALOGUE.messages if "event" in m.where])
 
