@@ -337,6 +337,36 @@ def test_reading_a_bundle_and_answering_a_command_leave_the_collector_as_they_fo
     assert gc.get_threshold() == before and gc.isenabled()
 
 
+def test_the_cli_process_ends_with_its_reply_and_audit_event_whole(tmp_path: Path) -> None:
+    """Run as a program, the CLI leaves its objects to the process's end (gc.freeze, no
+    collection at exit): the reply is still printed whole, the exit code kept, and the
+    diagnosis is in the audit log; and a command run in-process leaves the collector alone."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from flannel_bot import cli
+
+    db = tmp_path / "bot.db"
+    argv = ["--db", str(db), "--user", "alice", "diagnose", "--dump", str(EXAMPLE), "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "flannel_bot.cli", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode in (0, 1), done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["kind"] == "diagnose" and reply["findings"]
+    with sqlite3.connect(db) as conn:
+        kinds = [k for (k,) in conn.execute("SELECT kind FROM events")]
+    assert "diagnosed" in [k.lower() for k in kinds], kinds
+    frozen = gc.get_freeze_count()
+    assert cli.main([*argv[:4], "diagnose", "--dump", str(EXAMPLE), "--json"], env={}) in (0, 1)
+    assert gc.get_freeze_count() == frozen
+
+
 def test_reading_a_bundle_does_not_import_the_kubernetes_client() -> None:
     """A support bundle is read with the parsing alone: the client library (a third of a
     second to import) is left to the commands that talk to a live cluster."""
