@@ -126,7 +126,8 @@ class PeerTableReducer:
         `node`: whose table it is (its own entries are the ones a node usually lacks)."""
         if probe_id not in TABLES or not out.ok:
             return None
-        if out.stdout.lstrip()[:1] != "[":
+        a, _ = _bounds(out.stdout)
+        if not out.stdout.startswith("[", a):
             return None
         quick = self._usual_only(probe_id, out, node)
         if quick is not None:
@@ -217,7 +218,7 @@ class PeerTableReducer:
         when its text is not the compact form, an entry is there twice, or too many are out of
         that order: `_usual_only` then sets the entries against the usual texts."""
         usual = self._usual[probe_id]
-        a, b = len(text) - len(text.lstrip()), len(text.rstrip())
+        a, b = _bounds(text)
         if b - a < 4 or not text.startswith("[{", a) or not text.endswith("}]", a, b):
             return None
         pos, end = a + 2, b - 2
@@ -375,6 +376,17 @@ class PeerTableReducer:
         missing = frozenset(want.keys() - set(keys))
         stdout = json.dumps(kept, separators=(",", ":")) + "\n"
         return PeerTable(ProbeOutput(out.exit_code, stdout, out.stderr), len(entries), missing)
+
+
+def _bounds(text: str) -> tuple[int, int]:
+    """Where `text.strip()` starts and ends in `text`, found without copying it (a table is
+    half a megabyte, and ends in a newline: rstrip() would copy all of it)."""
+    a, b = 0, len(text)
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return a, b
 
 
 class _Order:
