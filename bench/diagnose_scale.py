@@ -25,9 +25,13 @@ a fresh process, so its peak memory is its own:
 node access), diagnosed the reduced way.
 
 Time is the call (read + every rule) for whole/reduced/before, the whole process for command.
-Peak RSS is resource.getrusage(RUSAGE_CHILDREN).ru_maxrss read by a small wrapper process whose
-only child is the step. Every step's findings must name exactly the broken nodes, each with the
-findings its fault causes, or the run fails: a benchmark that finds nothing measures nothing.
+CPU and peak RSS are of the step and every process it starts (the probe workers of a bundle
+from 1,000 probed nodes, children of a forkserver): a small wrapper process, whose only child is
+the step, makes itself their subreaper, reaps them all and reads getrusage(RUSAGE_CHILDREN) for
+the CPU; the peak RSS is their summed resident memory sampled every 20 ms from /proc (at least
+the largest process's ru_maxrss), the memory the machine must have. Every step's findings must
+name exactly the broken nodes, each with the findings its fault causes, or the run fails: a
+benchmark that finds nothing measures nothing.
 
 Each node's peer tables hold every peer (as on a real VXLAN cluster), so the bundle grows with
 nodes squared: 500 nodes 0.14 GB, 1,000 0.5 GB, 2,000 1.4 GB, 5,000 8 GB of disk. The default
@@ -41,6 +45,8 @@ Usage: python bench/diagnose_scale.py [--sizes 500,1000] [--pods-per-node 30] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -111,17 +117,73 @@ def write_facts(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, int(done.stdout.strip())
 
 
+def _tree_rss_kb(root: int) -> int:
+    """Resident memory of every process below `root` (this wrapper: as a subreaper it also
+    adopts the step's forkserver and its workers when the step exits), summed, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, ())
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as statm:
+                total += int(statm.read().split()[1]) * PAGE_KB
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+PR_SET_CHILD_SUBREAPER = 36
+
+
 def measure(out: Path, cmd: list[str]) -> None:
     """Run `cmd` as this process's only child, its stdout to `out`; print wall time, CPU time
     (user + system: on a shared machine the wall time also counts waiting for a core and for
-    the disk) and peak RSS."""
+    the disk) and peak RSS, of the step and of every process it starts: the probe workers of a
+    large bundle are children of a forkserver that outlives the step, so this process makes
+    itself their subreaper (Linux) and reaps them all before reading its children's usage.
+    `maxrss_kb` is the largest process's peak (getrusage); `tree_kb` the peak of the processes'
+    summed RSS, sampled every 20 ms (the memory the machine must have)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    me, tree_kb = os.getpid(), 0
     with out.open("wb") as sink:
         start = time.perf_counter()
-        rc = subprocess.run(cmd, stdout=sink, check=False).returncode
+        proc = subprocess.Popen(cmd, stdout=sink)
+        while proc.poll() is None:
+            tree_kb = max(tree_kb, _tree_rss_kb(me))
+            time.sleep(0.02)
         wall = time.perf_counter() - start
+    while True:  # the forkserver and anything else adopted, once the step has let them go
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = usage.ru_utime + usage.ru_stime
-    print(json.dumps({"rc": rc, "wall": wall, "cpu": cpu, "maxrss_kb": usage.ru_maxrss}))
+    tree_kb = max(tree_kb, usage.ru_maxrss)
+    print(
+        json.dumps(
+            {
+                "rc": proc.returncode,
+                "wall": wall,
+                "cpu": cpu,
+                "maxrss_kb": usage.ru_maxrss,
+                "tree_kb": tree_kb,
+            }
+        )
+    )
 
 
 # -- the parent -----------------------------------------------------------------------------------
@@ -159,7 +221,12 @@ def run_step(step: str, dump: Path, work: Path, before: Path | None = None) -> d
     out.unlink()
     if step == "command":
         report = {"seconds": usage["wall"], "findings": report["findings"], "gaps": report["gaps"]}
-    return {**report, "maxrss_kb": usage["maxrss_kb"], "cpu": usage["cpu"]}
+    return {
+        **report,
+        "maxrss_kb": usage["tree_kb"],
+        "largest_kb": usage["maxrss_kb"],
+        "cpu": usage["cpu"],
+    }
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -240,8 +307,9 @@ def main() -> None:
                 measured[step] = run_step(step, dump.path, work, before)
                 print(
                     f"  {step:8} {measured[step]['seconds']:8.2f} s "
-                    f"(process CPU {measured[step]['cpu']:.1f} s) "
-                    f"{mb(measured[step]['maxrss_kb'])}",
+                    f"(CPU {measured[step]['cpu']:.1f} s) "
+                    f"{mb(measured[step]['maxrss_kb'])} "
+                    f"(largest process {mb(measured[step]['largest_kb']).strip()})",
                     flush=True,
                 )
             runs.append((dump, label, measured))
@@ -257,8 +325,9 @@ def main() -> None:
 def report(runs: list[tuple[Dump, str, dict[str, dict[str, Any]]]], rev: str | None) -> None:
     print()
     print(
-        "diagnose --dump, each in its own process: time of the call (read + every rule), the "
-        "process's CPU time\n(user + system, imports included), peak RSS"
+        "diagnose --dump, each in its own process: time of the call (read + every rule), CPU "
+        "time of its processes\n(user + system, imports and probe workers included), peak of "
+        "their summed RSS"
     )
     heads = {
         "before": f"before ({rev})" if rev else "before",
