@@ -8,7 +8,6 @@ the OS login running flannel-bot, not as `--user` (bot.terminal says why).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
@@ -16,13 +15,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from flannel_bot import __version__
+from flannel_bot.diagnosis.collector import few_collections
 from flannel_bot.errors import BotError, IdentityRefused, UserError
 from flannel_bot.process.output import redacted_output
 from flannel_bot.service import commands as c
@@ -379,20 +379,6 @@ def clusters_built(words: Sequence[str]) -> ClusterUse:
     return "none" if isinstance(command, _NO_CLUSTER) else "at start"
 
 
-@contextlib.contextmanager
-def _few_collections() -> Iterator[None]:
-    """One command's answer with the cyclic collector run once per 200,000 new objects, not
-    per 700 (as mypy's main does): a diagnosis of 150,000 pods keeps half a million objects and
-    makes no cycles of them, and each full collection walked them all (1-3 s of a `diagnose
-    --dump` at 5,000 nodes). The thresholds are put back after (tests call `main` in-process)."""
-    before = gc.get_threshold()
-    gc.set_threshold(200_000, 30, 30)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 @redacted_output  # every reply, progress line, error and log record, secrets redacted
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -470,7 +456,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return shell(app, terminal, sys.stdin, sys.stdout)
         if not inv.as_json:
             app.store.subscribe(_progress_printer(app, sys.stderr))
-        with _few_collections():
+        with few_collections():
             reply = handle(app, terminal, inv.words)
             _emit(reply, app, inv.as_json, sys.stdout)
         if argv is None:  # the process ends with this command (tests pass `argv`)

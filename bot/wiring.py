@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn, cast
 
+from flannel_bot.diagnosis.collector import few_collections
 from flannel_bot.errors import ExecutorError, KubeConfigError
 from flannel_bot.executors.node_settings import DEFAULT_IMAGE, SELF_IMAGE
 from flannel_bot.executors.snapshot import SnapshotCluster
@@ -166,17 +166,12 @@ def evidence_from_bundle(
 
     reader = BundleReader(path, limits, cache_probes=False)  # read once, node by node
     nodes = SplitProbes.of(reader, SPLIT_FROM if split_from is None else split_from)
-    # the cyclic collector once per 200,000 new objects while it is read (as `cli` answers a
-    # command): the evidence of 150,000 pods is half a million objects and no cycles, and each
-    # full collection during the read walked them all; put back after
-    before = gc.get_threshold()
-    gc.set_threshold(200_000, 30, 30)
     try:
-        if isinstance(nodes, SplitProbes):
-            nodes.start(only)  # the probes read while the API objects are
-        return collect(reader, nodes, only, deep=deep)
+        with few_collections():  # the evidence of 150,000 pods: no cycles, millions of objects
+            if isinstance(nodes, SplitProbes):
+                nodes.start(only)  # the probes read while the API objects are
+            return collect(reader, nodes, only, deep=deep)
     finally:
-        gc.set_threshold(*before)
         if isinstance(nodes, SplitProbes):
             nodes.close()
 

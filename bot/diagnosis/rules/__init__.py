@@ -8,12 +8,9 @@ lines that show it, with where they came from.
 
 from __future__ import annotations
 
-import gc
 import importlib
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
+from flannel_bot.diagnosis.collector import few_collections
 from flannel_bot.diagnosis.evidence import Evidence
 from flannel_bot.diagnosis.findings import Finding
 from flannel_bot.diagnosis.rule import RULES, rank
@@ -37,33 +34,8 @@ for _area in AREAS:
 
 def diagnose(ev: Evidence) -> list[Finding]:
     """Every rule over the evidence, ranked root cause first."""
-    with _collector_held_off():
+    with few_collections():  # the rules make no cycles; a full pass walks all the evidence
         return rank(f for r in RULES for f in r.findings(ev))
-
-
-# the cyclic collector while rules run: once per 200,000 new objects, not 700. The rules make
-# many short-lived objects and no cycles, and each full collection walks every object of the
-# evidence (150,000 pods: millions): at 5,000 probed nodes 1.6 s of the rules' 5 s
-_held = threading.Lock()
-_holders = 0
-_threshold: tuple[int, ...] = ()
-
-
-@contextmanager
-def _collector_held_off() -> Iterator[None]:
-    global _holders, _threshold
-    with _held:
-        if _holders == 0:
-            _threshold = gc.get_threshold()
-            gc.set_threshold(max(_threshold[0], 200_000), *_threshold[1:])
-        _holders += 1
-    try:
-        yield
-    finally:
-        with _held:
-            _holders -= 1
-            if _holders == 0:
-                gc.set_threshold(*_threshold)
 
 
 __all__ = ["AREAS", "RULES", "diagnose"]

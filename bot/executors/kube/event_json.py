@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from flannel_bot.executors.kube.pod_json import records_of
 from flannel_bot.ports.cluster import EventInfo
 
 # field names are the API's (core/v1 Event); gc=False: the Structs hold no cycles
@@ -91,14 +92,7 @@ class EventDecoder:
             return None
         if events is None:
             return None
-        count = len(events)
-        if count > limit:
-            del events[limit:]
-        out: list[EventInfo] = []
-        for start in range(0, len(events), every):
-            out += map(self._record, events[start : start + every])
-            tick()
-        return out, count
+        return records_of(events, self._record, limit, tick, every)
 
     def _record(self, event: _Event) -> EventInfo:
         meta = event.metadata or _NO_META

@@ -14,7 +14,7 @@ test_pod_json.py holds the two to the same answers on varied and hostile pods.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
 
 import msgspec
 
@@ -109,6 +109,25 @@ _NO_CONTAINERS: tuple[ContainerInfo, ...] = ()
 _READY = _Condition("Ready", "True")  # equal to a condition of that type and status
 
 
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+def records_of(
+    items: list[S], record: Callable[[S], R], limit: int, tick: Callable[[], None], every: int
+) -> tuple[list[R], int]:
+    """A typed list's first `limit` items as `record` makes each, and how many it held, with
+    `tick` every `every` records (listjson's `Whole` for pods.json and events.json)."""
+    count = len(items)
+    if count > limit:
+        del items[limit:]
+    out: list[R] = []
+    for start in range(0, len(items), every):
+        out += map(record, items[start : start + every])
+        tick()
+    return out, count
+
+
 class PodDecoder:
     """Decodes the pods of one list: `decode` is `parse_pod` of one pod's JSON text, or None
     when the pod has a shape the typed decode does not take (then `parse_pod` reads it);
@@ -151,15 +170,7 @@ class PodDecoder:
             return None
         if pods is None:
             return None
-        count = len(pods)
-        if count > limit:
-            del pods[limit:]
-        record = self._record
-        out: list[PodInfo] = []
-        for start in range(0, len(pods), every):
-            out += map(record, pods[start : start + every])
-            tick()
-        return out, count
+        return records_of(pods, self._record, limit, tick, every)
 
     def _record(self, pod: _Pod) -> PodInfo:
         meta = pod.metadata
