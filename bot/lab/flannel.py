@@ -135,6 +135,10 @@ def program_peers(
         run(["bridge", "-n", node.netns, "-batch", "-"], input="\n".join(fdb_lines) + "\n")
 
 
+def has_vxlan(node: NodeSpec) -> bool:
+    return run(["ip", "-n", node.netns, "-o", "link", "show", "flannel.1"], check=False) != ""
+
+
 def write_subnet_env(node: NodeSpec, mtu: int = VXLAN_MTU) -> None:
     (node.dir / "run-flannel" / "subnet.env").write_text(subnet_env(node, mtu))
 

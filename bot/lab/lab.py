@@ -66,6 +66,7 @@ class Lab:
         self._lock = threading.RLock()
         self._ipam_lock = threading.Lock()  # a sandbox's start and its CNI DEL, one at a time
         self._workers: list[threading.Thread] = []
+        self.worker_errors: list[str] = []  # what killed a controller thread, for tests to see
         self.faults: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._kubelet = threading.Thread(target=self._kubelet_loop, daemon=True)
@@ -368,7 +369,14 @@ class Lab:
             (node.dir / "var-lib-cni" / "networks" / "cbr0" / ip).unlink(missing_ok=True)
 
     def _spawn(self, work: Callable[[], object]) -> None:
-        worker = threading.Thread(target=work, daemon=True)
+        def guarded() -> None:
+            try:
+                work()
+            except Exception as exc:  # a controller thread's death must not go unseen
+                self.worker_errors.append(f"{type(exc).__name__}: {exc}")
+                raise
+
+        worker = threading.Thread(target=guarded, daemon=True)
         self._workers = [w for w in self._workers if w.is_alive()] + [worker]
         worker.start()
 
@@ -526,6 +534,9 @@ class Lab:
         with self._lock:
             failure = self.flanneld_failure(node, pod)
             previous = self.api.get("pods", pod, FLANNEL_NS)
+            dev, address = self.chosen_interface(node)
+            if failure is None:
+                failure = self._program_with_restarts(node, address)
             if failure is not None:
                 log = objects.flanneld_log(self.spec, node, pod).splitlines()[:4]
                 text = "\n".join([*log, failure]) + "\n"
@@ -545,8 +556,6 @@ class Lab:
                     )
                 )
                 return StartResult(False, text)
-            dev, address = self.chosen_interface(node)
-            self.program_node(node, address)
             text = objects.flanneld_log(self.spec, node, pod)
             if dev != "eth0":
                 text = text.replace(
@@ -557,6 +566,20 @@ class Lab:
             self._set_flannel_pod(pod, node, ready=True, restarts=0)
             self.api.set_log(FLANNEL_NS, pod, "kube-flannel", text)
             return StartResult(True, text)
+
+    def _program_with_restarts(self, node: NodeSpec, address: str, tries: int = 3) -> str | None:
+        """flanneld exits when a netlink call fails under it (flannel.1 deleted while it starts)
+        and the kubelet restarts it; the error it last exited with, or None once it came up."""
+        for attempt in range(tries):
+            try:
+                self.program_node(node, address)
+                return None
+            except LabError as exc:
+                if attempt == tries - 1:
+                    why = str(exc).rpartition("): ")[2].splitlines()[0]
+                    return klog("E", "main.go:332", f"Error registering network: {why}")
+                time.sleep(1.0)
+        return None
 
     def _set_flannel_pod(self, pod: str, node: NodeSpec, ready: bool, restarts: int) -> None:
         fresh = objects.flannel_pod(self.spec, node, pod, ready=ready, restarts=restarts)
@@ -587,10 +610,17 @@ class Lab:
             subresource="status",
         )
         peers = self.peer_addresses()
+        flannel.program_peers(node, self.spec.all_nodes(), peers)
         for other in self.spec.all_nodes():
-            if sshd_pid(other) is None:
+            if other.index == node.index or sshd_pid(other) is None:
                 continue
-            flannel.program_peers(other, self.spec.all_nodes(), peers)
+            # the peer's own flanneld adds this lease; one whose flannel.1 is gone (a runbook
+            # deleting it, a reboot) cannot, until its own restart re-programs every peer
+            try:
+                flannel.program_peers(other, self.spec.all_nodes(), peers)
+            except LabError:
+                if flannel.has_vxlan(other):
+                    raise
         flannel.ensure_flannel_iptables(node)
 
     def peer_addresses(self) -> dict[str, str]:

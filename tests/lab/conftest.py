@@ -35,6 +35,18 @@ def flannel_lab() -> Iterator[Lab]:
     yield from running_lab(SPEC)
 
 
+@pytest.fixture(autouse=True)
+def lab_threads_survive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test during which one of the lab's controller threads (flanneld and kube-proxy
+    starts) died fails at teardown with the error, instead of the tests after it."""
+    yield
+    for name in ("flannel_lab", "k3s_lab"):
+        if name in request.fixturenames:
+            lab: Lab = request.getfixturevalue(name)
+            died, lab.worker_errors[:] = list(lab.worker_errors), []
+            assert died == [], f"a lab controller thread died during this test: {died}"
+
+
 ACCESS = ("ssh", "pod")  # how the bot reaches nodes: `[nodes] access`
 NODE_EXEC = "app.kubernetes.io/component=node-exec,app.kubernetes.io/managed-by=flannel-bot"
 

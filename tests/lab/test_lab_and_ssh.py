@@ -135,3 +135,37 @@ def test_lab_status_reports_reachability(flannel_lab: Lab) -> None:
     status = flannel_lab.status()
     assert [n["name"] for n in status["nodes"]] == ["w1", "w2", "w3"]
     assert all_reachable(status["pod_reachability"])
+
+
+def test_a_flannel_start_survives_a_peer_whose_flannel_1_is_gone(flannel_lab: Lab) -> None:
+    """A runbook removing w2's flannel.1 races another node's flanneld start (the lab plays
+    every node's lease watcher): w1 still comes up, w2's own restart recreates flannel.1 and
+    its peers, and the lab's controller threads keep running."""
+    w1, w2 = flannel_lab.spec.by_name("w1"), flannel_lab.spec.by_name("w2")
+    run(["ip", "-n", w2.netns, "link", "delete", "flannel.1"])
+    try:
+        started = flannel_lab.restart_flannel(w1)
+        assert started.ok, started.log
+        assert flannel_lab.worker_errors == []
+    finally:
+        assert flannel_lab.restart_flannel(w2).ok
+    assert all_reachable(flannel_lab.status()["pod_reachability"])
+
+
+def test_a_flannel_start_that_netlink_refuses_crash_loops_with_the_error(flannel_lab: Lab) -> None:
+    """flanneld exits when programming its peers fails and the kubelet restarts it: the pod
+    ends crash-looping with the error in its log, not with a lab thread dead and the pod
+    pending forever. (w3's flannel.1 is set down with its routes gone: the kernel refuses an
+    onlink route through a link that is down, and the lab, unlike flanneld, does not set it up.)"""
+    w3 = flannel_lab.spec.by_name("w3")
+    run(["ip", "-n", w3.netns, "link", "set", "flannel.1", "down"])
+    run(["ip", "-n", w3.netns, "route", "flush", "dev", "flannel.1"])
+    try:
+        started = flannel_lab.restart_flannel(w3)
+        assert not started.ok
+        assert "Error registering network" in started.log.splitlines()[-1], started.log
+        assert flannel_lab.worker_errors == []
+    finally:
+        run(["ip", "-n", w3.netns, "link", "set", "flannel.1", "up"])
+        assert flannel_lab.restart_flannel(w3).ok
+    assert all_reachable(flannel_lab.status()["pod_reachability"])

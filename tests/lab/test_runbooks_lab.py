@@ -30,7 +30,7 @@ from flannel_bot.settings import load_settings
 from flannel_bot.wiring import App, build_app
 
 from . import rbac
-from .conftest import ACCESS, all_reachable, bot_config, node_exec_pods
+from .conftest import ACCESS, all_reachable, bot_config, healthy, node_exec_pods
 
 pytestmark = pytest.mark.integration
 
@@ -196,6 +196,8 @@ RAN: set[str] = set()  # the cases that ran in this session: the RBAC check need
 def test_runbook_fixes_its_incident(case: Case, flannel_lab: Lab, app: App) -> None:
     RAN.add(case.scenario)
     lab = flannel_lab
+    ready, reach = healthy(lab)
+    assert ready and all_reachable(reach), f"the lab was left broken before this case: {reach}"
     pods_before = {p["metadata"]["name"] for p in lab.api.list("pods", "default")}
     faults.inject(lab, case.scenario, case.node)
     # a reservation left from the node's old subnet, which only wipe_cni_state removes
