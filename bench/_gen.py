@@ -420,7 +420,7 @@ def write_dump(
     if workloads > nodes * MAX_PODS_PER_NODE:
         raise ValueError(f"at most {MAX_PODS_PER_NODE} workload pods per node fit in a /24")
     events = workloads // 10 if events is None else events
-    faults = choose_faults(cluster)
+    faults = choose_faults(cluster, share)
     per_node = [workloads // nodes + (1 if i < workloads % nodes else 0) for i in range(nodes)]
 
     out.list("nodes.json", "NodeList", "v1", [api_item(objects.node(n)) for n in cluster])

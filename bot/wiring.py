@@ -156,24 +156,33 @@ def evidence_from_bundle(
     deep: bool = False,
     limits: Limits | None = None,
     split_from: int | None = None,
+    logs_from: int | None = None,
 ) -> Evidence:
     """`collect` over a support bundle, with what the bundle lacked, and what it held that was
     refused or cut (`limits`, default `Limits()`), appended to `gaps`. From `split_from` probed
-    nodes (default `bundle_split.SPLIT_FROM`) the probes are read by two processes."""
-    from flannel_bot.diagnosis.collect import collect
+    nodes (default `bundle_split.SPLIT_FROM`) the probes are read by two processes; else from
+    `logs_from` nodes (default `logs_ahead.LOGS_FROM`) the pods' logs are read by a second
+    process while the pods are read here."""
+    from flannel_bot.diagnosis.collect import LOG_TAIL, collect
     from flannel_bot.executors.bundle import BundleReader
     from flannel_bot.process.bundle_split import SPLIT_FROM, SplitProbes
+    from flannel_bot.process.logs_ahead import LogsAhead
 
     reader = BundleReader(path, limits, cache_probes=False)  # read once, node by node
     nodes = SplitProbes.of(reader, SPLIT_FROM if split_from is None else split_from)
+    logs = None
     try:
         with few_collections():  # the evidence of 150,000 pods: no cycles, millions of objects
             if isinstance(nodes, SplitProbes):
                 nodes.start(only)  # the probes read while the API objects are
-            return collect(reader, nodes, only, deep=deep)
+            else:  # the probe workers have the other cores; else the logs read meanwhile
+                logs = LogsAhead.start(reader, LOG_TAIL, logs_from)
+            return collect(reader, nodes, only, deep=deep, logs_ahead=logs)
     finally:
         if isinstance(nodes, SplitProbes):
             nodes.close()
+        if logs is not None:
+            logs.close()
 
 
 def write_peer_facts(path: Path | str, limits: Limits | None = None) -> int:
@@ -251,6 +260,14 @@ def build_cluster(
         many = len(settings.clusters) > 1
         raise ConfigError(f"cluster {name}: {exc}" if many else str(exc)) from None
     recorded = isinstance(nodes, SnapshotCluster | NoCluster)
+    logs_ahead = None
+    recording = cs.recording
+    if not offline and recording is not None and recording.is_dir() and cast(object, nodes) is kube:
+        # a support bundle whose probes no workers read: its logs may be, while its pods are
+        from flannel_bot.executors.bundle import BundleReader
+        from flannel_bot.process.logs_ahead import LogsAhead
+
+        logs_ahead = functools.partial(LogsAhead.start, cast(BundleReader, kube))
     engine = Engine(
         store=store,
         registry=Registry.from_package(),
@@ -265,7 +282,7 @@ def build_cluster(
         cluster=name,
         node_access=cs.nodes.access,
     )
-    return Cluster(name, engine, None if recorded else nodes)
+    return Cluster(name, engine, None if recorded else nodes, logs_ahead)
 
 
 ClusterUse = Literal["at start", "when asked", "none"]

@@ -11,8 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
-from flannel_bot.diagnosis.evidence import FLANNEL_CONFIGMAPS, FLANNEL_NAMESPACES, Evidence
+from flannel_bot.diagnosis.evidence import (
+    FLANNEL_CONFIGMAPS,
+    FLANNEL_NAMESPACES,
+    Evidence,
+    ScannedLog,
+)
 from flannel_bot.diagnosis.peer_tables import (
     TABLE_ARGVS,
     TABLES,
@@ -38,8 +44,10 @@ def collect_api(
     only: Sequence[str] = (),
     known: Sequence[NodeInfo] | None = None,
     log_lines: int = LOG_TAIL,
+    logs_ahead: LogsAhead | None = None,
 ) -> Evidence:
-    """The API's part of the evidence; `known`: the nodes, when the caller has just listed them."""
+    """The API's part of the evidence; `known`: the nodes, when the caller has just listed them;
+    `logs_ahead`: the logs as another process read them, where it did."""
     ev = Evidence()
     ev.nodes = list(known) if known is not None else kube.list_nodes()
     try:
@@ -72,7 +80,7 @@ def collect_api(
     except ExecutorError as exc:
         _note(ev, "RBAC", exc)
         ev.rbac = type(ev.rbac)(readable=False)
-    _read_logs(kube, ev, log_lines)
+    _read_logs(kube, ev, log_lines, logs_ahead)
     return ev
 
 
@@ -91,26 +99,63 @@ def peer_reducer_of(kube: ClusterReader) -> tuple[PeerTableReducer | None, list[
     return peer_reducer(ev), ev.nodes
 
 
-def _read_logs(kube: ClusterReader, ev: Evidence, log_lines: int) -> None:
-    """The last `log_lines` of every flannel and kube-proxy container, healthy-looking or not
-    (an older flanneld retries without exiting: Running, with the cause in its log), and the
-    previous container's where one restarted; eight reads at a time from a live cluster."""
-    wanted = [
-        (pod, c, previous)
+LogKey = tuple[str, str, str, bool]  # namespace, pod, container, previous
+
+
+class LogsAhead(Protocol):
+    """Logs read (and scanned) before `collect` asks for them, by another process."""
+
+    def take(self, keys: Sequence[LogKey], log_lines: int) -> Mapping[LogKey, ScannedLog] | None:
+        """Each of `keys` as read ahead (its text "" where there is none), when exactly these
+        were read with `log_lines`, and their reading is accounted as if read here; else
+        None, and the caller reads them itself."""
+        ...
+
+    def close(self) -> None:
+        """Stop the reading, taken or not."""
+        ...
+
+
+def log_jobs(ev: Evidence) -> list[LogKey]:
+    """The logs diagnose reads, in the order it reads them: every flannel and kube-proxy
+    container's, healthy-looking or not (an older flanneld retries without exiting: Running,
+    with the cause in its log), the cluster DNS's, and the previous container's where one
+    restarted."""
+    return [
+        (pod.namespace, pod.name, c, previous)
         for pod in [*ev.flannel_pods(), *ev.kube_proxy_pods(), *ev.dns_pods()]
         for c, restarted in _log_containers(pod)
         for previous in ((False, True) if restarted else (False,))
     ]
 
-    def read(job: tuple[PodInfo, str, bool]) -> tuple[tuple[str, str, str, bool], str]:
-        pod, container, previous = job
-        key = (pod.namespace, pod.name, container, previous)
-        try:
-            return key, kube.read_pod_log(pod.namespace, pod.name, container, previous, log_lines)
-        except ExecutorError:
-            return key, ""  # no previous container, or the log is gone: nothing to quote
 
-    def keep(results: Iterable[tuple[tuple[str, str, str, bool], str]]) -> None:
+def read_log(kube: ClusterReader, key: LogKey, log_lines: int) -> tuple[LogKey, str]:
+    namespace, pod, container, previous = key
+    try:
+        return key, kube.read_pod_log(namespace, pod, container, previous, log_lines)
+    except ExecutorError:
+        return key, ""  # no previous container, or the log is gone: nothing to quote
+
+
+def _read_logs(
+    kube: ClusterReader, ev: Evidence, log_lines: int, ahead: LogsAhead | None = None
+) -> None:
+    """The last `log_lines` of each of `log_jobs`; eight reads at a time from a live cluster,
+    or as `ahead` read them."""
+    wanted = log_jobs(ev)
+    taken = ahead.take(wanted, log_lines) if ahead is not None else None
+    if taken is not None:
+        for key in wanted:
+            scanned = taken[key]
+            if scanned.text:
+                ev.logs[key] = scanned.text
+                ev.log_scans[key] = scanned
+        return
+
+    def read(key: LogKey) -> tuple[LogKey, str]:
+        return read_log(kube, key, log_lines)
+
+    def keep(results: Iterable[tuple[LogKey, str]]) -> None:
         for key, text in results:
             if text:
                 ev.logs[key] = text
@@ -326,11 +371,12 @@ def collect(
     known: Sequence[NodeInfo] | None = None,
     log_lines: int = LOG_TAIL,
     reduce_tables: bool = True,
+    logs_ahead: LogsAhead | None = None,
 ) -> Evidence:
     """The evidence for diagnose. A reader that is a `Recording` (a support bundle) says what
     only it knows, e.g. which probes it simply does not contain; `_from_recording` applies it.
     `known`: the cluster's nodes, when the caller has just listed them (no second list call)."""
-    ev = collect_api(kube, only, known, log_lines)
+    ev = collect_api(kube, only, known, log_lines, logs_ahead)
     names = list(only) or [n.name for n in ev.nodes]
     if nodes is None:
         ev.gaps.append("no node access: findings that need node probes were not checked")

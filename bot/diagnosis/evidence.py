@@ -76,6 +76,15 @@ def distribution_of(nodes: Iterable[NodeInfo]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class ScannedLog:
+    """`CATALOGUE.found_in(where, text)`, computed elsewhere for this text."""
+
+    where: str
+    text: str
+    found: tuple[tuple[int, str, int], ...]
+
+
 @dataclass
 class Evidence:
     nodes: list[NodeInfo] = field(default_factory=list)
@@ -85,6 +94,9 @@ class Evidence:
     events: list[EventInfo] = field(default_factory=list)
     services: dict[tuple[str, str], ServiceInfo] = field(default_factory=dict)
     logs: dict[tuple[str, str, str, bool], str] = field(default_factory=dict)
+    # what the catalogue found in a log, where another process read and scanned it (see
+    # logs_ahead); used only while `logs` holds that very text and it is read as that `where`
+    log_scans: dict[tuple[str, str, str, bool], ScannedLog] = field(default_factory=dict)
     rbac: Rbac = field(default_factory=Rbac)
     probes: dict[str, dict[str, ProbeOutput]] = field(default_factory=dict)
     # node -> probe id -> its VXLAN peer table as reduced when read (see peer_tables); the
@@ -357,18 +369,30 @@ def matching_lines(text: str, pattern: str, limit: int = 3) -> list[str]:
     return [line.strip() for line in text.splitlines() if rx.search(line)][-limit:]
 
 
-def _scan(ev: Evidence) -> Iterator[Sighting]:
-    """What the catalogue finds in every text the evidence holds, tied to a node where it can be."""
-    scan = CATALOGUE.scan
+def log_places(ev: Evidence) -> dict[tuple[str, str], tuple[PodInfo, str]]:
+    """(namespace, pod) -> (the pod, which catalogue its logs are read with), for the pods
+    whose logs diagnose reads: flannel's, kube-proxy's, the cluster DNS's."""
     logged = {(p.namespace, p.name): (p, FLANNEL_LOG) for p in ev.flannel_pods()}
     logged.update({(p.namespace, p.name): (p, KUBE_PROXY_LOG) for p in ev.kube_proxy_pods()})
     logged.update({(p.namespace, p.name): (p, DNS_LOG) for p in ev.dns_pods()})
-    for (ns, name, container, previous), text in ev.logs.items():
+    return logged
+
+
+def _scan(ev: Evidence) -> Iterator[Sighting]:
+    """What the catalogue finds in every text the evidence holds, tied to a node where it can be."""
+    scan = CATALOGUE.scan
+    logged = log_places(ev)
+    for log_key, text in ev.logs.items():
+        ns, name, container, previous = log_key
         pod, where = logged.get((ns, name), (None, ""))
         if pod is not None:
             which = "previous" if previous else "current"
             label = f"API: logs of {ns}/{name} ({container}, {which})"
-            yield from scan(where, text, pod.node, label)
+            done = ev.log_scans.get(log_key)
+            if done is not None and done.where == where and done.text is text:
+                yield from CATALOGUE.sightings_of(where, done.found, pod.node, label)
+            else:
+                yield from scan(where, text, pod.node, label)
     # only the pods events name are looked up (not a map of 150,000 pods built for 14,000
     # events): by name first, which most pods fail without a key of their own being made
     named = {(e.involved_namespace, e.involved_name) for e in ev.events}

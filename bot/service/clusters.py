@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from flannel_bot.diagnosis.collect import LogsAhead
 from flannel_bot.errors import UnknownCluster
 from flannel_bot.ports.cluster import ClusterReader
 from flannel_bot.ports.nodes import NodeExecutor
@@ -20,11 +21,14 @@ from flannel_bot.runs.policy import Policy
 
 @dataclass(frozen=True)
 class Cluster:
-    """`prober` runs the node probes, or is None where nodes cannot be reached (a recording)."""
+    """`prober` runs the node probes, or is None where nodes cannot be reached (a recording).
+    `logs_ahead(log_lines)`: the pods' logs set reading in another process, where the reader
+    is a large support bundle (see `process.logs_ahead`)."""
 
     name: str
     engine: Engine
     prober: NodeExecutor | None
+    logs_ahead: Callable[[int], LogsAhead | None] | None = None
 
     @property
     def reader(self) -> ClusterReader:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flannel_bot.diagnosis.collect import collect
+from flannel_bot.diagnosis.collect import LOG_TAIL, collect
 from flannel_bot.errors import (
     AuditChainBroken,
     AuditLogError,
@@ -406,7 +406,14 @@ class Service:
                 f"node `{unknown[0]}` is not in {where}; known nodes: "
                 f"{', '.join(sorted(known)) or 'none'}"
             )
-        evidence = collect(cluster.reader, cluster.prober, only, deep, known=listed)
+        ahead = cluster.logs_ahead(LOG_TAIL) if cluster.logs_ahead is not None else None
+        try:
+            evidence = collect(
+                cluster.reader, cluster.prober, only, deep, known=listed, logs_ahead=ahead
+            )
+        finally:
+            if ahead is not None:
+                ahead.close()
         view = diagnosis_view(
             evidence, cluster.engine.registry, only, cluster.name, self.clusters.many
         )

@@ -113,9 +113,15 @@ class Catalogue:
         A line that holds none of the messages' required words (`required_words`) cannot
         match and is not searched: the combined pattern costs its length in alternatives per
         character (a 5,000-node bundle's flannel logs are 12 MB), a word test a few."""
+        return self.sightings_of(where, self.found_in(where, text), node, source)
+
+    def found_in(self, where: str, text: str) -> tuple[tuple[int, str, int], ...]:
+        """`scan` without the node and source: (the message's place in `for_where(where)`, the
+        last line of it, how often it came), in the order first seen. Places, not messages,
+        so that another process may scan a text and hand back what it found."""
         combined, chosen = self.for_where(where)
         words = self.words(where)
-        found: dict[Message, tuple[str, int]] = {}
+        found: dict[int, tuple[str, int]] = {}
         for original in _lines_to_search(text, words, self._word_tokens(where)):
             line = original.translate(FULLWIDTH)
             if words is not None and not _may_match(line, words):
@@ -123,12 +129,18 @@ class Catalogue:
             if not combined.search(line):
                 continue
             for i in sorted(self._could_match(where, line)):  # in the messages' order
-                message = chosen[i]
-                if message.regex.search(line):
-                    seen = found.get(message, ("", 0))[1]
-                    found[message] = (original.strip()[:500], seen + 1)
-        for message, (line, count) in found.items():
-            yield Sighting(message, node, source, line, count)
+                if chosen[i].regex.search(line):
+                    seen = found.get(i, ("", 0))[1]
+                    found[i] = (original.strip()[:500], seen + 1)
+        return tuple((i, line, count) for i, (line, count) in found.items())
+
+    def sightings_of(
+        self, where: str, found: Iterable[tuple[int, str, int]], node: str, source: str
+    ) -> Iterator[Sighting]:
+        """The sightings `found_in(where, ...)` stands for, on `node`, read in `source`."""
+        chosen = self.for_where(where)[1]
+        for i, line, count in found:
+            yield Sighting(chosen[i], node, source, line, count)
 
     def _word_tokens(self, where: str) -> _WordTokens | None:
         if where not in self._tokens:

@@ -127,6 +127,24 @@ class Budget:
                 )
             self._bytes += count
 
+    def spent(self) -> tuple[int, float]:
+        """(bytes, seconds) spent so far."""
+        with self._lock:
+            return self._bytes, self._seconds
+
+    def take_spent(self, count: int, seconds: float) -> bool:
+        """Spend what another reader spent reading files for this one (logs read ahead),
+        unless that goes past a limit: then spend nothing and say so (False), and the caller
+        reads the files itself, meeting the limit where a single reader would."""
+        with self._lock:
+            if self._bytes + count > self.limits.total_bytes // max(self.limits.shares, 1):
+                return False
+            if self._seconds + seconds > self.limits.seconds:
+                return False
+            self._bytes += count
+            self._seconds += seconds
+            return True
+
     def objects_left(self, kind: str) -> int:
         with self._lock:
             return max(self.limits.objects - self._objects.get(kind, 0), 0)

@@ -222,6 +222,17 @@ class BundleReader:
             self._missing_probes |= missing_probes
             self._unread |= unread
 
+    @property
+    def logs_read(self) -> bool:
+        """Whether any pod's current log was read (and is kept) here."""
+        with self._lock:
+            return bool(self._logs)
+
+    @property
+    def budget(self) -> Budget:
+        """What this reader has spent of its limits."""
+        return self._files.budget
+
     def probed_nodes(self, most: int) -> list[str]:
         """Up to `most` directories under probes/ (the nodes the bundle probed), unchecked."""
         try:
