@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -134,16 +134,21 @@ class Evidence:
         return list(cached[2])
 
     def kube_proxy_pods(self) -> list[PodInfo]:
-        return [p for p in self.pods if p.labels.get("k8s-app") == "kube-proxy"]
+        return self._pods_kept("_kube_proxy_pods", _is_kube_proxy)
 
     def dns_pods(self) -> list[PodInfo]:
         """The cluster DNS pods: ordinary pods on the pod network, so their log shows what any
         pod meets (the API Service unreachable, a firewall rejecting pod traffic)."""
-        return [
-            p
-            for p in self.pods
-            if p.namespace == "kube-system" and p.labels.get("k8s-app") == "kube-dns"
-        ]
+        return self._pods_kept("_dns_pods", _is_dns)
+
+    def _pods_kept(self, name: str, keep: Callable[[PodInfo], bool]) -> list[PodInfo]:
+        """The pods `keep` keeps: the log reads, the log scan and the rules each ask, and each
+        pass is over every pod; kept while `pods` is the same list."""
+        cached = self.__dict__.get(name)
+        if cached is None or cached[0] is not self.pods or cached[1] != len(self.pods):
+            kept = list(filter(keep, self.pods))
+            cached = self.__dict__[name] = (self.pods, len(self.pods), kept)
+        return list(cached[2])
 
     def flannel_daemonsets(self) -> list[DaemonSetInfo]:
         return [
@@ -367,6 +372,14 @@ def matching_lines(text: str, pattern: str, limit: int = 3) -> list[str]:
     """The last `limit` lines of a log matching a regular expression, stripped."""
     rx = re.compile(pattern)
     return [line.strip() for line in text.splitlines() if rx.search(line)][-limit:]
+
+
+def _is_kube_proxy(pod: PodInfo) -> bool:
+    return pod.labels.get("k8s-app") == "kube-proxy"
+
+
+def _is_dns(pod: PodInfo) -> bool:
+    return pod.namespace == "kube-system" and pod.labels.get("k8s-app") == "kube-dns"
 
 
 def log_places(ev: Evidence) -> dict[tuple[str, str], tuple[PodInfo, str]]:
