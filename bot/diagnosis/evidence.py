@@ -115,40 +115,29 @@ class Evidence:
     def flannel_pods(self) -> list[PodInfo]:
         """flanneld's pods: flannel's own DaemonSet (either namespace, any release) or canal's
         (RKE2's default: flannel runs beside calico as the `kube-flannel` container)."""
-        # rules ask once per node: one pass over the pods, kept while `pods` is the same list
-        cached = self.__dict__.get("_flannel_pods")
-        if cached is None or cached[0] is not self.pods or cached[1] != len(self.pods):
-            cached = self.__dict__["_flannel_pods"] = (
-                self.pods,
-                len(self.pods),
-                [
-                    p
-                    for p in self.pods
-                    if p.namespace in FLANNEL_NAMESPACES
-                    and (
-                        p.labels.get("app") == "flannel"
-                        or p.labels.get("k8s-app") in ("flannel", "canal")
-                    )
-                ],
-            )
-        return list(cached[2])
+        return list(self._pods_kept("_flannel_pods", _is_flannel))
+
+    def has_flannel_pods(self) -> bool:
+        """Whether `flannel_pods` has any, without a copy of them (rules ask once per node)."""
+        return bool(self._pods_kept("_flannel_pods", _is_flannel))
 
     def kube_proxy_pods(self) -> list[PodInfo]:
-        return self._pods_kept("_kube_proxy_pods", _is_kube_proxy)
+        return list(self._pods_kept("_kube_proxy_pods", _is_kube_proxy))
 
     def dns_pods(self) -> list[PodInfo]:
         """The cluster DNS pods: ordinary pods on the pod network, so their log shows what any
         pod meets (the API Service unreachable, a firewall rejecting pod traffic)."""
-        return self._pods_kept("_dns_pods", _is_dns)
+        return list(self._pods_kept("_dns_pods", _is_dns))
 
     def _pods_kept(self, name: str, keep: Callable[[PodInfo], bool]) -> list[PodInfo]:
         """The pods `keep` keeps: the log reads, the log scan and the rules each ask, and each
-        pass is over every pod; kept while `pods` is the same list."""
+        pass is over every pod; kept while `pods` is the same list (callers hand out copies)."""
         cached = self.__dict__.get(name)
         if cached is None or cached[0] is not self.pods or cached[1] != len(self.pods):
             kept = list(filter(keep, self.pods))
             cached = self.__dict__[name] = (self.pods, len(self.pods), kept)
-        return list(cached[2])
+        kept_pods: list[PodInfo] = cached[2]
+        return kept_pods
 
     def flannel_daemonsets(self) -> list[DaemonSetInfo]:
         return [
@@ -372,6 +361,12 @@ def matching_lines(text: str, pattern: str, limit: int = 3) -> list[str]:
     """The last `limit` lines of a log matching a regular expression, stripped."""
     rx = re.compile(pattern)
     return [line.strip() for line in text.splitlines() if rx.search(line)][-limit:]
+
+
+def _is_flannel(pod: PodInfo) -> bool:
+    return pod.namespace in FLANNEL_NAMESPACES and (
+        pod.labels.get("app") == "flannel" or pod.labels.get("k8s-app") in ("flannel", "canal")
+    )
 
 
 def _is_kube_proxy(pod: PodInfo) -> bool:

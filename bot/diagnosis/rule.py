@@ -216,7 +216,7 @@ def leased_subnet(ev: Evidence, node: str) -> tuple[str, str]:
             return "", ""
     info = ev.node(node)
     in_cluster = (
-        ev.flannel_pods()
+        ev.has_flannel_pods()
         or ev.flannel_daemonsets()
         or ev.flannel_configmap() is not None
         or ev.flannel_embedded()
