@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -115,29 +115,46 @@ class Evidence:
     def flannel_pods(self) -> list[PodInfo]:
         """flanneld's pods: flannel's own DaemonSet (either namespace, any release) or canal's
         (RKE2's default: flannel runs beside calico as the `kube-flannel` container)."""
-        return list(self._pods_kept("_flannel_pods", _is_flannel))
+        return list(self._system_pods()[0])
 
     def has_flannel_pods(self) -> bool:
         """Whether `flannel_pods` has any, without a copy of them (rules ask once per node)."""
-        return bool(self._pods_kept("_flannel_pods", _is_flannel))
+        return bool(self._system_pods()[0])
 
     def kube_proxy_pods(self) -> list[PodInfo]:
-        return list(self._pods_kept("_kube_proxy_pods", _is_kube_proxy))
+        return list(self._system_pods()[1])
 
     def dns_pods(self) -> list[PodInfo]:
         """The cluster DNS pods: ordinary pods on the pod network, so their log shows what any
         pod meets (the API Service unreachable, a firewall rejecting pod traffic)."""
-        return list(self._pods_kept("_dns_pods", _is_dns))
+        return list(self._system_pods()[2])
 
-    def _pods_kept(self, name: str, keep: Callable[[PodInfo], bool]) -> list[PodInfo]:
-        """The pods `keep` keeps: the log reads, the log scan and the rules each ask, and each
-        pass is over every pod; kept while `pods` is the same list (callers hand out copies)."""
-        cached = self.__dict__.get(name)
+    def _system_pods(self) -> tuple[list[PodInfo], list[PodInfo], list[PodInfo]]:
+        """flannel's, kube-proxy's and the cluster DNS's pods, in one pass over every pod, kept
+        while `pods` is the same list: the log reads, the log scan and the rules each ask, some
+        once per node (callers hand out copies)."""
+        cached = self.__dict__.get("_kept_system_pods")
         if cached is None or cached[0] is not self.pods or cached[1] != len(self.pods):
-            kept = list(filter(keep, self.pods))
-            cached = self.__dict__[name] = (self.pods, len(self.pods), kept)
-        kept_pods: list[PodInfo] = cached[2]
-        return kept_pods
+            flannel: list[PodInfo] = []
+            proxy: list[PodInfo] = []
+            dns: list[PodInfo] = []
+            for p in self.pods:
+                labels = p.labels
+                app = labels.get("k8s-app")
+                if app == "kube-proxy":
+                    proxy.append(p)
+                if p.namespace in FLANNEL_NAMESPACES:
+                    if labels.get("app") == "flannel" or app in ("flannel", "canal"):
+                        flannel.append(p)
+                    if app == "kube-dns" and p.namespace == "kube-system":
+                        dns.append(p)
+            cached = self.__dict__["_kept_system_pods"] = (
+                self.pods,
+                len(self.pods),
+                (flannel, proxy, dns),
+            )
+        kept: tuple[list[PodInfo], list[PodInfo], list[PodInfo]] = cached[2]
+        return kept
 
     def flannel_daemonsets(self) -> list[DaemonSetInfo]:
         return [
@@ -361,20 +378,6 @@ def matching_lines(text: str, pattern: str, limit: int = 3) -> list[str]:
     """The last `limit` lines of a log matching a regular expression, stripped."""
     rx = re.compile(pattern)
     return [line.strip() for line in text.splitlines() if rx.search(line)][-limit:]
-
-
-def _is_flannel(pod: PodInfo) -> bool:
-    return pod.namespace in FLANNEL_NAMESPACES and (
-        pod.labels.get("app") == "flannel" or pod.labels.get("k8s-app") in ("flannel", "canal")
-    )
-
-
-def _is_kube_proxy(pod: PodInfo) -> bool:
-    return pod.labels.get("k8s-app") == "kube-proxy"
-
-
-def _is_dns(pod: PodInfo) -> bool:
-    return pod.namespace == "kube-system" and pod.labels.get("k8s-app") == "kube-dns"
 
 
 def log_places(ev: Evidence) -> dict[tuple[str, str], tuple[PodInfo, str]]:
