@@ -576,7 +576,7 @@ class Lab:
                 return None
             except LabError as exc:
                 if attempt == tries - 1:
-                    why = str(exc).rpartition("): ")[2].splitlines()[0]
+                    why = (exc.stderr.strip() or str(exc)).splitlines()[0]
                     return klog("E", "main.go:332", f"Error registering network: {why}")
                 time.sleep(1.0)
         return None

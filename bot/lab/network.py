@@ -33,13 +33,20 @@ API_ENDPOINT_PORT = 6443
 
 
 class LabError(Exception):
-    """The lab cannot be built or used here; the message says what is missing."""
+    """The lab cannot be built or used here; the message says what is missing. `stderr`: what
+    the command that failed printed, where one did."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
 
 
 def run(argv: Sequence[str], input: str | None = None, check: bool = True) -> str:
     proc = subprocess.run(list(argv), input=input, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise LabError(f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise LabError(
+            f"`{' '.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}", proc.stderr
+        )
     return proc.stdout
 
 

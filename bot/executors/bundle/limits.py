@@ -117,7 +117,7 @@ class Budget:
         """Spends `count` bytes of the total, or refuses `rel` without spending any."""
         with self._lock:
             total, shares = self.limits.total_bytes, max(self.limits.shares, 1)
-            if self._bytes + count > total // shares:
+            if self._bytes + count > self._byte_share():
                 part = f" (this reader's 1/{shares} of it)" if shares > 1 else ""
                 raise BundleFileRefused(
                     rel,
@@ -126,6 +126,10 @@ class Budget:
                     budget=True,
                 )
             self._bytes += count
+
+    def _byte_share(self) -> int:
+        """This reader's part of the bundle's total bytes (all of it, unless shared)."""
+        return self.limits.total_bytes // max(self.limits.shares, 1)
 
     def spent(self) -> tuple[int, float]:
         """(bytes, seconds) spent so far."""
@@ -137,7 +141,7 @@ class Budget:
         unless that goes past a limit: then spend nothing and say so (False), and the caller
         reads the files itself, meeting the limit where a single reader would."""
         with self._lock:
-            if self._bytes + count > self.limits.total_bytes // max(self.limits.shares, 1):
+            if self._bytes + count > self._byte_share():
                 return False
             if self._seconds + seconds > self.limits.seconds:
                 return False
